@@ -1,0 +1,164 @@
+//! Code generation: the user's fn untouched, plus one adapter and one
+//! `inventory` registration in an anonymous const.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Item, ItemFn};
+
+use crate::ast::Handler;
+use crate::attr::{self, Kind};
+use crate::ctxt::{self, Ctxt};
+use crate::valid::{self, Deliver, Options};
+
+/// The whole expansion of `#[subscribe]` or `#[queue]`.
+pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(func)) => func,
+        Ok(other) => return ctxt::with_errors(item, valid::not_a_fn(&other, kind)),
+        Err(err) => return ctxt::with_errors(item, err),
+    };
+    let cx = Ctxt::default();
+    let parsed = match attr::parse(&cx, kind, args) {
+        Ok(parsed) => Some(parsed),
+        Err(err) => {
+            cx.syn_error(err);
+            None
+        }
+    };
+    let handler = Handler::from_fn(&func);
+    valid::signature(&cx, kind, &handler);
+    let (subject, options) = match &parsed {
+        Some(args) => {
+            let subject = args.subject.as_ref().and_then(|lit| valid::subject(&cx, kind, lit));
+            (subject, valid::options(&cx, kind, args))
+        }
+        None => (None, Options::default()),
+    };
+    if let Err(err) = cx.check() {
+        return ctxt::with_errors(item, err);
+    }
+    let subject = subject.expect("no error was recorded, so the subject was parsed and valid");
+    let registration = register(kind, &handler, &subject, &options);
+    quote! {
+        #func
+        #registration
+    }
+}
+
+fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options) -> TokenStream {
+    let fn_name = handler.name();
+    let name = fn_name.to_string();
+    let payload = handler.payload.expect("the signature check requires a payload");
+    let payload_ty = &*payload.ty;
+    let payload_name = quote!(#payload_ty).to_string().replace(' ', "");
+
+    // Each check sits on the user's own tokens, so a wrong type is reported
+    // at the parameter (or return type) that has it.
+    let decode = quote_spanned! {payload_ty.span()=>
+        <#payload_ty as ::jetwire::__private::Payload>::decode
+    };
+    let extractor_idents: Vec<_> =
+        (0..handler.extractors.len()).map(|i| format_ident!("__jetwire_arg{}", i)).collect();
+    let extract = handler.extractors.iter().zip(&extractor_idents).map(|(pat, ident)| {
+        let ty = &*pat.ty;
+        quote_spanned! {ty.span()=>
+            let #ident = <#ty as ::jetwire::__private::FromContext>::from_context(&__jetwire_ctx)?;
+        }
+    });
+    let requirements = handler.extractors.iter().map(|pat| {
+        let ty = &*pat.ty;
+        quote_spanned! {ty.span()=> <#ty as ::jetwire::__private::FromContext>::requirement }
+    });
+    let output_ty = match handler.output {
+        Some(ty) => quote!(#ty),
+        None => quote!(()),
+    };
+    let output_span = handler.output.map_or_else(|| handler.name().span(), |ty| ty.span());
+    let into_outcome = quote_spanned! {output_span=>
+        <#output_ty as ::jetwire::__private::IntoOutcome>::into_outcome
+    };
+    let kind_tokens = match kind {
+        Kind::Subscribe => quote!(::jetwire::__private::Kind::Subscribe),
+        Kind::Queue => quote!(::jetwire::__private::Kind::Queue),
+    };
+    let options = options_tokens(options);
+    let call_site = Span::call_site();
+    let adapter = format_ident!("__jetwire_call", span = call_site);
+
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, non_snake_case, clippy::all)]
+        const _: () = {
+            fn #adapter(
+                __jetwire_delivery: ::jetwire::__private::Delivery,
+            ) -> ::jetwire::__private::CallFuture {
+                ::std::boxed::Box::pin(async move {
+                    let (__jetwire_payload, __jetwire_ctx) = __jetwire_delivery.into_parts();
+                    let __jetwire_msg = #decode(__jetwire_payload)?;
+                    #(#extract)*
+                    #into_outcome(#fn_name(__jetwire_msg #(, #extractor_idents)*).await)
+                })
+            }
+
+            ::jetwire::__private::inventory::submit! {
+                ::jetwire::__private::HandlerDef {
+                    name: #name,
+                    module: ::core::module_path!(),
+                    file: ::core::file!(),
+                    line: ::core::line!(),
+                    kind: #kind_tokens,
+                    subject: #subject,
+                    payload: #payload_name,
+                    options: #options,
+                    requires: &[#(#requirements),*],
+                    call: #adapter,
+                }
+            }
+        };
+    }
+}
+
+fn duration(d: std::time::Duration) -> TokenStream {
+    let ms = d.as_millis() as u64;
+    quote!(::core::time::Duration::from_millis(#ms))
+}
+
+fn opt<T>(value: Option<T>, f: impl FnOnce(T) -> TokenStream) -> TokenStream {
+    match value {
+        Some(v) => {
+            let inner = f(v);
+            quote!(::core::option::Option::Some(#inner))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn options_tokens(o: &Options) -> TokenStream {
+    let max_deliver = opt(o.max_deliver, |n| quote!(#n));
+    let backoff = opt(o.backoff.as_ref(), |list| {
+        let items = list.iter().copied().map(duration);
+        quote!(&[#(#items),*])
+    });
+    let ack_wait = opt(o.ack_wait, duration);
+    let concurrency = opt(o.concurrency, |n| quote!(#n));
+    let timeout = opt(o.timeout, duration);
+    let deliver = opt(o.deliver, |d| match d {
+        Deliver::New => quote!(::jetwire::__private::Deliver::New),
+        Deliver::All => quote!(::jetwire::__private::Deliver::All),
+    });
+    let durable = opt(o.durable.as_deref(), |s| quote!(#s));
+    let stream = opt(o.stream.as_deref(), |s| quote!(#s));
+    quote! {
+        ::jetwire::__private::HandlerOptions {
+            max_deliver: #max_deliver,
+            backoff: #backoff,
+            ack_wait: #ack_wait,
+            concurrency: #concurrency,
+            timeout: #timeout,
+            deliver: #deliver,
+            durable: #durable,
+            stream: #stream,
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Every semantic check of a handler: subject, options, signature. Errors are
+//! collected in the `Ctxt`, each on the token it is about.
+
+use std::time::Duration;
+
+use jetwire_grammar::{defaults, duration, name, subject};
+use syn::spanned::Spanned;
+use syn::{Expr, ExprArray, ExprLit, FnArg, Lit, LitStr, Type};
+
+use crate::ast::{ArgShape, Handler};
+use crate::attr::{Args, Kind, Opt};
+use crate::ctxt::Ctxt;
+
+/// Where a new durable starts reading (`deliver = ..`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deliver {
+    New,
+    All,
+}
+
+/// The options as the runtime will get them; `None` means the default.
+#[derive(Default)]
+pub(crate) struct Options {
+    pub(crate) max_deliver: Option<u32>,
+    pub(crate) backoff: Option<Vec<Duration>>,
+    pub(crate) ack_wait: Option<Duration>,
+    pub(crate) concurrency: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) deliver: Option<Deliver>,
+    pub(crate) durable: Option<String>,
+    pub(crate) stream: Option<String>,
+}
+
+/// Every option key, with the kinds it applies to.
+const OPTIONS: &[(&str, Option<Kind>)] = &[
+    ("max_deliver", None),
+    ("backoff", None),
+    ("ack_wait", None),
+    ("concurrency", None),
+    ("timeout", None),
+    ("deliver", Some(Kind::Subscribe)),
+    ("durable", Some(Kind::Subscribe)),
+    ("stream", None),
+];
+
+const MAX_MAX_DELIVER: u64 = 1_000_000;
+const MAX_CONCURRENCY: u64 = 10_000;
+
+/// Checks the subject against the grammar and the namespace of `kind`.
+pub(crate) fn subject(cx: &Ctxt, kind: Kind, lit: &LitStr) -> Option<String> {
+    let value = lit.value();
+    let usage = match kind {
+        Kind::Subscribe => subject::Usage::Subscribe,
+        Kind::Queue => subject::Usage::Queue,
+    };
+    match subject::check(&value, usage) {
+        Ok(()) => Some(value),
+        Err(err) => {
+            cx.error_spanned_by(lit, err);
+            None
+        }
+    }
+}
+
+/// Checks every option: known key, not repeated, applies to `kind`, value of
+/// the right type and range; then the rules between options.
+pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
+    let mut out = Options::default();
+    let mut seen: Vec<String> = Vec::new();
+    let mut backoff_expr: Option<&Expr> = None;
+    let mut max_deliver_given = false;
+
+    for Opt { key, value } in &args.options {
+        let name = key.to_string();
+        let Some((_, only)) = OPTIONS.iter().find(|(k, _)| *k == name) else {
+            cx.error_spanned_by(key, unknown_option(&name, kind));
+            continue;
+        };
+        if let Some(only) = only {
+            if *only != kind {
+                cx.error_spanned_by(key, not_for_queue(&name));
+                continue;
+            }
+        }
+        if seen.contains(&name) {
+            cx.error_spanned_by(key, format!("option `{name}` is given twice: keep one"));
+            continue;
+        }
+        seen.push(name.clone());
+        match name.as_str() {
+            "max_deliver" => {
+                max_deliver_given = true;
+                out.max_deliver = int(cx, &name, value, MAX_MAX_DELIVER, "5").map(|n| n as u32);
+            }
+            "concurrency" => {
+                out.concurrency = int(cx, &name, value, MAX_CONCURRENCY, "8").map(|n| n as u32);
+            }
+            "ack_wait" => out.ack_wait = positive_duration(cx, &name, value, "30s"),
+            "timeout" => out.timeout = positive_duration(cx, &name, value, "10s"),
+            "backoff" => {
+                backoff_expr = Some(value);
+                out.backoff = backoff(cx, value);
+            }
+            "deliver" => {
+                out.deliver = string(cx, &name, value, "\"new\"").and_then(|lit| {
+                    match lit.value().as_str() {
+                        "new" => Some(Deliver::New),
+                        "all" => Some(Deliver::All),
+                        other => {
+                            cx.error_spanned_by(
+                                &lit,
+                                format!(
+                                    "`deliver` is \"new\" (only messages published from now on) or \"all\" (everything in the stream), not {other:?}"
+                                ),
+                            );
+                            None
+                        }
+                    }
+                });
+            }
+            "durable" => out.durable = checked_name(cx, &name, value, name::Kind::Durable),
+            "stream" => out.stream = checked_name(cx, &name, value, name::Kind::Stream),
+            _ => unreachable!("every key of OPTIONS is matched above"),
+        }
+    }
+
+    // `backoff` has one delay per redelivery: at most `max_deliver - 1`.
+    if let (Some(list), Some(expr)) = (&out.backoff, backoff_expr) {
+        let max_deliver = out.max_deliver.unwrap_or(defaults::MAX_DELIVER);
+        let allowed = max_deliver.saturating_sub(1) as usize;
+        let from = if max_deliver_given {
+            format!("`max_deliver = {max_deliver}`")
+        } else {
+            format!("the default `max_deliver` of {max_deliver}")
+        };
+        if allowed == 0 {
+            cx.error_spanned_by(
+                expr,
+                format!(
+                    "{from} allows no redelivery, so `backoff` would never be used: remove `backoff` or raise `max_deliver`"
+                ),
+            );
+        } else if list.len() > allowed {
+            cx.error_spanned_by(
+                expr,
+                format!(
+                    "`backoff` has {} delays but {from} allows at most {allowed} (one before each redelivery; the last repeats): drop {} or raise `max_deliver` to {}",
+                    list.len(),
+                    list.len() - allowed,
+                    list.len() + 1
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn unknown_option(name: &str, kind: Kind) -> String {
+    let known: Vec<&str> = OPTIONS
+        .iter()
+        .filter(|(_, only)| only.is_none_or(|k| k == kind))
+        .map(|(k, _)| *k)
+        .collect();
+    let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    let close = known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min();
+    match close {
+        Some((_, k)) => format!("unknown option `{name}`: did you mean `{k}`? expected one of {list}"),
+        None => format!("unknown option `{name}`; expected one of {list}"),
+    }
+}
+
+fn not_for_queue(name: &str) -> String {
+    match name {
+        "deliver" => "`deliver` applies only to #[subscribe]: a work queue always starts with its oldest job; remove it".to_owned(),
+        "durable" => "`durable` applies only to #[subscribe]: a work queue has one durable per subject, shared by every app; remove it".to_owned(),
+        other => format!("`{other}` applies only to #[subscribe]; remove it"),
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn lit(value: &Expr) -> Option<&Lit> {
+    match value {
+        Expr::Lit(ExprLit { lit, .. }) => Some(lit),
+        Expr::Group(g) => lit(&g.expr),
+        _ => None,
+    }
+}
+
+fn int(cx: &Ctxt, name: &str, value: &Expr, max: u64, example: &str) -> Option<u64> {
+    let wrong = || format!("`{name}` takes a whole number from 1 to {max}, e.g. `{name} = {example}`");
+    if let Expr::Unary(unary) = value {
+        if matches!(unary.op, syn::UnOp::Neg(_)) {
+            cx.error_spanned_by(value, wrong());
+            return None;
+        }
+    }
+    let Some(Lit::Int(int)) = lit(value) else {
+        cx.error_spanned_by(value, wrong());
+        return None;
+    };
+    match int.base10_parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Some(n),
+        _ => {
+            cx.error_spanned_by(int, wrong());
+            None
+        }
+    }
+}
+
+fn string(cx: &Ctxt, name: &str, value: &Expr, example: &str) -> Option<LitStr> {
+    match lit(value) {
+        Some(Lit::Str(s)) => Some(s.clone()),
+        _ => {
+            cx.error_spanned_by(value, format!("`{name}` takes a string, e.g. `{name} = {example}`"));
+            None
+        }
+    }
+}
+
+fn parse_duration(cx: &Ctxt, lit: &LitStr) -> Option<Duration> {
+    match duration::parse(&lit.value()) {
+        Ok(d) => Some(d),
+        Err(err) => {
+            cx.error_spanned_by(lit, err);
+            None
+        }
+    }
+}
+
+fn positive_duration(cx: &Ctxt, name: &str, value: &Expr, example: &str) -> Option<Duration> {
+    let lit = string(cx, name, value, &format!("\"{example}\""))?;
+    let d = parse_duration(cx, &lit)?;
+    if d.is_zero() {
+        cx.error_spanned_by(
+            &lit,
+            format!("`{name}` must be longer than zero, e.g. `{name} = \"{example}\"`"),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+fn backoff(cx: &Ctxt, value: &Expr) -> Option<Vec<Duration>> {
+    let Expr::Array(ExprArray { elems, .. }) = value else {
+        let hint = match lit(value) {
+            Some(Lit::Str(s)) => format!("[{:?}]", s.value()),
+            _ => "[\"1s\", \"5s\", \"30s\"]".to_owned(),
+        };
+        cx.error_spanned_by(value, format!("`backoff` takes a list of durations: `backoff = {hint}`"));
+        return None;
+    };
+    if elems.is_empty() {
+        cx.error_spanned_by(
+            value,
+            "`backoff` is empty: give at least one delay, e.g. `backoff = [\"1s\"]`, or remove it for the default",
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(elems.len());
+    let mut ok = true;
+    for elem in elems {
+        match lit(elem) {
+            Some(Lit::Str(s)) => match parse_duration(cx, s) {
+                Some(d) => out.push(d),
+                None => ok = false,
+            },
+            _ => {
+                cx.error_spanned_by(elem, "each `backoff` delay is a duration string, e.g. \"5s\"");
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn checked_name(cx: &Ctxt, key: &str, value: &Expr, kind: name::Kind) -> Option<String> {
+    let example = match kind {
+        name::Kind::Stream => "\"ORDERS\"",
+        name::Kind::Durable => "\"billing-orders\"",
+    };
+    let lit = string(cx, key, value, example)?;
+    match name::check(&lit.value(), kind) {
+        Ok(()) => Some(lit.value()),
+        Err(err) => {
+            cx.error_spanned_by(&lit, err);
+            None
+        }
+    }
+}
+
+/// Checks the fn's signature: async, free, not generic, a payload first,
+/// `Context` and `State<T>` after it.
+pub(crate) fn signature(cx: &Ctxt, kind: Kind, handler: &Handler<'_>) {
+    let sig = &handler.func.sig;
+    let name = handler.name();
+    let attr = kind.attr_name();
+    if sig.asyncness.is_none() {
+        cx.error_spanned_by(
+            sig.fn_token,
+            format!("#[{attr}] handlers must be async: write `async fn {name}`"),
+        );
+    }
+    if let Some(token) = &sig.constness {
+        cx.error_spanned_by(token, "a handler cannot be `const`: remove `const`");
+    }
+    if let Some(token) = &sig.unsafety {
+        cx.error_spanned_by(
+            token,
+            "a handler cannot be `unsafe`: remove `unsafe` and keep the unsafe block inside the body",
+        );
+    }
+    if let Some(abi) = &sig.abi {
+        cx.error_spanned_by(abi, "a handler cannot have an ABI: remove the `extern`");
+    }
+    if !sig.generics.params.is_empty() {
+        cx.error_spanned_by(
+            &sig.generics,
+            "a handler cannot be generic: jetwire must know the payload type to decode it; use concrete types",
+        );
+    }
+    if let Some(where_clause) = &sig.generics.where_clause {
+        cx.error_spanned_by(where_clause, "a handler cannot have a `where` clause: use concrete types");
+    }
+    if let Some(variadic) = &sig.variadic {
+        cx.error_spanned_by(variadic, "a handler cannot be variadic: remove the `...`");
+    }
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(receiver) => cx.error_spanned_by(
+                receiver,
+                "a handler is a free fn: move it out of the `impl` block and drop `self`; share data through `State<T>`",
+            ),
+            FnArg::Typed(pat) => {
+                if contains_impl_trait(&pat.ty) {
+                    cx.error_spanned_by(
+                        &pat.ty,
+                        "a handler cannot take `impl Trait`: jetwire must know the concrete type; name it",
+                    );
+                }
+            }
+        }
+    }
+    match handler.payload {
+        None => {
+            if !sig.inputs.iter().any(|a| matches!(a, FnArg::Receiver(_))) {
+                let span = sig.paren_token.span.join();
+                cx.error_at(
+                    span,
+                    format!(
+                        "a handler takes the payload as its first parameter: write e.g. `async fn {name}(order: OrderCreated)`; use `jetwire::Raw` for the bytes as they came"
+                    ),
+                );
+            }
+        }
+        Some(payload) => match ArgShape::of(&payload.ty) {
+            ArgShape::Other => {}
+            shape => {
+                let what = if shape == ArgShape::Context { "`Context`" } else { "`State<T>`" };
+                cx.error_spanned_by(
+                    &payload.ty,
+                    format!(
+                        "the first parameter is the payload (a `Deserialize` type, or `jetwire::Raw`); {what} goes after it: write `async fn {name}(msg: MyEvent, ..)`"
+                    ),
+                );
+            }
+        },
+    }
+    if let Some(output) = handler.output {
+        if contains_impl_trait(output) {
+            cx.error_spanned_by(
+                output,
+                "a handler returns `Result<(), E>` with `E: Into<HandlerError>`, or `()`; not `impl Trait`",
+            );
+        }
+    }
+}
+
+fn contains_impl_trait(ty: &Type) -> bool {
+    match ty {
+        Type::ImplTrait(_) => true,
+        Type::Reference(r) => contains_impl_trait(&r.elem),
+        Type::Paren(p) => contains_impl_trait(&p.elem),
+        Type::Group(g) => contains_impl_trait(&g.elem),
+        Type::Tuple(t) => t.elems.iter().any(contains_impl_trait),
+        Type::Slice(s) => contains_impl_trait(&s.elem),
+        Type::Array(a) => contains_impl_trait(&a.elem),
+        Type::Path(p) => p.path.segments.iter().any(|seg| match &seg.arguments {
+            syn::PathArguments::AngleBracketed(args) => args.args.iter().any(|a| match a {
+                syn::GenericArgument::Type(t) => contains_impl_trait(t),
+                _ => false,
+            }),
+            _ => false,
+        }),
+        _ => false,
+    }
+}
+
+/// Where an item that is not a fn gets its error.
+pub(crate) fn not_a_fn(item: &syn::Item, kind: Kind) -> syn::Error {
+    let span = match item {
+        syn::Item::Struct(s) => s.struct_token.span(),
+        syn::Item::Enum(e) => e.enum_token.span(),
+        syn::Item::Mod(m) => m.mod_token.span(),
+        syn::Item::Impl(i) => i.impl_token.span(),
+        syn::Item::Static(s) => s.static_token.span(),
+        syn::Item::Const(c) => c.const_token.span(),
+        other => other.span(),
+    };
+    syn::Error::new(
+        span,
+        format!(
+            "#[{}] goes on an `async fn` that handles one message, e.g. `async fn handle(msg: MyEvent) -> Result<(), HandlerError>`",
+            kind.attr_name()
+        ),
+    )
+}

@@ -1,0 +1,138 @@
+//! The retry decision: a pure function from what a handler call did to what
+//! happens to the message. The live consume loop and `TestApp` both call
+//! [`classify`]; nothing else decides.
+//!
+//! ```
+//! use std::time::Duration;
+//! use jetwire::classify::{classify, Action, Outcome, Policy};
+//! use jetwire::DlqReason;
+//!
+//! let policy = Policy { max_deliver: 3, backoff: &[Duration::from_secs(1), Duration::from_secs(5)] };
+//! assert_eq!(classify(&Outcome::Ok, 1, &policy), Action::Ack);
+//! assert_eq!(classify(&Outcome::Transient, 2, &policy), Action::Nak { delay: Duration::from_secs(5) });
+//! assert_eq!(classify(&Outcome::Transient, 3, &policy), Action::DeadLetter(DlqReason::Exhausted));
+//! assert_eq!(classify(&Outcome::Decode, 1, &policy), Action::DeadLetter(DlqReason::Decode));
+//! ```
+
+use std::time::Duration;
+
+use crate::dlq::DlqReason;
+
+/// What one handler call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned `Ok`.
+    Ok,
+    /// It returned a transient error.
+    Transient,
+    /// It returned [`HandlerError::retry_after`](crate::HandlerError::retry_after).
+    RetryAfter(Duration),
+    /// It returned a permanent error.
+    Permanent,
+    /// The payload did not decode; the handler was not called.
+    Decode,
+    /// It panicked.
+    Panic,
+    /// It ran past its `timeout`.
+    Timeout,
+}
+
+/// The handler's retry options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Deliveries before dead-lettering (at least 1).
+    pub max_deliver: u32,
+    /// The delay before each redelivery; the last repeats. Empty: no delay.
+    pub backoff: &'static [Duration],
+}
+
+impl Policy {
+    /// The delay before redelivering after failed delivery `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let i = (attempt.max(1) - 1) as usize;
+        self.backoff.get(i).or(self.backoff.last()).copied().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// What to do with the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Acknowledge: done.
+    Ack,
+    /// Negative-acknowledge: the server redelivers after `delay`.
+    Nak {
+        /// How long the server waits before redelivering.
+        delay: Duration,
+    },
+    /// Copy to the dead-letter queue, then terminate.
+    DeadLetter(DlqReason),
+}
+
+/// Decides what happens to a message after delivery `attempt` (1-based) of
+/// `max_deliver` ended with `outcome`.
+pub fn classify(outcome: &Outcome, attempt: u32, policy: &Policy) -> Action {
+    let last = attempt >= policy.max_deliver;
+    match *outcome {
+        Outcome::Ok => Action::Ack,
+        Outcome::Permanent => Action::DeadLetter(DlqReason::Permanent),
+        Outcome::Decode => Action::DeadLetter(DlqReason::Decode),
+        Outcome::Transient | Outcome::RetryAfter(_) if last => {
+            Action::DeadLetter(DlqReason::Exhausted)
+        }
+        Outcome::Panic if last => Action::DeadLetter(DlqReason::Panic),
+        Outcome::Timeout if last => Action::DeadLetter(DlqReason::Timeout),
+        Outcome::RetryAfter(delay) => Action::Nak { delay },
+        Outcome::Transient | Outcome::Panic | Outcome::Timeout => {
+            Action::Nak { delay: policy.delay(attempt) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    static BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(30)];
+
+    #[test]
+    fn every_row_of_the_outcome_table() {
+        let p = Policy { max_deliver: 3, backoff: &BACKOFF };
+        let nak = |s| Action::Nak { delay: S(s) };
+        let dl = Action::DeadLetter;
+        let rows: &[(Outcome, u32, Action)] = &[
+            (Outcome::Ok, 1, Action::Ack),
+            (Outcome::Ok, 3, Action::Ack),
+            (Outcome::Transient, 1, nak(1)),
+            (Outcome::Transient, 2, nak(30)),
+            (Outcome::Transient, 3, dl(DlqReason::Exhausted)),
+            (Outcome::Transient, 9, dl(DlqReason::Exhausted)),
+            (Outcome::RetryAfter(S(7)), 1, nak(7)),
+            (Outcome::RetryAfter(S(7)), 3, dl(DlqReason::Exhausted)),
+            (Outcome::Permanent, 1, dl(DlqReason::Permanent)),
+            (Outcome::Decode, 1, dl(DlqReason::Decode)),
+            (Outcome::Panic, 1, nak(1)),
+            (Outcome::Panic, 3, dl(DlqReason::Panic)),
+            (Outcome::Timeout, 2, nak(30)),
+            (Outcome::Timeout, 3, dl(DlqReason::Timeout)),
+        ];
+        for (outcome, attempt, want) in rows {
+            assert_eq!(classify(outcome, *attempt, &p), *want, "{outcome:?} on attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn last_delay_repeats_and_empty_backoff_is_immediate() {
+        let p = Policy { max_deliver: 10, backoff: &BACKOFF };
+        assert_eq!(p.delay(5), S(30));
+        let none = Policy { max_deliver: 10, backoff: &[] };
+        assert_eq!(classify(&Outcome::Transient, 1, &none), Action::Nak { delay: Duration::ZERO });
+    }
+
+    #[test]
+    fn one_delivery_means_no_retry() {
+        let p = Policy { max_deliver: 1, backoff: &[] };
+        assert_eq!(classify(&Outcome::Transient, 1, &p), Action::DeadLetter(DlqReason::Exhausted));
+        assert_eq!(classify(&Outcome::Panic, 1, &p), Action::DeadLetter(DlqReason::Panic));
+    }
+}

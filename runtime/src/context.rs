@@ -1,0 +1,217 @@
+//! [`Context`]: what a handler knows about the message it handles, and how
+//! it publishes follow-ups.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::SystemTime;
+
+use async_nats::HeaderMap;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use crate::error::PublishError;
+use crate::publish::{self, Inherited, Outlet, PublishOptions};
+
+/// The values given to `App::state`, by type.
+#[derive(Default, Clone)]
+pub(crate) struct States {
+    map: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl States {
+    pub(crate) fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.map.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub(crate) fn get<T: Clone + 'static>(&self) -> Option<T> {
+        self.map.get(&TypeId::of::<T>())?.downcast_ref::<T>().cloned()
+    }
+
+    pub(crate) fn contains(&self, id: TypeId) -> bool {
+        self.map.contains_key(&id)
+    }
+}
+
+/// Extends a delivery's ack deadline (`+WPI`).
+pub(crate) trait Progress: Send + Sync + 'static {
+    fn progress(&self) -> BoxFuture<'_, Result<(), crate::Error>>;
+}
+
+/// Everything about one delivery.
+pub(crate) struct Meta {
+    pub(crate) handler: &'static str,
+    pub(crate) durable: String,
+    pub(crate) subject: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) message_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_deliver: u32,
+    pub(crate) stream: String,
+    pub(crate) stream_sequence: u64,
+    pub(crate) published_at: SystemTime,
+}
+
+/// The message being handled, and a way to publish follow-ups that carry
+/// its correlation id and trace context. Cheap to clone.
+///
+/// Take it as any parameter after the payload:
+///
+/// ```
+/// use jetwire::{subscribe, Context, HandlerError};
+///
+/// #[subscribe("users.signed-up")]
+/// async fn greet(user: String, ctx: Context) -> Result<(), HandlerError> {
+///     if ctx.attempt() > 1 {
+///         tracing::info!(attempt = ctx.attempt(), "retrying");
+///     }
+///     ctx.publish("queue.welcome-mail", &user).await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: Meta,
+    inherited: Inherited,
+    published: AtomicU32,
+    states: Arc<States>,
+    outlet: Arc<dyn Outlet>,
+    progress: Option<Arc<dyn Progress>>,
+}
+
+impl Context {
+    pub(crate) fn new(
+        meta: Meta,
+        states: Arc<States>,
+        outlet: Arc<dyn Outlet>,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Context {
+        let inherited = Inherited::from_inbound(&meta.headers, &meta.message_id);
+        Context {
+            inner: Arc::new(Inner {
+                meta,
+                inherited,
+                published: AtomicU32::new(0),
+                states,
+                outlet,
+                progress,
+            }),
+        }
+    }
+
+    /// The subject the message was published to, without the subject prefix.
+    pub fn subject(&self) -> &str {
+        &self.inner.meta.subject
+    }
+
+    /// The message's headers as they came.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.inner.meta.headers
+    }
+
+    /// A stable, unique id for this message, for idempotent handlers: its
+    /// `Nats-Msg-Id` if it has one, else `<stream>:<sequence>`. The same on
+    /// every redelivery.
+    pub fn message_id(&self) -> &str {
+        &self.inner.meta.message_id
+    }
+
+    /// Which delivery this is, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.meta.attempt
+    }
+
+    /// The handler's `max_deliver`: on this attempt, a transient failure
+    /// dead-letters the message.
+    pub fn max_deliver(&self) -> u32 {
+        self.inner.meta.max_deliver
+    }
+
+    /// The message's sequence in its stream.
+    pub fn stream_sequence(&self) -> u64 {
+        self.inner.meta.stream_sequence
+    }
+
+    /// The stream the message is stored in.
+    pub fn stream(&self) -> &str {
+        &self.inner.meta.stream
+    }
+
+    /// When the server stored the message.
+    pub fn published_at(&self) -> SystemTime {
+        self.inner.meta.published_at
+    }
+
+    /// The handler's fn name.
+    pub fn handler(&self) -> &'static str {
+        self.inner.meta.handler
+    }
+
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.inner.meta
+    }
+
+    pub(crate) fn state<T: Clone + 'static>(&self) -> Option<T> {
+        self.inner.states.get::<T>()
+    }
+
+    /// Publishes `payload` as JSON to `subject` and waits for JetStream to
+    /// store it. The message carries this message's correlation id and
+    /// trace context. Its default `Nats-Msg-Id` is derived from this
+    /// message's id, the handler and the publish's order within the call,
+    /// so a retried handler that publishes again is stored once (within
+    /// the stream's duplicate window).
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+    ) -> Result<(), PublishError> {
+        self.publish_with(subject, payload, PublishOptions::default()).await
+    }
+
+    /// [`Context::publish`] with options: message id, headers, correlation id.
+    pub async fn publish_with<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+        options: PublishOptions,
+    ) -> Result<(), PublishError> {
+        let msg = publish::build(subject, payload, options, &self.inner.inherited, || {
+            let n = self.inner.published.fetch_add(1, Ordering::Relaxed);
+            let meta = &self.inner.meta;
+            format!("{}:{}:{n}", meta.message_id, meta.durable)
+        })?;
+        self.inner.outlet.send(msg).await
+    }
+
+    /// Tells the server the handler is still working, pushing the ack
+    /// deadline back by `ack_wait`. jetwire does this on its own while a
+    /// call runs past half of `ack_wait`; call it by hand between long steps.
+    pub async fn progress(&self) -> Result<(), crate::Error> {
+        match &self.inner.progress {
+            Some(p) => p.progress().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.inner.meta;
+        f.debug_struct("Context")
+            .field("handler", &m.handler)
+            .field("subject", &m.subject)
+            .field("message_id", &m.message_id)
+            .field("attempt", &m.attempt)
+            .field("max_deliver", &m.max_deliver)
+            .field("stream", &m.stream)
+            .field("stream_sequence", &m.stream_sequence)
+            .finish_non_exhaustive()
+    }
+}

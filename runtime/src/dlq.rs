@@ -1,0 +1,208 @@
+//! Dead letters: the reasons, the headers, and the message that carries them.
+//!
+//! A dead letter is published to `dlq.<original subject>` with the original
+//! payload and headers plus the `Jetwire-Dlq-*` headers below. Its
+//! `Nats-Msg-Id` is `dlq:<stream>:<sequence>:<durable>`, so writing the same
+//! failure twice (a crash between the copy and the term, or the advisory
+//! path racing a live replica) stores it once.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use jetwire_grammar::subject::DLQ_TOKEN;
+
+use crate::publish::{self, Outbound};
+
+/// `Jetwire-Dlq-Reason`: one of [`DlqReason`]'s names.
+pub const REASON: &str = "Jetwire-Dlq-Reason";
+/// `Jetwire-Dlq-Error`: the handler's error message.
+pub const ERROR: &str = "Jetwire-Dlq-Error";
+/// `Jetwire-Dlq-Handler`: the handler's fn name.
+pub const HANDLER: &str = "Jetwire-Dlq-Handler";
+/// `Jetwire-Dlq-Attempts`: deliveries made.
+pub const ATTEMPTS: &str = "Jetwire-Dlq-Attempts";
+/// `Jetwire-Dlq-Stream`: the stream the message came from.
+pub const STREAM: &str = "Jetwire-Dlq-Stream";
+/// `Jetwire-Dlq-Sequence`: its sequence in that stream.
+pub const SEQUENCE: &str = "Jetwire-Dlq-Sequence";
+/// `Jetwire-Dlq-Failed-At`: when it was dead-lettered, RFC 3339.
+pub const FAILED_AT: &str = "Jetwire-Dlq-Failed-At";
+/// `Jetwire-Dlq-Message-Id`: the original `Nats-Msg-Id`, if it had one.
+pub const MESSAGE_ID: &str = "Jetwire-Dlq-Message-Id";
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DlqReason {
+    /// The handler returned a permanent error.
+    Permanent,
+    /// The payload did not decode into the handler's type.
+    Decode,
+    /// Every delivery failed with a transient error, or the last one never answered.
+    Exhausted,
+    /// The last delivery panicked.
+    Panic,
+    /// The last delivery ran past the handler's `timeout`.
+    Timeout,
+}
+
+impl DlqReason {
+    /// The name written to `Jetwire-Dlq-Reason`.
+    ///
+    /// ```
+    /// assert_eq!(jetwire::DlqReason::Exhausted.as_str(), "exhausted");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqReason::Permanent => "permanent",
+            DlqReason::Decode => "decode",
+            DlqReason::Exhausted => "exhausted",
+            DlqReason::Panic => "panic",
+            DlqReason::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for DlqReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reason name that is not one of [`DlqReason`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dead-letter reason `{0}`; expected permanent, decode, exhausted, panic or timeout")]
+pub struct UnknownReason(pub String);
+
+impl FromStr for DlqReason {
+    type Err = UnknownReason;
+
+    /// ```
+    /// assert_eq!("panic".parse(), Ok(jetwire::DlqReason::Panic));
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "permanent" => DlqReason::Permanent,
+            "decode" => DlqReason::Decode,
+            "exhausted" => DlqReason::Exhausted,
+            "panic" => DlqReason::Panic,
+            "timeout" => DlqReason::Timeout,
+            other => return Err(UnknownReason(other.to_owned())),
+        })
+    }
+}
+
+/// Everything known about a failed message.
+pub(crate) struct Failed<'a> {
+    pub(crate) subject: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) payload: Bytes,
+    pub(crate) reason: DlqReason,
+    pub(crate) error: &'a str,
+    pub(crate) handler: &'a str,
+    pub(crate) durable: &'a str,
+    pub(crate) attempts: u32,
+    pub(crate) stream: &'a str,
+    pub(crate) sequence: u64,
+    pub(crate) failed_at: SystemTime,
+}
+
+/// The subject a dead letter of `subject` goes to.
+///
+/// ```
+/// assert_eq!(jetwire::dlq::subject_for("queue.email"), "dlq.queue.email");
+/// ```
+pub fn subject_for(subject: &str) -> String {
+    format!("{DLQ_TOKEN}.{subject}")
+}
+
+/// The dead-letter message for `failed`.
+pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
+    let mut headers = failed.headers.clone();
+    if let Some(id) = failed.headers.get(publish::MSG_ID) {
+        headers.insert(MESSAGE_ID, id.as_str());
+    }
+    let id = format!("dlq:{}:{}:{}", failed.stream, failed.sequence, failed.durable);
+    headers.insert(publish::MSG_ID, id.as_str());
+    headers.insert(REASON, failed.reason.as_str());
+    headers.insert(ERROR, header_safe(failed.error).as_str());
+    headers.insert(HANDLER, failed.handler);
+    headers.insert(ATTEMPTS, failed.attempts.to_string().as_str());
+    headers.insert(STREAM, failed.stream);
+    headers.insert(SEQUENCE, failed.sequence.to_string().as_str());
+    headers.insert(FAILED_AT, rfc3339(failed.failed_at).as_str());
+    Outbound { subject: subject_for(failed.subject), headers, payload: failed.payload }
+}
+
+/// A header value holds no CR or LF and stays short.
+fn header_safe(s: &str) -> String {
+    const MAX: usize = 1024;
+    let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if out.len() > MAX {
+        let mut end = MAX;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letter_carries_everything() {
+        let mut h = HeaderMap::new();
+        h.insert(publish::MSG_ID, "abc");
+        h.insert("X-Custom", "1");
+        let out = letter(Failed {
+            subject: "queue.email",
+            headers: &h,
+            payload: Bytes::from_static(b"{}"),
+            reason: DlqReason::Decode,
+            error: "bad\r\njson",
+            handler: "send_email",
+            durable: "queue_email",
+            attempts: 1,
+            stream: "QUEUE",
+            sequence: 42,
+            failed_at: SystemTime::UNIX_EPOCH,
+        });
+        assert_eq!(out.subject, "dlq.queue.email");
+        let get = |k: &str| out.headers.get(k).map(|v| v.as_str().to_owned());
+        assert_eq!(get(publish::MSG_ID).as_deref(), Some("dlq:QUEUE:42:queue_email"));
+        assert_eq!(get(MESSAGE_ID).as_deref(), Some("abc"));
+        assert_eq!(get("X-Custom").as_deref(), Some("1"));
+        assert_eq!(get(REASON).as_deref(), Some("decode"));
+        assert_eq!(get(ERROR).as_deref(), Some("bad  json"));
+        assert_eq!(get(ATTEMPTS).as_deref(), Some("1"));
+        assert_eq!(get(SEQUENCE).as_deref(), Some("42"));
+        assert_eq!(get(FAILED_AT).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(&out.payload[..], b"{}");
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for r in [
+            DlqReason::Permanent,
+            DlqReason::Decode,
+            DlqReason::Exhausted,
+            DlqReason::Panic,
+            DlqReason::Timeout,
+        ] {
+            assert_eq!(r.as_str().parse::<DlqReason>(), Ok(r));
+        }
+        assert!("nope".parse::<DlqReason>().is_err());
+    }
+}

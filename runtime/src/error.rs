@@ -1,0 +1,265 @@
+//! The public error types: what a handler returns, and what jetwire returns.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use jetwire_grammar::subject::SubjectError;
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What went wrong in a handler, and whether to try again.
+///
+/// | constructor | outcome |
+/// |---|---|
+/// | [`HandlerError::transient`] or `?` on any std error | nak, redelivered after the handler's backoff |
+/// | [`HandlerError::retry_after`] | nak, redelivered after the given delay |
+/// | [`HandlerError::permanent`] | dead-lettered now, no retry |
+///
+/// On the last delivery (`max_deliver`), a transient error is dead-lettered
+/// with reason `exhausted`.
+///
+/// Like `anyhow::Error`, `HandlerError` does not implement
+/// [`std::error::Error`] itself, so that `?` can turn any error into it.
+///
+/// ```
+/// use jetwire::HandlerError;
+/// use std::time::Duration;
+///
+/// fn check(to: &str) -> Result<(), HandlerError> {
+///     if !to.contains('@') {
+///         return Err(HandlerError::permanent("no @ in address"));
+///     }
+///     let _port: u16 = "25".parse()?; // a std error: transient
+///     Err(HandlerError::retry_after("mail server busy", Duration::from_secs(10)))
+/// }
+/// assert!(check("nobody").unwrap_err().is_permanent());
+/// assert_eq!(check("a@b").unwrap_err().retry_delay(), Some(Duration::from_secs(10)));
+/// ```
+pub struct HandlerError {
+    kind: ErrorKind,
+    source: BoxError,
+}
+
+/// How a [`HandlerError`] is to be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    Transient,
+    RetryAfter(Duration),
+    Permanent,
+}
+
+impl HandlerError {
+    /// A failure that may pass: the message is redelivered after the
+    /// handler's backoff delay for this attempt.
+    pub fn transient(err: impl Into<BoxError>) -> Self {
+        HandlerError { kind: ErrorKind::Transient, source: err.into() }
+    }
+
+    /// A failure that will not pass by retrying: the message is
+    /// dead-lettered now with reason `permanent`.
+    pub fn permanent(err: impl Into<BoxError>) -> Self {
+        HandlerError { kind: ErrorKind::Permanent, source: err.into() }
+    }
+
+    /// A transient failure that knows when to try again: the message is
+    /// redelivered after `delay` instead of the handler's backoff.
+    pub fn retry_after(err: impl Into<BoxError>, delay: Duration) -> Self {
+        HandlerError { kind: ErrorKind::RetryAfter(delay), source: err.into() }
+    }
+
+    /// Whether this error dead-letters the message at once.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == ErrorKind::Permanent
+    }
+
+    /// The delay asked for with [`HandlerError::retry_after`].
+    pub fn retry_delay(&self) -> Option<Duration> {
+        match self.kind {
+            ErrorKind::RetryAfter(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The underlying error.
+    pub fn source(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.source
+    }
+
+    pub(crate) fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message with its chain of causes, as written to `Jetwire-Dlq-Error`.
+    pub(crate) fn report(&self) -> String {
+        let mut out = self.source.to_string();
+        let mut next = self.source.source();
+        while let Some(cause) = next {
+            out.push_str(": ");
+            out.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Transient => write!(f, "transient: {}", self.source),
+            ErrorKind::Permanent => write!(f, "permanent: {}", self.source),
+            ErrorKind::RetryAfter(d) => write!(f, "retry after {d:?}: {}", self.source),
+        }
+    }
+}
+
+impl<E: StdError + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(err: E) -> Self {
+        HandlerError::transient(err)
+    }
+}
+
+/// Classify an error where it happens: `.permanent()?`, `.transient()?`,
+/// `.retry_after(delay)?`.
+///
+/// ```
+/// use jetwire::{HandlerError, ResultExt};
+///
+/// fn parse(s: &str) -> Result<u32, HandlerError> {
+///     let n: u32 = s.parse().permanent()?; // bad input never gets better
+///     Ok(n)
+/// }
+/// assert!(parse("x").unwrap_err().is_permanent());
+/// ```
+pub trait ResultExt<T> {
+    /// On error, a permanent [`HandlerError`].
+    fn permanent(self) -> Result<T, HandlerError>;
+    /// On error, a transient [`HandlerError`].
+    fn transient(self) -> Result<T, HandlerError>;
+    /// On error, a [`HandlerError`] redelivered after `delay`.
+    fn retry_after(self, delay: Duration) -> Result<T, HandlerError>;
+}
+
+impl<T, E: Into<BoxError>> ResultExt<T> for Result<T, E> {
+    fn permanent(self) -> Result<T, HandlerError> {
+        self.map_err(HandlerError::permanent)
+    }
+    fn transient(self) -> Result<T, HandlerError> {
+        self.map_err(HandlerError::transient)
+    }
+    fn retry_after(self, delay: Duration) -> Result<T, HandlerError> {
+        self.map_err(|e| HandlerError::retry_after(e, delay))
+    }
+}
+
+/// Why a publish failed. Nothing was stored when this is returned, except
+/// for [`PublishError::Ack`], where the server may or may not have stored it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The subject breaks jetwire's subject rules; nothing was sent.
+    #[error("cannot publish: {0}")]
+    InvalidSubject(#[source] SubjectError),
+    /// The payload could not be encoded as JSON; nothing was sent.
+    #[error("cannot encode the payload for `{subject}` as JSON: {source}")]
+    Encode {
+        /// The subject.
+        subject: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A header name or value is not valid in NATS; nothing was sent.
+    #[error("invalid header for `{subject}`: {reason}")]
+    InvalidHeader {
+        /// The subject.
+        subject: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The message could not be sent to the server.
+    #[error("could not publish to `{subject}`: {source}; is the server reachable?")]
+    Send {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// JetStream did not confirm the message. It may have been stored:
+    /// publishing again with the same message id is safe.
+    #[error(
+        "JetStream did not confirm the message on `{subject}`: {source}; does a stream capture this subject?"
+    )]
+    Ack {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// What `jetwire` returns: startup, configuration and connection failures.
+/// Each message names what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An environment variable or builder value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The handlers, as registered, cannot run together. Every problem is listed.
+    #[error("{0}")]
+    Handlers(crate::registry::Problems),
+    /// The server could not be reached.
+    #[error("cannot connect to NATS at {url}: {source}; is nats-server running there, and are NATS_URL and the credentials right?")]
+    Connect {
+        /// The server URL, without secrets.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A stream could not be created or bound.
+    #[error("stream `{stream}`: {reason}")]
+    Stream {
+        /// The stream name.
+        stream: String,
+        /// What went wrong and how to fix it.
+        reason: String,
+    },
+    /// A durable consumer could not be created, updated or bound.
+    #[error("consumer `{durable}` of handler `{handler}`: {reason}")]
+    Consumer {
+        /// The durable name.
+        durable: String,
+        /// The handler it serves.
+        handler: String,
+        /// What went wrong and how to fix it.
+        reason: String,
+    },
+    /// A publish failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// Any other failure talking to NATS.
+    #[error("NATS: {context}: {source}")]
+    Nats {
+        /// What jetwire was doing.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Shutdown did not complete cleanly.
+    #[error("shutdown: {0}")]
+    Shutdown(String),
+}

@@ -1,0 +1,71 @@
+//! One handler call: decode, call with the timeout, catch a panic, and say
+//! what happened as an [`Outcome`]. Shared by the consume loop and `TestApp`.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+
+use crate::classify::Outcome;
+use crate::context::Context;
+use crate::error::ErrorKind;
+use crate::extract::{Delivery, Failure};
+use crate::registry::HandlerDef;
+
+/// What one call did, and the error message for logs and dead letters.
+#[derive(Debug, Clone)]
+pub(crate) struct Called {
+    pub(crate) outcome: Outcome,
+    pub(crate) error: Option<String>,
+}
+
+/// Runs `def`'s handler on one delivery.
+pub(crate) async fn invoke(def: &HandlerDef, payload: Bytes, ctx: Context) -> Called {
+    let call = (def.call)(Delivery { payload, ctx });
+    let guarded = AssertUnwindSafe(call).catch_unwind();
+    let result = match def.options.timeout {
+        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+            Ok(r) => r,
+            Err(_) => return timed_out(limit),
+        },
+        None => guarded.await,
+    };
+    match result {
+        Ok(Ok(())) => Called { outcome: Outcome::Ok, error: None },
+        Ok(Err(failure)) => from_failure(failure),
+        Err(panic) => Called { outcome: Outcome::Panic, error: Some(panic_message(&*panic)) },
+    }
+}
+
+fn timed_out(limit: Duration) -> Called {
+    Called { outcome: Outcome::Timeout, error: Some(format!("timeout: the call ran past {limit:?}")) }
+}
+
+fn from_failure(failure: Failure) -> Called {
+    match failure {
+        Failure::Handler(err) => {
+            let outcome = match err.kind() {
+                ErrorKind::Transient => Outcome::Transient,
+                ErrorKind::Permanent => Outcome::Permanent,
+                ErrorKind::RetryAfter(d) => Outcome::RetryAfter(d),
+            };
+            Called { outcome, error: Some(err.report()) }
+        }
+        Failure::Decode(msg) => Called { outcome: Outcome::Decode, error: Some(msg) },
+        Failure::MissingState(ty) => Called {
+            outcome: Outcome::Permanent,
+            error: Some(format!("no `{ty}` was given to App::state")),
+        },
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned());
+    format!("panic: {msg}")
+}

@@ -1,0 +1,96 @@
+//! # jetwire
+//!
+//! Message handlers on NATS JetStream. Annotate plain async fns, call one
+//! function:
+//!
+//! ```no_run
+//! use jetwire::{queue, subscribe, Context, HandlerError, State};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Serialize, Deserialize)]
+//! pub struct OrderCreated { pub order_id: u64, pub email: String }
+//!
+//! #[derive(Debug, Serialize, Deserialize)]
+//! pub struct SendEmail { pub to: String, pub body: String }
+//!
+//! #[derive(Clone)]
+//! pub struct Mailer;
+//!
+//! /// Event: every app with a handler here gets its own copy.
+//! #[subscribe("orders.created")]
+//! async fn on_order_created(order: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
+//!     ctx.publish("queue.email", &SendEmail { to: order.email, body: "thanks".into() }).await?;
+//!     Ok(())
+//! }
+//!
+//! /// Work queue: each job is done once.
+//! #[queue("queue.email", max_deliver = 5, backoff = ["1s", "5s", "30s"], concurrency = 8)]
+//! async fn send_email(job: SendEmail, _mailer: State<Mailer>) -> Result<(), HandlerError> {
+//!     if !job.to.contains('@') {
+//!         return Err(HandlerError::permanent("no @ in address")); // dead-lettered now
+//!     }
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), jetwire::Error> {
+//!     jetwire::App::new(jetwire::Config::from_env()?).state(Mailer).run().await
+//! }
+//! ```
+//!
+//! ## Handlers
+//! `#[subscribe(subject, ..)]` declares an event handler (every app gets a
+//! copy; an app's replicas share the work); `#[queue(subject, ..)]` a
+//! work-queue handler (each job done once). The first parameter is the
+//! payload, decoded from JSON (or [`Raw`]); after it come [`Context`] and
+//! [`State<T>`] in any order. The return type is `Result<(), E>` with
+//! `E: Into<HandlerError>`, or `()`. Subjects, options and signatures are
+//! checked at compile time.
+//!
+//! | option | on | default | meaning |
+//! |---|---|---|---|
+//! | `max_deliver` | both | 5 | deliveries before dead-lettering (>= 1) |
+//! | `backoff` | both | `["1s","5s","30s"]` | delay before each redelivery after a transient error; the last repeats; at most `max_deliver - 1` entries |
+//! | `ack_wait` | both | `"30s"` | the server redelivers if neither ack nor progress comes in this time |
+//! | `concurrency` | both | 16 | handler calls in flight per process (1 = in order) |
+//! | `timeout` | both | none | a call running longer fails as transient, reason `timeout` |
+//! | `deliver` | subscribe | `"new"` | `"new"` or `"all"`: where a new durable starts |
+//! | `durable` | subscribe | `<app>-<fn name>` | the consumer name |
+//! | `stream` | both | derived | bind to this stream instead of the default |
+//!
+//! ## Outcomes
+//! | what happened | outcome | DLQ reason |
+//! |---|---|---|
+//! | `Ok(())` | ack | — |
+//! | transient error, attempt < max_deliver | nak with delay | — |
+//! | transient error on the last attempt | dead-letter, then term | `exhausted` |
+//! | permanent error | dead-letter, then term | `permanent` |
+//! | payload does not decode | dead-letter, then term | `decode` |
+//! | handler panicked | as transient; on the last attempt | `panic` |
+//! | `timeout` exceeded | as transient; on the last attempt | `timeout` |
+//!
+//! Test handlers without a server with [`testing::TestApp`].
+
+pub mod classify;
+mod context;
+pub mod dlq;
+mod error;
+mod extract;
+mod invoke;
+pub mod publish;
+pub mod registry;
+pub mod testing;
+pub mod topology;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use jetwire_macros::{queue, subscribe};
+
+pub use crate::context::Context;
+pub use crate::dlq::DlqReason;
+pub use crate::error::{Error, HandlerError, PublishError, ResultExt};
+pub use crate::extract::{Raw, State};
+pub use crate::publish::PublishOptions;
+pub use jetwire_grammar::subject::SubjectError;

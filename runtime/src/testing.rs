@@ -1,0 +1,438 @@
+//! [`TestApp`]: every registered handler, no server.
+//!
+//! Messages are routed to handlers by the same subject matching the live
+//! runtime's streams apply, each call goes through the same decode, timeout
+//! and panic handling, and every retry decision is made by the same
+//! [`classify`](crate::classify::classify). Redeliveries happen at once with
+//! virtual backoff (the delays are recorded, not slept), and what handlers
+//! publish is delivered to the handlers of its subject in turn.
+//!
+//! ```
+//! use jetwire::testing::TestApp;
+//! use jetwire::{queue, DlqReason, HandlerError};
+//!
+//! #[queue("queue.doc-square", max_deliver = 2)]
+//! async fn square(n: i64) -> Result<(), HandlerError> {
+//!     if n < 0 { return Err(HandlerError::permanent("negative")); }
+//!     Ok(())
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let app = TestApp::new().only(&["square"]);
+//! assert!(app.publish("queue.doc-square", &3).await.acked());
+//! let report = app.publish("queue.doc-square", &-1).await;
+//! assert_eq!(report.dlq_reason(), Some(DlqReason::Permanent));
+//! assert_eq!(app.published("dlq.queue.doc-square").len(), 1);
+//! # });
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use jetwire_grammar::subject::{self, Usage};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::classify::{Action, Outcome, classify};
+use crate::context::{Context, Meta, States};
+use crate::dlq::{self, DlqReason};
+use crate::error::PublishError;
+use crate::invoke::invoke;
+use crate::publish::{self, Inherited, Outbound, Outlet, PublishOptions};
+use crate::registry::{self, HandlerDef};
+use crate::topology;
+
+/// How many deliveries one `publish` may cause, follow-ups included, before
+/// `TestApp` decides handlers are publishing to each other in a loop.
+const MAX_DELIVERIES: usize = 10_000;
+
+/// Every registered handler, run in memory. See the [module docs](self).
+pub struct TestApp {
+    app: String,
+    handlers: Vec<&'static HandlerDef>,
+    states: States,
+    log: Arc<Log>,
+}
+
+#[derive(Default)]
+struct Log {
+    published: Mutex<Vec<Published>>,
+    pending: Mutex<VecDeque<Outbound>>,
+    sequences: Mutex<HashMap<String, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct TestOutlet(Arc<Log>);
+
+impl Outlet for TestOutlet {
+    fn send(&self, msg: Outbound) -> BoxFuture<'_, Result<(), PublishError>> {
+        self.0.record(&msg);
+        lock(&self.0.pending).push_back(msg);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Log {
+    fn record(&self, msg: &Outbound) {
+        lock(&self.published).push(Published {
+            subject: msg.subject.clone(),
+            headers: msg.headers.clone(),
+            payload: msg.payload.clone(),
+        });
+    }
+
+    fn next_sequence(&self, stream: &str) -> u64 {
+        let mut seqs = lock(&self.sequences);
+        let n = seqs.entry(stream.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+}
+
+impl Default for TestApp {
+    fn default() -> Self {
+        TestApp::new()
+    }
+}
+
+impl TestApp {
+    /// Every handler linked into this binary, app name `test`.
+    pub fn new() -> TestApp {
+        TestApp {
+            app: "test".to_owned(),
+            handlers: registry::handlers(),
+            states: States::default(),
+            log: Arc::default(),
+        }
+    }
+
+    /// Gives handlers taking `State<T>` this value.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> TestApp {
+        self.states.insert(value);
+        self
+    }
+
+    /// Keeps only the handlers with these fn names (or `module::fn` paths).
+    pub fn only(mut self, names: &[&str]) -> TestApp {
+        self.handlers.retain(|h| names.iter().any(|n| *n == h.name || *n == h.path()));
+        self
+    }
+
+    /// Sets the app name used in durable names (default `test`).
+    pub fn app_name(mut self, name: &str) -> TestApp {
+        self.app = name.to_owned();
+        self
+    }
+
+    /// The startup checks `App::start` makes: duplicate or overlapping
+    /// work queues, duplicate durables, missing state.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        registry::check(&self.handlers, &self.app, &self.states)
+    }
+
+    /// Publishes `payload` as JSON to `subject` and delivers it, and
+    /// everything its handlers publish, until all is settled.
+    ///
+    /// # Panics
+    /// If the subject is invalid, the handlers fail the startup checks, or
+    /// handlers keep publishing to each other past 10,000 deliveries.
+    pub async fn publish<T: Serialize + ?Sized>(&self, subject: &str, payload: &T) -> Report {
+        self.publish_with(subject, payload, PublishOptions::new()).await
+    }
+
+    /// [`TestApp::publish`] with options (message id, headers).
+    pub async fn publish_with<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+        options: PublishOptions,
+    ) -> Report {
+        let msg = publish::build(subject, payload, options, &Inherited::default(), publish::fresh_id)
+            .unwrap_or_else(|e| panic!("TestApp::publish: {e}"));
+        self.run(msg).await
+    }
+
+    /// Publishes bytes as they are: for payloads that are not valid JSON.
+    pub async fn publish_raw(&self, subject: &str, payload: impl Into<Bytes>) -> Report {
+        if let Err(e) = subject::check(subject, Usage::Publish) {
+            panic!("TestApp::publish_raw: {e}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(publish::MSG_ID, publish::fresh_id());
+        let msg = Outbound { subject: subject.to_owned(), headers, payload: payload.into() };
+        self.run(msg).await
+    }
+
+    /// What handlers published to `subject` (and what jetwire dead-lettered
+    /// to `dlq.<subject>`), in order. Not what the test itself published.
+    pub fn published(&self, subject: &str) -> Vec<Published> {
+        lock(&self.log.published).iter().filter(|p| p.subject == subject).cloned().collect()
+    }
+
+    /// Every dead letter so far, in order.
+    pub fn dead_letters(&self) -> Vec<Published> {
+        lock(&self.log.published)
+            .iter()
+            .filter(|p| subject::matches("dlq.>", &p.subject))
+            .cloned()
+            .collect()
+    }
+
+    async fn run(&self, first: Outbound) -> Report {
+        if let Err(e) = self.check() {
+            panic!("TestApp: {e}");
+        }
+        let mut report = self.deliver(first).await;
+        let mut deliveries = report.runs.len();
+        loop {
+            let next = lock(&self.log.pending).pop_front();
+            let Some(msg) = next else { break };
+            let follow_up = self.deliver(msg).await;
+            deliveries += follow_up.runs.len().max(1);
+            assert!(
+                deliveries <= MAX_DELIVERIES,
+                "TestApp: more than {MAX_DELIVERIES} deliveries for one publish; do handlers publish to each other in a loop?"
+            );
+            report.follow_ups.push(follow_up);
+        }
+        report
+    }
+
+    /// Delivers one message to every handler whose subject matches it.
+    async fn deliver(&self, msg: Outbound) -> Report {
+        let mut report = Report { subject: msg.subject.clone(), runs: Vec::new(), follow_ups: Vec::new() };
+        let targets = self.handlers.iter().filter(|h| subject::matches(h.subject, &msg.subject));
+        for def in targets {
+            report.runs.push(self.run_handler(def, &msg).await);
+        }
+        report
+    }
+
+    /// Delivers `msg` to one handler until it is acked or dead-lettered.
+    async fn run_handler(&self, def: &'static HandlerDef, msg: &Outbound) -> Run {
+        let stream = topology::stream_name(None, def);
+        let durable = topology::durable_name(None, &self.app, def);
+        let sequence = self.log.next_sequence(&stream);
+        let message_id = msg
+            .headers
+            .get(publish::MSG_ID)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_else(|| format!("{stream}:{sequence}"));
+        let policy = def.policy();
+        let states = Arc::new(self.states.clone());
+        let outlet: Arc<dyn Outlet> = Arc::new(TestOutlet(self.log.clone()));
+        let mut run = Run {
+            handler: def.name,
+            attempts: 0,
+            outcomes: Vec::new(),
+            errors: Vec::new(),
+            delays: Vec::new(),
+            dlq_reason: None,
+        };
+        for attempt in 1.. {
+            let meta = Meta {
+                handler: def.name,
+                durable: durable.clone(),
+                subject: msg.subject.clone(),
+                headers: msg.headers.clone(),
+                message_id: message_id.clone(),
+                attempt,
+                max_deliver: policy.max_deliver,
+                stream: stream.clone(),
+                stream_sequence: sequence,
+                published_at: SystemTime::now(),
+            };
+            let ctx = Context::new(meta, states.clone(), outlet.clone(), None);
+            let called = invoke(def, msg.payload.clone(), ctx).await;
+            run.attempts = attempt;
+            run.outcomes.push(called.outcome);
+            if let Some(e) = &called.error {
+                run.errors.push(e.clone());
+            }
+            match classify(&called.outcome, attempt, &policy) {
+                Action::Ack => break,
+                Action::Nak { delay } => run.delays.push(delay),
+                Action::DeadLetter(reason) => {
+                    run.dlq_reason = Some(reason);
+                    let letter = dlq::letter(dlq::Failed {
+                        subject: &msg.subject,
+                        headers: &msg.headers,
+                        payload: msg.payload.clone(),
+                        reason,
+                        error: called.error.as_deref().unwrap_or_default(),
+                        handler: def.name,
+                        durable: &durable,
+                        attempts: attempt,
+                        stream: &stream,
+                        sequence,
+                        failed_at: SystemTime::now(),
+                    });
+                    self.log.record(&letter);
+                    break;
+                }
+            }
+        }
+        run
+    }
+}
+
+/// What became of one published message: one [`Run`] per handler it
+/// reached, and the reports of what those handlers published.
+#[derive(Debug, Clone)]
+pub struct Report {
+    subject: String,
+    runs: Vec<Run>,
+    follow_ups: Vec<Report>,
+}
+
+impl Report {
+    /// The subject the message was published to.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Whether any handler received the message.
+    pub fn handled(&self) -> bool {
+        !self.runs.is_empty()
+    }
+
+    /// Whether every handler that received it acked it (false if none did).
+    pub fn acked(&self) -> bool {
+        self.handled() && self.runs.iter().all(Run::acked)
+    }
+
+    /// Whether any handler dead-lettered it.
+    pub fn dead_lettered(&self) -> bool {
+        self.runs.iter().any(|r| r.dlq_reason.is_some())
+    }
+
+    /// The reason of the first dead letter.
+    pub fn dlq_reason(&self) -> Option<DlqReason> {
+        self.runs.iter().find_map(|r| r.dlq_reason)
+    }
+
+    /// Deliveries made: the most any one handler needed.
+    pub fn attempts(&self) -> u32 {
+        self.runs.iter().map(|r| r.attempts).max().unwrap_or(0)
+    }
+
+    /// The last error message any handler gave, if any.
+    pub fn error(&self) -> Option<&str> {
+        self.runs.iter().rev().find_map(|r| r.errors.last()).map(String::as_str)
+    }
+
+    /// Each handler's run, in registry order.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    /// The run of the handler with this fn name.
+    pub fn run(&self, handler: &str) -> Option<&Run> {
+        self.runs.iter().find(|r| r.handler == handler)
+    }
+
+    /// What the handlers published while handling it, delivered in turn.
+    pub fn follow_ups(&self) -> &[Report] {
+        &self.follow_ups
+    }
+}
+
+/// One handler's deliveries of one message.
+#[derive(Debug, Clone)]
+pub struct Run {
+    handler: &'static str,
+    attempts: u32,
+    outcomes: Vec<Outcome>,
+    errors: Vec<String>,
+    delays: Vec<Duration>,
+    dlq_reason: Option<DlqReason>,
+}
+
+impl Run {
+    /// The handler's fn name.
+    pub fn handler(&self) -> &'static str {
+        self.handler
+    }
+
+    /// Deliveries made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Whether the last delivery was acked.
+    pub fn acked(&self) -> bool {
+        self.outcomes.last() == Some(&Outcome::Ok)
+    }
+
+    /// What each delivery did, in order.
+    pub fn outcomes(&self) -> &[Outcome] {
+        &self.outcomes
+    }
+
+    /// Each failed delivery's error message, in order.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    /// The virtual delay before each redelivery.
+    pub fn delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// Why it was dead-lettered, if it was.
+    pub fn dlq_reason(&self) -> Option<DlqReason> {
+        self.dlq_reason
+    }
+}
+
+/// A message a handler published (or jetwire dead-lettered) in a `TestApp`.
+#[derive(Clone)]
+pub struct Published {
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
+impl Published {
+    /// The subject, without prefix.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// One header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.as_str())
+    }
+
+    /// The bytes.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The payload decoded from JSON.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+impl fmt::Debug for Published {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Published")
+            .field("subject", &self.subject)
+            .field("payload", &String::from_utf8_lossy(&self.payload))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests of jetwire live in this package's `tests/` folder.
