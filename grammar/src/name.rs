@@ -49,7 +49,13 @@ pub enum NameError {
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NameError::Empty(kind) => write!(f, "{kind} name is empty: write e.g. `ORDERS`"),
+            NameError::Empty(kind) => {
+                let example = match kind {
+                    Kind::Stream => "ORDERS",
+                    Kind::Durable => "billing-orders",
+                };
+                write!(f, "{kind} name is empty: write e.g. `{example}`")
+            }
             NameError::TooLong(kind, name) => write!(
                 f,
                 "{kind} name `{name}` is {} characters long; the limit is {MAX_LEN}",
@@ -59,11 +65,7 @@ impl fmt::Display for NameError {
                 f,
                 "{kind} name `{}` contains {}; use only ASCII letters, digits, `-` and `_`",
                 name.escape_debug(),
-                if ch.is_whitespace() || ch.is_control() {
-                    format!("{ch:?}")
-                } else {
-                    format!("`{ch}`")
-                }
+                crate::subject::describe_char(*ch)
             ),
         }
     }

@@ -151,14 +151,7 @@ impl fmt::Display for SubjectError {
                 write!(f, "token {position} of `{subject}` is empty: {fix}")
             }
             SubjectError::InvalidChar { subject, token, ch } => {
-                let shown = match ch {
-                    ' ' => "a space".to_owned(),
-                    '\t' => "a tab".to_owned(),
-                    '\r' => "a carriage return".to_owned(),
-                    '\n' => "a line feed".to_owned(),
-                    c if c.is_control() => format!("control character {:?}", c),
-                    c => format!("`{c}`"),
-                };
+                let shown = describe_char(*ch);
                 write!(
                     f,
                     "token `{}` of subject `{}` contains {shown}; tokens may only use ASCII letters, digits, `-` and `_`",
@@ -301,6 +294,18 @@ pub fn check(subject: &str, usage: Usage) -> Result<(), SubjectError> {
         }
     }
     Ok(())
+}
+
+/// A character as error messages show it: `` `$` ``, or "a space".
+pub fn describe_char(c: char) -> String {
+    match c {
+        ' ' => "a space".to_owned(),
+        '\t' => "a tab".to_owned(),
+        '\r' => "a carriage return".to_owned(),
+        '\n' => "a line feed".to_owned(),
+        c if c.is_control() || c.is_whitespace() => format!("control character {c:?}"),
+        c => format!("`{c}`"),
+    }
 }
 
 /// Whether `c` may appear in a literal token.

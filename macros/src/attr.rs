@@ -4,7 +4,6 @@
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
-use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, LitStr, Token};
 
 use crate::ctxt::Ctxt;
@@ -50,9 +49,23 @@ enum Arg {
     Opt(Opt),
 }
 
-fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
+fn parse_arg(input: ParseStream<'_>, kind: Kind, first: bool) -> syn::Result<Arg> {
+    let subject_hint = |found: &str| {
+        format!(
+            "the subject is a string literal: write #[{}(\"{}\")]",
+            kind.attr_name(),
+            if found.is_empty() { kind.example() } else { found }
+        )
+    };
     if input.peek(LitStr) {
-        return Ok(Arg::Subject(input.parse()?));
+        let lit: LitStr = input.parse()?;
+        if input.peek(Token![=]) {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!("option names are written without quotes: `{} = ..`", lit.value()),
+            ));
+        }
+        return Ok(Arg::Subject(lit));
     }
     if input.peek(Ident::peek_any) {
         let key = Ident::parse_any(input)?;
@@ -60,6 +73,9 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
             input.parse::<Token![=]>()?;
             let value: Expr = input.parse()?;
             return Ok(Arg::Opt(Opt { key, value }));
+        }
+        if first {
+            return Err(syn::Error::new(key.span(), subject_hint("")));
         }
         if input.is_empty() || input.peek(Token![,]) {
             return Err(syn::Error::new(
@@ -69,7 +85,10 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
         }
         return Err(input.error(format!("expected `=` after `{key}`: write `{key} = ..`")));
     }
-    Err(input.error("expected the subject as a string literal or an option `key = value`"))
+    if first {
+        return Err(input.error(subject_hint("")));
+    }
+    Err(input.error("expected an option `key = value`"))
 }
 
 /// Parses the arguments. Syntax errors are fatal (nothing sensible can be
@@ -86,8 +105,17 @@ pub(crate) fn parse(cx: &Ctxt, kind: Kind, args: TokenStream) -> syn::Result<Arg
             ),
         ));
     }
-    let parser = Punctuated::<Arg, Token![,]>::parse_terminated_with;
-    let list = (|input: ParseStream<'_>| parser(input, parse_arg)).parse2(args)?;
+    let list = (|input: ParseStream<'_>| {
+        let mut list = Vec::new();
+        while !input.is_empty() {
+            list.push(parse_arg(input, kind, list.is_empty())?);
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(list)
+    })
+    .parse2(args)?;
 
     let mut subject = None;
     let mut options = Vec::new();

@@ -36,7 +36,12 @@ pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> Token
         None => (None, Options::default()),
     };
     if let Err(err) = cx.check() {
-        return ctxt::with_errors(item, err);
+        // `const async fn` would add rustc's own error for the same mistake.
+        let mut func = func;
+        if func.sig.asyncness.is_some() {
+            func.sig.constness = None;
+        }
+        return ctxt::with_errors(quote!(#func), err);
     }
     let subject = subject.expect("no error was recorded, so the subject was parsed and valid");
     let registration = register(kind, &handler, &subject, &options);

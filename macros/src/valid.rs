@@ -371,7 +371,21 @@ pub(crate) fn signature(cx: &Ctxt, kind: Kind, handler: &Handler<'_>) {
             }
         }
         Some(payload) => match ArgShape::of(&payload.ty) {
-            ArgShape::Other => {}
+            ArgShape::Other => {
+                if let Type::Reference(r) = &*payload.ty {
+                    let owned = match &*r.elem {
+                        Type::Path(p) if p.path.is_ident("str") => "`String`",
+                        Type::Slice(_) => "`Vec<T>`, or `jetwire::Raw` for bytes",
+                        _ => "the owned type",
+                    };
+                    cx.error_spanned_by(
+                        &payload.ty,
+                        format!(
+                            "the payload is decoded into a value the handler owns, so it cannot be borrowed: use {owned}"
+                        ),
+                    );
+                }
+            }
             shape => {
                 let what = if shape == ArgShape::Context { "`Context`" } else { "`State<T>`" };
                 cx.error_spanned_by(

@@ -1,0 +1,11 @@
+#![allow(unused_imports, dead_code)]
+use jetwire::{queue, subscribe, Context, HandlerError, State};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Ev { id: u64 }
+
+#[subscribe("orders.created")]
+async fn h(_e: Ev) -> impl Send {}
+
+fn main() {}

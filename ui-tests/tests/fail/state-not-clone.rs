@@ -1,0 +1,13 @@
+#![allow(unused_imports, dead_code)]
+use jetwire::{queue, subscribe, Context, HandlerError, State};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Ev { id: u64 }
+
+struct Db;
+
+#[subscribe("orders.created")]
+async fn h(_e: Ev, _db: State<Db>) {}
+
+fn main() {}

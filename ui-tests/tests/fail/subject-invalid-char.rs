@@ -1,0 +1,20 @@
+#![allow(unused_imports, dead_code)]
+use jetwire::{queue, subscribe, Context, HandlerError, State};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Ev { id: u64 }
+
+#[subscribe("orders created")]
+async fn a(_e: Ev) {}
+
+#[subscribe("orders.$x")]
+async fn b(_e: Ev) {}
+
+#[subscribe("orders.créé")]
+async fn c(_e: Ev) {}
+
+#[subscribe("orders/created")]
+async fn d(_e: Ev) {}
+
+fn main() {}
