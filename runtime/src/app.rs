@@ -1,0 +1,253 @@
+//! [`App`], [`RunningApp`] and [`run`]: connect, bind, consume, shut down.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::consume::{self, Counters, Worker};
+use crate::context::States;
+use crate::error::Error;
+use crate::publish::{JetStreamOutlet, Publisher};
+use crate::registry::{self, HandlerDef};
+use crate::topology;
+
+/// Runs every handler linked into the binary until SIGINT or SIGTERM.
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> Result<(), jetwire::Error> {
+///     jetwire::run(jetwire::Config::from_env()?).await
+/// }
+/// ```
+pub async fn run(config: Config) -> Result<(), Error> {
+    App::new(config).run().await
+}
+
+/// An app: a config, state for the handlers, and every registered handler.
+///
+/// ```no_run
+/// # #[derive(Clone)] struct Mailer;
+/// # async fn demo() -> Result<(), jetwire::Error> {
+/// let config = jetwire::Config::from_env()?;
+/// let running = jetwire::App::new(config).state(Mailer).start().await?; // consuming now
+/// running.shutdown().await?;                                           // drain, then stop
+/// # Ok(()) }
+/// ```
+pub struct App {
+    config: Config,
+    states: States,
+    handlers: Vec<&'static HandlerDef>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("handlers", &self.handlers.iter().map(|h| h.path()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// An app running every handler linked into this binary.
+    pub fn new(config: Config) -> App {
+        App { config, states: States::default(), handlers: registry::handlers() }
+    }
+
+    /// Gives handlers taking `State<T>` this value (cloned into each call).
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> App {
+        self.states.insert(value);
+        self
+    }
+
+    /// Keeps only the handlers with these fn names (or `module::fn` paths):
+    /// to split one binary's handlers across deployments.
+    pub fn only(mut self, names: &[&str]) -> App {
+        self.handlers.retain(|h| names.iter().any(|n| *n == h.name || *n == h.path()));
+        self
+    }
+
+    /// Connects, binds every stream and durable, and starts consuming.
+    /// Returns once every handler is consuming. Fails before consuming
+    /// anything if the config or handlers are wrong, the server cannot be
+    /// reached, or a stream or durable cannot be created or bound.
+    pub async fn start(self) -> Result<RunningApp, Error> {
+        let App { config, states, handlers } = self;
+        config.validate()?;
+        registry::check(&handlers, &config.app, &states)?;
+        if handlers.is_empty() {
+            tracing::warn!("no handlers registered: annotate an async fn with #[subscribe] or #[queue]");
+        }
+        let client = config.connect().await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let bindings = topology::ensure_all(&js, &config, &handlers).await?;
+
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let states = Arc::new(states);
+        let outlet = JetStreamOutlet { js: js.clone(), prefix: config.prefix().map(str::to_owned) };
+        let mut tasks = JoinSet::new();
+        let mut stats = Vec::with_capacity(bindings.len());
+        for binding in bindings {
+            let consumer = topology::ensure_consumer(&js, &binding).await?;
+            tracing::info!(
+                handler = %binding.def.path(),
+                subject = binding.def.subject,
+                stream = %binding.stream,
+                durable = %binding.durable,
+                max_deliver = binding.def.max_deliver(),
+                backoff = ?binding.def.backoff(),
+                ack_wait = ?binding.def.ack_wait(),
+                concurrency = binding.def.concurrency(),
+                timeout = ?binding.def.options.timeout,
+                "consuming"
+            );
+            let counters = Arc::new(Counters::default());
+            stats.push((binding.def, binding.durable.clone(), counters.clone()));
+            let worker = Arc::new(Worker {
+                binding,
+                js: js.clone(),
+                outlet: outlet.clone(),
+                states: states.clone(),
+                prefix: config.prefix().map(str::to_owned),
+                counters,
+            });
+            tasks.spawn(consume::run(worker, consumer, stop.clone(), abort.clone()));
+        }
+        Ok(RunningApp { config, client, tasks, stop, abort, stats })
+    }
+
+    /// [`App::start`], then consume until SIGINT or SIGTERM, then
+    /// [`RunningApp::shutdown`]. A second signal stops at once: calls still
+    /// running are dropped and their messages come back after `ack_wait`.
+    pub async fn run(self) -> Result<(), Error> {
+        let running = self.start().await?;
+        signal().await;
+        tracing::info!("signal received: draining in-flight calls (a second signal stops at once)");
+        tokio::select! {
+            r = running.shutdown() => r,
+            _ = signal() => Err(Error::Shutdown(
+                "second signal: stopped at once; unfinished messages are redelivered after ack_wait".into(),
+            )),
+        }
+    }
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A started app. Dropping it stops consuming at once; call
+/// [`RunningApp::shutdown`] to drain first.
+pub struct RunningApp {
+    config: Config,
+    client: async_nats::Client,
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    stats: Vec<(&'static HandlerDef, String, Arc<Counters>)>,
+}
+
+impl fmt::Debug for RunningApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningApp").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// What one handler did in this process so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandlerStats {
+    /// The handler's fn name.
+    pub handler: &'static str,
+    /// Its subject.
+    pub subject: &'static str,
+    /// Its durable consumer.
+    pub durable: String,
+    /// Deliveries received.
+    pub received: u64,
+    /// Deliveries acked.
+    pub acked: u64,
+    /// Deliveries nak'ed for a retry.
+    pub retried: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
+    /// Calls interrupted by the shutdown timeout and handed back.
+    pub interrupted: u64,
+}
+
+impl RunningApp {
+    /// A publisher sharing this app's connection and subject prefix.
+    pub fn publisher(&self) -> Publisher {
+        Publisher::from_client(self.client.clone(), self.config.prefix().map(str::to_owned))
+    }
+
+    /// Each handler's counters in this process.
+    pub fn stats(&self) -> Vec<HandlerStats> {
+        self.stats
+            .iter()
+            .map(|(def, durable, c)| HandlerStats {
+                handler: def.name,
+                subject: def.subject,
+                durable: durable.clone(),
+                received: c.received.load(Ordering::Relaxed),
+                acked: c.acked.load(Ordering::Relaxed),
+                retried: c.retried.load(Ordering::Relaxed),
+                dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+                interrupted: c.interrupted.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Stops pulling, lets in-flight calls finish for up to
+    /// `shutdown_timeout`, hands back (naks) what did not finish so a live
+    /// replica gets it at once, flushes acks, and closes.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.stop.cancel();
+        let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                timeout = ?self.config.shutdown_timeout,
+                "shutdown timeout: interrupting the calls still running"
+            );
+            self.abort.cancel();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        self.client.flush().await.map_err(|e| Error::Shutdown(format!(
+            "could not flush acks to the server: {e}; unacked messages are redelivered after ack_wait"
+        )))?;
+        Ok(())
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.abort.cancel();
+    }
+}
