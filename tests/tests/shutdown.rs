@@ -1,0 +1,144 @@
+//! Graceful shutdown drains in-flight calls and nothing comes back; calls
+//! past the shutdown timeout are handed back at once; a deleted durable is
+//! recreated under a running app.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jetwire::{App, Config, Context, State, queue};
+use jetwire_tests::{config, eventually, shared_server, unique_prefix};
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<HashMap<u64, Vec<&'static str>>>>);
+
+impl Log {
+    fn push(&self, n: u64, what: &'static str) {
+        self.0.lock().expect("not poisoned").entry(n).or_default().push(what);
+    }
+    fn count(&self, what: &str) -> usize {
+        self.0.lock().expect("not poisoned").values().flatten().filter(|w| **w == what).count()
+    }
+    fn starts_of(&self, n: u64) -> usize {
+        self.0.lock().expect("not poisoned").get(&n).map_or(0, |v| v.iter().filter(|w| **w == "start").count())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Pause(Duration);
+
+#[queue("queue.sd-work", concurrency = 50)]
+async fn work(n: u64, log: State<Log>, pause: State<Pause>) {
+    log.push(n, "start");
+    let Pause(pause) = *pause;
+    tokio::time::sleep(pause).await;
+    log.push(n, "done");
+}
+
+#[queue("queue.sd-alive")]
+async fn alive(n: u64, log: State<Log>, ctx: Context) {
+    let _ = ctx;
+    log.push(n, "start");
+}
+
+fn cfg(prefix: &str, shutdown: Duration) -> Config {
+    let mut c = config(shared_server(), prefix, "svc");
+    c.shutdown_timeout = shutdown;
+    c
+}
+
+#[tokio::test]
+async fn in_flight_calls_finish_and_are_not_redelivered() {
+    let prefix = unique_prefix("drain");
+    let log = Log::default();
+    let app = App::new(cfg(&prefix, Duration::from_secs(20)))
+        .only(&["work"])
+        .state(log.clone())
+        .state(Pause(Duration::from_millis(800)))
+        .start()
+        .await
+        .expect("starts");
+    for n in 0..50u64 {
+        app.publisher().publish("queue.sd-work", &n).await.expect("published");
+    }
+    eventually(Duration::from_secs(10), "50 calls in flight", || async { (log.count("start") == 50).then_some(()) }).await;
+    assert_eq!(log.count("done"), 0, "all still running when shutdown begins");
+    app.shutdown().await.expect("clean shutdown");
+    assert_eq!(log.count("done"), 50, "shutdown waited for every call");
+
+    // A new replica gets nothing back: every message was acked and flushed.
+    let again = App::new(cfg(&prefix, Duration::from_secs(20)))
+        .only(&["work"])
+        .state(log.clone())
+        .state(Pause(Duration::ZERO))
+        .start()
+        .await
+        .expect("restarts");
+    again.publisher().publish("queue.sd-work", &1000u64).await.expect("published");
+    eventually(Duration::from_secs(10), "the sentinel", || async { (log.starts_of(1000) == 1).then_some(()) }).await;
+    again.shutdown().await.expect("clean shutdown");
+    for n in 0..50 {
+        assert_eq!(log.starts_of(n), 1, "message {n} was redelivered");
+    }
+}
+
+#[tokio::test]
+async fn calls_past_the_timeout_are_handed_back_at_once() {
+    let prefix = unique_prefix("handback");
+    let log = Log::default();
+    let app = App::new(cfg(&prefix, Duration::from_millis(200)))
+        .only(&["work"])
+        .state(log.clone())
+        .state(Pause(Duration::from_secs(3600)))
+        .start()
+        .await
+        .expect("starts");
+    app.publisher().publish("queue.sd-work", &1u64).await.expect("published");
+    eventually(Duration::from_secs(10), "the call to start", || async { (log.count("start") == 1).then_some(()) }).await;
+    let stats_before = app.stats();
+    assert_eq!(stats_before[0].interrupted, 0);
+    let t0 = std::time::Instant::now();
+    app.shutdown().await.expect("shutdown returns after the timeout");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+
+    // Nak'ed, not left to ack_wait (30s): a new replica gets it right away.
+    let again = App::new(cfg(&prefix, Duration::from_millis(200)))
+        .only(&["work"])
+        .state(log.clone())
+        .state(Pause(Duration::ZERO))
+        .start()
+        .await
+        .expect("restarts");
+    eventually(Duration::from_secs(10), "the redelivery", || async { (log.starts_of(1) == 2).then_some(()) }).await;
+    again.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_deleted_durable_is_recreated() {
+    let prefix = unique_prefix("recreate");
+    let log = Log::default();
+    let app = App::new(cfg(&prefix, Duration::from_secs(5)))
+        .only(&["alive"])
+        .state(log.clone())
+        .start()
+        .await
+        .expect("starts");
+    let publisher = app.publisher();
+    publisher.publish("queue.sd-alive", &1u64).await.expect("published");
+    eventually(Duration::from_secs(10), "the first message", || async { (log.starts_of(1) == 1).then_some(()) }).await;
+
+    let js = async_nats::jetstream::new(publisher.client().clone());
+    let stream = js.get_stream(jetwire::topology::queue_stream(Some(&prefix))).await.expect("stream");
+    let durable = app.stats()[0].durable.clone();
+    stream.delete_consumer(&durable).await.expect("operator deletes the durable");
+
+    // A work-queue stream keeps what no consumer read; the loop recreates
+    // its durable and gets it.
+    publisher.publish("queue.sd-alive", &2u64).await.expect("published");
+    eventually(Duration::from_secs(20), "the message after the deletion", || async {
+        (log.starts_of(2) == 1).then_some(())
+    })
+    .await;
+    assert!(stream.consumer_info(&durable).await.is_ok(), "the durable exists again");
+    app.shutdown().await.expect("clean shutdown");
+}
