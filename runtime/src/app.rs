@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::advisory;
 use crate::config::Config;
 use crate::consume::{self, Counters, Worker};
 use crate::context::States;
@@ -91,6 +92,14 @@ impl App {
         let states = Arc::new(states);
         let outlet = JetStreamOutlet { js: js.clone(), prefix: config.prefix().map(str::to_owned) };
         let mut tasks = JoinSet::new();
+        let mut streams: Vec<String> = bindings.iter().map(|b| b.stream.clone()).collect();
+        streams.sort();
+        streams.dedup();
+        if !streams.is_empty() {
+            let advisories = advisory::ensure(&js, &config, &streams).await?;
+            let prefix = config.prefix().map(str::to_owned);
+            tasks.spawn(advisory::run(js.clone(), advisories, outlet.clone(), prefix, stop.clone()));
+        }
         let mut stats = Vec::with_capacity(bindings.len());
         for binding in bindings {
             let consumer = topology::ensure_consumer(&js, &binding).await?;

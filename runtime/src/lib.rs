@@ -71,6 +71,7 @@
 //!
 //! Test handlers without a server with [`testing::TestApp`].
 
+mod advisory;
 mod app;
 pub mod classify;
 mod config;
