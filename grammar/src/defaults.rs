@@ -21,8 +21,11 @@ pub const CONCURRENCY: u32 = 16;
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// The delay before each redelivery after a transient error; the last repeats.
-pub const BACKOFF: [Duration; 3] =
-    [Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
+pub const BACKOFF: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+];
 
 /// The default backoff cut to fit `max_deliver`: at most `max_deliver - 1`
 /// entries, since only that many redeliveries can follow a failure.

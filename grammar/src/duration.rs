@@ -66,7 +66,10 @@ impl fmt::Display for DurationError {
                 unit.escape_debug()
             ),
             DurationError::Overflow { input } => {
-                write!(f, "duration \"{input}\" is too large: use a bigger unit or a smaller number")
+                write!(
+                    f,
+                    "duration \"{input}\" is too large: use a bigger unit or a smaller number"
+                )
             }
         }
     }
@@ -82,12 +85,20 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let digits = input.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = input.split_at(digits);
     if number.is_empty() {
-        return Err(DurationError::NoNumber { input: input.to_owned() });
+        return Err(DurationError::NoNumber {
+            input: input.to_owned(),
+        });
     }
-    let overflow = || DurationError::Overflow { input: input.to_owned() };
+    let overflow = || DurationError::Overflow {
+        input: input.to_owned(),
+    };
     let n: u64 = number.parse().map_err(|_| overflow())?;
     let millis_per = match unit {
-        "" => return Err(DurationError::NoUnit { input: input.to_owned() }),
+        "" => {
+            return Err(DurationError::NoUnit {
+                input: input.to_owned(),
+            });
+        }
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
@@ -99,7 +110,9 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             });
         }
     };
-    n.checked_mul(millis_per).map(Duration::from_millis).ok_or_else(overflow)
+    n.checked_mul(millis_per)
+        .map(Duration::from_millis)
+        .ok_or_else(overflow)
 }
 
 /// Formats a duration the way [`parse`] reads it, in the largest exact unit.
@@ -129,9 +142,18 @@ mod tests {
 
     #[test]
     fn table() {
-        for (s, ms) in [("0s", 0), ("250ms", 250), ("5s", 5_000), ("2m", 120_000), ("1h", 3_600_000)] {
+        for (s, ms) in [
+            ("0s", 0),
+            ("250ms", 250),
+            ("5s", 5_000),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+        ] {
             assert_eq!(parse(s), Ok(Duration::from_millis(ms)), "{s}");
-            assert_eq!(parse(&format(Duration::from_millis(ms))), Ok(Duration::from_millis(ms)));
+            assert_eq!(
+                parse(&format(Duration::from_millis(ms))),
+                Ok(Duration::from_millis(ms))
+            );
         }
         for (s, needle) in [
             ("", "empty"),

@@ -128,9 +128,9 @@ pub enum SubjectError {
 impl fmt::Display for SubjectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SubjectError::Empty => {
-                f.write_str("subject is empty: write tokens separated by `.`, e.g. `orders.created`")
-            }
+            SubjectError::Empty => f.write_str(
+                "subject is empty: write tokens separated by `.`, e.g. `orders.created`",
+            ),
             SubjectError::TooLong { subject, len } => write!(
                 f,
                 "subject `{}…` is {len} bytes long; the limit is {MAX_LEN}: use fewer or shorter tokens",
@@ -140,7 +140,11 @@ impl fmt::Display for SubjectError {
                 f,
                 "subject `{subject}` has {count} tokens; the limit is {MAX_TOKENS}: use fewer tokens"
             ),
-            SubjectError::EmptyToken { subject, position, count } => {
+            SubjectError::EmptyToken {
+                subject,
+                position,
+                count,
+            } => {
                 let fix = if *position == 1 {
                     "remove the leading `.`"
                 } else if position == count {
@@ -234,24 +238,38 @@ pub fn check(subject: &str, usage: Usage) -> Result<(), SubjectError> {
         return Err(SubjectError::Empty);
     }
     if subject.len() > MAX_LEN {
-        return Err(SubjectError::TooLong { subject: subject.to_owned(), len: subject.len() });
+        return Err(SubjectError::TooLong {
+            subject: subject.to_owned(),
+            len: subject.len(),
+        });
     }
     let count = subject.split('.').count();
     if count > MAX_TOKENS {
-        return Err(SubjectError::TooManyTokens { subject: subject.to_owned(), count });
+        return Err(SubjectError::TooManyTokens {
+            subject: subject.to_owned(),
+            count,
+        });
     }
     for (i, token) in subject.split('.').enumerate() {
         let position = i + 1;
         if token.is_empty() {
-            return Err(SubjectError::EmptyToken { subject: subject.to_owned(), position, count });
+            return Err(SubjectError::EmptyToken {
+                subject: subject.to_owned(),
+                position,
+                count,
+            });
         }
         match token {
             "*" | ">" => {
                 if usage == Usage::Publish {
-                    return Err(SubjectError::WildcardInPublish { subject: subject.to_owned() });
+                    return Err(SubjectError::WildcardInPublish {
+                        subject: subject.to_owned(),
+                    });
                 }
                 if token == ">" && position != count {
-                    return Err(SubjectError::TailWildcardNotLast { subject: subject.to_owned() });
+                    return Err(SubjectError::TailWildcardNotLast {
+                        subject: subject.to_owned(),
+                    });
                 }
             }
             _ => {
@@ -276,20 +294,29 @@ pub fn check(subject: &str, usage: Usage) -> Result<(), SubjectError> {
         Usage::Publish => {}
         Usage::Subscribe => {
             if first == "*" || first == ">" {
-                return Err(SubjectError::LeadingWildcard { subject: subject.to_owned() });
+                return Err(SubjectError::LeadingWildcard {
+                    subject: subject.to_owned(),
+                });
             }
             for reserved in [QUEUE_TOKEN, DLQ_TOKEN] {
                 if first == reserved {
-                    return Err(SubjectError::Reserved { subject: subject.to_owned(), token: reserved });
+                    return Err(SubjectError::Reserved {
+                        subject: subject.to_owned(),
+                        token: reserved,
+                    });
                 }
             }
         }
         Usage::Queue => {
             if first != QUEUE_TOKEN {
-                return Err(SubjectError::NotInQueueNamespace { subject: subject.to_owned() });
+                return Err(SubjectError::NotInQueueNamespace {
+                    subject: subject.to_owned(),
+                });
             }
             if count < 2 {
-                return Err(SubjectError::QueueTooShort { subject: subject.to_owned() });
+                return Err(SubjectError::QueueTooShort {
+                    subject: subject.to_owned(),
+                });
             }
         }
     }
@@ -464,7 +491,10 @@ mod tests {
             assert!(err.contains(needle), "{s:?} as {u:?}: {err}");
         }
         let long = "a".repeat(MAX_LEN + 1);
-        assert!(matches!(check(&long, Publish), Err(SubjectError::TooLong { .. })));
+        assert!(matches!(
+            check(&long, Publish),
+            Err(SubjectError::TooLong { .. })
+        ));
     }
 
     #[test]

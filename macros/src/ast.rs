@@ -47,7 +47,12 @@ impl<'a> Handler<'a> {
             ReturnType::Default => None,
             ReturnType::Type(_, ty) => Some(&**ty),
         };
-        Handler { func, payload, extractors, output }
+        Handler {
+            func,
+            payload,
+            extractors,
+            output,
+        }
     }
 
     pub(crate) fn name(&self) -> &syn::Ident {

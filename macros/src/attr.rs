@@ -54,7 +54,11 @@ fn parse_arg(input: ParseStream<'_>, kind: Kind, first: bool) -> syn::Result<Arg
         format!(
             "the subject is a string literal: write #[{}(\"{}\")]",
             kind.attr_name(),
-            if found.is_empty() { kind.example() } else { found }
+            if found.is_empty() {
+                kind.example()
+            } else {
+                found
+            }
         )
     };
     if input.peek(LitStr) {
@@ -62,7 +66,10 @@ fn parse_arg(input: ParseStream<'_>, kind: Kind, first: bool) -> syn::Result<Arg
         if input.peek(Token![=]) {
             return Err(syn::Error::new(
                 lit.span(),
-                format!("option names are written without quotes: `{} = ..`", lit.value()),
+                format!(
+                    "option names are written without quotes: `{} = ..`",
+                    lit.value()
+                ),
             ));
         }
         return Ok(Arg::Subject(lit));

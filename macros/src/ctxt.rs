@@ -16,7 +16,9 @@ pub(crate) struct Ctxt {
 impl Ctxt {
     /// An error spanning the tokens of `tokens`.
     pub(crate) fn error_spanned_by<T: ToTokens, M: Display>(&self, tokens: T, msg: M) {
-        self.errors.borrow_mut().push(syn::Error::new_spanned(tokens.into_token_stream(), msg));
+        self.errors
+            .borrow_mut()
+            .push(syn::Error::new_spanned(tokens.into_token_stream(), msg));
     }
 
     /// An error at one span.

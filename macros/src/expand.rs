@@ -30,7 +30,10 @@ pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> Token
     valid::signature(&cx, kind, &handler);
     let (subject, options) = match &parsed {
         Some(args) => {
-            let subject = args.subject.as_ref().and_then(|lit| valid::subject(&cx, kind, lit));
+            let subject = args
+                .subject
+                .as_ref()
+                .and_then(|lit| valid::subject(&cx, kind, lit));
             (subject, valid::options(&cx, kind, args))
         }
         None => (None, Options::default()),
@@ -54,7 +57,9 @@ pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> Token
 fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options) -> TokenStream {
     let fn_name = handler.name();
     let name = fn_name.to_string();
-    let payload = handler.payload.expect("the signature check requires a payload");
+    let payload = handler
+        .payload
+        .expect("the signature check requires a payload");
     let payload_ty = &*payload.ty;
     let payload_name = quote!(#payload_ty).to_string().replace(' ', "");
 
@@ -63,8 +68,9 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
     let decode = quote_spanned! {payload_ty.span()=>
         <#payload_ty as ::jetwire::__private::Payload>::decode
     };
-    let extractor_idents: Vec<_> =
-        (0..handler.extractors.len()).map(|i| format_ident!("__jetwire_arg{}", i)).collect();
+    let extractor_idents: Vec<_> = (0..handler.extractors.len())
+        .map(|i| format_ident!("__jetwire_arg{}", i))
+        .collect();
     let extract = handler.extractors.iter().zip(&extractor_idents).map(|(pat, ident)| {
         let ty = &*pat.ty;
         quote_spanned! {ty.span()=>
@@ -79,7 +85,9 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
         Some(ty) => quote!(#ty),
         None => quote!(()),
     };
-    let output_span = handler.output.map_or_else(|| handler.name().span(), |ty| ty.span());
+    let output_span = handler
+        .output
+        .map_or_else(|| handler.name().span(), |ty| ty.span());
     let into_outcome = quote_spanned! {output_span=>
         <#output_ty as ::jetwire::__private::IntoOutcome>::into_outcome
     };

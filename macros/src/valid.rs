@@ -76,11 +76,9 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
             cx.error_spanned_by(key, unknown_option(&name, kind));
             continue;
         };
-        if let Some(only) = only {
-            if *only != kind {
-                cx.error_spanned_by(key, not_for_queue(&name));
-                continue;
-            }
+        if only.is_some_and(|k| k != kind) {
+            cx.error_spanned_by(key, not_for_queue(&name));
+            continue;
         }
         if seen.contains(&name) {
             cx.error_spanned_by(key, format!("option `{name}` is given twice: keep one"));
@@ -161,14 +159,20 @@ fn unknown_option(name: &str, kind: Kind) -> String {
         .filter(|(_, only)| only.is_none_or(|k| k == kind))
         .map(|(k, _)| *k)
         .collect();
-    let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    let list = known
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let close = known
         .iter()
         .map(|k| (edit_distance(name, k), *k))
         .filter(|(d, _)| *d <= 3)
         .min();
     match close {
-        Some((_, k)) => format!("unknown option `{name}`: did you mean `{k}`? expected one of {list}"),
+        Some((_, k)) => {
+            format!("unknown option `{name}`: did you mean `{k}`? expected one of {list}")
+        }
         None => format!("unknown option `{name}`; expected one of {list}"),
     }
 }
@@ -205,12 +209,13 @@ fn lit(value: &Expr) -> Option<&Lit> {
 }
 
 fn int(cx: &Ctxt, name: &str, value: &Expr, max: u64, example: &str) -> Option<u64> {
-    let wrong = || format!("`{name}` takes a whole number from 1 to {max}, e.g. `{name} = {example}`");
-    if let Expr::Unary(unary) = value {
-        if matches!(unary.op, syn::UnOp::Neg(_)) {
-            cx.error_spanned_by(value, wrong());
-            return None;
-        }
+    let wrong =
+        || format!("`{name}` takes a whole number from 1 to {max}, e.g. `{name} = {example}`");
+    if let Expr::Unary(unary) = value
+        && matches!(unary.op, syn::UnOp::Neg(_))
+    {
+        cx.error_spanned_by(value, wrong());
+        return None;
     }
     let Some(Lit::Int(int)) = lit(value) else {
         cx.error_spanned_by(value, wrong());
@@ -229,7 +234,10 @@ fn string(cx: &Ctxt, name: &str, value: &Expr, example: &str) -> Option<LitStr> 
     match lit(value) {
         Some(Lit::Str(s)) => Some(s.clone()),
         _ => {
-            cx.error_spanned_by(value, format!("`{name}` takes a string, e.g. `{name} = {example}`"));
+            cx.error_spanned_by(
+                value,
+                format!("`{name}` takes a string, e.g. `{name} = {example}`"),
+            );
             None
         }
     }
@@ -264,7 +272,10 @@ fn backoff(cx: &Ctxt, value: &Expr) -> Option<Vec<Duration>> {
             Some(Lit::Str(s)) => format!("[{:?}]", s.value()),
             _ => "[\"1s\", \"5s\", \"30s\"]".to_owned(),
         };
-        cx.error_spanned_by(value, format!("`backoff` takes a list of durations: `backoff = {hint}`"));
+        cx.error_spanned_by(
+            value,
+            format!("`backoff` takes a list of durations: `backoff = {hint}`"),
+        );
         return None;
     };
     if elems.is_empty() {
@@ -283,7 +294,10 @@ fn backoff(cx: &Ctxt, value: &Expr) -> Option<Vec<Duration>> {
                 None => ok = false,
             },
             _ => {
-                cx.error_spanned_by(elem, "each `backoff` delay is a duration string, e.g. \"5s\"");
+                cx.error_spanned_by(
+                    elem,
+                    "each `backoff` delay is a duration string, e.g. \"5s\"",
+                );
                 ok = false;
             }
         }
@@ -337,7 +351,10 @@ pub(crate) fn signature(cx: &Ctxt, kind: Kind, handler: &Handler<'_>) {
         );
     }
     if let Some(where_clause) = &sig.generics.where_clause {
-        cx.error_spanned_by(where_clause, "a handler cannot have a `where` clause: use concrete types");
+        cx.error_spanned_by(
+            where_clause,
+            "a handler cannot have a `where` clause: use concrete types",
+        );
     }
     if let Some(variadic) = &sig.variadic {
         cx.error_spanned_by(variadic, "a handler cannot be variadic: remove the `...`");
@@ -387,7 +404,11 @@ pub(crate) fn signature(cx: &Ctxt, kind: Kind, handler: &Handler<'_>) {
                 }
             }
             shape => {
-                let what = if shape == ArgShape::Context { "`Context`" } else { "`State<T>`" };
+                let what = if shape == ArgShape::Context {
+                    "`Context`"
+                } else {
+                    "`State<T>`"
+                };
                 cx.error_spanned_by(
                     &payload.ty,
                     format!(
@@ -397,13 +418,13 @@ pub(crate) fn signature(cx: &Ctxt, kind: Kind, handler: &Handler<'_>) {
             }
         },
     }
-    if let Some(output) = handler.output {
-        if contains_impl_trait(output) {
-            cx.error_spanned_by(
-                output,
-                "a handler returns `Result<(), E>` with `E: Into<HandlerError>`, or `()`; not `impl Trait`",
-            );
-        }
+    if let Some(output) = handler.output
+        && contains_impl_trait(output)
+    {
+        cx.error_spanned_by(
+            output,
+            "a handler returns `Result<(), E>` with `E: Into<HandlerError>`, or `()`; not `impl Trait`",
+        );
     }
 }
 

@@ -33,7 +33,14 @@ pub(crate) fn stream_name(prefix: Option<&str>) -> String {
 }
 
 fn durable_name(prefix: Option<&str>) -> String {
-    topology::durable_for(prefix, "jetwire", crate::registry::Kind::Subscribe, "dead-letters", "", None)
+    topology::durable_for(
+        prefix,
+        "jetwire",
+        crate::registry::Kind::Subscribe,
+        "dead-letters",
+        "",
+        None,
+    )
 }
 
 /// Makes sure the advisory stream captures the advisories of `streams`,
@@ -44,8 +51,14 @@ pub(crate) async fn ensure(
     streams: &[String],
 ) -> Result<jetstream::consumer::PullConsumer, Error> {
     let name = stream_name(config.prefix());
-    let want: Vec<String> = streams.iter().map(|s| format!("{SUBJECT_ROOT}.{s}.*")).collect();
-    let stream_err = |reason: String| Error::Stream { stream: name.clone(), reason };
+    let want: Vec<String> = streams
+        .iter()
+        .map(|s| format!("{SUBJECT_ROOT}.{s}.*"))
+        .collect();
+    let stream_err = |reason: String| Error::Stream {
+        stream: name.clone(),
+        reason,
+    };
     // Several apps may add their subjects at once: re-read until ours stick.
     for _ in 0..10 {
         let stream = js
@@ -56,7 +69,9 @@ pub(crate) async fn ensure(
                 storage: stream::StorageType::File,
                 num_replicas: config.stream_replicas,
                 max_age: Duration::from_secs(7 * 24 * 3600),
-                description: Some("jetwire: max-deliveries advisories awaiting dead-lettering".into()),
+                description: Some(
+                    "jetwire: max-deliveries advisories awaiting dead-lettering".into(),
+                ),
                 ..Default::default()
             })
             .await
@@ -69,7 +84,9 @@ pub(crate) async fn ensure(
                     &durable_name(config.prefix()),
                     pull::Config {
                         durable_name: Some(durable_name(config.prefix())),
-                        description: Some("jetwire: moves never-answered last deliveries to the DLQ".into()),
+                        description: Some(
+                            "jetwire: moves never-answered last deliveries to the DLQ".into(),
+                        ),
                         ack_policy: jetstream::consumer::AckPolicy::Explicit,
                         ack_wait: Duration::from_secs(30),
                         ..Default::default()
@@ -85,7 +102,9 @@ pub(crate) async fn ensure(
             tracing::debug!(error = %e, "advisory stream update raced; retrying");
         }
     }
-    Err(stream_err("could not add this app's subjects after 10 tries; is another app rewriting it?".into()))
+    Err(stream_err(
+        "could not add this app's subjects after 10 tries; is another app rewriting it?".into(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,7 +176,10 @@ async fn dead_letter(
         let context = format!("{context} {}#{}", adv.stream, adv.stream_seq);
         move |e: Box<dyn std::error::Error + Send + Sync>| Error::Nats { context, source: e }
     };
-    let stream = js.get_stream(&adv.stream).await.map_err(|e| nats("opening")(Box::new(e)))?;
+    let stream = js
+        .get_stream(&adv.stream)
+        .await
+        .map_err(|e| nats("opening")(Box::new(e)))?;
     let original = match stream.get_raw_message(adv.stream_seq).await {
         Ok(m) => m,
         Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
@@ -197,10 +219,10 @@ async fn dead_letter(
     outlet.send_acked(letter).await?;
     tracing::warn!(stream = %adv.stream, sequence = adv.stream_seq, consumer = %adv.consumer, "dead-lettered after max deliveries without an answer");
     let info = stream.cached_info();
-    if info.config.retention == stream::RetentionPolicy::WorkQueue {
-        if let Err(e) = stream.delete_message(adv.stream_seq).await {
-            tracing::debug!(error = %e, "original already removed");
-        }
+    if info.config.retention == stream::RetentionPolicy::WorkQueue
+        && let Err(e) = stream.delete_message(adv.stream_seq).await
+    {
+        tracing::debug!(error = %e, "original already removed");
     }
     Ok(())
 }

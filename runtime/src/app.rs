@@ -48,7 +48,10 @@ impl fmt::Debug for App {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("App")
             .field("config", &self.config)
-            .field("handlers", &self.handlers.iter().map(|h| h.path()).collect::<Vec<_>>())
+            .field(
+                "handlers",
+                &self.handlers.iter().map(|h| h.path()).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +59,11 @@ impl fmt::Debug for App {
 impl App {
     /// An app running every handler linked into this binary.
     pub fn new(config: Config) -> App {
-        App { config, states: States::default(), handlers: registry::handlers() }
+        App {
+            config,
+            states: States::default(),
+            handlers: registry::handlers(),
+        }
     }
 
     /// Gives handlers taking `State<T>` this value (cloned into each call).
@@ -68,7 +75,8 @@ impl App {
     /// Keeps only the handlers with these fn names (or `module::fn` paths):
     /// to split one binary's handlers across deployments.
     pub fn only(mut self, names: &[&str]) -> App {
-        self.handlers.retain(|h| names.iter().any(|n| *n == h.name || *n == h.path()));
+        self.handlers
+            .retain(|h| names.iter().any(|n| *n == h.name || *n == h.path()));
         self
     }
 
@@ -77,11 +85,17 @@ impl App {
     /// anything if the config or handlers are wrong, the server cannot be
     /// reached, or a stream or durable cannot be created or bound.
     pub async fn start(self) -> Result<RunningApp, Error> {
-        let App { config, states, handlers } = self;
+        let App {
+            config,
+            states,
+            handlers,
+        } = self;
         config.validate()?;
         registry::check(&handlers, &config.app, &states)?;
         if handlers.is_empty() {
-            tracing::warn!("no handlers registered: annotate an async fn with #[subscribe] or #[queue]");
+            tracing::warn!(
+                "no handlers registered: annotate an async fn with #[subscribe] or #[queue]"
+            );
         }
         let client = config.connect().await?;
         let js = async_nats::jetstream::new(client.clone());
@@ -90,7 +104,10 @@ impl App {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         let states = Arc::new(states);
-        let outlet = JetStreamOutlet { js: js.clone(), prefix: config.prefix().map(str::to_owned) };
+        let outlet = JetStreamOutlet {
+            js: js.clone(),
+            prefix: config.prefix().map(str::to_owned),
+        };
         let mut tasks = JoinSet::new();
         let mut streams: Vec<String> = bindings.iter().map(|b| b.stream.clone()).collect();
         streams.sort();
@@ -98,7 +115,13 @@ impl App {
         if !streams.is_empty() {
             let advisories = advisory::ensure(&js, &config, &streams).await?;
             let prefix = config.prefix().map(str::to_owned);
-            tasks.spawn(advisory::run(js.clone(), advisories, outlet.clone(), prefix, stop.clone()));
+            tasks.spawn(advisory::run(
+                js.clone(),
+                advisories,
+                outlet.clone(),
+                prefix,
+                stop.clone(),
+            ));
         }
         let mut stats = Vec::with_capacity(bindings.len());
         for binding in bindings {
@@ -127,7 +150,14 @@ impl App {
             });
             tasks.spawn(consume::run(worker, consumer, stop.clone(), abort.clone()));
         }
-        Ok(RunningApp { config, client, tasks, stop, abort, stats })
+        Ok(RunningApp {
+            config,
+            client,
+            tasks,
+            stop,
+            abort,
+            stats,
+        })
     }
 
     /// [`App::start`], then consume until SIGINT or SIGTERM, then
@@ -181,7 +211,9 @@ pub struct RunningApp {
 
 impl fmt::Debug for RunningApp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunningApp").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("RunningApp")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 

@@ -7,7 +7,8 @@
 //! use jetwire::classify::{classify, Action, Outcome, Policy};
 //! use jetwire::DlqReason;
 //!
-//! let policy = Policy { max_deliver: 3, backoff: &[Duration::from_secs(1), Duration::from_secs(5)] };
+//! const BACKOFF: &[Duration] = &[Duration::from_secs(1), Duration::from_secs(5)];
+//! let policy = Policy { max_deliver: 3, backoff: BACKOFF };
 //! assert_eq!(classify(&Outcome::Ok, 1, &policy), Action::Ack);
 //! assert_eq!(classify(&Outcome::Transient, 2, &policy), Action::Nak { delay: Duration::from_secs(5) });
 //! assert_eq!(classify(&Outcome::Transient, 3, &policy), Action::DeadLetter(DlqReason::Exhausted));
@@ -50,7 +51,11 @@ impl Policy {
     /// The delay before redelivering after failed delivery `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
         let i = (attempt.max(1) - 1) as usize;
-        self.backoff.get(i).or(self.backoff.last()).copied().unwrap_or(Duration::ZERO)
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -82,9 +87,9 @@ pub fn classify(outcome: &Outcome, attempt: u32, policy: &Policy) -> Action {
         Outcome::Panic if last => Action::DeadLetter(DlqReason::Panic),
         Outcome::Timeout if last => Action::DeadLetter(DlqReason::Timeout),
         Outcome::RetryAfter(delay) => Action::Nak { delay },
-        Outcome::Transient | Outcome::Panic | Outcome::Timeout => {
-            Action::Nak { delay: policy.delay(attempt) }
-        }
+        Outcome::Transient | Outcome::Panic | Outcome::Timeout => Action::Nak {
+            delay: policy.delay(attempt),
+        },
     }
 }
 
@@ -97,7 +102,10 @@ mod tests {
 
     #[test]
     fn every_row_of_the_outcome_table() {
-        let p = Policy { max_deliver: 3, backoff: &BACKOFF };
+        let p = Policy {
+            max_deliver: 3,
+            backoff: &BACKOFF,
+        };
         let nak = |s| Action::Nak { delay: S(s) };
         let dl = Action::DeadLetter;
         let rows: &[(Outcome, u32, Action)] = &[
@@ -117,22 +125,46 @@ mod tests {
             (Outcome::Timeout, 3, dl(DlqReason::Timeout)),
         ];
         for (outcome, attempt, want) in rows {
-            assert_eq!(classify(outcome, *attempt, &p), *want, "{outcome:?} on attempt {attempt}");
+            assert_eq!(
+                classify(outcome, *attempt, &p),
+                *want,
+                "{outcome:?} on attempt {attempt}"
+            );
         }
     }
 
     #[test]
     fn last_delay_repeats_and_empty_backoff_is_immediate() {
-        let p = Policy { max_deliver: 10, backoff: &BACKOFF };
+        let p = Policy {
+            max_deliver: 10,
+            backoff: &BACKOFF,
+        };
         assert_eq!(p.delay(5), S(30));
-        let none = Policy { max_deliver: 10, backoff: &[] };
-        assert_eq!(classify(&Outcome::Transient, 1, &none), Action::Nak { delay: Duration::ZERO });
+        let none = Policy {
+            max_deliver: 10,
+            backoff: &[],
+        };
+        assert_eq!(
+            classify(&Outcome::Transient, 1, &none),
+            Action::Nak {
+                delay: Duration::ZERO
+            }
+        );
     }
 
     #[test]
     fn one_delivery_means_no_retry() {
-        let p = Policy { max_deliver: 1, backoff: &[] };
-        assert_eq!(classify(&Outcome::Transient, 1, &p), Action::DeadLetter(DlqReason::Exhausted));
-        assert_eq!(classify(&Outcome::Panic, 1, &p), Action::DeadLetter(DlqReason::Panic));
+        let p = Policy {
+            max_deliver: 1,
+            backoff: &[],
+        };
+        assert_eq!(
+            classify(&Outcome::Transient, 1, &p),
+            Action::DeadLetter(DlqReason::Exhausted)
+        );
+        assert_eq!(
+            classify(&Outcome::Panic, 1, &p),
+            Action::DeadLetter(DlqReason::Panic)
+        );
     }
 }

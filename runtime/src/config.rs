@@ -36,9 +36,11 @@ impl fmt::Debug for Auth {
         match self {
             Auth::None => f.write_str("None"),
             Auth::Token(_) => f.write_str("Token(***)"),
-            Auth::UserPassword { user, .. } => {
-                f.debug_struct("UserPassword").field("user", user).field("password", &"***").finish()
-            }
+            Auth::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
             Auth::CredsFile(path) => f.debug_tuple("CredsFile").field(path).finish(),
             Auth::NKey(_) => f.write_str("NKey(***)"),
         }
@@ -113,14 +115,20 @@ impl Default for Config {
 
 fn default_app() -> String {
     let exe = std::env::current_exe().ok();
-    let stem = exe.as_ref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("app");
+    let stem = exe
+        .as_ref()
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str())
+        .unwrap_or("app");
     topology::sanitize_app(stem)
 }
 
 impl Config {
     /// A builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder { config: Config::default() }
+        ConfigBuilder {
+            config: Config::default(),
+        }
     }
 
     /// Reads the configuration from the environment:
@@ -155,10 +163,14 @@ impl Config {
                 auths.push(("NATS_USER", Auth::UserPassword { user, password }))
             }
             (Some(_), None) => {
-                return Err(Error::Config("NATS_USER is set but NATS_PASSWORD is not: set both, or neither".into()));
+                return Err(Error::Config(
+                    "NATS_USER is set but NATS_PASSWORD is not: set both, or neither".into(),
+                ));
             }
             (None, Some(_)) => {
-                return Err(Error::Config("NATS_PASSWORD is set but NATS_USER is not: set both, or neither".into()));
+                return Err(Error::Config(
+                    "NATS_PASSWORD is set but NATS_USER is not: set both, or neither".into(),
+                ));
             }
             (None, None) => {}
         }
@@ -197,7 +209,9 @@ impl Config {
         }
         if let Some(r) = get("JETWIRE_STREAM_REPLICAS") {
             let n = r.parse().map_err(|_| {
-                Error::Config(format!("JETWIRE_STREAM_REPLICAS={r:?} is not a number: write 1, 3 or 5"))
+                Error::Config(format!(
+                    "JETWIRE_STREAM_REPLICAS={r:?} is not a number: write 1, 3 or 5"
+                ))
             })?;
             b = b.stream_replicas(n);
         }
@@ -207,14 +221,22 @@ impl Config {
     /// Checks every field; `App::start` calls it too.
     pub fn validate(&self) -> Result<(), Error> {
         if self.url.trim().is_empty() {
-            return Err(Error::Config(format!("the NATS URL is empty: set NATS_URL, e.g. {DEFAULT_URL}")));
+            return Err(Error::Config(format!(
+                "the NATS URL is empty: set NATS_URL, e.g. {DEFAULT_URL}"
+            )));
         }
         jetwire_grammar::name::check(&self.app, jetwire_grammar::name::Kind::Durable).map_err(
-            |e| Error::Config(format!("app name (JETWIRE_APP) is used in durable names: {e}")),
+            |e| {
+                Error::Config(format!(
+                    "app name (JETWIRE_APP) is used in durable names: {e}"
+                ))
+            },
         )?;
         if let Some(p) = &self.subject_prefix {
             subject::check(p, subject::Usage::Publish).map_err(|e| {
-                Error::Config(format!("subject prefix (JETWIRE_SUBJECT_PREFIX) {p:?}: {e}"))
+                Error::Config(format!(
+                    "subject prefix (JETWIRE_SUBJECT_PREFIX) {p:?}: {e}"
+                ))
             })?;
             if p.split('.').count() + 1 > subject::MAX_TOKENS {
                 return Err(Error::Config(format!(
@@ -249,24 +271,32 @@ impl Config {
     /// Connects to NATS with these settings.
     pub(crate) async fn connect(&self) -> Result<async_nats::Client, Error> {
         self.validate()?;
-        let connect_err = |source: async_nats::Error| Error::Connect { url: self.redacted_url(), source };
+        let connect_err = |source: async_nats::Error| Error::Connect {
+            url: self.redacted_url(),
+            source,
+        };
         let mut opts = async_nats::ConnectOptions::new()
             .name(format!("jetwire:{}", self.app))
             .connection_timeout(Duration::from_secs(5));
         opts = match &self.auth {
             Auth::None => opts,
             Auth::Token(t) => opts.token(t.clone()),
-            Auth::UserPassword { user, password } => opts.user_and_password(user.clone(), password.clone()),
-            Auth::CredsFile(path) => opts.credentials_file(path).await.map_err(|e| Error::Config(format!(
-                "NATS_CREDS {}: {e}", path.display()
-            )))?,
+            Auth::UserPassword { user, password } => {
+                opts.user_and_password(user.clone(), password.clone())
+            }
+            Auth::CredsFile(path) => opts
+                .credentials_file(path)
+                .await
+                .map_err(|e| Error::Config(format!("NATS_CREDS {}: {e}", path.display())))?,
             Auth::NKey(seed) => opts.nkey(seed.clone()),
         };
         if let Some(ca) = &self.tls.ca {
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
         }
         if let (Some(cert), Some(key)) = (&self.tls.cert, &self.tls.key) {
-            opts = opts.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+            opts = opts
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
         }
         let urls: Vec<async_nats::ServerAddr> = self
             .url
@@ -274,10 +304,13 @@ impl Config {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(|u| {
-                u.parse().map_err(|e| Error::Config(format!("NATS_URL entry {:?}: {e}", redact_url(u))))
+                u.parse()
+                    .map_err(|e| Error::Config(format!("NATS_URL entry {:?}: {e}", redact_url(u))))
             })
             .collect::<Result<_, _>>()?;
-        opts.connect(urls).await.map_err(|e| connect_err(Box::new(e)))
+        opts.connect(urls)
+            .await
+            .map_err(|e| connect_err(Box::new(e)))
     }
 }
 
@@ -371,8 +404,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Config, Error> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -417,19 +452,37 @@ mod tests {
             let shown = format!("{:?}", env(pairs).expect("valid"));
             assert!(!shown.contains("s3cret"), "{shown}");
         }
-        assert_eq!(redact_url("nats://u:p@h:1,nats://h2"), "nats://u:***@h:1,nats://h2");
+        assert_eq!(
+            redact_url("nats://u:p@h:1,nats://h2"),
+            "nats://u:***@h:1,nats://h2"
+        );
     }
 
     #[test]
     fn bad_values_name_the_variable() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("JETWIRE_SHUTDOWN_TIMEOUT", "soon")], "JETWIRE_SHUTDOWN_TIMEOUT"),
-            (&[("JETWIRE_STREAM_REPLICAS", "x")], "JETWIRE_STREAM_REPLICAS"),
-            (&[("JETWIRE_STREAM_REPLICAS", "7")], "JETWIRE_STREAM_REPLICAS"),
-            (&[("JETWIRE_SUBJECT_PREFIX", "a.*")], "JETWIRE_SUBJECT_PREFIX"),
+            (
+                &[("JETWIRE_SHUTDOWN_TIMEOUT", "soon")],
+                "JETWIRE_SHUTDOWN_TIMEOUT",
+            ),
+            (
+                &[("JETWIRE_STREAM_REPLICAS", "x")],
+                "JETWIRE_STREAM_REPLICAS",
+            ),
+            (
+                &[("JETWIRE_STREAM_REPLICAS", "7")],
+                "JETWIRE_STREAM_REPLICAS",
+            ),
+            (
+                &[("JETWIRE_SUBJECT_PREFIX", "a.*")],
+                "JETWIRE_SUBJECT_PREFIX",
+            ),
             (&[("JETWIRE_APP", "my app")], "JETWIRE_APP"),
             (&[("NATS_USER", "u")], "NATS_PASSWORD"),
-            (&[("NATS_TOKEN", "t"), ("NATS_NKEY", "k")], "one kind of credentials"),
+            (
+                &[("NATS_TOKEN", "t"), ("NATS_NKEY", "k")],
+                "one kind of credentials",
+            ),
             (&[("NATS_TLS_CERT", "/c.pem")], "NATS_TLS_KEY"),
         ];
         for (pairs, needle) in cases {

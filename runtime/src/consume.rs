@@ -77,7 +77,11 @@ pub(crate) async fn run(
             },
         };
         let want = (slots.available_permits() + 1).min(MAX_BATCH);
-        let batch = consumer.batch().max_messages(want).expires(PULL_EXPIRES).messages();
+        let batch = consumer
+            .batch()
+            .max_messages(want)
+            .expires(PULL_EXPIRES)
+            .messages();
         let mut batch = tokio::select! {
             biased;
             _ = stop.cancelled() => break 'pull,
@@ -147,7 +151,9 @@ async fn recover(
     *pause = (*pause * 2).min(MAX_RETRY_PAUSE);
     match topology::ensure_consumer(&worker.js, b).await {
         Ok(c) => *consumer = c,
-        Err(e) => tracing::warn!(handler = b.def.name, error = %e, "cannot restore the durable yet"),
+        Err(e) => {
+            tracing::warn!(handler = b.def.name, error = %e, "cannot restore the durable yet")
+        }
     }
 }
 
@@ -157,10 +163,13 @@ struct Deadline(Arc<jetstream::Message>);
 impl Progress for Deadline {
     fn progress(&self) -> BoxFuture<'_, Result<(), crate::Error>> {
         Box::pin(async move {
-            self.0.ack_with(AckKind::Progress).await.map_err(|source| crate::Error::Nats {
-                context: "sending progress".to_owned(),
-                source,
-            })
+            self.0
+                .ack_with(AckKind::Progress)
+                .await
+                .map_err(|source| crate::Error::Nats {
+                    context: "sending progress".to_owned(),
+                    source,
+                })
         })
     }
 }
@@ -174,7 +183,12 @@ async fn handle(
 ) {
     let def = worker.binding.def;
     let (stream, sequence, attempt, published_at) = match msg.info() {
-        Ok(i) => (i.stream.to_owned(), i.stream_sequence, i.delivered.max(1) as u32, SystemTime::from(i.published)),
+        Ok(i) => (
+            i.stream.to_owned(),
+            i.stream_sequence,
+            i.delivered.max(1) as u32,
+            SystemTime::from(i.published),
+        ),
         Err(e) => {
             tracing::error!(handler = def.name, error = %e, "delivery without JetStream metadata; leaving it to ack_wait");
             return;
@@ -183,7 +197,9 @@ async fn handle(
     let msg = Arc::new(msg);
     let headers = msg.message.headers.clone().unwrap_or_default();
     let full_subject = msg.message.subject.as_str();
-    let subject = subject::strip_prefix(worker.prefix.as_deref(), full_subject).unwrap_or(full_subject).to_owned();
+    let subject = subject::strip_prefix(worker.prefix.as_deref(), full_subject)
+        .unwrap_or(full_subject)
+        .to_owned();
     let message_id = headers
         .get(publish::MSG_ID)
         .map(|v| v.as_str().to_owned())
@@ -212,14 +228,23 @@ async fn handle(
     settle(worker, msg, meta, abort).instrument(span).await
 }
 
-async fn settle(worker: Arc<Worker>, msg: Arc<jetstream::Message>, meta: Meta, abort: CancellationToken) {
+async fn settle(
+    worker: Arc<Worker>,
+    msg: Arc<jetstream::Message>,
+    meta: Meta,
+    abort: CancellationToken,
+) {
     let def = worker.binding.def;
     let counters = &worker.counters;
     let outlet: Arc<dyn Outlet> = Arc::new(worker.outlet.clone());
     let progress: Arc<dyn Progress> = Arc::new(Deadline(msg.clone()));
     let attempt = meta.attempt;
     let headers = meta.headers.clone();
-    let (subject, stream, sequence) = (meta.subject.clone(), meta.stream.clone(), meta.stream_sequence);
+    let (subject, stream, sequence) = (
+        meta.subject.clone(),
+        meta.stream.clone(),
+        meta.stream_sequence,
+    );
     let ctx = Context::new(meta, worker.states.clone(), outlet, Some(progress));
 
     // Keep the delivery alive while the call runs past half of ack_wait.
@@ -237,7 +262,7 @@ async fn settle(worker: Arc<Worker>, msg: Arc<jetstream::Message>, meta: Meta, a
             }
             _ = abort.cancelled() => {
                 counters.interrupted.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("shutdown timeout: call interrupted, message handed back");
+                tracing::warn!(handler = def.name, sequence, "shutdown timeout: call interrupted, message handed back");
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
                 return;
             }
@@ -246,6 +271,7 @@ async fn settle(worker: Arc<Worker>, msg: Arc<jetstream::Message>, meta: Meta, a
 
     let action = classify(&called.outcome, attempt, &def.policy());
     let error = called.error.as_deref().unwrap_or_default();
+    let handler = def.name;
     match action {
         Action::Ack => {
             counters.acked.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +282,7 @@ async fn settle(worker: Arc<Worker>, msg: Arc<jetstream::Message>, meta: Meta, a
         }
         Action::Nak { delay } => {
             counters.retried.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(outcome = ?called.outcome, ?delay, error, "failed; will retry");
+            tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, ?delay, error, "failed; will retry");
             nak(&msg, delay).await;
         }
         Action::DeadLetter(reason) => {
@@ -276,7 +302,7 @@ async fn settle(worker: Arc<Worker>, msg: Arc<jetstream::Message>, meta: Meta, a
             match worker.outlet.send_acked(letter).await {
                 Ok(_) => {
                     counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%reason, error, "dead-lettered");
+                    tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "dead-lettered");
                     if let Err(e) = msg.ack_with(AckKind::Term).await {
                         tracing::warn!(error = %e, "could not terminate a dead-lettered message; the copy is stored and a redelivery is deduplicated");
                     }
@@ -284,7 +310,7 @@ async fn settle(worker: Arc<Worker>, msg: Arc<jetstream::Message>, meta: Meta, a
                 Err(e) => {
                     // Not stored: keep the original. On the last attempt the
                     // server's max-deliveries advisory moves it later.
-                    tracing::error!(%reason, error = %e, "could not store the dead letter; handing the message back");
+                    tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
                     nak(&msg, def.policy().delay(attempt)).await;
                 }
             }
@@ -293,7 +319,11 @@ async fn settle(worker: Arc<Worker>, msg: Arc<jetstream::Message>, meta: Meta, a
 }
 
 async fn nak(msg: &jetstream::Message, delay: Duration) {
-    let kind = if delay.is_zero() { AckKind::Nak(None) } else { AckKind::Nak(Some(delay)) };
+    let kind = if delay.is_zero() {
+        AckKind::Nak(None)
+    } else {
+        AckKind::Nak(Some(delay))
+    };
     if let Err(e) = msg.ack_with(kind).await {
         tracing::warn!(error = %e, "could not send nak; the message is redelivered after ack_wait");
     }

@@ -27,7 +27,10 @@ impl States {
     }
 
     pub(crate) fn get<T: Clone + 'static>(&self) -> Option<T> {
-        self.map.get(&TypeId::of::<T>())?.downcast_ref::<T>().cloned()
+        self.map
+            .get(&TypeId::of::<T>())?
+            .downcast_ref::<T>()
+            .cloned()
     }
 
     pub(crate) fn contains(&self, id: TypeId) -> bool {
@@ -168,7 +171,8 @@ impl Context {
         subject: &str,
         payload: &T,
     ) -> Result<(), PublishError> {
-        self.publish_with(subject, payload, PublishOptions::default()).await
+        self.publish_with(subject, payload, PublishOptions::default())
+            .await
     }
 
     /// [`Context::publish`] with options: message id, headers, correlation id.

@@ -73,7 +73,9 @@ impl fmt::Display for DlqReason {
 
 /// A reason name that is not one of [`DlqReason`]'s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dead-letter reason `{0}`; expected permanent, decode, exhausted, panic or timeout")]
+#[error(
+    "unknown dead-letter reason `{0}`; expected permanent, decode, exhausted, panic or timeout"
+)]
 pub struct UnknownReason(pub String);
 
 impl FromStr for DlqReason {
@@ -124,7 +126,10 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     if let Some(id) = failed.headers.get(publish::MSG_ID) {
         headers.insert(MESSAGE_ID, id.as_str());
     }
-    let id = format!("dlq:{}:{}:{}", failed.stream, failed.sequence, failed.durable);
+    let id = format!(
+        "dlq:{}:{}:{}",
+        failed.stream, failed.sequence, failed.durable
+    );
     headers.insert(publish::MSG_ID, id.as_str());
     headers.insert(REASON, failed.reason.as_str());
     headers.insert(ERROR, header_safe(failed.error).as_str());
@@ -133,13 +138,20 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     headers.insert(STREAM, failed.stream);
     headers.insert(SEQUENCE, failed.sequence.to_string().as_str());
     headers.insert(FAILED_AT, rfc3339(failed.failed_at).as_str());
-    Outbound { subject: subject_for(failed.subject), headers, payload: failed.payload }
+    Outbound {
+        subject: subject_for(failed.subject),
+        headers,
+        payload: failed.payload,
+    }
 }
 
 /// A header value holds no CR or LF and stays short.
 fn header_safe(s: &str) -> String {
     const MAX: usize = 1024;
-    let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if out.len() > MAX {
         let mut end = MAX;
         while !out.is_char_boundary(end) {
@@ -181,7 +193,10 @@ mod tests {
         });
         assert_eq!(out.subject, "dlq.queue.email");
         let get = |k: &str| out.headers.get(k).map(|v| v.as_str().to_owned());
-        assert_eq!(get(publish::MSG_ID).as_deref(), Some("dlq:QUEUE:42:queue_email"));
+        assert_eq!(
+            get(publish::MSG_ID).as_deref(),
+            Some("dlq:QUEUE:42:queue_email")
+        );
         assert_eq!(get(MESSAGE_ID).as_deref(), Some("abc"));
         assert_eq!(get("X-Custom").as_deref(), Some("1"));
         assert_eq!(get(REASON).as_deref(), Some("decode"));

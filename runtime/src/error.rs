@@ -53,19 +53,28 @@ impl HandlerError {
     /// A failure that may pass: the message is redelivered after the
     /// handler's backoff delay for this attempt.
     pub fn transient(err: impl Into<BoxError>) -> Self {
-        HandlerError { kind: ErrorKind::Transient, source: err.into() }
+        HandlerError {
+            kind: ErrorKind::Transient,
+            source: err.into(),
+        }
     }
 
     /// A failure that will not pass by retrying: the message is
     /// dead-lettered now with reason `permanent`.
     pub fn permanent(err: impl Into<BoxError>) -> Self {
-        HandlerError { kind: ErrorKind::Permanent, source: err.into() }
+        HandlerError {
+            kind: ErrorKind::Permanent,
+            source: err.into(),
+        }
     }
 
     /// A transient failure that knows when to try again: the message is
     /// redelivered after `delay` instead of the handler's backoff.
     pub fn retry_after(err: impl Into<BoxError>, delay: Duration) -> Self {
-        HandlerError { kind: ErrorKind::RetryAfter(delay), source: err.into() }
+        HandlerError {
+            kind: ErrorKind::RetryAfter(delay),
+            source: err.into(),
+        }
     }
 
     /// Whether this error dead-letters the message at once.
@@ -221,7 +230,9 @@ pub enum Error {
     #[error("{0}")]
     Handlers(crate::registry::Problems),
     /// The server could not be reached.
-    #[error("cannot connect to NATS at {url}: {source}; is nats-server running there, and are NATS_URL and the credentials right?")]
+    #[error(
+        "cannot connect to NATS at {url}: {source}; is nats-server running there, and are NATS_URL and the credentials right?"
+    )]
     Connect {
         /// The server URL, without secrets.
         url: String,

@@ -180,7 +180,10 @@ impl<T: Clone + Send + Sync + 'static> FromContext for State<T> {
             .ok_or(Failure::MissingState(std::any::type_name::<T>()))
     }
     fn requirement() -> Option<StateKey> {
-        Some(StateKey { id: TypeId::of::<T>(), name: std::any::type_name::<T>() })
+        Some(StateKey {
+            id: TypeId::of::<T>(),
+            name: std::any::type_name::<T>(),
+        })
     }
 }
 

@@ -33,14 +33,23 @@ pub(crate) async fn invoke(def: &HandlerDef, payload: Bytes, ctx: Context) -> Ca
         None => guarded.await,
     };
     match result {
-        Ok(Ok(())) => Called { outcome: Outcome::Ok, error: None },
+        Ok(Ok(())) => Called {
+            outcome: Outcome::Ok,
+            error: None,
+        },
         Ok(Err(failure)) => from_failure(failure),
-        Err(panic) => Called { outcome: Outcome::Panic, error: Some(panic_message(&*panic)) },
+        Err(panic) => Called {
+            outcome: Outcome::Panic,
+            error: Some(panic_message(&*panic)),
+        },
     }
 }
 
 fn timed_out(limit: Duration) -> Called {
-    Called { outcome: Outcome::Timeout, error: Some(format!("timeout: the call ran past {limit:?}")) }
+    Called {
+        outcome: Outcome::Timeout,
+        error: Some(format!("timeout: the call ran past {limit:?}")),
+    }
 }
 
 fn from_failure(failure: Failure) -> Called {
@@ -51,9 +60,15 @@ fn from_failure(failure: Failure) -> Called {
                 ErrorKind::Permanent => Outcome::Permanent,
                 ErrorKind::RetryAfter(d) => Outcome::RetryAfter(d),
             };
-            Called { outcome, error: Some(err.report()) }
+            Called {
+                outcome,
+                error: Some(err.report()),
+            }
         }
-        Failure::Decode(msg) => Called { outcome: Outcome::Decode, error: Some(msg) },
+        Failure::Decode(msg) => Called {
+            outcome: Outcome::Decode,
+            error: Some(msg),
+        },
         Failure::MissingState(ty) => Called {
             outcome: Outcome::Permanent,
             error: Some(format!("no `{ty}` was given to App::state")),

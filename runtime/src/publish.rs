@@ -1,6 +1,6 @@
 //! Publishing: the header conventions, [`PublishOptions`], and the message
 //! every publish path (a handler's [`Context`](crate::Context), the
-//! [`Publisher`](crate::Publisher), `TestApp`, the dead-letter queue) builds
+//! [`Publisher`], `TestApp`, the dead-letter queue) builds
 //! the same way.
 
 use std::fmt;
@@ -133,9 +133,18 @@ pub(crate) fn build<T: Serialize + ?Sized>(
     default_id: impl FnOnce() -> String,
 ) -> Result<Outbound, PublishError> {
     subject::check(subject, Usage::Publish).map_err(PublishError::InvalidSubject)?;
-    let bytes = serde_json::to_vec(payload)
-        .map_err(|source| PublishError::Encode { subject: subject.to_owned(), source })?;
-    build_bytes(subject, bytes.into(), Some(JSON), opts, inherited, default_id)
+    let bytes = serde_json::to_vec(payload).map_err(|source| PublishError::Encode {
+        subject: subject.to_owned(),
+        source,
+    })?;
+    build_bytes(
+        subject,
+        bytes.into(),
+        Some(JSON),
+        opts,
+        inherited,
+        default_id,
+    )
 }
 
 /// [`build`] for bytes as they are, with an optional content type.
@@ -155,7 +164,9 @@ pub(crate) fn build_bytes(
     }
     let id = opts.message_id.unwrap_or_else(default_id);
     check_header(subject, MSG_ID, &id)?;
-    let correlation = opts.correlation_id.or_else(|| inherited.correlation_id.clone());
+    let correlation = opts
+        .correlation_id
+        .or_else(|| inherited.correlation_id.clone());
     let correlation = correlation.unwrap_or_else(|| id.clone());
     check_header(subject, CORRELATION_ID, &correlation)?;
     headers.insert(MSG_ID, id);
@@ -163,28 +174,35 @@ pub(crate) fn build_bytes(
         headers.insert(CONTENT_TYPE, ct);
     }
     headers.insert(CORRELATION_ID, correlation);
-    if let Some(tp) = &inherited.traceparent {
-        if headers.get(TRACEPARENT).is_none() {
-            headers.insert(TRACEPARENT, tp.as_str());
-            if let Some(ts) = &inherited.tracestate {
-                headers.insert(TRACESTATE, ts.as_str());
-            }
+    if let Some(tp) = &inherited.traceparent
+        && headers.get(TRACEPARENT).is_none()
+    {
+        headers.insert(TRACEPARENT, tp.as_str());
+        if let Some(ts) = &inherited.tracestate {
+            headers.insert(TRACESTATE, ts.as_str());
         }
     }
-    Ok(Outbound { subject: subject.to_owned(), headers, payload })
+    Ok(Outbound {
+        subject: subject.to_owned(),
+        headers,
+        payload,
+    })
 }
 
 fn check_header(subject: &str, name: &str, value: &str) -> Result<(), PublishError> {
-    let invalid = |reason: String| PublishError::InvalidHeader { subject: subject.to_owned(), reason };
-    if name.is_empty()
-        || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-    {
+    let invalid = |reason: String| PublishError::InvalidHeader {
+        subject: subject.to_owned(),
+        reason,
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
         return Err(invalid(format!(
             "header name {name:?} must be non-empty printable ASCII without `:`"
         )));
     }
     if value.contains(['\r', '\n']) {
-        return Err(invalid(format!("value of header `{name}` contains CR or LF")));
+        return Err(invalid(format!(
+            "value of header `{name}` contains CR or LF"
+        )));
     }
     Ok(())
 }
@@ -195,9 +213,13 @@ mod tests {
 
     #[test]
     fn sets_id_type_and_correlation() {
-        let out = build("orders.created", &1u32, PublishOptions::new(), &Inherited::default(), || {
-            "id-1".to_owned()
-        })
+        let out = build(
+            "orders.created",
+            &1u32,
+            PublishOptions::new(),
+            &Inherited::default(),
+            || "id-1".to_owned(),
+        )
         .expect("valid");
         let get = |k: &str| out.headers.get(k).map(|v| v.as_str().to_owned());
         assert_eq!(get(MSG_ID).as_deref(), Some("id-1"));
@@ -210,11 +232,23 @@ mod tests {
     fn carries_correlation_and_trace() {
         let mut inbound = HeaderMap::new();
         inbound.insert(CORRELATION_ID, "corr");
-        inbound.insert(TRACEPARENT, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        inbound.insert(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
         let inherited = Inherited::from_inbound(&inbound, "in-1");
-        let out = build("a.b", &(), PublishOptions::new().message_id("x"), &inherited, fresh_id)
-            .expect("valid");
-        assert_eq!(out.headers.get(CORRELATION_ID).map(|v| v.as_str()), Some("corr"));
+        let out = build(
+            "a.b",
+            &(),
+            PublishOptions::new().message_id("x"),
+            &inherited,
+            fresh_id,
+        )
+        .expect("valid");
+        assert_eq!(
+            out.headers.get(CORRELATION_ID).map(|v| v.as_str()),
+            Some("corr")
+        );
         assert!(out.headers.get(TRACEPARENT).is_some());
         assert_eq!(out.headers.get(MSG_ID).map(|v| v.as_str()), Some("x"));
     }
@@ -224,11 +258,26 @@ mod tests {
         let none = Inherited::default();
         for bad in ["", "a..b", "a.*", "a.>", "a b", "a\r\nb", "$JS.API", "a."] {
             let err = build(bad, &(), PublishOptions::new(), &none, fresh_id).expect_err(bad);
-            assert!(matches!(err, PublishError::InvalidSubject(_)), "{bad:?}: {err}");
+            assert!(
+                matches!(err, PublishError::InvalidSubject(_)),
+                "{bad:?}: {err}"
+            );
         }
-        let err = build("a", &(), PublishOptions::new().header("X:Y", "1"), &none, fresh_id);
+        let err = build(
+            "a",
+            &(),
+            PublishOptions::new().header("X:Y", "1"),
+            &none,
+            fresh_id,
+        );
         assert!(matches!(err, Err(PublishError::InvalidHeader { .. })));
-        let err = build("a", &(), PublishOptions::new().header("X", "1\r\n2"), &none, fresh_id);
+        let err = build(
+            "a",
+            &(),
+            PublishOptions::new().header("X", "1\r\n2"),
+            &none,
+            fresh_id,
+        );
         assert!(matches!(err, Err(PublishError::InvalidHeader { .. })));
     }
 }
@@ -264,8 +313,15 @@ impl JetStreamOutlet {
             .publish_with_headers(subject, msg.headers, msg.payload)
             .await
             .map_err(|e| send_err(Box::new(e)))?;
-        let ack = ack.await.map_err(|e| PublishError::Ack { subject: msg.subject.clone(), source: Box::new(e) })?;
-        Ok(Receipt { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate })
+        let ack = ack.await.map_err(|e| PublishError::Ack {
+            subject: msg.subject.clone(),
+            source: Box::new(e),
+        })?;
+        Ok(Receipt {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
     }
 }
 
@@ -301,12 +357,18 @@ impl Publisher {
     /// Connects with `config`.
     pub async fn connect(config: &crate::Config) -> Result<Publisher, crate::Error> {
         let client = config.connect().await?;
-        Ok(Publisher::from_client(client, config.prefix().map(str::to_owned)))
+        Ok(Publisher::from_client(
+            client,
+            config.prefix().map(str::to_owned),
+        ))
     }
 
     pub(crate) fn from_client(client: async_nats::Client, prefix: Option<String>) -> Publisher {
         let js = async_nats::jetstream::new(client.clone());
-        Publisher { outlet: JetStreamOutlet { js, prefix }, client }
+        Publisher {
+            outlet: JetStreamOutlet { js, prefix },
+            client,
+        }
     }
 
     /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.
@@ -315,7 +377,8 @@ impl Publisher {
         subject: &str,
         payload: &T,
     ) -> Result<Receipt, PublishError> {
-        self.publish_with(subject, payload, PublishOptions::default()).await
+        self.publish_with(subject, payload, PublishOptions::default())
+            .await
     }
 
     /// [`Publisher::publish`] with options: message id, headers, correlation id.
@@ -337,8 +400,14 @@ impl Publisher {
         payload: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<Receipt, PublishError> {
-        let msg =
-            build_bytes(subject, payload.into(), None, options, &Inherited::default(), fresh_id)?;
+        let msg = build_bytes(
+            subject,
+            payload.into(),
+            None,
+            options,
+            &Inherited::default(),
+            fresh_id,
+        )?;
         self.outlet.send_acked(msg).await
     }
 

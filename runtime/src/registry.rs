@@ -82,7 +82,9 @@ impl HandlerDef {
 
     /// The backoff delays, the default cut to fit `max_deliver`.
     pub fn backoff(&self) -> &'static [Duration] {
-        self.options.backoff.unwrap_or_else(|| defaults::backoff(self.max_deliver()))
+        self.options
+            .backoff
+            .unwrap_or_else(|| defaults::backoff(self.max_deliver()))
     }
 
     /// How long the server waits for an ack or progress.
@@ -102,7 +104,10 @@ impl HandlerDef {
 
     /// The retry policy `classify` applies.
     pub fn policy(&self) -> Policy {
-        Policy { max_deliver: self.max_deliver(), backoff: self.backoff() }
+        Policy {
+            max_deliver: self.max_deliver(),
+            backoff: self.backoff(),
+        }
     }
 
     /// The state types this handler needs.
@@ -168,15 +173,24 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::DuplicateQueue { subject, handlers: [a, b] } => write!(
+            Problem::DuplicateQueue {
+                subject,
+                handlers: [a, b],
+            } => write!(
                 f,
                 "two #[queue] handlers on `{subject}`: `{a}` and `{b}`; a job is done once, by one handler: remove one or give it another subject"
             ),
-            Problem::OverlappingQueues { subjects: [sa, sb], handlers: [a, b] } => write!(
+            Problem::OverlappingQueues {
+                subjects: [sa, sb],
+                handlers: [a, b],
+            } => write!(
                 f,
                 "#[queue] subjects `{sa}` (`{a}`) and `{sb}` (`{b}`) overlap; a job must have exactly one handler: make the subjects disjoint"
             ),
-            Problem::DuplicateDurable { durable, handlers: [a, b] } => write!(
+            Problem::DuplicateDurable {
+                durable,
+                handlers: [a, b],
+            } => write!(
                 f,
                 "handlers `{a}` and `{b}` would share the durable consumer `{durable}` and steal each other's messages: rename one fn or set `durable = \"..\"` on one"
             ),
@@ -188,7 +202,7 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Every problem found by [`check`], one per line.
+/// Every problem found by the startup checks, one per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problems(pub Vec<Problem>);
 
@@ -233,20 +247,33 @@ pub(crate) fn check(
                     continue;
                 }
             }
-            let (da, db) = (topology::durable_name(None, app, a), topology::durable_name(None, app, b));
+            let (da, db) = (
+                topology::durable_name(None, app, a),
+                topology::durable_name(None, app, b),
+            );
             if da == db {
-                problems.push(Problem::DuplicateDurable { durable: da, handlers: [a.path(), b.path()] });
+                problems.push(Problem::DuplicateDurable {
+                    durable: da,
+                    handlers: [a.path(), b.path()],
+                });
             }
         }
         for key in a.required_states() {
             if !states.contains(key.id) {
                 let type_name = key.name.to_owned();
-                let problem = Problem::MissingState { handler: a.path(), type_name };
+                let problem = Problem::MissingState {
+                    handler: a.path(),
+                    type_name,
+                };
                 if !problems.contains(&problem) {
                     problems.push(problem);
                 }
             }
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(crate::Error::Handlers(Problems(problems))) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::Error::Handlers(Problems(problems)))
+    }
 }

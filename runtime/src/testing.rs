@@ -3,7 +3,7 @@
 //! Messages are routed to handlers by the same subject matching the live
 //! runtime's streams apply, each call goes through the same decode, timeout
 //! and panic handling, and every retry decision is made by the same
-//! [`classify`](crate::classify::classify). Redeliveries happen at once with
+//! [`classify`]. Redeliveries happen at once with
 //! virtual backoff (the delays are recorded, not slept), and what handlers
 //! publish is delivered to the handlers of its subject in turn.
 //!
@@ -122,7 +122,8 @@ impl TestApp {
 
     /// Keeps only the handlers with these fn names (or `module::fn` paths).
     pub fn only(mut self, names: &[&str]) -> TestApp {
-        self.handlers.retain(|h| names.iter().any(|n| *n == h.name || *n == h.path()));
+        self.handlers
+            .retain(|h| names.iter().any(|n| *n == h.name || *n == h.path()));
         self
     }
 
@@ -145,7 +146,8 @@ impl TestApp {
     /// If the subject is invalid, the handlers fail the startup checks, or
     /// handlers keep publishing to each other past 10,000 deliveries.
     pub async fn publish<T: Serialize + ?Sized>(&self, subject: &str, payload: &T) -> Report {
-        self.publish_with(subject, payload, PublishOptions::new()).await
+        self.publish_with(subject, payload, PublishOptions::new())
+            .await
     }
 
     /// [`TestApp::publish`] with options (message id, headers).
@@ -155,8 +157,14 @@ impl TestApp {
         payload: &T,
         options: PublishOptions,
     ) -> Report {
-        let msg = publish::build(subject, payload, options, &Inherited::default(), publish::fresh_id)
-            .unwrap_or_else(|e| panic!("TestApp::publish: {e}"));
+        let msg = publish::build(
+            subject,
+            payload,
+            options,
+            &Inherited::default(),
+            publish::fresh_id,
+        )
+        .unwrap_or_else(|e| panic!("TestApp::publish: {e}"));
         self.run(msg).await
     }
 
@@ -177,7 +185,11 @@ impl TestApp {
     /// What handlers published to `subject` (and what jetwire dead-lettered
     /// to `dlq.<subject>`), in order. Not what the test itself published.
     pub fn published(&self, subject: &str) -> Vec<Published> {
-        lock(&self.log.published).iter().filter(|p| p.subject == subject).cloned().collect()
+        lock(&self.log.published)
+            .iter()
+            .filter(|p| p.subject == subject)
+            .cloned()
+            .collect()
     }
 
     /// Every dead letter so far, in order.
@@ -211,8 +223,15 @@ impl TestApp {
 
     /// Delivers one message to every handler whose subject matches it.
     async fn deliver(&self, msg: Outbound) -> Report {
-        let mut report = Report { subject: msg.subject.clone(), runs: Vec::new(), follow_ups: Vec::new() };
-        let targets = self.handlers.iter().filter(|h| subject::matches(h.subject, &msg.subject));
+        let mut report = Report {
+            subject: msg.subject.clone(),
+            runs: Vec::new(),
+            follow_ups: Vec::new(),
+        };
+        let targets = self
+            .handlers
+            .iter()
+            .filter(|h| subject::matches(h.subject, &msg.subject));
         for def in targets {
             report.runs.push(self.run_handler(def, &msg).await);
         }
@@ -329,7 +348,11 @@ impl Report {
 
     /// The last error message any handler gave, if any.
     pub fn error(&self) -> Option<&str> {
-        self.runs.iter().rev().find_map(|r| r.errors.last()).map(String::as_str)
+        self.runs
+            .iter()
+            .rev()
+            .find_map(|r| r.errors.last())
+            .map(String::as_str)
     }
 
     /// Each handler's run, in registry order.

@@ -22,7 +22,9 @@ use crate::registry::{Deliver, HandlerDef, Kind};
 
 /// A prefix as used in stream and durable names: dots become `_`.
 fn name_prefix(prefix: Option<&str>) -> Option<String> {
-    prefix.filter(|p| !p.is_empty()).map(|p| p.replace('.', "_"))
+    prefix
+        .filter(|p| !p.is_empty())
+        .map(|p| p.replace('.', "_"))
 }
 
 /// The stream jetwire creates for `subject` when none captures it.
@@ -101,7 +103,14 @@ pub fn durable_for(
 
 /// [`durable_for`] of a registered handler.
 pub(crate) fn durable_name(prefix: Option<&str>, app: &str, def: &HandlerDef) -> String {
-    durable_for(prefix, app, def.kind, def.name, def.subject, def.options.durable)
+    durable_for(
+        prefix,
+        app,
+        def.kind,
+        def.name,
+        def.subject,
+        def.options.durable,
+    )
 }
 
 /// The stream a handler binds to by default: the `stream` option, else the
@@ -119,7 +128,13 @@ pub(crate) fn stream_name(prefix: Option<&str>, def: &HandlerDef) -> String {
 pub(crate) fn sanitize_app(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if jetwire_grammar::subject::is_token_char(c) { c } else { '-' })
+        .map(|c| {
+            if jetwire_grammar::subject::is_token_char(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if s.is_empty() { "app".to_owned() } else { s }
 }
@@ -136,7 +151,11 @@ pub(crate) struct Binding {
 /// `max_ack_pending` for a handler: 1 keeps a `concurrency = 1` handler in
 /// order across replicas; otherwise room for several replicas at full speed.
 pub(crate) fn max_ack_pending(concurrency: u32) -> i64 {
-    if concurrency <= 1 { 1 } else { (i64::from(concurrency) * 8).max(64) }
+    if concurrency <= 1 {
+        1
+    } else {
+        (i64::from(concurrency) * 8).max(64)
+    }
 }
 
 /// The durable consumer config for a handler. Never sets the consumer's
@@ -175,15 +194,24 @@ pub(crate) async fn ensure_all(
     for def in handlers {
         let stream = ensure_stream(js, config, def).await?;
         let durable = durable_name(config.prefix(), &config.app, def);
-        let binding =
-            Binding { def, consumer: consumer_config(config, def, &durable), stream, durable };
+        let binding = Binding {
+            def,
+            consumer: consumer_config(config, def, &durable),
+            stream,
+            durable,
+        };
         ensure_consumer(js, &binding).await?;
         bindings.push(binding);
     }
     Ok(bindings)
 }
 
-fn stream_config(config: &Config, name: String, subjects: String, retention: RetentionPolicy) -> stream::Config {
+fn stream_config(
+    config: &Config,
+    name: String,
+    subjects: String,
+    retention: RetentionPolicy,
+) -> stream::Config {
     stream::Config {
         name,
         subjects: vec![subjects],
@@ -199,12 +227,26 @@ fn stream_config(config: &Config, name: String, subjects: String, retention: Ret
 pub(crate) async fn ensure_dlq(js: &jetstream::Context, config: &Config) -> Result<(), Error> {
     let name = dlq_stream(config.prefix());
     let subjects = with_prefix(config.prefix(), &format!("{DLQ_TOKEN}.>"));
-    let cfg = stream_config(config, name.clone(), subjects.clone(), RetentionPolicy::Limits);
-    let stream = js.get_or_create_stream(cfg).await.map_err(|e| Error::Stream {
-        stream: name.clone(),
-        reason: format!("cannot create the dead-letter stream on `{subjects}`: {e}"),
-    })?;
-    if !stream.cached_info().config.subjects.iter().any(|s| s == &subjects) {
+    let cfg = stream_config(
+        config,
+        name.clone(),
+        subjects.clone(),
+        RetentionPolicy::Limits,
+    );
+    let stream = js
+        .get_or_create_stream(cfg)
+        .await
+        .map_err(|e| Error::Stream {
+            stream: name.clone(),
+            reason: format!("cannot create the dead-letter stream on `{subjects}`: {e}"),
+        })?;
+    if !stream
+        .cached_info()
+        .config
+        .subjects
+        .iter()
+        .any(|s| s == &subjects)
+    {
         return Err(Error::Stream {
             stream: name,
             reason: format!(
@@ -217,7 +259,11 @@ pub(crate) async fn ensure_dlq(js: &jetstream::Context, config: &Config) -> Resu
 
 /// The stream for one handler: the `stream` option, else the stream that
 /// already captures the subject, else a new default stream.
-async fn ensure_stream(js: &jetstream::Context, config: &Config, def: &HandlerDef) -> Result<String, Error> {
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &Config,
+    def: &HandlerDef,
+) -> Result<String, Error> {
     let prefix = config.prefix();
     let subject = with_prefix(prefix, def.subject);
     let (name, stream) = if let Some(name) = def.options.stream {
@@ -241,11 +287,20 @@ async fn ensure_stream(js: &jetstream::Context, config: &Config, def: &HandlerDe
             Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
                 create_default_stream(js, config, def).await?
             }
-            Err(e) => return Err(nats_err(format!("looking up the stream of `{subject}`"))(Box::new(e))),
+            Err(e) => {
+                return Err(nats_err(format!("looking up the stream of `{subject}`"))(
+                    Box::new(e),
+                ));
+            }
         }
     };
     let info = stream.cached_info();
-    if !info.config.subjects.iter().any(|s| subject::overlaps(s, &subject)) {
+    if !info
+        .config
+        .subjects
+        .iter()
+        .any(|s| subject::overlaps(s, &subject))
+    {
         return Err(Error::Stream {
             stream: name,
             reason: format!(

@@ -6,7 +6,7 @@
 //! by `scripts/nats-server-path` on first use (or `NATS_SERVER_BIN`).
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -47,7 +47,10 @@ pub fn server_bin() -> PathBuf {
             return bin.into();
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-server-path");
-        let out = Command::new("bash").arg(&script).output().expect("run scripts/nats-server-path");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("run scripts/nats-server-path");
         assert!(
             out.status.success(),
             "scripts/nats-server-path failed: {}",
@@ -210,8 +213,13 @@ impl Server {
             .expect("start nats-server");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the server pid");
-        let pid = line.trim().parse().expect("the watchdog prints the server pid");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server pid");
+        let pid = line
+            .trim()
+            .parse()
+            .expect("the watchdog prints the server pid");
         let stdin = child.stdin.take();
         self.proc = Some(Proc { child, stdin, pid });
     }
@@ -219,7 +227,11 @@ impl Server {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {} in 20s", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {} in 20s",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -227,17 +239,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(p) = &mut self.proc {
-            if let Some(stdin) = &mut p.stdin {
-                let _ = stdin.flush();
-            }
-        }
         self.stop();
     }
 }
 
 fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
     assert!(status.is_ok_and(|s| s.success()), "kill -{sig} {pid}");
 }
 
@@ -251,8 +261,10 @@ pub fn shared_server() -> &'static Server {
 pub fn unique_prefix(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let clean: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     format!("t{}-{n}-{clean}", std::process::id())
 }
 
@@ -267,7 +279,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -298,7 +313,10 @@ pub async fn stream_messages(
 }
 
 /// One header of a stored message.
-pub fn header<'a>(m: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
+pub fn header<'a>(
+    m: &'a async_nats::jetstream::message::StreamMessage,
+    name: &str,
+) -> Option<&'a str> {
     m.headers.get(name).map(|v| v.as_str())
 }
 

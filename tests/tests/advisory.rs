@@ -42,7 +42,10 @@ impl Worker {
 
     fn expect_line(&self, pred: impl Fn(&str) -> bool) -> String {
         loop {
-            let line = self.lines.recv_timeout(Duration::from_secs(20)).expect("a line from the worker");
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a line from the worker");
             if pred(&line) {
                 return line;
             }
@@ -62,18 +65,33 @@ impl Drop for Worker {
     }
 }
 
-async fn dlq_settles(client: &async_nats::Client, prefix: &str, n: usize) -> Vec<async_nats::jetstream::message::StreamMessage> {
+async fn dlq_settles(
+    client: &async_nats::Client,
+    prefix: &str,
+    n: usize,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
     let adv_stream = format!("{}_JETWIRE_ADVISORIES", prefix.to_uppercase());
-    eventually(Duration::from_secs(30), &format!("{n} dead letters and no pending advisory"), || async {
-        let dlq = stream_messages(client, &jetwire_tests::dlq_stream(prefix)).await;
-        let pending = stream_messages(client, &adv_stream).await;
-        (dlq.len() >= n && pending.is_empty()).then_some(dlq)
-    })
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} dead letters and no pending advisory"),
+        || async {
+            let dlq = stream_messages(client, &jetwire_tests::dlq_stream(prefix)).await;
+            let pending = stream_messages(client, &adv_stream).await;
+            (dlq.len() >= n && pending.is_empty()).then_some(dlq)
+        },
+    )
     .await
 }
 
-fn check_letters(dlq: &[async_nats::jetstream::message::StreamMessage], handler: &str, ids: &[u64]) {
-    let mut got: Vec<u64> = dlq.iter().map(|m| serde_json::from_slice(&m.payload).expect("original payload")).collect();
+fn check_letters(
+    dlq: &[async_nats::jetstream::message::StreamMessage],
+    handler: &str,
+    ids: &[u64],
+) {
+    let mut got: Vec<u64> = dlq
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).expect("original payload"))
+        .collect();
     got.sort();
     assert_eq!(got, ids, "each message dead-lettered exactly once");
     for m in dlq {
@@ -88,7 +106,9 @@ async fn kill_during_last_delivery(subject: &str, handler: &str, wait_before_res
     let server = Server::start();
     let prefix = unique_prefix(handler);
     let worker = Worker::spawn(&server, &prefix, "hang-last");
-    let publisher = Publisher::connect(&config(&server, &prefix, "test")).await.expect("connects");
+    let publisher = Publisher::connect(&config(&server, &prefix, "test"))
+        .await
+        .expect("connects");
     let ids = [1u64, 2, 3];
     for id in ids {
         publisher.publish(subject, &id).await.expect("published");
@@ -107,7 +127,10 @@ async fn kill_during_last_delivery(subject: &str, handler: &str, wait_before_res
     check_letters(&dlq, handler, &ids);
     if subject.starts_with("queue.") {
         let queue = jetwire::topology::queue_stream(Some(&prefix));
-        assert!(stream_messages(&client, &queue).await.is_empty(), "originals removed from the work queue");
+        assert!(
+            stream_messages(&client, &queue).await.is_empty(),
+            "originals removed from the work queue"
+        );
     }
     // Nothing more arrives: a second look after the advisories settled.
     let again = dlq_settles(&client, &prefix, ids.len()).await;

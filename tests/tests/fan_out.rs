@@ -23,7 +23,13 @@ impl Tally {
         self.0.lock().expect("not poisoned").len()
     }
     fn max(&self) -> u32 {
-        self.0.lock().expect("not poisoned").values().copied().max().unwrap_or(0)
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -65,10 +71,19 @@ async fn every_app_gets_a_copy_and_replicas_share() {
     let s1 = app(&prefix, "shipping", "on_created", &shipping).await;
     let publisher = b1.publisher();
     for n in 0..N {
-        publisher.publish("fan.created", &n).await.expect("published");
+        publisher
+            .publish("fan.created", &n)
+            .await
+            .expect("published");
     }
-    until("billing to see every event", || billing.distinct() == N as usize).await;
-    until("shipping to see every event", || shipping.distinct() == N as usize).await;
+    until("billing to see every event", || {
+        billing.distinct() == N as usize
+    })
+    .await;
+    until("shipping to see every event", || {
+        shipping.distinct() == N as usize
+    })
+    .await;
     // Both billing replicas took part, and together saw each event once.
     let (r1, r2) = (b1.stats()[0].acked, b2.stats()[0].acked);
     for app in [b1, b2, s1] {
@@ -88,7 +103,10 @@ async fn a_job_is_done_once_across_apps() {
     let b = app(&prefix, "other-app", "do_job", &tally).await;
     let publisher = a.publisher();
     for n in 0..N {
-        publisher.publish("queue.fan-job", &n).await.expect("published");
+        publisher
+            .publish("queue.fan-job", &n)
+            .await
+            .expect("published");
     }
     until("every job", || tally.distinct() == N as usize).await;
     let (ra, rb) = (a.stats()[0].acked, b.stats()[0].acked);
@@ -96,7 +114,10 @@ async fn a_job_is_done_once_across_apps() {
     b.shutdown().await.expect("clean shutdown");
     assert_eq!(tally.max(), 1, "each job once");
     assert_eq!(ra + rb, N);
-    assert!(ra > 0 && rb > 0, "both apps worked the one queue: {ra} + {rb}");
+    assert!(
+        ra > 0 && rb > 0,
+        "both apps worked the one queue: {ra} + {rb}"
+    );
 }
 
 #[tokio::test]
@@ -106,12 +127,28 @@ async fn prefixes_isolate_deployments() {
     let a = app(&p1, "svc", "on_created", &t1).await;
     let b = app(&p2, "svc", "on_created", &t2).await;
     for n in 0..10u64 {
-        a.publisher().publish("fan.created", &n).await.expect("published");
+        a.publisher()
+            .publish("fan.created", &n)
+            .await
+            .expect("published");
     }
-    b.publisher().publish("fan.created", &99u64).await.expect("published");
-    until("both to settle", || t1.distinct() == 10 && t2.distinct() == 1).await;
+    b.publisher()
+        .publish("fan.created", &99u64)
+        .await
+        .expect("published");
+    until("both to settle", || {
+        t1.distinct() == 10 && t2.distinct() == 1
+    })
+    .await;
     a.shutdown().await.expect("clean shutdown");
     b.shutdown().await.expect("clean shutdown");
     assert!(!t1.0.lock().expect("not poisoned").contains_key(&99));
-    assert_eq!(t2.0.lock().expect("not poisoned").keys().copied().collect::<Vec<_>>(), [99]);
+    assert_eq!(
+        t2.0.lock()
+            .expect("not poisoned")
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [99]
+    );
 }

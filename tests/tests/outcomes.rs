@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jetwire::{App, Context, HandlerError, Raw, RunningApp, State, queue};
-use jetwire_tests::{config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix};
+use jetwire_tests::{
+    config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -21,11 +23,21 @@ struct Seen(Arc<Mutex<HashMap<u64, Vec<u32>>>>);
 
 impl Seen {
     fn record(&self, id: u64, attempt: u32) {
-        self.0.lock().expect("not poisoned").entry(id).or_default().push(attempt);
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .entry(id)
+            .or_default()
+            .push(attempt);
     }
 
     fn attempts(&self, id: u64) -> Vec<u32> {
-        self.0.lock().expect("not poisoned").get(&id).cloned().unwrap_or_default()
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -43,9 +55,10 @@ async fn job(job: Job, seen: State<Seen>, ctx: Context) -> Result<(), HandlerErr
             tokio::time::sleep(Duration::from_secs(10)).await;
             Ok(())
         }
-        "retry-after" if ctx.attempt() == 1 => {
-            Err(HandlerError::retry_after("busy", Duration::from_millis(700)))
-        }
+        "retry-after" if ctx.attempt() == 1 => Err(HandlerError::retry_after(
+            "busy",
+            Duration::from_millis(700),
+        )),
         _ => Ok(()),
     }
 }
@@ -74,30 +87,48 @@ async fn start(name: &str, handlers: &[&str]) -> (RunningApp, Seen, String) {
     (app, seen, prefix)
 }
 
-async fn dead_letters(app: &RunningApp, prefix: &str, n: usize) -> Vec<async_nats::jetstream::message::StreamMessage> {
+async fn dead_letters(
+    app: &RunningApp,
+    prefix: &str,
+    n: usize,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
     let client = app.publisher().client().clone();
-    eventually(Duration::from_secs(15), &format!("{n} dead letters"), || {
-        let client = client.clone();
-        async move {
-            let all = stream_messages(&client, &dlq_stream(prefix)).await;
-            (all.len() >= n).then_some(all)
-        }
-    })
+    eventually(
+        Duration::from_secs(15),
+        &format!("{n} dead letters"),
+        || {
+            let client = client.clone();
+            async move {
+                let all = stream_messages(&client, &dlq_stream(prefix)).await;
+                (all.len() >= n).then_some(all)
+            }
+        },
+    )
     .await
 }
 
 async fn publish(app: &RunningApp, id: u64, mode: &str) {
     app.publisher()
-        .publish("queue.job", &Job { id, mode: mode.into() })
+        .publish(
+            "queue.job",
+            &Job {
+                id,
+                mode: mode.into(),
+            },
+        )
         .await
         .expect("published");
 }
 
 async fn wait_attempts(seen: &Seen, id: u64, n: usize) -> Vec<u32> {
-    eventually(Duration::from_secs(15), &format!("{n} attempts of job {id}"), || async {
-        let a = seen.attempts(id);
-        (a.len() >= n).then_some(a)
-    })
+    eventually(
+        Duration::from_secs(15),
+        &format!("{n} attempts of job {id}"),
+        || async {
+            let a = seen.attempts(id);
+            (a.len() >= n).then_some(a)
+        },
+    )
     .await
 }
 
@@ -113,8 +144,14 @@ async fn ok_is_acked_and_not_redelivered() {
     assert_eq!(stats[0].acked, 2);
     app.shutdown().await.expect("clean shutdown");
     assert_eq!(seen.attempts(1), [1]);
-    let client = async_nats::connect(shared_server().url()).await.expect("connect");
-    assert!(stream_messages(&client, &dlq_stream(&prefix)).await.is_empty());
+    let client = async_nats::connect(shared_server().url())
+        .await
+        .expect("connect");
+    assert!(
+        stream_messages(&client, &dlq_stream(&prefix))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -122,7 +159,10 @@ async fn transient_errors_are_retried_until_ok() {
     let (app, seen, _) = start("flaky", &["job"]).await;
     publish(&app, 1, "flaky").await;
     assert_eq!(wait_attempts(&seen, 1, 3).await, [1, 2, 3]);
-    eventually(Duration::from_secs(5), "the ack", || async { (app.stats()[0].acked == 1).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "the ack", || async {
+        (app.stats()[0].acked == 1).then_some(())
+    })
+    .await;
     assert_eq!(app.stats()[0].retried, 2);
     app.shutdown().await.expect("clean shutdown");
 }
@@ -139,10 +179,17 @@ async fn exhausted_after_max_deliver() {
     assert_eq!(header(d, "Jetwire-Dlq-Attempts"), Some("3"));
     assert_eq!(header(d, "Jetwire-Dlq-Error"), Some("always failing"));
     assert_eq!(header(d, "Jetwire-Dlq-Handler"), Some("job"));
-    assert_eq!(header(d, "Jetwire-Dlq-Stream"), Some(jetwire::topology::queue_stream(Some(&prefix)).as_str()));
+    assert_eq!(
+        header(d, "Jetwire-Dlq-Stream"),
+        Some(jetwire::topology::queue_stream(Some(&prefix)).as_str())
+    );
     assert!(header(d, "Jetwire-Dlq-Sequence").is_some_and(|s| s.parse::<u64>().is_ok()));
     assert!(header(d, "Jetwire-Dlq-Failed-At").is_some_and(|t| t.contains('T')));
-    assert_eq!(header(d, "Content-Type"), Some("application/json"), "original headers are kept");
+    assert_eq!(
+        header(d, "Content-Type"),
+        Some("application/json"),
+        "original headers are kept"
+    );
     let job: Job = serde_json::from_slice(&d.payload).expect("original payload");
     assert_eq!(job.id, 7);
     // The work-queue original is gone: terminated after the copy was stored.
@@ -151,7 +198,12 @@ async fn exhausted_after_max_deliver() {
     eventually(Duration::from_secs(5), "the original removed", || {
         let client = client.clone();
         let queue = queue.clone();
-        async move { stream_messages(&client, &queue).await.is_empty().then_some(()) }
+        async move {
+            stream_messages(&client, &queue)
+                .await
+                .is_empty()
+                .then_some(())
+        }
     })
     .await;
     app.shutdown().await.expect("clean shutdown");
@@ -174,13 +226,19 @@ async fn undecodable_payloads_keep_their_bytes() {
     let (app, seen, prefix) = start("decode", &["job"]).await;
     let publisher = app.publisher();
     let bad: &[u8] = b"{\"id\": \"not a number\"";
-    publisher.publish_raw("queue.job", bad, Default::default()).await.expect("published");
+    publisher
+        .publish_raw("queue.job", bad, Default::default())
+        .await
+        .expect("published");
     let dlq = dead_letters(&app, &prefix, 1).await;
     assert_eq!(header(&dlq[0], "Jetwire-Dlq-Reason"), Some("decode"));
     assert_eq!(header(&dlq[0], "Jetwire-Dlq-Attempts"), Some("1"));
     assert!(header(&dlq[0], "Jetwire-Dlq-Error").is_some_and(|e| e.contains("invalid JSON")));
     assert_eq!(&dlq[0].payload[..], bad);
-    assert!(seen.0.lock().expect("not poisoned").is_empty(), "the handler never ran");
+    assert!(
+        seen.0.lock().expect("not poisoned").is_empty(),
+        "the handler never ran"
+    );
     app.shutdown().await.expect("clean shutdown");
 }
 
@@ -190,7 +248,10 @@ async fn panics_are_retried_then_dead_lettered() {
     publish(&app, 4, "panic").await;
     let dlq = dead_letters(&app, &prefix, 1).await;
     assert_eq!(header(&dlq[0], "Jetwire-Dlq-Reason"), Some("panic"));
-    assert_eq!(header(&dlq[0], "Jetwire-Dlq-Error"), Some("panic: handler bug"));
+    assert_eq!(
+        header(&dlq[0], "Jetwire-Dlq-Error"),
+        Some("panic: handler bug")
+    );
     assert_eq!(seen.attempts(4), [1, 2, 3]);
     // The process is healthy: the next job is handled.
     publish(&app, 5, "ok").await;
@@ -214,26 +275,39 @@ async fn retry_after_waits_its_own_delay() {
     let t0 = tokio::time::Instant::now();
     publish(&app, 8, "retry-after").await;
     assert_eq!(wait_attempts(&seen, 8, 2).await, [1, 2]);
-    assert!(t0.elapsed() >= Duration::from_millis(700), "redelivered after the asked delay");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(700),
+        "redelivered after the asked delay"
+    );
     app.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test]
 async fn progress_keeps_a_slow_call_from_being_redelivered() {
     let (app, seen, _) = start("progress", &["slow"]).await;
-    app.publisher().publish("queue.slow", &1u64).await.expect("published");
+    app.publisher()
+        .publish("queue.slow", &1u64)
+        .await
+        .expect("published");
     eventually(Duration::from_secs(10), "the slow call acked", || async {
         (app.stats()[0].acked == 1).then_some(())
     })
     .await;
-    assert_eq!(seen.attempts(1), [1], "ran 2.5x ack_wait and was never redelivered");
+    assert_eq!(
+        seen.attempts(1),
+        [1],
+        "ran 2.5x ack_wait and was never redelivered"
+    );
     app.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test]
 async fn raw_payloads_arrive_as_sent() {
     let (app, seen, _) = start("raw", &["raw"]).await;
-    app.publisher().publish_raw("queue.raw", &[0xffu8, 0, 1][..], Default::default()).await.expect("published");
+    app.publisher()
+        .publish_raw("queue.raw", &[0xffu8, 0, 1][..], Default::default())
+        .await
+        .expect("published");
     eventually(Duration::from_secs(10), "the raw message", || async {
         (!seen.attempts(3).is_empty()).then_some(())
     })

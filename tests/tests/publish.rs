@@ -7,8 +7,11 @@ use std::time::Duration;
 use jetwire::{App, Context, PublishError, PublishOptions, Publisher, State, queue, subscribe};
 use jetwire_tests::{config, eventually, header, shared_server, stream_messages, unique_prefix};
 
+/// What `next` saw: message id, correlation id, traceparent.
+type Sighting = (String, Option<String>, Option<String>);
+
 #[derive(Clone, Default)]
-struct Forwarded(Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>);
+struct Forwarded(Arc<Mutex<Vec<Sighting>>>);
 
 /// Re-publishes what it gets to `queue.pub-next`.
 #[subscribe("pub.in", deliver = "all")]
@@ -31,13 +34,25 @@ async fn next(_n: u64, ctx: Context, seen: State<Forwarded>) {
 #[tokio::test]
 async fn publisher_labels_every_message() {
     let prefix = unique_prefix("labels");
-    let app = App::new(config(shared_server(), &prefix, "svc")).only(&["forward"]).start().await.expect("starts");
-    let publisher = Publisher::connect(&config(shared_server(), &prefix, "svc")).await.expect("connects");
+    let app = App::new(config(shared_server(), &prefix, "svc"))
+        .only(&["forward"])
+        .start()
+        .await
+        .expect("starts");
+    let publisher = Publisher::connect(&config(shared_server(), &prefix, "svc"))
+        .await
+        .expect("connects");
     let receipt = publisher.publish("pub.in", &1u64).await.expect("stored");
-    assert_eq!(receipt.stream, jetwire::topology::default_stream(Some(&prefix), "pub.in"));
+    assert_eq!(
+        receipt.stream,
+        jetwire::topology::default_stream(Some(&prefix), "pub.in")
+    );
     assert!(!receipt.duplicate);
     let stored = stream_messages(publisher.client(), &receipt.stream).await;
-    let m = stored.iter().find(|m| m.sequence == receipt.sequence).expect("stored message");
+    let m = stored
+        .iter()
+        .find(|m| m.sequence == receipt.sequence)
+        .expect("stored message");
     assert_eq!(m.subject.as_str(), format!("{prefix}.pub.in"));
     let id = header(m, "Nats-Msg-Id").expect("message id");
     assert_eq!(id.len(), 36, "a UUID: {id}");
@@ -50,11 +65,21 @@ async fn publisher_labels_every_message() {
 #[tokio::test]
 async fn same_message_id_is_stored_once() {
     let prefix = unique_prefix("dedupe");
-    let app = App::new(config(shared_server(), &prefix, "svc")).only(&["forward"]).start().await.expect("starts");
+    let app = App::new(config(shared_server(), &prefix, "svc"))
+        .only(&["forward"])
+        .start()
+        .await
+        .expect("starts");
     let publisher = app.publisher();
     let opts = || PublishOptions::new().message_id("order-42");
-    let first = publisher.publish_with("pub.in", &1u64, opts()).await.expect("stored");
-    let again = publisher.publish_with("pub.in", &1u64, opts()).await.expect("acked");
+    let first = publisher
+        .publish_with("pub.in", &1u64, opts())
+        .await
+        .expect("stored");
+    let again = publisher
+        .publish_with("pub.in", &1u64, opts())
+        .await
+        .expect("acked");
     assert!(!first.duplicate);
     assert!(again.duplicate);
     assert_eq!(first.sequence, again.sequence);
@@ -64,18 +89,55 @@ async fn same_message_id_is_stored_once() {
 #[tokio::test]
 async fn hostile_subjects_are_refused_and_nothing_is_sent() {
     let prefix = unique_prefix("hostile");
-    let app = App::new(config(shared_server(), &prefix, "svc")).only(&["forward"]).start().await.expect("starts");
+    let app = App::new(config(shared_server(), &prefix, "svc"))
+        .only(&["forward"])
+        .start()
+        .await
+        .expect("starts");
     let publisher = app.publisher();
-    let before = stream_messages(publisher.client(), &jetwire::topology::default_stream(Some(&prefix), "pub.in")).await.len();
+    let before = stream_messages(
+        publisher.client(),
+        &jetwire::topology::default_stream(Some(&prefix), "pub.in"),
+    )
+    .await
+    .len();
     let long = format!("pub.{}", "x".repeat(300));
-    for bad in ["", "pub..in", "pub.in.", ".pub", "pub.*", "pub.>", "pub in", "pub\r\nin", "pub\tin", "$JS.API.STREAM.LIST", "pub.ïn", &long] {
+    for bad in [
+        "",
+        "pub..in",
+        "pub.in.",
+        ".pub",
+        "pub.*",
+        "pub.>",
+        "pub in",
+        "pub\r\nin",
+        "pub\tin",
+        "$JS.API.STREAM.LIST",
+        "pub.ïn",
+        &long,
+    ] {
         let err = publisher.publish(bad, &1u64).await.expect_err(bad);
-        assert!(matches!(err, PublishError::InvalidSubject(_)), "{bad:?}: {err}");
+        assert!(
+            matches!(err, PublishError::InvalidSubject(_)),
+            "{bad:?}: {err}"
+        );
         assert!(err.to_string().starts_with("cannot publish"), "{err}");
     }
-    let err = publisher.publish_with("pub.in", &1u64, PublishOptions::new().header("Bad:Name", "x")).await.expect_err("bad header");
+    let err = publisher
+        .publish_with(
+            "pub.in",
+            &1u64,
+            PublishOptions::new().header("Bad:Name", "x"),
+        )
+        .await
+        .expect_err("bad header");
     assert!(matches!(err, PublishError::InvalidHeader { .. }));
-    let after = stream_messages(publisher.client(), &jetwire::topology::default_stream(Some(&prefix), "pub.in")).await.len();
+    let after = stream_messages(
+        publisher.client(),
+        &jetwire::topology::default_stream(Some(&prefix), "pub.in"),
+    )
+    .await
+    .len();
     assert_eq!(before, after, "nothing was sent");
     app.shutdown().await.expect("stop");
 }
@@ -83,9 +145,18 @@ async fn hostile_subjects_are_refused_and_nothing_is_sent() {
 #[tokio::test]
 async fn no_stream_for_the_subject_is_a_clear_error() {
     let prefix = unique_prefix("nostream");
-    let publisher = Publisher::connect(&config(shared_server(), &prefix, "svc")).await.expect("connects");
-    let err = publisher.publish("nobody.here", &1u64).await.expect_err("no stream captures it");
-    assert!(err.to_string().contains("does a stream capture this subject?"), "{err}");
+    let publisher = Publisher::connect(&config(shared_server(), &prefix, "svc"))
+        .await
+        .expect("connects");
+    let err = publisher
+        .publish("nobody.here", &1u64)
+        .await
+        .expect_err("no stream captures it");
+    assert!(
+        err.to_string()
+            .contains("does a stream capture this subject?"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -99,14 +170,24 @@ async fn handlers_carry_correlation_and_trace_forward() {
         .await
         .expect("starts");
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let opts = PublishOptions::new().correlation_id("corr-1").header("traceparent", tp).message_id("in-1");
-    app.publisher().publish_with("pub.in", &1u64, opts).await.expect("stored");
+    let opts = PublishOptions::new()
+        .correlation_id("corr-1")
+        .header("traceparent", tp)
+        .message_id("in-1");
+    app.publisher()
+        .publish_with("pub.in", &1u64, opts)
+        .await
+        .expect("stored");
     let got = eventually(Duration::from_secs(10), "the forwarded message", || async {
         seen.0.lock().expect("not poisoned").first().cloned()
     })
     .await;
     assert_eq!(got.1.as_deref(), Some("corr-1"));
     assert_eq!(got.2.as_deref(), Some(tp));
-    assert!(got.0.starts_with("in-1:"), "derived from the inbound id: {}", got.0);
+    assert!(
+        got.0.starts_with("in-1:"),
+        "derived from the inbound id: {}",
+        got.0
+    );
     app.shutdown().await.expect("stop");
 }

@@ -14,13 +14,28 @@ struct Log(Arc<Mutex<HashMap<u64, Vec<&'static str>>>>);
 
 impl Log {
     fn push(&self, n: u64, what: &'static str) {
-        self.0.lock().expect("not poisoned").entry(n).or_default().push(what);
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .entry(n)
+            .or_default()
+            .push(what);
     }
     fn count(&self, what: &str) -> usize {
-        self.0.lock().expect("not poisoned").values().flatten().filter(|w| **w == what).count()
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .flatten()
+            .filter(|w| **w == what)
+            .count()
     }
     fn starts_of(&self, n: u64) -> usize {
-        self.0.lock().expect("not poisoned").get(&n).map_or(0, |v| v.iter().filter(|w| **w == "start").count())
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .get(&n)
+            .map_or(0, |v| v.iter().filter(|w| **w == "start").count())
     }
 }
 
@@ -59,10 +74,20 @@ async fn in_flight_calls_finish_and_are_not_redelivered() {
         .await
         .expect("starts");
     for n in 0..50u64 {
-        app.publisher().publish("queue.sd-work", &n).await.expect("published");
+        app.publisher()
+            .publish("queue.sd-work", &n)
+            .await
+            .expect("published");
     }
-    eventually(Duration::from_secs(10), "50 calls in flight", || async { (log.count("start") == 50).then_some(()) }).await;
-    assert_eq!(log.count("done"), 0, "all still running when shutdown begins");
+    eventually(Duration::from_secs(10), "50 calls in flight", || async {
+        (log.count("start") == 50).then_some(())
+    })
+    .await;
+    assert_eq!(
+        log.count("done"),
+        0,
+        "all still running when shutdown begins"
+    );
     app.shutdown().await.expect("clean shutdown");
     assert_eq!(log.count("done"), 50, "shutdown waited for every call");
 
@@ -74,8 +99,15 @@ async fn in_flight_calls_finish_and_are_not_redelivered() {
         .start()
         .await
         .expect("restarts");
-    again.publisher().publish("queue.sd-work", &1000u64).await.expect("published");
-    eventually(Duration::from_secs(10), "the sentinel", || async { (log.starts_of(1000) == 1).then_some(()) }).await;
+    again
+        .publisher()
+        .publish("queue.sd-work", &1000u64)
+        .await
+        .expect("published");
+    eventually(Duration::from_secs(10), "the sentinel", || async {
+        (log.starts_of(1000) == 1).then_some(())
+    })
+    .await;
     again.shutdown().await.expect("clean shutdown");
     for n in 0..50 {
         assert_eq!(log.starts_of(n), 1, "message {n} was redelivered");
@@ -93,12 +125,20 @@ async fn calls_past_the_timeout_are_handed_back_at_once() {
         .start()
         .await
         .expect("starts");
-    app.publisher().publish("queue.sd-work", &1u64).await.expect("published");
-    eventually(Duration::from_secs(10), "the call to start", || async { (log.count("start") == 1).then_some(()) }).await;
+    app.publisher()
+        .publish("queue.sd-work", &1u64)
+        .await
+        .expect("published");
+    eventually(Duration::from_secs(10), "the call to start", || async {
+        (log.count("start") == 1).then_some(())
+    })
+    .await;
     let stats_before = app.stats();
     assert_eq!(stats_before[0].interrupted, 0);
     let t0 = std::time::Instant::now();
-    app.shutdown().await.expect("shutdown returns after the timeout");
+    app.shutdown()
+        .await
+        .expect("shutdown returns after the timeout");
     assert!(t0.elapsed() < Duration::from_secs(5));
 
     // Nak'ed, not left to ack_wait (30s): a new replica gets it right away.
@@ -109,7 +149,10 @@ async fn calls_past_the_timeout_are_handed_back_at_once() {
         .start()
         .await
         .expect("restarts");
-    eventually(Duration::from_secs(10), "the redelivery", || async { (log.starts_of(1) == 2).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "the redelivery", || async {
+        (log.starts_of(1) == 2).then_some(())
+    })
+    .await;
     again.shutdown().await.expect("clean shutdown");
 }
 
@@ -124,21 +167,41 @@ async fn a_deleted_durable_is_recreated() {
         .await
         .expect("starts");
     let publisher = app.publisher();
-    publisher.publish("queue.sd-alive", &1u64).await.expect("published");
-    eventually(Duration::from_secs(10), "the first message", || async { (log.starts_of(1) == 1).then_some(()) }).await;
+    publisher
+        .publish("queue.sd-alive", &1u64)
+        .await
+        .expect("published");
+    eventually(Duration::from_secs(10), "the first message", || async {
+        (log.starts_of(1) == 1).then_some(())
+    })
+    .await;
 
     let js = async_nats::jetstream::new(publisher.client().clone());
-    let stream = js.get_stream(jetwire::topology::queue_stream(Some(&prefix))).await.expect("stream");
+    let stream = js
+        .get_stream(jetwire::topology::queue_stream(Some(&prefix)))
+        .await
+        .expect("stream");
     let durable = app.stats()[0].durable.clone();
-    stream.delete_consumer(&durable).await.expect("operator deletes the durable");
+    stream
+        .delete_consumer(&durable)
+        .await
+        .expect("operator deletes the durable");
 
     // A work-queue stream keeps what no consumer read; the loop recreates
     // its durable and gets it.
-    publisher.publish("queue.sd-alive", &2u64).await.expect("published");
-    eventually(Duration::from_secs(20), "the message after the deletion", || async {
-        (log.starts_of(2) == 1).then_some(())
-    })
+    publisher
+        .publish("queue.sd-alive", &2u64)
+        .await
+        .expect("published");
+    eventually(
+        Duration::from_secs(20),
+        "the message after the deletion",
+        || async { (log.starts_of(2) == 1).then_some(()) },
+    )
     .await;
-    assert!(stream.consumer_info(&durable).await.is_ok(), "the durable exists again");
+    assert!(
+        stream.consumer_info(&durable).await.is_ok(),
+        "the durable exists again"
+    );
     app.shutdown().await.expect("clean shutdown");
 }

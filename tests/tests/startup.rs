@@ -63,7 +63,10 @@ async fn unreachable_server() {
     let t0 = std::time::Instant::now();
     let msg = start_err(App::new(config).only(&["plain"])).await;
     assert_has(&msg, &["cannot connect to NATS", "is nats-server running"]);
-    assert!(t0.elapsed() < Duration::from_secs(10), "fails fast instead of retrying forever");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "fails fast instead of retrying forever"
+    );
 }
 
 #[tokio::test]
@@ -77,7 +80,14 @@ async fn missing_state() {
 async fn two_queue_handlers_on_one_subject() {
     let cfg = config(shared_server(), &unique_prefix("twice"), "svc");
     let msg = start_err(App::new(cfg).only(&["twice_a", "twice_b"])).await;
-    assert_has(&msg, &["two #[queue] handlers on `queue.su-twice`", "twice_a", "other::twice_b"]);
+    assert_has(
+        &msg,
+        &[
+            "two #[queue] handlers on `queue.su-twice`",
+            "twice_a",
+            "other::twice_b",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -91,20 +101,31 @@ async fn overlapping_work_queue_subjects() {
 async fn two_handlers_one_durable() {
     let cfg = config(shared_server(), &unique_prefix("dur"), "svc");
     let msg = start_err(App::new(cfg).only(&["same_durable_a", "same_durable_b"])).await;
-    assert_has(&msg, &["same_durable_a", "same_durable_b", "same-name", "durable = "]);
+    assert_has(
+        &msg,
+        &[
+            "same_durable_a",
+            "same_durable_b",
+            "same-name",
+            "durable = ",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn all_problems_are_listed_together() {
     let cfg = config(shared_server(), &unique_prefix("all"), "svc");
-    let msg = start_err(App::new(cfg).only(&["needs_state", "same_durable_a", "same_durable_b"])).await;
+    let msg =
+        start_err(App::new(cfg).only(&["needs_state", "same_durable_a", "same_durable_b"])).await;
     assert_has(&msg, &["2 problems", "needs_state", "same-name"]);
 }
 
 #[tokio::test]
 async fn stream_with_the_wrong_retention() {
     let prefix = unique_prefix("wq");
-    let client = async_nats::connect(shared_server().url()).await.expect("connect");
+    let client = async_nats::connect(shared_server().url())
+        .await
+        .expect("connect");
     let js = jetstream::new(client);
     js.create_stream(stream::Config {
         name: format!("{}_THEIRS", prefix.to_uppercase()),
@@ -115,14 +136,24 @@ async fn stream_with_the_wrong_retention() {
     .await
     .expect("stream created");
     let msg = start_err(App::new(config(shared_server(), &prefix, "svc")).only(&["on_evx"])).await;
-    assert_has(&msg, &["_THEIRS", "retention=workqueue", "on_evx", "stream = "]);
+    assert_has(
+        &msg,
+        &["_THEIRS", "retention=workqueue", "on_evx", "stream = "],
+    );
 }
 
 #[tokio::test]
 async fn bound_stream_that_does_not_exist() {
     let cfg = config(shared_server(), &unique_prefix("bound"), "svc");
     let msg = start_err(App::new(cfg).only(&["bound_to_missing"])).await;
-    assert_has(&msg, &["NO_SUCH_STREAM", "bound_to_missing", "create the stream or remove the option"]);
+    assert_has(
+        &msg,
+        &[
+            "NO_SUCH_STREAM",
+            "bound_to_missing",
+            "create the stream or remove the option",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -130,10 +161,22 @@ async fn durable_owned_by_another_subject() {
     let prefix = unique_prefix("owned");
     let cfg = config(shared_server(), &prefix, "svc");
     // Let jetwire create the stream, then replace the durable with a foreign one.
-    App::new(cfg.clone()).only(&["plain"]).start().await.expect("first start").shutdown().await.expect("stop");
-    let client = async_nats::connect(shared_server().url()).await.expect("connect");
+    App::new(cfg.clone())
+        .only(&["plain"])
+        .start()
+        .await
+        .expect("first start")
+        .shutdown()
+        .await
+        .expect("stop");
+    let client = async_nats::connect(shared_server().url())
+        .await
+        .expect("connect");
     let js = jetstream::new(client);
-    let stream = js.get_stream(jetwire::topology::default_stream(Some(&prefix), "su.plain")).await.expect("stream");
+    let stream = js
+        .get_stream(jetwire::topology::default_stream(Some(&prefix), "su.plain"))
+        .await
+        .expect("stream");
     let durable = format!("{prefix}_svc-plain");
     stream.delete_consumer(&durable).await.expect("deleted");
     stream
@@ -152,7 +195,9 @@ async fn durable_owned_by_another_subject() {
 async fn changed_options_update_the_durable() {
     let prefix = unique_prefix("upd");
     let cfg = config(shared_server(), &prefix, "svc");
-    let client = async_nats::connect(shared_server().url()).await.expect("connect");
+    let client = async_nats::connect(shared_server().url())
+        .await
+        .expect("connect");
     let js = jetstream::new(client);
     let stream_name = jetwire::topology::default_stream(Some(&prefix), "su.plain");
     js.create_stream(stream::Config {
@@ -175,11 +220,18 @@ async fn changed_options_update_the_durable() {
         })
         .await
         .expect("old consumer");
-    let app = App::new(cfg).only(&["plain"]).start().await.expect("starts, updating the durable");
+    let app = App::new(cfg)
+        .only(&["plain"])
+        .start()
+        .await
+        .expect("starts, updating the durable");
     let info = stream.consumer_info(&durable).await.expect("info").config;
     assert_eq!(info.ack_wait, Duration::from_secs(7));
     assert_eq!(info.max_deliver, 4);
-    assert!(info.backoff.is_empty(), "jetwire never keeps a consumer BackOff");
+    assert!(
+        info.backoff.is_empty(),
+        "jetwire never keeps a consumer BackOff"
+    );
     app.shutdown().await.expect("stop");
 }
 

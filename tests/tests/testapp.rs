@@ -30,7 +30,14 @@ struct Flaky {
 
 #[subscribe("orders.created")]
 async fn on_order_created(order: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
-    ctx.publish("queue.email", &SendEmail { to: order.email, body: "thanks".into() }).await?;
+    ctx.publish(
+        "queue.email",
+        &SendEmail {
+            to: order.email,
+            body: "thanks".into(),
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -58,7 +65,10 @@ async fn slow(_job: u32) {
 
 #[queue("queue.later", max_deliver = 3)]
 async fn later(_job: u32) -> Result<(), HandlerError> {
-    Err(HandlerError::retry_after("rate limited", Duration::from_secs(42)))
+    Err(HandlerError::retry_after(
+        "rate limited",
+        Duration::from_secs(42),
+    ))
 }
 
 #[queue("queue.parse", max_deliver = 3)]
@@ -70,7 +80,10 @@ async fn parse(raw: Raw, ctx: Context) -> Result<(), HandlerError> {
 }
 
 fn app(fail_first: u32) -> (TestApp, Arc<AtomicU32>) {
-    let flaky = Flaky { calls: Arc::default(), fail_first };
+    let flaky = Flaky {
+        calls: Arc::default(),
+        fail_first,
+    };
     let calls = flaky.calls.clone();
     (TestApp::new().state(flaky), calls)
 }
@@ -78,7 +91,15 @@ fn app(fail_first: u32) -> (TestApp, Arc<AtomicU32>) {
 #[tokio::test]
 async fn ok_is_acked_once() {
     let (app, calls) = app(0);
-    let report = app.publish("queue.email", &SendEmail { to: "a@b.c".into(), body: "hi".into() }).await;
+    let report = app
+        .publish(
+            "queue.email",
+            &SendEmail {
+                to: "a@b.c".into(),
+                body: "hi".into(),
+            },
+        )
+        .await;
     assert!(report.acked());
     assert!(!report.dead_lettered());
     assert_eq!(report.attempts(), 1);
@@ -88,7 +109,15 @@ async fn ok_is_acked_once() {
 #[tokio::test]
 async fn transient_errors_retry_with_virtual_backoff() {
     let (app, calls) = app(3);
-    let report = app.publish("queue.email", &SendEmail { to: "a@b.c".into(), body: "".into() }).await;
+    let report = app
+        .publish(
+            "queue.email",
+            &SendEmail {
+                to: "a@b.c".into(),
+                body: "".into(),
+            },
+        )
+        .await;
     assert!(report.acked(), "{report:?}");
     assert_eq!(report.attempts(), 4);
     assert_eq!(calls.load(Ordering::SeqCst), 4);
@@ -101,12 +130,23 @@ async fn transient_errors_retry_with_virtual_backoff() {
 #[tokio::test]
 async fn transient_on_the_last_attempt_is_exhausted() {
     let (app, _) = app(100);
-    let report = app.publish("queue.email", &SendEmail { to: "a@b.c".into(), body: "".into() }).await;
+    let report = app
+        .publish(
+            "queue.email",
+            &SendEmail {
+                to: "a@b.c".into(),
+                body: "".into(),
+            },
+        )
+        .await;
     assert!(report.dead_lettered());
     assert_eq!(report.dlq_reason(), Some(DlqReason::Exhausted));
     assert_eq!(report.attempts(), 5);
     let s = Duration::from_secs;
-    assert_eq!(report.run("send_email").map(|r| r.delays().to_vec()), Some(vec![s(1), s(5), s(30), s(30)]));
+    assert_eq!(
+        report.run("send_email").map(|r| r.delays().to_vec()),
+        Some(vec![s(1), s(5), s(30), s(30)])
+    );
     let dlq = app.published("dlq.queue.email");
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].header("Jetwire-Dlq-Reason"), Some("exhausted"));
@@ -117,7 +157,15 @@ async fn transient_on_the_last_attempt_is_exhausted() {
 #[tokio::test]
 async fn permanent_is_dead_lettered_at_once() {
     let (app, calls) = app(0);
-    let report = app.publish("queue.email", &SendEmail { to: "nobody".into(), body: "".into() }).await;
+    let report = app
+        .publish(
+            "queue.email",
+            &SendEmail {
+                to: "nobody".into(),
+                body: "".into(),
+            },
+        )
+        .await;
     assert!(report.dead_lettered());
     assert_eq!(report.dlq_reason(), Some(DlqReason::Permanent));
     assert_eq!(report.attempts(), 1);
@@ -127,7 +175,11 @@ async fn permanent_is_dead_lettered_at_once() {
     assert_eq!(dlq[0].header("Jetwire-Dlq-Handler"), Some("send_email"));
     assert_eq!(dlq[0].header("Jetwire-Dlq-Error"), Some("no @ in address"));
     assert_eq!(dlq[0].header("Jetwire-Dlq-Stream"), Some("QUEUE"));
-    assert!(dlq[0].header("Jetwire-Dlq-Failed-At").is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        dlq[0]
+            .header("Jetwire-Dlq-Failed-At")
+            .is_some_and(|t| t.ends_with('Z'))
+    );
     let back: SendEmail = dlq[0].decode().expect("original payload");
     assert_eq!(back.to, "nobody");
 }
@@ -141,9 +193,15 @@ async fn undecodable_payload_is_dead_lettered_with_its_bytes() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     let dlq = app.published("dlq.queue.email");
     assert_eq!(&dlq[0].payload()[..], b"{not json");
-    assert!(dlq[0].header("Jetwire-Dlq-Error").is_some_and(|e| e.contains("invalid JSON")));
+    assert!(
+        dlq[0]
+            .header("Jetwire-Dlq-Error")
+            .is_some_and(|e| e.contains("invalid JSON"))
+    );
 
-    let wrong_type = app.publish("queue.email", &serde_json::json!({"to": 5})).await;
+    let wrong_type = app
+        .publish("queue.email", &serde_json::json!({"to": 5}))
+        .await;
     assert_eq!(wrong_type.dlq_reason(), Some(DlqReason::Decode));
 }
 
@@ -170,7 +228,10 @@ async fn retry_after_uses_its_own_delay() {
     let report = app.publish("queue.later", &1).await;
     assert_eq!(report.dlq_reason(), Some(DlqReason::Exhausted));
     let run = report.run("later").expect("ran");
-    assert_eq!(run.delays(), &[Duration::from_secs(42), Duration::from_secs(42)]);
+    assert_eq!(
+        run.delays(),
+        &[Duration::from_secs(42), Duration::from_secs(42)]
+    );
 }
 
 #[tokio::test]
@@ -185,7 +246,15 @@ async fn raw_payloads_and_result_ext() {
 #[tokio::test]
 async fn follow_ups_reach_their_handlers_and_carry_correlation() {
     let (app, calls) = app(0);
-    let report = app.publish("orders.created", &OrderCreated { order_id: 7, email: "x@y.z".into() }).await;
+    let report = app
+        .publish(
+            "orders.created",
+            &OrderCreated {
+                order_id: 7,
+                email: "x@y.z".into(),
+            },
+        )
+        .await;
     assert!(report.acked());
     assert_eq!(report.follow_ups().len(), 1);
     assert!(report.follow_ups()[0].acked());
@@ -193,7 +262,13 @@ async fn follow_ups_reach_their_handlers_and_carry_correlation() {
     let sent = app.published("queue.email");
     assert_eq!(sent.len(), 1);
     let job: SendEmail = sent[0].decode().expect("json");
-    assert_eq!(job, SendEmail { to: "x@y.z".into(), body: "thanks".into() });
+    assert_eq!(
+        job,
+        SendEmail {
+            to: "x@y.z".into(),
+            body: "thanks".into()
+        }
+    );
     assert_eq!(sent[0].header("Content-Type"), Some("application/json"));
     assert!(sent[0].header("Jetwire-Correlation-Id").is_some());
     assert!(sent[0].header("Nats-Msg-Id").is_some());
@@ -202,9 +277,20 @@ async fn follow_ups_reach_their_handlers_and_carry_correlation() {
 #[tokio::test]
 async fn follow_up_failures_are_their_own() {
     let (app, _) = app(0);
-    let report = app.publish("orders.created", &OrderCreated { order_id: 8, email: "bad".into() }).await;
+    let report = app
+        .publish(
+            "orders.created",
+            &OrderCreated {
+                order_id: 8,
+                email: "bad".into(),
+            },
+        )
+        .await;
     assert!(report.acked());
-    assert_eq!(report.follow_ups()[0].dlq_reason(), Some(DlqReason::Permanent));
+    assert_eq!(
+        report.follow_ups()[0].dlq_reason(),
+        Some(DlqReason::Permanent)
+    );
     assert_eq!(app.dead_letters().len(), 1);
 }
 
@@ -218,7 +304,10 @@ async fn unrouted_messages_are_reported_unhandled() {
 
 #[tokio::test]
 async fn missing_state_fails_the_check_naming_handler_and_type() {
-    let err = TestApp::new().check().expect_err("Flaky was not given").to_string();
+    let err = TestApp::new()
+        .check()
+        .expect_err("Flaky was not given")
+        .to_string();
     assert!(err.contains("send_email"), "{err}");
     assert!(err.contains("State<testapp::Flaky>"), "{err}");
     assert!(err.contains(".state("), "{err}");
