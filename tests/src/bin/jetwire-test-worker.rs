@@ -3,7 +3,8 @@
 //! Reads `Config::from_env()` and `WORKER_MODE`; prints `READY` once
 //! consuming and `LAST <id>` when a job reaches its last delivery.
 //! Modes: `hang-last` (fail transiently, then hang on the last delivery),
-//! `ok` (ack everything).
+//! `ok` (ack everything), `slow` (`jetwire::App::run` until SIGTERM, with a
+//! handler that prints `START <id>`, works 1s, then prints `DONE <id>`).
 
 use std::io::Write;
 
@@ -22,6 +23,19 @@ async fn adv_event(id: u64, ctx: Context, mode: State<Mode>) -> Result<(), Handl
     hang_or_fail(id, &ctx, &mode.0.0).await
 }
 
+#[queue("queue.slowterm", concurrency = 50)]
+async fn slow_job(id: u64) {
+    say(&format!("START {id}"));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    say(&format!("DONE {id}"));
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 async fn hang_or_fail(id: u64, ctx: &Context, mode: &str) -> Result<(), HandlerError> {
     if mode == "ok" {
         return Ok(());
@@ -29,11 +43,7 @@ async fn hang_or_fail(id: u64, ctx: &Context, mode: &str) -> Result<(), HandlerE
     if ctx.attempt() < ctx.max_deliver() {
         return Err(HandlerError::transient("not yet"));
     }
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "LAST {} {id}", ctx.handler());
-        let _ = out.flush();
-    }
+    say(&format!("LAST {} {id}", ctx.handler()));
     std::future::pending::<()>().await;
     Ok(())
 }
@@ -41,12 +51,12 @@ async fn hang_or_fail(id: u64, ctx: &Context, mode: &str) -> Result<(), HandlerE
 #[tokio::main]
 async fn main() -> Result<(), jetwire::Error> {
     let mode = Mode(std::env::var("WORKER_MODE").unwrap_or_else(|_| "ok".into()));
-    let running = App::new(Config::from_env()?).state(mode).start().await?;
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "READY");
-        let _ = out.flush();
+    let config = Config::from_env()?;
+    if mode.0 == "slow" {
+        return App::new(config).only(&["slow_job"]).run().await;
     }
+    let running = App::new(config).only(&["adv", "adv_event"]).state(mode).start().await?;
+    say("READY");
     tokio::signal::ctrl_c().await.ok();
     running.shutdown().await
 }
