@@ -95,6 +95,10 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
         Kind::Subscribe => quote!(::jetwire::__private::Kind::Subscribe),
         Kind::Queue => quote!(::jetwire::__private::Kind::Queue),
     };
+    // A future that is not `Send` is reported at the fn's name.
+    let call = quote_spanned! {fn_name.span()=>
+        ::jetwire::__private::assert_send(#fn_name(__jetwire_msg #(, #extractor_idents)*))
+    };
     let options = options_tokens(options);
     let call_site = Span::call_site();
     let adapter = format_ident!("__jetwire_call", span = call_site);
@@ -110,7 +114,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
                     let (__jetwire_payload, __jetwire_ctx) = __jetwire_delivery.into_parts();
                     let __jetwire_msg = #decode(__jetwire_payload)?;
                     #(#extract)*
-                    #into_outcome(#fn_name(__jetwire_msg #(, #extractor_idents)*).await)
+                    #into_outcome(#call.await)
                 })
             }
 

@@ -5,3 +5,8 @@ pub use inventory;
 
 pub use crate::extract::{CallFuture, Delivery, Failure, FromContext, IntoOutcome, Payload};
 pub use crate::registry::{Deliver, HandlerDef, HandlerOptions, Kind, StateKey};
+
+/// Checks, at the handler's name, that its future can move between threads.
+pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
+    f
+}
