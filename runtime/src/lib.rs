@@ -98,5 +98,5 @@ pub use crate::context::Context;
 pub use crate::dlq::DlqReason;
 pub use crate::error::{Error, HandlerError, PublishError, ResultExt};
 pub use crate::extract::{Raw, State};
-pub use crate::publish::{PublishOptions, Publisher, Receipt};
+pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
 pub use jetwire_grammar::subject::SubjectError;

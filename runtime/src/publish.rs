@@ -302,25 +302,59 @@ pub(crate) struct JetStreamOutlet {
 }
 
 impl JetStreamOutlet {
-    pub(crate) async fn send_acked(&self, msg: Outbound) -> Result<Receipt, PublishError> {
+    /// Sends, returning the future of JetStream's ack.
+    pub(crate) async fn send(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
         let subject = subject::with_prefix(self.prefix.as_deref(), &msg.subject);
-        let send_err = |e: Box<dyn std::error::Error + Send + Sync>| PublishError::Send {
-            subject: msg.subject.clone(),
-            source: e,
-        };
         let ack = self
             .js
             .publish_with_headers(subject, msg.headers, msg.payload)
             .await
-            .map_err(|e| send_err(Box::new(e)))?;
-        let ack = ack.await.map_err(|e| PublishError::Ack {
-            subject: msg.subject.clone(),
-            source: Box::new(e),
-        })?;
-        Ok(Receipt {
-            stream: ack.stream,
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
+            .map_err(|e| PublishError::Send {
+                subject: msg.subject.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(PendingReceipt {
+            subject: msg.subject,
+            ack,
+        })
+    }
+
+    pub(crate) async fn send_acked(&self, msg: Outbound) -> Result<Receipt, PublishError> {
+        self.send(msg).await?.await
+    }
+}
+
+/// A message sent but not yet confirmed: await it for the [`Receipt`].
+/// Sending many and awaiting their receipts later pipelines the acks.
+#[must_use = "a publish is confirmed only once its receipt is awaited"]
+pub struct PendingReceipt {
+    subject: String,
+    ack: async_nats::jetstream::context::PublishAckFuture,
+}
+
+impl fmt::Debug for PendingReceipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingReceipt")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::future::IntoFuture for PendingReceipt {
+    type Output = Result<Receipt, PublishError>;
+    type IntoFuture = BoxFuture<'static, Result<Receipt, PublishError>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let ack = self.ack.await.map_err(|e| PublishError::Ack {
+                subject: self.subject,
+                source: Box::new(e),
+            })?;
+            Ok(Receipt {
+                stream: ack.stream,
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })
         })
     }
 }
@@ -390,6 +424,35 @@ impl Publisher {
     ) -> Result<Receipt, PublishError> {
         let msg = build(subject, payload, options, &Inherited::default(), fresh_id)?;
         self.outlet.send_acked(msg).await
+    }
+
+    /// Sends `payload` and returns at once with a [`PendingReceipt`] to
+    /// await later: many messages in flight, one round trip's wait.
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: jetwire::Publisher) -> Result<(), jetwire::PublishError> {
+    /// let mut pending = Vec::new();
+    /// for n in 0..1000u32 {
+    ///     pending.push(publisher.send("metrics.sample", &n).await?);
+    /// }
+    /// for receipt in pending {
+    ///     receipt.await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn send<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+    ) -> Result<PendingReceipt, PublishError> {
+        let msg = build(
+            subject,
+            payload,
+            PublishOptions::default(),
+            &Inherited::default(),
+            fresh_id,
+        )?;
+        self.outlet.send(msg).await
     }
 
     /// Publishes bytes as they are (no JSON encoding, no content type), with

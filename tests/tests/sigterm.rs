@@ -24,18 +24,28 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
             .expect("worker starts")
     };
     let mut child = spawn();
-    let publisher = Publisher::connect(&config(&server, &prefix, "test")).await.expect("connects");
+    let publisher = Publisher::connect(&config(&server, &prefix, "test"))
+        .await
+        .expect("connects");
     // The worker creates the stream as it starts; publish once it exists.
     let deadline = Instant::now() + Duration::from_secs(20);
     while publisher.publish("queue.slowterm", &0u64).await.is_err() {
-        assert!(Instant::now() < deadline, "the worker never created its stream");
+        assert!(
+            Instant::now() < deadline,
+            "the worker never created its stream"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for id in 1..50u64 {
-        publisher.publish("queue.slowterm", &id).await.expect("published");
+        publisher
+            .publish("queue.slowterm", &id)
+            .await
+            .expect("published");
     }
     let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok);
+        let mut lines = BufReader::new(child.stdout.take().expect("piped"))
+            .lines()
+            .map_while(Result::ok);
         let mut started = 0;
         for line in lines.by_ref() {
             if line.starts_with("START") {
@@ -45,7 +55,10 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
                 }
             }
         }
-        let term = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let term = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         assert!(term.is_ok_and(|s| s.success()));
         let rest: Vec<String> = lines.collect();
         (child.wait().expect("worker exits"), rest)
@@ -59,10 +72,16 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
 
     // A fresh worker gets nothing back.
     let mut again = spawn();
-    publisher.publish("queue.slowterm", &1000u64).await.expect("published");
+    publisher
+        .publish("queue.slowterm", &1000u64)
+        .await
+        .expect("published");
     let seen = tokio::task::spawn_blocking(move || {
         let mut seen = Vec::new();
-        for line in BufReader::new(again.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        for line in BufReader::new(again.stdout.take().expect("piped"))
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(id) = line.strip_prefix("START ") {
                 seen.push(id.to_owned());
                 if id == "1000" {
@@ -76,5 +95,9 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
     })
     .await
     .expect("joined");
-    assert_eq!(seen, ["1000"], "only the new message; nothing was redelivered");
+    assert_eq!(
+        seen,
+        ["1000"],
+        "only the new message; nothing was redelivered"
+    );
 }

@@ -55,7 +55,11 @@ async fn main() -> Result<(), jetwire::Error> {
     if mode.0 == "slow" {
         return App::new(config).only(&["slow_job"]).run().await;
     }
-    let running = App::new(config).only(&["adv", "adv_event"]).state(mode).start().await?;
+    let running = App::new(config)
+        .only(&["adv", "adv_event"])
+        .state(mode)
+        .start()
+        .await?;
     say("READY");
     tokio::signal::ctrl_c().await.ok();
     running.shutdown().await
