@@ -571,10 +571,12 @@ fn line(name: &str, raw: f64, jw: f64, unit: &str) {
 }
 
 fn interleaved(name: &str, unit: &str, raw: impl Fn() -> f64, jw: impl Fn() -> f64) {
+    // `SIDE=raw` or `SIDE=jetwire` runs one side only, for profiling.
+    let side = std::env::var("SIDE").unwrap_or_default();
     let (mut r, mut j) = (Vec::new(), Vec::new());
     for _ in 0..runs() {
-        r.push(raw());
-        j.push(jw());
+        r.push(if side == "jetwire" { f64::NAN } else { raw() });
+        j.push(if side == "raw" { f64::NAN } else { jw() });
     }
     line(name, median(r), median(j), unit);
 }

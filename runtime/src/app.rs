@@ -141,9 +141,12 @@ impl App {
             let counters = Arc::new(Counters::default());
             stats.push((binding.def, binding.durable.clone(), counters.clone()));
             let worker = Arc::new(Worker {
+                stream: binding.stream.as_str().into(),
+                durable: binding.durable.as_str().into(),
                 binding,
                 js: js.clone(),
                 outlet: outlet.clone(),
+                shared_outlet: Arc::new(outlet.clone()),
                 states: states.clone(),
                 prefix: config.prefix().map(str::to_owned),
                 counters,

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
+use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use jetwire_grammar::subject;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::classify::{Action, classify};
@@ -25,10 +27,15 @@ use crate::invoke::invoke;
 use crate::publish::{self, JetStreamOutlet, Outlet};
 use crate::topology::{self, Binding};
 
-/// The most messages one pull asks for.
-const MAX_BATCH: usize = 256;
+/// The fewest and most messages one pull asks for.
+const MIN_BATCH: usize = 8;
+const MAX_BATCH: usize = 1024;
+/// The most bytes one pull asks for, so large payloads pull fewer at a time.
+const MAX_BATCH_BYTES: usize = 8 << 20;
 /// How long a pull waits at the server for messages.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// How often an idle pull hears from the server; two missed ones are reported.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Pause after a failed pull, doubling up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -46,8 +53,13 @@ pub(crate) struct Counters {
 /// What one handler's loop needs.
 pub(crate) struct Worker {
     pub(crate) binding: Binding,
+    /// The binding's stream and durable names, shared by every delivery.
+    pub(crate) stream: Arc<str>,
+    pub(crate) durable: Arc<str>,
     pub(crate) js: jetstream::Context,
     pub(crate) outlet: JetStreamOutlet,
+    /// `outlet` as handlers' contexts take it, allocated once.
+    pub(crate) shared_outlet: Arc<dyn Outlet>,
     pub(crate) states: Arc<States>,
     pub(crate) prefix: Option<String>,
     pub(crate) counters: Arc<Counters>,
@@ -55,6 +67,13 @@ pub(crate) struct Worker {
 
 /// Runs until `stop` fires, then waits for its in-flight calls. Calls still
 /// running when `abort` fires are interrupted and their messages nak'ed.
+///
+/// Messages come from one pipelined pull stream (a persistent inbox; the
+/// next pull is asked for while the last is being worked). Each message
+/// becomes a task at once; the task waits for one of `concurrency` call
+/// slots, sending progress from the moment of delivery, so a message that
+/// waits is never redelivered for waiting. At most `concurrency + batch`
+/// messages are held by this process; the stream pulls no further ahead.
 pub(crate) async fn run(
     worker: Arc<Worker>,
     mut consumer: jetstream::consumer::PullConsumer,
@@ -62,75 +81,110 @@ pub(crate) async fn run(
     abort: CancellationToken,
 ) {
     let concurrency = worker.binding.def.concurrency() as usize;
+    let batch = pull_batch(concurrency);
+    let held = Arc::new(Semaphore::new(concurrency + batch));
     let slots = Arc::new(Semaphore::new(concurrency));
-    let mut in_flight = JoinSet::new();
+    let in_flight = TaskTracker::new();
     let mut pause = FIRST_RETRY_PAUSE;
 
     'pull: loop {
-        while in_flight.try_join_next().is_some() {}
-        let first = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break 'pull,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break 'pull,
-            },
-        };
-        let want = (slots.available_permits() + 1).min(MAX_BATCH);
-        let batch = consumer
-            .batch()
-            .max_messages(want)
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .max_bytes_per_batch(MAX_BATCH_BYTES)
             .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages();
-        let mut batch = tokio::select! {
+        let mut messages = tokio::select! {
             biased;
             _ = stop.cancelled() => break 'pull,
-            b = batch => match b {
-                Ok(b) => b,
+            m = stream => match m {
+                Ok(m) => m,
                 Err(e) => {
-                    drop(first);
                     recover(&worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
                     continue 'pull;
                 }
             },
         };
-        let mut first = Some(first);
         loop {
+            let hold = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break 'pull,
+                hold = held.clone().acquire_owned() => match hold {
+                    Ok(h) => h,
+                    Err(_) => break 'pull,
+                },
+            };
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
                     // Hand back what already arrived, so a live replica gets it now.
-                    while let Some(Some(Ok(msg))) = batch.next().now_or_never() {
+                    while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
                         let _ = msg.ack_with(AckKind::Nak(None)).await;
                     }
                     break 'pull;
                 }
-                next = batch.next() => next,
+                next = messages.next() => next,
             };
             match next {
-                None => break,
                 Some(Ok(msg)) => {
                     pause = FIRST_RETRY_PAUSE;
-                    let permit = match first.take() {
-                        Some(p) => p,
-                        // A pull asks for no more than the free slots, and
-                        // only this loop takes slots, so one is free.
-                        None => match slots.clone().acquire_owned().await {
-                            Ok(p) => p,
-                            Err(_) => break 'pull,
-                        },
-                    };
                     worker.counters.received.fetch_add(1, Ordering::Relaxed);
-                    in_flight.spawn(handle(worker.clone(), msg, permit, abort.clone()));
+                    let lanes = Lanes {
+                        hold,
+                        slots: slots.clone(),
+                        stop: stop.clone(),
+                        abort: abort.clone(),
+                    };
+                    in_flight.spawn(handle(worker.clone(), msg, lanes));
+                }
+                Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                    // Not fatal: the stream asks again by itself.
+                    tracing::debug!(handler = worker.binding.def.name, "missed a pull heartbeat");
                 }
                 Some(Err(e)) => {
                     recover(&worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
                     continue 'pull;
                 }
+                None => {
+                    recover(
+                        &worker,
+                        &mut consumer,
+                        &stop,
+                        &mut pause,
+                        "pull stream ended",
+                    )
+                    .await;
+                    continue 'pull;
+                }
             }
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    in_flight.close();
+    in_flight.wait().await;
+}
+
+/// The most messages one process holds for a handler: running, waiting
+/// for a slot, and pulled but not yet taken from the stream.
+pub(crate) fn held_at_most(concurrency: usize) -> usize {
+    concurrency + pull_batch(concurrency) * 2
+}
+
+/// What a delivery task needs from its loop: its place among the held
+/// messages, the call slots, and the shutdown signals.
+struct Lanes {
+    hold: OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+}
+
+/// Messages asked for per pull: `8 x concurrency`, within
+/// [`MIN_BATCH`]..=[`MAX_BATCH`]. Each pull costs the server a request, so
+/// small pulls cost more than the handlers; the held messages wait in
+/// tasks that keep them alive with progress.
+pub(crate) fn pull_batch(concurrency: usize) -> usize {
+    (concurrency * 16).clamp(MIN_BATCH, MAX_BATCH)
 }
 
 /// After a failed pull: wait (cancellably), then make sure the durable
@@ -158,7 +212,7 @@ async fn recover(
 }
 
 /// Extends the ack deadline of one delivery.
-struct Deadline(Arc<jetstream::Message>);
+struct Deadline(Arc<Acker>);
 
 impl Progress for Deadline {
     fn progress(&self) -> BoxFuture<'_, Result<(), crate::Error>> {
@@ -174,17 +228,11 @@ impl Progress for Deadline {
     }
 }
 
-/// One delivery, start to finish. Holds its slot until the message is settled.
-async fn handle(
-    worker: Arc<Worker>,
-    msg: jetstream::Message,
-    _slot: OwnedSemaphorePermit,
-    abort: CancellationToken,
-) {
+/// One delivery, start to finish. Holds its place until the message is settled.
+async fn handle(worker: Arc<Worker>, msg: jetstream::Message, lanes: Lanes) {
     let def = worker.binding.def;
-    let (stream, sequence, attempt, published_at) = match msg.info() {
+    let (sequence, attempt, published_at) = match msg.info() {
         Ok(i) => (
-            i.stream.to_owned(),
             i.stream_sequence,
             i.delivered.max(1) as u32,
             SystemTime::from(i.published),
@@ -194,12 +242,14 @@ async fn handle(
             return;
         }
     };
-    let msg = Arc::new(msg);
-    let headers = msg.message.headers.clone().unwrap_or_default();
-    let full_subject = msg.message.subject.as_str();
+    let (message, acker) = msg.split();
+    let acker = Arc::new(acker);
+    let headers = message.headers.unwrap_or_default();
+    let full_subject = message.subject.as_str();
     let subject = subject::strip_prefix(worker.prefix.as_deref(), full_subject)
         .unwrap_or(full_subject)
         .to_owned();
+    let stream = worker.stream.clone();
     let message_id = headers
         .get(publish::MSG_ID)
         .map(|v| v.as_str().to_owned())
@@ -215,7 +265,7 @@ async fn handle(
     );
     let meta = Meta {
         handler: def.name,
-        durable: worker.binding.durable.clone(),
+        durable: worker.durable.clone(),
         subject,
         headers,
         message_id,
@@ -225,45 +275,67 @@ async fn handle(
         stream_sequence: sequence,
         published_at,
     };
-    settle(worker, msg, meta, abort).instrument(span).await
+    settle(worker, acker, message.payload, meta, lanes)
+        .instrument(span)
+        .await
 }
 
 async fn settle(
     worker: Arc<Worker>,
-    msg: Arc<jetstream::Message>,
+    acker: Arc<Acker>,
+    payload: bytes::Bytes,
     meta: Meta,
-    abort: CancellationToken,
+    lanes: Lanes,
 ) {
     let def = worker.binding.def;
     let counters = &worker.counters;
-    let outlet: Arc<dyn Outlet> = Arc::new(worker.outlet.clone());
-    let progress: Arc<dyn Progress> = Arc::new(Deadline(msg.clone()));
+    let progress: Arc<dyn Progress> = Arc::new(Deadline(acker.clone()));
     let attempt = meta.attempt;
-    let headers = meta.headers.clone();
-    let (subject, stream, sequence) = (
-        meta.subject.clone(),
-        meta.stream.clone(),
-        meta.stream_sequence,
+    let ctx = Context::new(
+        meta,
+        worker.states.clone(),
+        worker.shared_outlet.clone(),
+        Some(progress),
     );
-    let ctx = Context::new(meta, worker.states.clone(), outlet, Some(progress));
 
-    // Keep the delivery alive while the call runs past half of ack_wait.
+    // Keep the delivery alive, from now on, while it waits for a slot and
+    // while the call runs: progress every half ack_wait.
     let beat = (def.ack_wait() / 2).max(Duration::from_millis(50));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
-    let call = invoke(def, msg.message.payload.clone(), ctx);
+    let _slot = loop {
+        tokio::select! {
+            biased;
+            _ = lanes.stop.cancelled() => {
+                // Never started: hand it back for a live replica.
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+            slot = lanes.slots.clone().acquire_owned() => match slot {
+                Ok(s) => break s,
+                Err(_) => return,
+            },
+            _ = ticker.tick() => {
+                if let Err(e) = acker.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %e, "could not send progress");
+                }
+            }
+        }
+    };
+    let _hold = lanes.hold;
+    let call = invoke(def, payload.clone(), ctx.clone());
     tokio::pin!(call);
     let called = loop {
         tokio::select! {
             called = &mut call => break called,
             _ = ticker.tick() => {
-                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                if let Err(e) = acker.ack_with(AckKind::Progress).await {
                     tracing::warn!(error = %e, "could not send progress");
                 }
             }
-            _ = abort.cancelled() => {
+            _ = lanes.abort.cancelled() => {
                 counters.interrupted.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(handler = def.name, sequence, "shutdown timeout: call interrupted, message handed back");
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                tracing::warn!(handler = def.name, "shutdown timeout: call interrupted, message handed back");
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
                 return;
             }
         }
@@ -272,30 +344,32 @@ async fn settle(
     let action = classify(&called.outcome, attempt, &def.policy());
     let error = called.error.as_deref().unwrap_or_default();
     let handler = def.name;
+    let meta = ctx.meta();
+    let (subject, stream, sequence) = (&meta.subject, &meta.stream, meta.stream_sequence);
     match action {
         Action::Ack => {
             counters.acked.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("acked");
-            if let Err(e) = msg.ack().await {
+            if let Err(e) = acker.ack().await {
                 tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
             }
         }
         Action::Nak { delay } => {
             counters.retried.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, ?delay, error, "failed; will retry");
-            nak(&msg, delay).await;
+            nak(&acker, delay).await;
         }
         Action::DeadLetter(reason) => {
             let letter = dlq::letter(dlq::Failed {
-                subject: &subject,
-                headers: &headers,
-                payload: msg.message.payload.clone(),
+                subject,
+                headers: &meta.headers,
+                payload,
                 reason,
                 error,
-                handler: def.name,
-                durable: &worker.binding.durable,
+                handler,
+                durable: &worker.durable,
                 attempts: attempt,
-                stream: &stream,
+                stream,
                 sequence,
                 failed_at: SystemTime::now(),
             });
@@ -303,7 +377,7 @@ async fn settle(
                 Ok(_) => {
                     counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "dead-lettered");
-                    if let Err(e) = msg.ack_with(AckKind::Term).await {
+                    if let Err(e) = acker.ack_with(AckKind::Term).await {
                         tracing::warn!(error = %e, "could not terminate a dead-lettered message; the copy is stored and a redelivery is deduplicated");
                     }
                 }
@@ -311,20 +385,20 @@ async fn settle(
                     // Not stored: keep the original. On the last attempt the
                     // server's max-deliveries advisory moves it later.
                     tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
-                    nak(&msg, def.policy().delay(attempt)).await;
+                    nak(&acker, def.policy().delay(attempt)).await;
                 }
             }
         }
     }
 }
 
-async fn nak(msg: &jetstream::Message, delay: Duration) {
+async fn nak(acker: &Acker, delay: Duration) {
     let kind = if delay.is_zero() {
         AckKind::Nak(None)
     } else {
         AckKind::Nak(Some(delay))
     };
-    if let Err(e) = msg.ack_with(kind).await {
+    if let Err(e) = acker.ack_with(kind).await {
         tracing::warn!(error = %e, "could not send nak; the message is redelivered after ack_wait");
     }
 }

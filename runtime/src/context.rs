@@ -46,13 +46,13 @@ pub(crate) trait Progress: Send + Sync + 'static {
 /// Everything about one delivery.
 pub(crate) struct Meta {
     pub(crate) handler: &'static str,
-    pub(crate) durable: String,
+    pub(crate) durable: Arc<str>,
     pub(crate) subject: String,
     pub(crate) headers: HeaderMap,
     pub(crate) message_id: String,
     pub(crate) attempt: u32,
     pub(crate) max_deliver: u32,
-    pub(crate) stream: String,
+    pub(crate) stream: Arc<str>,
     pub(crate) stream_sequence: u64,
     pub(crate) published_at: SystemTime,
 }
@@ -81,7 +81,6 @@ pub struct Context {
 
 struct Inner {
     meta: Meta,
-    inherited: Inherited,
     published: AtomicU32,
     states: Arc<States>,
     outlet: Arc<dyn Outlet>,
@@ -95,11 +94,9 @@ impl Context {
         outlet: Arc<dyn Outlet>,
         progress: Option<Arc<dyn Progress>>,
     ) -> Context {
-        let inherited = Inherited::from_inbound(&meta.headers, &meta.message_id);
         Context {
             inner: Arc::new(Inner {
                 meta,
-                inherited,
                 published: AtomicU32::new(0),
                 states,
                 outlet,
@@ -156,6 +153,10 @@ impl Context {
         self.inner.meta.handler
     }
 
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.inner.meta
+    }
+
     pub(crate) fn state<T: Clone + 'static>(&self) -> Option<T> {
         self.inner.states.get::<T>()
     }
@@ -182,7 +183,9 @@ impl Context {
         payload: &T,
         options: PublishOptions,
     ) -> Result<(), PublishError> {
-        let msg = publish::build(subject, payload, options, &self.inner.inherited, || {
+        let meta = &self.inner.meta;
+        let inherited = Inherited::from_inbound(&meta.headers, &meta.message_id);
+        let msg = publish::build(subject, payload, options, &inherited, || {
             let n = self.inner.published.fetch_add(1, Ordering::Relaxed);
             let meta = &self.inner.meta;
             format!("{}:{}:{n}", meta.message_id, meta.durable)

@@ -240,8 +240,8 @@ impl TestApp {
 
     /// Delivers `msg` to one handler until it is acked or dead-lettered.
     async fn run_handler(&self, def: &'static HandlerDef, msg: &Outbound) -> Run {
-        let stream = topology::stream_name(None, def);
-        let durable = topology::durable_name(None, &self.app, def);
+        let stream: Arc<str> = topology::stream_name(None, def).into();
+        let durable: Arc<str> = topology::durable_name(None, &self.app, def).into();
         let sequence = self.log.next_sequence(&stream);
         let message_id = msg
             .headers

@@ -148,13 +148,18 @@ pub(crate) struct Binding {
     pub(crate) consumer: pull::Config,
 }
 
+/// How many replicas of an app `max_ack_pending` leaves room for at full speed.
+const REPLICAS_AT_FULL_SPEED: i64 = 4;
+
 /// `max_ack_pending` for a handler: 1 keeps a `concurrency = 1` handler in
-/// order across replicas; otherwise room for several replicas at full speed.
+/// order across replicas; otherwise what four replicas may hold at once,
+/// so the server never holds back a pull the loop asked for.
 pub(crate) fn max_ack_pending(concurrency: u32) -> i64 {
     if concurrency <= 1 {
         1
     } else {
-        (i64::from(concurrency) * 8).max(64)
+        let per_process = crate::consume::held_at_most(concurrency as usize) as i64;
+        per_process * REPLICAS_AT_FULL_SPEED
     }
 }
 

@@ -70,6 +70,14 @@ async fn slow(id: u64, seen: State<Seen>, ctx: Context) {
     tokio::time::sleep(Duration::from_millis(2500)).await;
 }
 
+/// Two slots, each call 900ms, ack_wait 1s: the later messages wait for a
+/// slot well past ack_wait.
+#[queue("queue.queued", ack_wait = "1s", concurrency = 2, max_deliver = 3)]
+async fn queued(id: u64, seen: State<Seen>, ctx: Context) {
+    seen.record(id, ctx.attempt());
+    tokio::time::sleep(Duration::from_millis(900)).await;
+}
+
 #[queue("queue.raw")]
 async fn raw(bytes: Raw, seen: State<Seen>) {
     seen.record(bytes.len() as u64, 1);
@@ -312,5 +320,30 @@ async fn raw_payloads_arrive_as_sent() {
         (!seen.attempts(3).is_empty()).then_some(())
     })
     .await;
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn messages_waiting_for_a_slot_are_kept_alive() {
+    let (app, seen, _) = start("queued", &["queued"]).await;
+    for id in 0..8u64 {
+        app.publisher()
+            .publish("queue.queued", &id)
+            .await
+            .expect("published");
+    }
+    eventually(Duration::from_secs(20), "all 8 acked", || async {
+        (app.stats()[0].acked == 8).then_some(())
+    })
+    .await;
+    for id in 0..8 {
+        assert_eq!(
+            seen.attempts(id),
+            [1],
+            "message {id} waited ~{}s for a slot and was never redelivered",
+            id / 2
+        );
+    }
+    assert_eq!(app.stats()[0].received, 8);
     app.shutdown().await.expect("clean shutdown");
 }
