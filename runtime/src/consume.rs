@@ -107,12 +107,15 @@ pub(crate) async fn run(
             },
         };
         loop {
-            let hold = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break 'pull,
-                hold = held.clone().acquire_owned() => match hold {
-                    Ok(h) => h,
-                    Err(_) => break 'pull,
+            let hold = match held.clone().try_acquire_owned() {
+                Ok(h) => h,
+                Err(_) => tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break 'pull,
+                    hold = held.clone().acquire_owned() => match hold {
+                        Ok(h) => h,
+                        Err(_) => break 'pull,
+                    },
                 },
             };
             let next = tokio::select! {
@@ -300,23 +303,30 @@ async fn settle(
 
     // Keep the delivery alive, from now on, while it waits for a slot and
     // while the call runs: progress every half ack_wait.
+    // Keep the delivery alive while it waits for a slot and while the call
+    // runs: progress every half ack_wait. The timer is made only when it
+    // may be needed: a free slot and a call done at its first poll need none.
     let beat = (def.ack_wait() / 2).max(Duration::from_millis(50));
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
-    let _slot = loop {
-        tokio::select! {
-            biased;
-            _ = lanes.stop.cancelled() => {
-                // Never started: hand it back for a live replica.
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
-                return;
-            }
-            slot = lanes.slots.clone().acquire_owned() => match slot {
-                Ok(s) => break s,
-                Err(_) => return,
-            },
-            _ = ticker.tick() => {
-                if let Err(e) = acker.ack_with(AckKind::Progress).await {
-                    tracing::warn!(error = %e, "could not send progress");
+    let started = tokio::time::Instant::now();
+    let mut ticker: Option<tokio::time::Interval> = None;
+    let mut progress_ticker = || tokio::time::interval_at(started + beat, beat);
+    let _slot = match lanes.slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            let t = ticker.insert(progress_ticker());
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = lanes.stop.cancelled() => {
+                        // Never started: hand it back for a live replica.
+                        let _ = acker.ack_with(AckKind::Nak(None)).await;
+                        return;
+                    }
+                    slot = lanes.slots.clone().acquire_owned() => match slot {
+                        Ok(s) => break s,
+                        Err(_) => return,
+                    },
+                    _ = t.tick() => send_progress(&acker).await,
                 }
             }
         }
@@ -324,19 +334,21 @@ async fn settle(
     let _hold = lanes.hold;
     let call = invoke(def, payload.clone(), ctx.clone());
     tokio::pin!(call);
-    let called = loop {
-        tokio::select! {
-            called = &mut call => break called,
-            _ = ticker.tick() => {
-                if let Err(e) = acker.ack_with(AckKind::Progress).await {
-                    tracing::warn!(error = %e, "could not send progress");
+    let called = match (&mut call).now_or_never() {
+        Some(called) => called,
+        None => {
+            let t = ticker.get_or_insert_with(&mut progress_ticker);
+            loop {
+                tokio::select! {
+                    called = &mut call => break called,
+                    _ = t.tick() => send_progress(&acker).await,
+                    _ = lanes.abort.cancelled() => {
+                        counters.interrupted.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(handler = def.name, "shutdown timeout: call interrupted, message handed back");
+                        let _ = acker.ack_with(AckKind::Nak(None)).await;
+                        return;
+                    }
                 }
-            }
-            _ = lanes.abort.cancelled() => {
-                counters.interrupted.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(handler = def.name, "shutdown timeout: call interrupted, message handed back");
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
-                return;
             }
         }
     };
@@ -389,6 +401,12 @@ async fn settle(
                 }
             }
         }
+    }
+}
+
+async fn send_progress(acker: &Acker) {
+    if let Err(e) = acker.ack_with(AckKind::Progress).await {
+        tracing::warn!(error = %e, "could not send progress");
     }
 }
 
