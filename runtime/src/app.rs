@@ -76,7 +76,7 @@ impl App {
     /// to split one binary's handlers across deployments.
     pub fn only(mut self, names: &[&str]) -> App {
         self.handlers
-            .retain(|h| names.iter().any(|n| *n == h.name || *n == h.path()));
+            .retain(|h| names.iter().any(|n| h.answers_to(n)));
         self
     }
 

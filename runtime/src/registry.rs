@@ -75,6 +75,11 @@ impl HandlerDef {
         format!("{}::{}", self.module, self.name)
     }
 
+    /// Whether `name` picks this handler: its fn name or `module::fn` path.
+    pub fn answers_to(&self, name: &str) -> bool {
+        name == self.name || name == self.path()
+    }
+
     /// Deliveries before dead-lettering.
     pub fn max_deliver(&self) -> u32 {
         self.options.max_deliver.unwrap_or(defaults::MAX_DELIVER)

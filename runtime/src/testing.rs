@@ -123,7 +123,7 @@ impl TestApp {
     /// Keeps only the handlers with these fn names (or `module::fn` paths).
     pub fn only(mut self, names: &[&str]) -> TestApp {
         self.handlers
-            .retain(|h| names.iter().any(|n| *n == h.name || *n == h.path()));
+            .retain(|h| names.iter().any(|n| h.answers_to(n)));
         self
     }
 
@@ -445,6 +445,11 @@ impl Published {
 
     /// The bytes.
     pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The bytes (the same as [`Published::payload`]).
+    pub fn bytes(&self) -> &Bytes {
         &self.payload
     }
 
