@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 /// kills it once the test's end of a pipe closes.
 pub struct Server {
     port: u16,
+    config_file: Option<PathBuf>,
     cluster: Option<ClusterArgs>,
     store: PathBuf,
     _dir: Option<tempfile::TempDir>,
@@ -82,9 +83,20 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts a fresh server with JetStream on a free port.
     pub fn start() -> Server {
+        Server::start_with_config("")
+    }
+
+    /// [`Server::start`] with extra server configuration, e.g. `max_payload: 8MB`.
+    pub fn start_with_config(extra: &str) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
+        let config_file = (!extra.is_empty()).then(|| {
+            let path = dir.path().join("server.conf");
+            std::fs::write(&path, extra).expect("write server config");
+            path
+        });
         let mut server = Server {
             port: free_port(),
+            config_file,
             cluster: None,
             store: dir.path().to_owned(),
             _dir: Some(dir),
@@ -104,6 +116,7 @@ impl Server {
                 let dir = tempfile::tempdir().expect("temp dir");
                 Server {
                     port: ports[i],
+                    config_file: None,
                     cluster: Some(ClusterArgs {
                         name: name.clone(),
                         server_name: format!("n{i}"),
@@ -180,6 +193,9 @@ impl Server {
             "-sd".into(),
             self.store.display().to_string(),
         ];
+        if let Some(file) = &self.config_file {
+            args.extend(["-c".into(), file.display().to_string()]);
+        }
         if let Some(c) = &self.cluster {
             args.extend([
                 "--cluster_name".into(),
@@ -334,4 +350,66 @@ pub fn config(server: &Server, prefix: &str, app: &str) -> jetwire::Config {
 /// The dead-letter stream's name under `prefix`.
 pub fn dlq_stream(prefix: &str) -> String {
     jetwire::topology::dlq_stream(Some(prefix))
+}
+
+/// A ledger of handled messages in Postgres (127.0.0.1:5432, database
+/// `test`), which survives the death of the process that wrote it. One row
+/// per (run, scenario, message id), counting how often it was handled.
+#[derive(Clone)]
+pub struct Ledger {
+    client: std::sync::Arc<tokio_postgres::Client>,
+    run: String,
+    scenario: String,
+}
+
+impl Ledger {
+    /// Connects and makes sure the table exists. `PGHOST`-style settings
+    /// come from `JETWIRE_LEDGER_URL`, default the machine's Postgres.
+    pub async fn connect(run: &str, scenario: &str) -> Ledger {
+        let url = std::env::var("JETWIRE_LEDGER_URL")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the ledger database");
+        tokio::spawn(conn);
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS jetwire_fault_ledger (
+                    run text NOT NULL, scenario text NOT NULL, id bigint NOT NULL,
+                    handled int NOT NULL DEFAULT 1, PRIMARY KEY (run, scenario, id))",
+            )
+            .await
+            .expect("ledger table");
+        Ledger {
+            client: std::sync::Arc::new(client),
+            run: run.into(),
+            scenario: scenario.into(),
+        }
+    }
+
+    /// Records one handling of message `id`.
+    pub async fn record(&self, id: u64) -> Result<(), tokio_postgres::Error> {
+        self.client
+            .execute(
+                "INSERT INTO jetwire_fault_ledger (run, scenario, id) VALUES ($1, $2, $3)
+                 ON CONFLICT (run, scenario, id) DO UPDATE SET handled = jetwire_fault_ledger.handled + 1",
+                &[&self.run, &self.scenario, &(id as i64)],
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// (distinct messages handled, extra handlings).
+    pub async fn tally(&self) -> (u64, u64) {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*), coalesce(sum(handled - 1), 0)::bigint FROM jetwire_fault_ledger
+                 WHERE run = $1 AND scenario = $2",
+                &[&self.run, &self.scenario],
+            )
+            .await
+            .expect("tally");
+        (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64)
+    }
 }
