@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -141,6 +141,8 @@ impl App {
             let counters = Arc::new(Counters::default());
             stats.push((binding.def, binding.durable.clone(), counters.clone()));
             let worker = Arc::new(Worker {
+                client: client.clone(),
+                resume_from: AtomicU64::new(0),
                 stream: binding.stream.as_str().into(),
                 durable: binding.durable.as_str().into(),
                 binding,

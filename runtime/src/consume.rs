@@ -25,6 +25,7 @@ use crate::context::{Context, Meta, Progress, States};
 use crate::dlq;
 use crate::invoke::invoke;
 use crate::publish::{self, JetStreamOutlet, Outlet};
+use crate::registry::Kind;
 use crate::topology::{self, Binding};
 
 /// The fewest and most messages one pull asks for.
@@ -36,6 +37,9 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// How often an idle pull hears from the server; two missed ones are reported.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often an event loop notes its durable's ack floor, to restart from
+/// there should the durable be deleted under it.
+const RESUME_POINT_EVERY: Duration = Duration::from_secs(1);
 /// Pause after a failed pull, doubling up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -53,6 +57,10 @@ pub(crate) struct Counters {
 /// What one handler's loop needs.
 pub(crate) struct Worker {
     pub(crate) binding: Binding,
+    pub(crate) client: async_nats::Client,
+    /// For an event durable: the stream sequence to start from if it must be
+    /// recreated (its last known ack floor + 1); 0 until known.
+    pub(crate) resume_from: AtomicU64,
     /// The binding's stream and durable names, shared by every delivery.
     pub(crate) stream: Arc<str>,
     pub(crate) durable: Arc<str>,
@@ -86,6 +94,10 @@ pub(crate) async fn run(
     let slots = Arc::new(Semaphore::new(concurrency));
     let in_flight = TaskTracker::new();
     let mut pause = FIRST_RETRY_PAUSE;
+    let is_event = worker.binding.def.kind == Kind::Subscribe;
+    let mut resume_point = tokio::time::interval(RESUME_POINT_EVERY);
+    let mut noted_at = u64::MAX;
+    let mut leader_changes = leader_elections(&worker).await;
 
     'pull: loop {
         let stream = consumer
@@ -118,16 +130,38 @@ pub(crate) async fn run(
                     },
                 },
             };
-            let next = tokio::select! {
-                biased;
-                _ = stop.cancelled() => {
-                    // Hand back what already arrived, so a live replica gets it now.
-                    while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+            let next = loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => {
+                        // Hand back what already arrived, so a live replica gets it now.
+                        while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        }
+                        break 'pull;
                     }
-                    break 'pull;
+                    next = messages.next() => break next,
+                    Some(_) = leader_changes.next() => {
+                        // A pull waiting at the old leader is gone with it:
+                        // hand back what arrived and pull from the new one.
+                        tracing::info!(handler = worker.binding.def.name, "consumer leader changed; pulling from the new leader");
+                        while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        }
+                        continue 'pull;
+                    }
+                    _ = resume_point.tick(), if is_event => {
+                        // Where to restart if an operator deletes the durable;
+                        // asked only while messages flow.
+                        let received = worker.counters.received.load(Ordering::Relaxed);
+                        if received != noted_at {
+                            noted_at = received;
+                            if let Ok(info) = consumer.info().await {
+                                worker.resume_from.store(info.ack_floor.stream_sequence + 1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                 }
-                next = messages.next() => next,
             };
             match next {
                 Some(Ok(msg)) => {
@@ -190,6 +224,24 @@ pub(crate) fn pull_batch(concurrency: usize) -> usize {
     (concurrency * 16).clamp(MIN_BATCH, MAX_BATCH)
 }
 
+/// The consumer's leader-elected advisories (clustered servers), or
+/// nothing if they cannot be subscribed to.
+async fn leader_elections(
+    worker: &Worker,
+) -> futures_util::stream::BoxStream<'static, async_nats::Message> {
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{}.{}",
+        worker.binding.stream, worker.binding.durable
+    );
+    match worker.client.subscribe(subject).await {
+        Ok(sub) => sub.boxed(),
+        Err(e) => {
+            tracing::debug!(error = %e, "no leader-election advisories; missed heartbeats still recover");
+            futures_util::stream::pending().boxed()
+        }
+    }
+}
+
 /// After a failed pull: wait (cancellably), then make sure the durable
 /// exists again; an operator may have deleted it.
 async fn recover(
@@ -206,7 +258,11 @@ async fn recover(
         _ = tokio::time::sleep(*pause) => {}
     }
     *pause = (*pause * 2).min(MAX_RETRY_PAUSE);
-    match topology::ensure_consumer(&worker.js, b).await {
+    let resume = match worker.resume_from.load(Ordering::Relaxed) {
+        0 => None,
+        seq => Some(seq),
+    };
+    match topology::ensure_consumer_resuming(&worker.js, b, resume).await {
         Ok(c) => *consumer = c,
         Err(e) => {
             tracing::warn!(handler = b.def.name, error = %e, "cannot restore the durable yet")

@@ -354,6 +354,17 @@ pub(crate) async fn ensure_consumer(
     js: &jetstream::Context,
     b: &Binding,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, Error> {
+    ensure_consumer_resuming(js, b, None).await
+}
+
+/// [`ensure_consumer`]; a durable that has to be created anew starts at
+/// stream sequence `resume` when given (where a deleted one left off),
+/// instead of its deliver policy.
+pub(crate) async fn ensure_consumer_resuming(
+    js: &jetstream::Context,
+    b: &Binding,
+    resume: Option<u64>,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, Error> {
     let consumer_err = |reason: String| Error::Consumer {
         durable: b.durable.clone(),
         handler: b.def.path(),
@@ -384,7 +395,10 @@ pub(crate) async fn ensure_consumer(
                 || have.ack_policy != want.ack_policy
             {
                 // The deliver policy of a durable cannot change; keep the server's.
-                let update = pull::Config { deliver_policy: have.deliver_policy, ..want.clone() };
+                let update = pull::Config {
+                    deliver_policy: have.deliver_policy,
+                    ..want.clone()
+                };
                 let consumer = stream.update_consumer(update).await.map_err(|e| {
                     consumer_err(format!("cannot update it to the handler's options: {e}"))
                 })?;
@@ -409,7 +423,13 @@ pub(crate) async fn ensure_consumer(
                 .await
                 .map_err(|e| consumer_err(format!("cannot open it: {e}")))
         }
-        Err(_) => stream.create_consumer(b.consumer.clone()).await.map_err(|e| {
+        Err(_) => {
+            let mut config = b.consumer.clone();
+            if let Some(start_sequence) = resume {
+                tracing::warn!(durable = %b.durable, start_sequence, "durable missing; recreating it where it left off");
+                config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+            }
+            stream.create_consumer(config).await.map_err(|e| {
             let text = e.to_string();
             let hint = if text.contains("unique") || text.contains("overlap") {
                 "; a work-queue stream allows one consumer per subject, and another consumer already reads an overlapping subject"
@@ -417,6 +437,7 @@ pub(crate) async fn ensure_consumer(
                 ""
             };
             consumer_err(format!("cannot create it on stream `{}`: {text}{hint}", b.stream))
-        }),
+            })
+        }
     }
 }

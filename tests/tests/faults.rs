@@ -18,7 +18,9 @@ use jetwire::{
     App, Context, HandlerError, PublishError, PublishOptions, Publisher, ResultExt, State, queue,
     subscribe,
 };
-use jetwire_tests::{Ledger, Server, config, header, stream_messages, unique_prefix};
+use jetwire_tests::{
+    Ledger, Server, WorkerProcess, config, header, stream_messages, unique_prefix,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +40,20 @@ async fn fault_job(
     ledger: State<Ledger>,
     delay: State<Delay>,
 ) -> Result<(), HandlerError> {
+    record_after(job, &ledger, *delay).await
+}
+
+/// The same work on an event stream, whose durable starts at new messages.
+#[subscribe("fevents.data", concurrency = 32, ack_wait = "2s", max_deliver = 50, backoff = ["100ms", "500ms"])]
+async fn fault_event(
+    job: Job,
+    ledger: State<Ledger>,
+    delay: State<Delay>,
+) -> Result<(), HandlerError> {
+    record_after(job, &ledger, *delay).await
+}
+
+async fn record_after(job: Job, ledger: &Ledger, delay: Delay) -> Result<(), HandlerError> {
     if !delay.per_call.is_zero() {
         tokio::time::sleep(delay.per_call).await;
     }
@@ -246,19 +262,25 @@ struct Figures {
 }
 
 impl Figures {
-    fn lost(&self, expected_dlq: u64) -> u64 {
-        (self.published - expected_dlq).saturating_sub(self.handled_unique)
+    /// Messages neither handled nor dead-lettered.
+    fn lost(&self) -> u64 {
+        self.published
+            .saturating_sub(self.handled_unique + (self.dlq - self.dlq_duplicates))
     }
 }
 
+/// Publishes ids in order, each retried with its message id until stored;
+/// returns the longest wait, in seconds, for one message to be stored.
 async fn publish_numbered(
     publisher: &Publisher,
     subject: &str,
     scenario: &str,
     ids: std::ops::Range<u64>,
-) {
+) -> f64 {
+    let mut longest: f64 = 0.0;
     for id in ids {
         let opts = || PublishOptions::new().message_id(format!("{scenario}-{id}"));
+        let t0 = Instant::now();
         // The server may be down or frozen: retry with the same id until stored.
         while publisher
             .publish_with(subject, &Job { id }, opts())
@@ -267,7 +289,9 @@ async fn publish_numbered(
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        longest = longest.max(t0.elapsed().as_secs_f64());
     }
+    longest
 }
 
 async fn wait_for(ledger: &Ledger, n: u64, timeout: Duration) -> Result<(), String> {
@@ -294,6 +318,26 @@ async fn recovery(ledger: &Ledger, before: u64, timeout: Duration) -> f64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     timeout.as_secs_f64()
+}
+
+/// The longest time, in seconds, in which the ledger did not grow, from
+/// now until it holds `target` messages.
+async fn longest_stall(ledger: &Ledger, target: u64, timeout: Duration) -> Result<f64, String> {
+    let t0 = Instant::now();
+    let (mut last, mut last_change, mut longest) = (ledger.tally().await.0, Instant::now(), 0f64);
+    while last < target {
+        if t0.elapsed() > timeout {
+            return Err(format!("only {last} of {target} handled after {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = ledger.tally().await.0;
+        if now > last {
+            longest = longest.max(last_change.elapsed().as_secs_f64());
+            last = now;
+            last_change = Instant::now();
+        }
+    }
+    Ok(longest)
 }
 
 async fn dlq_figures(client: &async_nats::Client, prefix: &str) -> (u64, u64) {
@@ -329,6 +373,7 @@ fn run_id() -> String {
 /// and two thirds of the way.
 async fn through_faults(
     name: &str,
+    (subject, handler): (&'static str, &'static str),
     n: u64,
     faults: impl Fn(usize, &mut Server) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> + Send,
     fault_count: usize,
@@ -337,7 +382,7 @@ async fn through_faults(
     let prefix = unique_prefix(name);
     let ledger = Ledger::connect(&run_id(), name).await;
     let app = App::new(config(&server, &prefix, "faults"))
-        .only(&["fault_job"])
+        .only(&[handler])
         .state(ledger.clone())
         .state(Delay {
             per_call: Duration::from_millis(2),
@@ -349,7 +394,7 @@ async fn through_faults(
     let pubs = {
         let publisher = publisher.clone();
         let name = name.to_owned();
-        tokio::spawn(async move { publish_numbered(&publisher, "queue.fault", &name, 0..n).await })
+        tokio::spawn(async move { publish_numbered(&publisher, subject, &name, 0..n).await })
     };
     let mut recovery_s: f64 = 0.0;
     for k in 0..fault_count {
@@ -376,12 +421,12 @@ async fn through_faults(
     })
 }
 
-fn line(name: &str, f: &Figures, expected_dlq: u64) -> String {
+fn line(name: &str, f: &Figures) -> String {
     format!(
         "fault {name}: published={} handled_unique={} lost={} duplicates={} dlq={} recovery_s={:.2}",
         f.published,
         f.handled_unique,
-        f.lost(expected_dlq),
+        f.lost(),
         f.duplicates,
         f.dlq,
         f.recovery_s
@@ -389,8 +434,8 @@ fn line(name: &str, f: &Figures, expected_dlq: u64) -> String {
 }
 
 fn check(name: &str, f: &Figures, expected_dlq: u64) -> Result<String, String> {
-    let l = line(name, f, expected_dlq);
-    if f.lost(expected_dlq) != 0 {
+    let l = line(name, f);
+    if f.lost() != 0 {
         return Err(format!("{l}: messages lost"));
     }
     if f.dlq != expected_dlq {
@@ -406,6 +451,7 @@ async fn server_restart() -> Result<String, String> {
     let n = if full() { 20_000 } else { 4_000 };
     let f = through_faults(
         "server-restart",
+        QUEUE,
         n,
         |_, server| Box::pin(async move { server.restart() }),
         2,
@@ -418,6 +464,7 @@ async fn server_freeze() -> Result<String, String> {
     let n = if full() { 20_000 } else { 3_000 };
     let f = through_faults(
         "server-freeze",
+        QUEUE,
         n,
         |_, server| {
             Box::pin(async move {
@@ -432,34 +479,39 @@ async fn server_freeze() -> Result<String, String> {
     check("server-freeze", &f, 0)
 }
 
-async fn durable_deleted() -> Result<String, String> {
-    let n = if full() { 20_000 } else { 4_000 };
-    let f = through_faults(
-        "durable-deleted",
-        n,
-        |_, server| {
-            let url = server.url();
-            Box::pin(async move {
-                let client = async_nats::connect(url).await.expect("connect");
-                let js = async_nats::jetstream::new(client);
-                let mut names = js.stream_names();
-                use futures_util::StreamExt;
-                while let Some(Ok(stream)) = names.next().await {
-                    if stream.ends_with("_QUEUE")
-                        && let Ok(s) = js.get_stream(&stream).await
-                    {
-                        let mut consumers = s.consumer_names();
-                        while let Some(Ok(c)) = consumers.next().await {
-                            let _ = s.delete_consumer(&c).await;
-                        }
-                    }
+const QUEUE: (&str, &str) = ("queue.fault", "fault_job");
+const EVENTS: (&str, &str) = ("fevents.data", "fault_event");
+
+/// Deletes every durable on the server but jetwire's advisory reader.
+fn delete_durables(server: &mut Server) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    let url = server.url();
+    Box::pin(async move {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut names = js.stream_names();
+        while let Some(Ok(stream)) = names.next().await {
+            if stream.ends_with("JETWIRE_ADVISORIES") {
+                continue;
+            }
+            if let Ok(s) = js.get_stream(&stream).await {
+                let mut consumers = s.consumer_names();
+                while let Some(Ok(c)) = consumers.next().await {
+                    let _ = s.delete_consumer(&c).await;
                 }
-            })
-        },
-        1,
-    )
-    .await?;
-    check("durable-deleted", &f, 0)
+            }
+        }
+    })
+}
+
+/// Scenario 7: the durable deleted by an operator, twice, while running.
+async fn durable_deleted(
+    name: &'static str,
+    target: (&'static str, &'static str),
+) -> Result<String, String> {
+    let n = if full() { 20_000 } else { 6_000 };
+    let f = through_faults(name, target, n, |_, server| delete_durables(server), 2).await?;
+    check(name, &f, 0)
 }
 
 async fn slow_handler() -> Result<String, String> {
@@ -489,7 +541,7 @@ async fn slow_handler() -> Result<String, String> {
     if f.duplicates != 0 {
         return Err(format!(
             "{}: a call slower than ack_wait was redelivered",
-            line("slow-handler", &f, 0)
+            line("slow-handler", &f)
         ));
     }
     check("slow-handler", &f, 0)
@@ -752,15 +804,366 @@ async fn many_handlers() -> Result<String, String> {
     check("many-handlers", &f, 0)
 }
 
+const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
+
+/// Scenario 1: the consumer process SIGKILLed and restarted 5 times.
+async fn consumer_killed() -> Result<String, String> {
+    let server = Server::start();
+    let prefix = unique_prefix("killed");
+    let run = run_id();
+    let ledger = Ledger::connect(&run, "consumer-killed").await;
+    let n = if full() { 20_000 } else { 6_000 };
+    let env = [
+        ("LEDGER_RUN", run.as_str()),
+        ("LEDGER_SCENARIO", "consumer-killed"),
+    ];
+    let url = server.url();
+    let spawn = || WorkerProcess::ready(WORKER, &url, &prefix, "ledger", &env);
+    let mut worker = Some(tokio::task::block_in_place(spawn));
+    let publisher = Publisher::connect(&config(&server, &prefix, "test"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let pubs = {
+        let publisher = publisher.clone();
+        tokio::spawn(
+            async move { publish_numbered(&publisher, "queue.killme", "killed", 0..n).await },
+        )
+    };
+    let mut recovery_s: f64 = 0.0;
+    for k in 0..5u64 {
+        wait_for(&ledger, n * (k + 1) / 6, Duration::from_secs(120)).await?;
+        if let Some(w) = worker.take() {
+            w.kill9();
+        }
+        worker = Some(tokio::task::block_in_place(spawn));
+        let back = ledger.tally().await.0;
+        recovery_s = recovery_s.max(recovery(&ledger, back, Duration::from_secs(60)).await);
+    }
+    pubs.await.map_err(|e| e.to_string())?;
+    wait_for(&ledger, n, Duration::from_secs(180)).await?;
+    let (handled_unique, duplicates) = ledger.tally().await;
+    let (dlq, dlq_duplicates) = dlq_figures(publisher.client(), &prefix).await;
+    drop(worker);
+    let f = Figures {
+        published: n,
+        handled_unique,
+        duplicates,
+        dlq,
+        dlq_duplicates,
+        recovery_s,
+    };
+    check("consumer-killed", &f, 0)
+}
+
+/// Scenario 5: a process SIGKILLed during the last delivery of failing
+/// messages; with `wait`, no replica runs while their deliveries time out.
+async fn last_delivery_killed(
+    name: &'static str,
+    subject: &str,
+    handler: &str,
+    wait: bool,
+) -> Result<String, String> {
+    let server = Server::start();
+    let prefix = unique_prefix(name);
+    let url = server.url();
+    let worker = tokio::task::block_in_place(|| {
+        WorkerProcess::ready(WORKER, &url, &prefix, "hang-last", &[])
+    });
+    let publisher = Publisher::connect(&config(&server, &prefix, "test"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let n = if full() { 50 } else { 10 };
+    for id in 0..n {
+        publisher
+            .publish(subject, &id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tokio::task::block_in_place(|| {
+        for _ in 0..n {
+            worker.expect_line(|l| l.starts_with("LAST"));
+        }
+    });
+    worker.kill9();
+    let t0 = Instant::now();
+    if wait {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let _replica =
+        tokio::task::block_in_place(|| WorkerProcess::ready(WORKER, &url, &prefix, "ok", &[]));
+    let client = publisher.client().clone();
+    let adv = format!("{}_JETWIRE_ADVISORIES", prefix.to_uppercase());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let letters = loop {
+        let letters = stream_messages(&client, &jetwire_tests::dlq_stream(&prefix)).await;
+        let pending = stream_messages(&client, &adv).await;
+        if letters.len() as u64 >= n && pending.is_empty() {
+            break letters;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} of {n} dead letters after 60s, {} advisories pending",
+                letters.len(),
+                pending.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let recovery_s = t0.elapsed().as_secs_f64();
+    for m in &letters {
+        if header(m, "Jetwire-Dlq-Reason") != Some("exhausted")
+            || header(m, "Jetwire-Dlq-Handler") != Some(handler)
+        {
+            return Err(format!(
+                "dead letter with reason {:?}, handler {:?}",
+                header(m, "Jetwire-Dlq-Reason"),
+                header(m, "Jetwire-Dlq-Handler")
+            ));
+        }
+    }
+    let mut ids: Vec<u64> = letters
+        .iter()
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect();
+    ids.sort_unstable();
+    if ids != (0..n).collect::<Vec<_>>() {
+        return Err(format!(
+            "the DLQ holds ids {ids:?}, not each of 0..{n} once"
+        ));
+    }
+    if subject.starts_with("queue.") {
+        let queue = jetwire::topology::queue_stream(Some(&prefix));
+        let left = stream_messages(&client, &queue).await.len();
+        if left != 0 {
+            return Err(format!("{left} originals left in the work queue"));
+        }
+    }
+    let (dlq, dlq_duplicates) = dlq_figures(&client, &prefix).await;
+    let f = Figures {
+        published: n,
+        handled_unique: 0,
+        duplicates: 0,
+        dlq,
+        dlq_duplicates,
+        recovery_s,
+    };
+    check(name, &f, n)
+}
+
+/// Scenario 6: SIGTERM with 50 calls in flight: all finish, exit 0, and
+/// nothing is redelivered after a restart.
+async fn sigterm_in_flight() -> Result<String, String> {
+    let server = Server::start();
+    let prefix = unique_prefix("sigterm");
+    let url = server.url();
+    let worker = WorkerProcess::spawn(WORKER, &url, &prefix, "slow", &[]);
+    let publisher = Publisher::connect(&config(&server, &prefix, "test"))
+        .await
+        .map_err(|e| e.to_string())?;
+    // `run()` prints nothing when ready: publish once its stream exists.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while publisher.publish("queue.slowterm", &0u64).await.is_err() {
+        if Instant::now() > deadline {
+            return Err("the worker never created its stream".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in 1..50u64 {
+        publisher
+            .publish("queue.slowterm", &id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let (status, rest, drain_s) = tokio::task::block_in_place(|| {
+        for _ in 0..50 {
+            worker.expect_line(|l| l.starts_with("START"));
+        }
+        let t0 = Instant::now();
+        let (status, rest) = worker.terminate();
+        (status, rest, t0.elapsed().as_secs_f64())
+    });
+    if !status.success() {
+        return Err(format!("exit status {status:?} after SIGTERM"));
+    }
+    let done = rest.iter().filter(|l| l.starts_with("DONE")).count() as u64;
+    let again = WorkerProcess::spawn(WORKER, &url, &prefix, "slow", &[]);
+    publisher
+        .publish("queue.slowterm", &1000u64)
+        .await
+        .map_err(|e| e.to_string())?;
+    let seen: Vec<String> = tokio::task::block_in_place(|| {
+        let mut seen = Vec::new();
+        loop {
+            let l = again.expect_line(|l| l.starts_with("START"));
+            seen.push(l.clone());
+            if l == "START 1000" {
+                return seen;
+            }
+        }
+    });
+    drop(again);
+    let redelivered = seen.len() as u64 - 1;
+    let f = Figures {
+        published: 50,
+        handled_unique: done,
+        duplicates: redelivered,
+        dlq: 0,
+        dlq_duplicates: 0,
+        recovery_s: drain_s,
+    };
+    if redelivered != 0 {
+        return Err(format!(
+            "{}: {redelivered} messages came back after a clean exit",
+            line("sigterm-in-flight", &f)
+        ));
+    }
+    check("sigterm-in-flight", &f, 0)
+}
+
+/// Scenario 8: a 3-node cluster with R3 streams: SIGKILL the stream leader
+/// mid-run, then make the consumer leader step down.
+async fn cluster_leader_loss() -> Result<String, String> {
+    let mut servers = Server::cluster3();
+    let urls = servers
+        .iter()
+        .map(|s| s.url())
+        .collect::<Vec<_>>()
+        .join(",");
+    let prefix = unique_prefix("cluster");
+    let ledger = Ledger::connect(&run_id(), "cluster-leader-loss").await;
+    let cfg = jetwire::Config::builder()
+        .url(&urls)
+        .subject_prefix(&prefix)
+        .app("faults")
+        .stream_replicas(3)
+        .build()
+        .map_err(|e| e.to_string())?;
+    // The cluster elects its meta leader first: retry startup for a while.
+    let t_start = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let app = loop {
+        match App::new(cfg.clone())
+            .only(&["fault_job"])
+            .state(ledger.clone())
+            .state(Delay {
+                per_call: Duration::from_millis(2),
+            })
+            .start()
+            .await
+        {
+            Ok(app) => break app,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("cluster never came up: {e}")),
+        }
+    };
+    eprintln!(
+        "cluster: up and consuming after {:.1}s",
+        t_start.elapsed().as_secs_f64()
+    );
+    let n = if full() { 20_000 } else { 4_000 };
+    let publisher = app.publisher();
+    let pubs = {
+        let publisher = publisher.clone();
+        tokio::spawn(
+            async move { publish_numbered(&publisher, "queue.fault", "cluster", 0..n).await },
+        )
+    };
+    let js = async_nats::jetstream::new(publisher.client().clone());
+    let stream_name = jetwire::topology::queue_stream(Some(&prefix));
+    wait_for(&ledger, n / 3, Duration::from_secs(120)).await?;
+    let leader = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| e.to_string())?
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .ok_or("the stream has no leader")?;
+    let index: usize = leader
+        .trim_start_matches('n')
+        .parse()
+        .map_err(|_| format!("unexpected leader name {leader}"))?;
+    let t_kill = Instant::now();
+    servers[index].kill();
+    let stall_kill = longest_stall(&ledger, 2 * n / 3, Duration::from_secs(120)).await?;
+    let kill_s = t_kill.elapsed().as_secs_f64();
+    let durable = app.stats()[0].durable.clone();
+    let _ = publisher
+        .client()
+        .request(
+            format!("$JS.API.CONSUMER.LEADER.STEPDOWN.{stream_name}.{durable}"),
+            "".into(),
+        )
+        .await
+        .map_err(|e| format!("consumer step-down: {e}"))?;
+    let stall_stepdown = longest_stall(&ledger, n, Duration::from_secs(120)).await?;
+    let publish_stall = pubs.await.map_err(|e| e.to_string())?;
+    wait_for(&ledger, n, Duration::from_secs(180)).await?;
+    let (handled_unique, duplicates) = ledger.tally().await;
+    let (dlq, dlq_duplicates) = dlq_figures(publisher.client(), &prefix).await;
+    app.shutdown().await.map_err(|e| e.to_string())?;
+    let recovery_s = stall_kill.max(stall_stepdown);
+    eprintln!("cluster: longest wait to store one publish: {publish_stall:.2}s");
+    let f = Figures {
+        published: n,
+        handled_unique,
+        duplicates,
+        dlq,
+        dlq_duplicates,
+        recovery_s,
+    };
+    eprintln!(
+        "cluster: leader {leader} killed; next third took {kill_s:.1}s, longest stall {stall_kill:.2}s; step-down stall {stall_stepdown:.2}s"
+    );
+    // Two missed heartbeats of the pull (5 s each) is the longest stall allowed.
+    if recovery_s > 10.0 {
+        return Err(format!(
+            "{}: stalled {recovery_s:.1}s, more than two heartbeats",
+            line("cluster-leader-loss", &f)
+        ));
+    }
+    check("cluster-leader-loss", &f, 0)
+}
+
 type Scenario = fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 
 #[allow(clippy::print_stdout)]
 fn main() {
     let scenarios: Vec<(&str, Scenario)> = vec![
+        ("consumer-killed", || Box::pin(consumer_killed())),
         ("server-restart", || Box::pin(server_restart())),
         ("server-freeze", || Box::pin(server_freeze())),
         ("slow-handler", || Box::pin(slow_handler())),
-        ("durable-deleted", || Box::pin(durable_deleted())),
+        ("last-delivery-killed", || {
+            Box::pin(last_delivery_killed(
+                "last-delivery-killed",
+                "queue.adv",
+                "adv",
+                false,
+            ))
+        }),
+        ("last-delivery-killed-no-replica", || {
+            Box::pin(last_delivery_killed(
+                "last-delivery-killed-no-replica",
+                "advev.created",
+                "adv_event",
+                true,
+            ))
+        }),
+        ("sigterm-in-flight", || Box::pin(sigterm_in_flight())),
+        ("durable-deleted", || {
+            Box::pin(durable_deleted("durable-deleted", QUEUE))
+        }),
+        ("event-durable-deleted", || {
+            Box::pin(durable_deleted("event-durable-deleted", EVENTS))
+        }),
+        ("cluster-leader-loss", || Box::pin(cluster_leader_loss())),
         ("poison-corpus", || Box::pin(poison_corpus())),
         ("hostile-subjects", || Box::pin(hostile_subjects_refused())),
         ("many-handlers", || Box::pin(many_handlers())),

@@ -4,7 +4,9 @@
 //! consuming and `LAST <id>` when a job reaches its last delivery.
 //! Modes: `hang-last` (fail transiently, then hang on the last delivery),
 //! `ok` (ack everything), `slow` (`jetwire::App::run` until SIGTERM, with a
-//! handler that prints `START <id>`, works 1s, then prints `DONE <id>`).
+//! handler that prints `START <id>`, works 1s, then prints `DONE <id>`),
+//! `ledger` (records every `queue.killme` job in the Postgres ledger named
+//! by `LEDGER_RUN` and `LEDGER_SCENARIO`).
 
 use std::io::Write;
 
@@ -21,6 +23,21 @@ async fn adv(id: u64, ctx: Context, mode: State<Mode>) -> Result<(), HandlerErro
 #[subscribe("advev.created", max_deliver = 2, ack_wait = "1s", backoff = ["50ms"], deliver = "all")]
 async fn adv_event(id: u64, ctx: Context, mode: State<Mode>) -> Result<(), HandlerError> {
     hang_or_fail(id, &ctx, &mode.0.0).await
+}
+
+#[derive(serde::Deserialize)]
+struct Job {
+    id: u64,
+}
+
+#[queue("queue.killme", concurrency = 32, ack_wait = "2s", max_deliver = 50, backoff = ["100ms"])]
+async fn kill_job(job: Job, ledger: State<jetwire_tests::Ledger>) -> Result<(), HandlerError> {
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    ledger
+        .record(job.id)
+        .await
+        .map_err(HandlerError::transient)?;
+    Ok(())
 }
 
 #[queue("queue.slowterm", concurrency = 50)]
@@ -54,6 +71,19 @@ async fn main() -> Result<(), jetwire::Error> {
     let config = Config::from_env()?;
     if mode.0 == "slow" {
         return App::new(config).only(&["slow_job"]).run().await;
+    }
+    if mode.0 == "ledger" {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        let ledger =
+            jetwire_tests::Ledger::connect(&var("LEDGER_RUN"), &var("LEDGER_SCENARIO")).await;
+        let running = App::new(config)
+            .only(&["kill_job"])
+            .state(ledger)
+            .start()
+            .await?;
+        say("READY");
+        tokio::signal::ctrl_c().await.ok();
+        return running.shutdown().await;
     }
     let running = App::new(config)
         .only(&["adv", "adv_event"])
