@@ -735,8 +735,9 @@ async fn hostile_subjects_refused() -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "fault hostile-subjects: published=1 handled_unique=1 lost=0 duplicates=0 dlq=0 recovery_s=0.00 refused={}",
-        subjects.len() * 2
+        "fault hostile-subjects: published=1 handled_unique=1 lost=0 duplicates=0 dlq=0 recovery_s=0.00\n  refused {} hostile publishes ({} subjects through Publisher and through Context::publish)",
+        subjects.len() * 2,
+        subjects.len()
     ))
 }
 
@@ -1187,7 +1188,8 @@ fn main() {
         match result {
             Ok(Ok(line)) => {
                 passed += 1;
-                println!("{line} ({:.1}s)", t0.elapsed().as_secs_f64());
+                println!("{line}");
+                println!("  took {:.1}s", t0.elapsed().as_secs_f64());
             }
             Ok(Err(why)) => {
                 failed += 1;

@@ -15,12 +15,12 @@ use jetwire::{App, Config, Context, HandlerError, State, queue, subscribe};
 #[derive(Clone)]
 struct Mode(String);
 
-#[queue("queue.adv", max_deliver = 2, ack_wait = "1s", backoff = ["50ms"])]
+#[queue("queue.adv", max_deliver = 2, ack_wait = "1s", backoff = ["50ms"], concurrency = 64)]
 async fn adv(id: u64, ctx: Context, mode: State<Mode>) -> Result<(), HandlerError> {
     hang_or_fail(id, &ctx, &mode.0.0).await
 }
 
-#[subscribe("advev.created", max_deliver = 2, ack_wait = "1s", backoff = ["50ms"], deliver = "all")]
+#[subscribe("advev.created", max_deliver = 2, ack_wait = "1s", backoff = ["50ms"], deliver = "all", concurrency = 64)]
 async fn adv_event(id: u64, ctx: Context, mode: State<Mode>) -> Result<(), HandlerError> {
     hang_or_fail(id, &ctx, &mode.0.0).await
 }
