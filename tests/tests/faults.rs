@@ -340,6 +340,29 @@ async fn longest_stall(ledger: &Ledger, target: u64, timeout: Duration) -> Resul
     Ok(longest)
 }
 
+/// Waits until all `n` messages are handled, then reads the ledger and the
+/// dead-letter stream into the scenario's figures.
+async fn settled(
+    ledger: &Ledger,
+    client: &async_nats::Client,
+    prefix: &str,
+    n: u64,
+    timeout: Duration,
+    recovery_s: f64,
+) -> Result<Figures, String> {
+    wait_for(ledger, n, timeout).await?;
+    let (handled_unique, duplicates) = ledger.tally().await;
+    let (dlq, dlq_duplicates) = dlq_figures(client, prefix).await;
+    Ok(Figures {
+        published: n,
+        handled_unique,
+        duplicates,
+        dlq,
+        dlq_duplicates,
+        recovery_s,
+    })
+}
+
 async fn dlq_figures(client: &async_nats::Client, prefix: &str) -> (u64, u64) {
     let letters = stream_messages(client, &jetwire_tests::dlq_stream(prefix)).await;
     let mut keys: Vec<String> = letters
@@ -406,19 +429,18 @@ async fn through_faults(
         recovery_s = recovery_s.max(recovery(&ledger, back, Duration::from_secs(60)).await);
     }
     pubs.await.map_err(|e| e.to_string())?;
-    wait_for(&ledger, n, Duration::from_secs(180)).await?;
-    let (handled_unique, duplicates) = ledger.tally().await;
-    let (dlq, dlq_duplicates) = dlq_figures(publisher.client(), &prefix).await;
+    let f = settled(
+        &ledger,
+        publisher.client(),
+        &prefix,
+        n,
+        Duration::from_secs(180),
+        recovery_s,
+    )
+    .await?;
     app.shutdown().await.map_err(|e| e.to_string())?;
     drop(server);
-    Ok(Figures {
-        published: n,
-        handled_unique,
-        duplicates,
-        dlq,
-        dlq_duplicates,
-        recovery_s,
-    })
+    Ok(f)
 }
 
 fn line(name: &str, f: &Figures) -> String {
@@ -526,18 +548,16 @@ async fn slow_handler() -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     publish_numbered(&app.publisher(), "queue.fault-slow", "slow", 0..n).await;
-    wait_for(&ledger, n, Duration::from_secs(60)).await?;
-    let (handled_unique, duplicates) = ledger.tally().await;
-    let (dlq, dlq_duplicates) = dlq_figures(app.publisher().client(), &prefix).await;
+    let f = settled(
+        &ledger,
+        app.publisher().client(),
+        &prefix,
+        n,
+        Duration::from_secs(60),
+        0.0,
+    )
+    .await?;
     app.shutdown().await.map_err(|e| e.to_string())?;
-    let f = Figures {
-        published: n,
-        handled_unique,
-        duplicates,
-        dlq,
-        dlq_duplicates,
-        recovery_s: 0.0,
-    };
     if f.duplicates != 0 {
         return Err(format!(
             "{}: a call slower than ack_wait was redelivered",
@@ -784,9 +804,15 @@ async fn many_handlers() -> Result<String, String> {
         a.await.map_err(|e| e.to_string())?;
     }
     let n = per * 20;
-    wait_for(&ledger, n, Duration::from_secs(120)).await?;
-    let (handled_unique, duplicates) = ledger.tally().await;
-    let (dlq, dlq_duplicates) = dlq_figures(publisher.client(), &prefix).await;
+    let f = settled(
+        &ledger,
+        publisher.client(),
+        &prefix,
+        n,
+        Duration::from_secs(120),
+        0.0,
+    )
+    .await?;
     for app in apps {
         app.shutdown().await.map_err(|e| e.to_string())?;
     }
@@ -794,14 +820,6 @@ async fn many_handlers() -> Result<String, String> {
     if !wrong.is_empty() {
         return Err(format!("cross-talk: {}", wrong.join(", ")));
     }
-    let f = Figures {
-        published: n,
-        handled_unique,
-        duplicates,
-        dlq,
-        dlq_duplicates,
-        recovery_s: 0.0,
-    };
     check("many-handlers", &f, 0)
 }
 
@@ -841,18 +859,16 @@ async fn consumer_killed() -> Result<String, String> {
         recovery_s = recovery_s.max(recovery(&ledger, back, Duration::from_secs(60)).await);
     }
     pubs.await.map_err(|e| e.to_string())?;
-    wait_for(&ledger, n, Duration::from_secs(180)).await?;
-    let (handled_unique, duplicates) = ledger.tally().await;
-    let (dlq, dlq_duplicates) = dlq_figures(publisher.client(), &prefix).await;
-    drop(worker);
-    let f = Figures {
-        published: n,
-        handled_unique,
-        duplicates,
-        dlq,
-        dlq_duplicates,
+    let f = settled(
+        &ledger,
+        publisher.client(),
+        &prefix,
+        n,
+        Duration::from_secs(180),
         recovery_s,
-    };
+    )
+    .await?;
+    drop(worker);
     check("consumer-killed", &f, 0)
 }
 
@@ -1105,20 +1121,18 @@ async fn cluster_leader_loss() -> Result<String, String> {
         .map_err(|e| format!("consumer step-down: {e}"))?;
     let stall_stepdown = longest_stall(&ledger, n, Duration::from_secs(120)).await?;
     let publish_stall = pubs.await.map_err(|e| e.to_string())?;
-    wait_for(&ledger, n, Duration::from_secs(180)).await?;
-    let (handled_unique, duplicates) = ledger.tally().await;
-    let (dlq, dlq_duplicates) = dlq_figures(publisher.client(), &prefix).await;
-    app.shutdown().await.map_err(|e| e.to_string())?;
     let recovery_s = stall_kill.max(stall_stepdown);
-    eprintln!("cluster: longest wait to store one publish: {publish_stall:.2}s");
-    let f = Figures {
-        published: n,
-        handled_unique,
-        duplicates,
-        dlq,
-        dlq_duplicates,
+    let f = settled(
+        &ledger,
+        publisher.client(),
+        &prefix,
+        n,
+        Duration::from_secs(180),
         recovery_s,
-    };
+    )
+    .await?;
+    app.shutdown().await.map_err(|e| e.to_string())?;
+    eprintln!("cluster: longest wait to store one publish: {publish_stall:.2}s");
     eprintln!(
         "cluster: leader {leader} killed; next third took {kill_s:.1}s, longest stall {stall_kill:.2}s; step-down stall {stall_stepdown:.2}s"
     );

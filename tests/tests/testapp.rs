@@ -79,6 +79,13 @@ async fn parse(raw: Raw, ctx: Context) -> Result<(), HandlerError> {
     Ok(())
 }
 
+fn email(to: &str, body: &str) -> SendEmail {
+    SendEmail {
+        to: to.into(),
+        body: body.into(),
+    }
+}
+
 fn app(fail_first: u32) -> (TestApp, Arc<AtomicU32>) {
     let flaky = Flaky {
         calls: Arc::default(),
@@ -91,15 +98,7 @@ fn app(fail_first: u32) -> (TestApp, Arc<AtomicU32>) {
 #[tokio::test]
 async fn ok_is_acked_once() {
     let (app, calls) = app(0);
-    let report = app
-        .publish(
-            "queue.email",
-            &SendEmail {
-                to: "a@b.c".into(),
-                body: "hi".into(),
-            },
-        )
-        .await;
+    let report = app.publish("queue.email", &email("a@b.c", "hi")).await;
     assert!(report.acked());
     assert!(!report.dead_lettered());
     assert_eq!(report.attempts(), 1);
@@ -109,15 +108,7 @@ async fn ok_is_acked_once() {
 #[tokio::test]
 async fn transient_errors_retry_with_virtual_backoff() {
     let (app, calls) = app(3);
-    let report = app
-        .publish(
-            "queue.email",
-            &SendEmail {
-                to: "a@b.c".into(),
-                body: "".into(),
-            },
-        )
-        .await;
+    let report = app.publish("queue.email", &email("a@b.c", "")).await;
     assert!(report.acked(), "{report:?}");
     assert_eq!(report.attempts(), 4);
     assert_eq!(calls.load(Ordering::SeqCst), 4);
@@ -130,15 +121,7 @@ async fn transient_errors_retry_with_virtual_backoff() {
 #[tokio::test]
 async fn transient_on_the_last_attempt_is_exhausted() {
     let (app, _) = app(100);
-    let report = app
-        .publish(
-            "queue.email",
-            &SendEmail {
-                to: "a@b.c".into(),
-                body: "".into(),
-            },
-        )
-        .await;
+    let report = app.publish("queue.email", &email("a@b.c", "")).await;
     assert!(report.dead_lettered());
     assert_eq!(report.dlq_reason(), Some(DlqReason::Exhausted));
     assert_eq!(report.attempts(), 5);
@@ -157,15 +140,7 @@ async fn transient_on_the_last_attempt_is_exhausted() {
 #[tokio::test]
 async fn permanent_is_dead_lettered_at_once() {
     let (app, calls) = app(0);
-    let report = app
-        .publish(
-            "queue.email",
-            &SendEmail {
-                to: "nobody".into(),
-                body: "".into(),
-            },
-        )
-        .await;
+    let report = app.publish("queue.email", &email("nobody", "")).await;
     assert!(report.dead_lettered());
     assert_eq!(report.dlq_reason(), Some(DlqReason::Permanent));
     assert_eq!(report.attempts(), 1);
