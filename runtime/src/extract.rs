@@ -100,6 +100,11 @@ impl fmt::Debug for Raw {
 /// A value given to `App::state` (or `TestApp::state`), cloned into each
 /// call. Wrap large or shared values in an `Arc`.
 ///
+/// `State<T>` derefs to `T`, and its field is public so a parameter can
+/// destructure it: `State(mailer): State<Mailer>`. With a tuple struct
+/// `T`, mind that `state.0` is the `T` itself; its first field is
+/// `state.0.0` (or destructure).
+///
 /// ```
 /// use jetwire::{queue, HandlerError, State};
 ///
