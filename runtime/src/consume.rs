@@ -81,7 +81,8 @@ pub(crate) struct Worker {
 /// becomes a task at once; the task waits for one of `concurrency` call
 /// slots, sending progress from the moment of delivery, so a message that
 /// waits is never redelivered for waiting. At most `concurrency + batch`
-/// messages are held by this process; the stream pulls no further ahead.
+/// messages are in tasks, and the stream holds at most about one more batch
+/// pulled ahead: [`held_at_most`] in all.
 pub(crate) async fn run(
     worker: Arc<Worker>,
     mut consumer: jetstream::consumer::PullConsumer,
