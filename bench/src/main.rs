@@ -152,9 +152,35 @@ impl Kind {
     }
 }
 
-/// Creates the stream jetwire would create, and fills it with `n` messages.
-async fn preload(client: &async_nats::Client, prefix: &str, kind: Kind, n: u64, size: usize) {
-    let js = jetstream::new(client.clone());
+/// Publishes awaiting their ack, at most [`PUBLISH_WINDOW`]: adding one
+/// more first awaits the oldest.
+struct AckWindow<F>(VecDeque<F>);
+
+impl<F, T, E> AckWindow<F>
+where
+    F: std::future::IntoFuture<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    fn new() -> Self {
+        AckWindow(VecDeque::with_capacity(PUBLISH_WINDOW))
+    }
+
+    async fn push(&mut self, ack: F) {
+        self.0.push_back(ack);
+        if self.0.len() >= PUBLISH_WINDOW {
+            self.0.pop_front().expect("non-empty").await.expect("ack");
+        }
+    }
+
+    async fn drain(self) {
+        for ack in self.0 {
+            ack.await.expect("ack");
+        }
+    }
+}
+
+/// Creates the stream jetwire would create for `kind` under `prefix`.
+async fn create_stream(js: &jetstream::Context, prefix: &str, kind: Kind) -> stream::Stream {
     let first = kind.subject().split('.').next().unwrap_or_default();
     js.create_stream(stream::Config {
         name: kind.stream(prefix),
@@ -167,23 +193,42 @@ async fn preload(client: &async_nats::Client, prefix: &str, kind: Kind, n: u64, 
         ..Default::default()
     })
     .await
-    .expect("stream");
+    .expect("stream")
+}
+
+/// The raw side's durable: explicit acks, `max_ack_pending` as given (0 is
+/// the server's default).
+async fn raw_consumer(
+    stream: &stream::Stream,
+    max_ack_pending: i64,
+) -> jetstream::consumer::PullConsumer {
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("raw".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer")
+}
+
+/// Creates the stream jetwire would create, and fills it with `n` messages.
+async fn preload(client: &async_nats::Client, prefix: &str, kind: Kind, n: u64, size: usize) {
+    let js = jetstream::new(client.clone());
+    create_stream(&js, prefix, kind).await;
     let subject = format!("{prefix}.{}", kind.subject());
-    let mut acks = VecDeque::with_capacity(PUBLISH_WINDOW);
+    let mut acks = AckWindow::new();
     for id in 0..n {
         let body = serde_json::to_vec(&Msg::new(id, size)).expect("json");
-        acks.push_back(
+        acks.push(
             js.publish(subject.clone(), body.into())
                 .await
                 .expect("publish"),
-        );
-        if acks.len() >= PUBLISH_WINDOW {
-            acks.pop_front().expect("non-empty").await.expect("ack");
-        }
+        )
+        .await;
     }
-    for a in acks {
-        a.await.expect("ack");
-    }
+    acks.drain().await;
 }
 
 /// Waits until the consumer has nothing pending and nothing unacked.
@@ -241,15 +286,7 @@ async fn raw_consume(kind: Kind, n: u64, size: usize) -> f64 {
     let js = jetstream::new(client.clone());
     let t0 = Instant::now();
     let stream = js.get_stream(kind.stream(&prefix)).await.expect("stream");
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("raw".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            max_ack_pending: 10_000,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
+    let consumer = raw_consumer(&stream, 10_000).await;
     let count = AtomicU64::new(0);
     while count.load(Ordering::Relaxed) < n {
         let batch = consumer
@@ -280,13 +317,7 @@ async fn latency(side: &'static str, rate: u64, dur: Duration) -> (f64, f64) {
     let prefix = fresh_prefix(side);
     let client = async_nats::connect(server().url()).await.expect("connect");
     let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: Kind::Events.stream(&prefix),
-        subjects: vec![format!("{prefix}.bev.>")],
-        ..Default::default()
-    })
-    .await
-    .expect("stream");
+    let stream = create_stream(&js, &prefix, Kind::Events).await;
     LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
     HANDLED.store(0, Ordering::Relaxed);
     RECORD_LATENCY.store(true, Ordering::Relaxed);
@@ -303,18 +334,7 @@ async fn latency(side: &'static str, rate: u64, dur: Duration) -> (f64, f64) {
             None,
         )
     } else {
-        let stream = js
-            .get_stream(Kind::Events.stream(&prefix))
-            .await
-            .expect("stream");
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some("raw".into()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
-            .await
-            .expect("consumer");
+        let consumer = raw_consumer(&stream, 0).await;
         let count = raw_count.clone();
         let task = tokio::spawn(async move {
             let messages = consumer.messages().await.expect("messages");
@@ -337,23 +357,20 @@ async fn latency(side: &'static str, rate: u64, dur: Duration) -> (f64, f64) {
     let total = rate * dur.as_secs();
     let subject = format!("{prefix}.bev.data");
     let t0 = tokio::time::Instant::now();
-    let mut acks = VecDeque::new();
+    let mut acks = AckWindow::new();
     for id in 0..total {
         tokio::time::sleep_until(t0 + Duration::from_nanos(id * 1_000_000_000 / rate)).await;
         let mut m = Msg::new(id, 128);
         m.sent_ns = now_ns();
-        acks.push_back(
-            js.publish(
-                subject.clone(),
-                serde_json::to_vec(&m).expect("json").into(),
-            )
-            .await
-            .expect("publish"),
-        );
-        if acks.len() > PUBLISH_WINDOW {
-            let _ = acks.pop_front().expect("non-empty").await;
-        }
+        let body = serde_json::to_vec(&m).expect("json");
+        acks.push(
+            js.publish(subject.clone(), body.into())
+                .await
+                .expect("publish"),
+        )
+        .await;
     }
+    acks.drain().await;
     wait_handled(total).await;
     RECORD_LATENCY.store(false, Ordering::Relaxed);
     if let Some(app) = app {
@@ -375,35 +392,25 @@ async fn publish(side: &'static str, n: u64) -> f64 {
     let prefix = fresh_prefix(side);
     let client = async_nats::connect(server().url()).await.expect("connect");
     let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: Kind::Events.stream(&prefix),
-        subjects: vec![format!("{prefix}.bev.>")],
-        ..Default::default()
-    })
-    .await
-    .expect("stream");
+    create_stream(&js, &prefix, Kind::Events).await;
     let msg = Msg::new(0, 128);
     let t0 = Instant::now();
     if side == "jetwire" {
         let publisher = Publisher::connect(&config(&prefix))
             .await
             .expect("publisher");
-        let mut acks = VecDeque::with_capacity(PUBLISH_WINDOW);
+        let mut acks = AckWindow::new();
         for _ in 0..n {
-            acks.push_back(publisher.send("bev.data", &msg).await.expect("send"));
-            if acks.len() >= PUBLISH_WINDOW {
-                acks.pop_front().expect("non-empty").await.expect("ack");
-            }
+            acks.push(publisher.send("bev.data", &msg).await.expect("send"))
+                .await;
         }
-        for a in acks {
-            a.await.expect("ack");
-        }
+        acks.drain().await;
     } else {
         // `raw-headers` sends what jetwire's publishes carry: a fresh message
         // id (which the server then deduplicates), content type, correlation id.
         let with_headers = side == "raw-headers";
         let subject = format!("{prefix}.bev.data");
-        let mut acks = VecDeque::with_capacity(PUBLISH_WINDOW);
+        let mut acks = AckWindow::new();
         for i in 0..n {
             let body = serde_json::to_vec(&msg).expect("json");
             let ack = if with_headers {
@@ -417,14 +424,9 @@ async fn publish(side: &'static str, n: u64) -> f64 {
             } else {
                 js.publish(subject.clone(), body.into()).await
             };
-            acks.push_back(ack.expect("publish"));
-            if acks.len() >= PUBLISH_WINDOW {
-                acks.pop_front().expect("non-empty").await.expect("ack");
-            }
+            acks.push(ack.expect("publish")).await;
         }
-        for a in acks {
-            a.await.expect("ack");
-        }
+        acks.drain().await;
     }
     n as f64 / t0.elapsed().as_secs_f64()
 }
@@ -542,15 +544,7 @@ fn rss_child_main(side: &str, n: u64, url: &str, prefix: &str) {
                 .get_stream(Kind::Events.stream(prefix))
                 .await
                 .expect("stream");
-            let consumer: jetstream::consumer::PullConsumer = stream
-                .create_consumer(pull::Config {
-                    durable_name: Some("raw".into()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                })
-                .await
-                .expect("consumer");
+            let consumer = raw_consumer(&stream, 10_000).await;
             let mut count = 0;
             while count < n {
                 let mut batch = consumer
