@@ -109,7 +109,7 @@ impl App {
             prefix: config.prefix().map(str::to_owned),
         };
         let mut tasks = JoinSet::new();
-        let mut streams: Vec<String> = bindings.iter().map(|b| b.stream.clone()).collect();
+        let mut streams: Vec<String> = bindings.iter().map(|(b, _)| b.stream.clone()).collect();
         streams.sort();
         streams.dedup();
         if !streams.is_empty() {
@@ -124,8 +124,7 @@ impl App {
             ));
         }
         let mut stats = Vec::with_capacity(bindings.len());
-        for binding in bindings {
-            let consumer = topology::ensure_consumer(&js, &binding).await?;
+        for (binding, consumer) in bindings {
             tracing::info!(
                 handler = %binding.def.path(),
                 subject = binding.def.subject,

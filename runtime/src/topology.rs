@@ -188,12 +188,13 @@ fn nats_err(context: String) -> impl FnOnce(Box<dyn std::error::Error + Send + S
 }
 
 /// Binds or creates every stream and durable the handlers need, and the
-/// dead-letter stream. Fails before anything is consumed.
+/// dead-letter stream; returns each binding with its durable, ready to pull.
+/// Fails before anything is consumed.
 pub(crate) async fn ensure_all(
     js: &jetstream::Context,
     config: &Config,
     handlers: &[&'static HandlerDef],
-) -> Result<Vec<Binding>, Error> {
+) -> Result<Vec<(Binding, jetstream::consumer::PullConsumer)>, Error> {
     ensure_dlq(js, config).await?;
     let mut bindings = Vec::with_capacity(handlers.len());
     for def in handlers {
@@ -205,8 +206,8 @@ pub(crate) async fn ensure_all(
             stream,
             durable,
         };
-        ensure_consumer(js, &binding).await?;
-        bindings.push(binding);
+        let consumer = ensure_consumer(js, &binding).await?;
+        bindings.push((binding, consumer));
     }
     Ok(bindings)
 }
