@@ -98,19 +98,75 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs `f` on a fresh current-thread runtime on its own thread.
+/// Runs `f` on a fresh current-thread runtime on its own thread, named
+/// `name` (so `perf report --comm jetwire` shows one side's client alone).
 fn on_own_runtime<T: Send + 'static>(
+    name: &str,
     f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
 ) -> T {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(f())
-    })
-    .join()
-    .expect("bench thread")
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(f())
+        })
+        .expect("spawn a bench thread")
+        .join()
+        .expect("bench thread")
+}
+
+/// CPU time so far of this thread (the runtime's, which runs the whole
+/// client) and of the server process, in nanoseconds.
+#[derive(Clone, Copy)]
+struct Cpu {
+    client: u64,
+    server: u64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        // schedstat's first field: ns this thread has run.
+        let client = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        // stat's utime and stime (fields 14 and 15), all threads, in ticks
+        // of 10 ms: about 1% of a one-second run.
+        let server = server()
+            .pid()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|s| {
+                let after_name = &s[s.rfind(')')? + 2..];
+                let f: Vec<&str> = after_name.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .map_or(0, |ticks| ticks * 10_000_000);
+        Cpu { client, server }
+    }
+}
+
+/// One throughput run: messages per second, and CPU microseconds per
+/// message spent by the client and by the server.
+#[derive(Clone, Copy)]
+struct Throughput {
+    rate: f64,
+    client_us: f64,
+    server_us: f64,
+}
+
+impl Throughput {
+    fn since(t0: Instant, cpu0: Cpu, n: u64) -> Throughput {
+        let cpu = Cpu::now();
+        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1000.0 / n as f64;
+        Throughput {
+            rate: n as f64 / t0.elapsed().as_secs_f64(),
+            client_us: per(cpu.client, cpu0.client),
+            server_us: per(cpu.server, cpu0.server),
+        }
+    }
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -231,6 +287,20 @@ async fn preload(client: &async_nats::Client, prefix: &str, kind: Kind, n: u64, 
     acks.drain().await;
 }
 
+/// A fresh prefix whose stream holds `n` messages, loaded on a thread of
+/// its own: the consuming side's thread runs nothing else.
+fn loaded(side: &str, kind: Kind, n: u64, size: usize) -> String {
+    let prefix = fresh_prefix(side);
+    let p = prefix.clone();
+    on_own_runtime("load", move || {
+        Box::pin(async move {
+            let client = async_nats::connect(server().url()).await.expect("connect");
+            preload(&client, &p, kind, n, size).await;
+        })
+    });
+    prefix
+}
+
 /// Waits until the consumer has nothing pending and nothing unacked.
 async fn all_acked(client: &async_nats::Client, stream: &str, durable: &str) {
     let js = jetstream::new(client.clone());
@@ -253,17 +323,15 @@ async fn wait_handled(n: u64) {
 }
 
 /// jetwire consuming a preloaded stream: msgs/s from `start()` to all acked.
-async fn jetwire_consume(kind: Kind, n: u64, size: usize) -> f64 {
-    let prefix = fresh_prefix("jw");
+async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
     let client = async_nats::connect(server().url()).await.expect("connect");
-    preload(&client, &prefix, kind, n, size).await;
     HANDLED.store(0, Ordering::Relaxed);
     let handler = if kind == Kind::Events {
         "bench_event"
     } else {
         "bench_queue"
     };
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), Cpu::now());
     let app = App::new(config(&prefix))
         .only(&[handler])
         .start()
@@ -272,19 +340,17 @@ async fn jetwire_consume(kind: Kind, n: u64, size: usize) -> f64 {
     wait_handled(n).await;
     let durable = app.stats()[0].durable.clone();
     all_acked(&client, &kind.stream(&prefix), &durable).await;
-    let secs = t0.elapsed().as_secs_f64();
+    let run = Throughput::since(t0, cpu0, n);
     app.shutdown().await.expect("shutdown");
-    n as f64 / secs
+    run
 }
 
 /// The hand-written consumer: a `fetch(1000)` loop, each batch decoded and
 /// acked with `for_each_concurrent(64)`.
-async fn raw_consume(kind: Kind, n: u64, size: usize) -> f64 {
-    let prefix = fresh_prefix("raw");
+async fn raw_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
     let client = async_nats::connect(server().url()).await.expect("connect");
-    preload(&client, &prefix, kind, n, size).await;
     let js = jetstream::new(client.clone());
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), Cpu::now());
     let stream = js.get_stream(kind.stream(&prefix)).await.expect("stream");
     let consumer = raw_consumer(&stream, 10_000).await;
     let count = AtomicU64::new(0);
@@ -309,7 +375,7 @@ async fn raw_consume(kind: Kind, n: u64, size: usize) -> f64 {
             .await;
     }
     all_acked(&client, &kind.stream(&prefix), "raw").await;
-    n as f64 / t0.elapsed().as_secs_f64()
+    Throughput::since(t0, cpu0, n)
 }
 
 /// Publishes at a fixed `rate` for `dur` and returns (p50, p99) in µs.
@@ -484,7 +550,7 @@ async fn startup(side: &'static str) -> f64 {
 fn rss_child(side: &'static str, n: u64) -> f64 {
     let prefix = fresh_prefix(&format!("rss{side}"));
     let p = prefix.clone();
-    on_own_runtime(move || {
+    on_own_runtime("load", move || {
         Box::pin(async move {
             let client = async_nats::connect(server().url()).await.expect("connect");
             preload(&client, &p, Kind::Events, n, 128).await;
@@ -574,15 +640,45 @@ fn line(name: &str, raw: f64, jw: f64, unit: &str) {
     );
 }
 
-fn interleaved(name: &str, unit: &str, raw: impl Fn() -> f64, jw: impl Fn() -> f64) {
-    // `SIDE=raw` or `SIDE=jetwire` runs one side only, for profiling.
+/// Runs both sides `runs()` times, interleaved: each side's figures.
+/// `SIDE=raw` or `SIDE=jetwire` runs one side only, for profiling.
+fn interleave<T>(raw: impl Fn() -> T, jw: impl Fn() -> T) -> (Vec<T>, Vec<T>) {
     let side = std::env::var("SIDE").unwrap_or_default();
     let (mut r, mut j) = (Vec::new(), Vec::new());
     for _ in 0..runs() {
-        r.push(if side == "jetwire" { f64::NAN } else { raw() });
-        j.push(if side == "raw" { f64::NAN } else { jw() });
+        if side != "jetwire" {
+            r.push(raw());
+        }
+        if side != "raw" {
+            j.push(jw());
+        }
     }
-    line(name, median(r), median(j), unit);
+    (r, j)
+}
+
+/// The median of `f` over `runs`, or NaN for a side that did not run.
+fn median_of<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    if runs.is_empty() {
+        return f64::NAN;
+    }
+    median(runs.iter().map(f).collect())
+}
+
+fn interleaved(name: &str, unit: &str, raw: impl Fn() -> f64, jw: impl Fn() -> f64) {
+    let (r, j) = interleave(raw, jw);
+    line(name, median_of(&r, |x| *x), median_of(&j, |x| *x), unit);
+}
+
+/// A throughput scenario: its line, and where the CPU went per message.
+fn throughput(name: &str, raw: impl Fn() -> Throughput, jw: impl Fn() -> Throughput) {
+    let (r, j) = interleave(raw, jw);
+    let both = |f: fn(&Throughput) -> f64| (median_of(&r, f), median_of(&j, f));
+    let (rr, jr) = both(|t| t.rate);
+    line(&format!("{name}-throughput"), rr, jr, "msg/s");
+    let (rc, jc) = both(|t| t.client_us);
+    line(&format!("{name}-client-cpu"), rc, jc, "us/msg");
+    let (rs, js) = both(|t| t.server_us);
+    line(&format!("{name}-server-cpu"), rs, js, "us/msg");
 }
 
 #[allow(clippy::print_stdout)]
@@ -612,11 +708,18 @@ fn main() {
         ("events-4k", Kind::Events, n4k, 4096),
     ] {
         if want(name) {
-            interleaved(
-                &format!("{name}-throughput"),
-                "msg/s",
-                || on_own_runtime(move || Box::pin(raw_consume(kind, count, size))),
-                || on_own_runtime(move || Box::pin(jetwire_consume(kind, count, size))),
+            throughput(
+                name,
+                || {
+                    let prefix = loaded("raw", kind, count, size);
+                    on_own_runtime("raw", move || Box::pin(raw_consume(kind, count, prefix)))
+                },
+                || {
+                    let prefix = loaded("jw", kind, count, size);
+                    on_own_runtime("jetwire", move || {
+                        Box::pin(jetwire_consume(kind, count, prefix))
+                    })
+                },
             );
         }
     }
@@ -624,10 +727,10 @@ fn main() {
         let dur = Duration::from_secs(if q { 3 } else { 20 });
         let (mut r50, mut r99, mut j50, mut j99) = (vec![], vec![], vec![], vec![]);
         for _ in 0..runs() {
-            let (a, b) = on_own_runtime(move || Box::pin(latency("raw", 5000, dur)));
+            let (a, b) = on_own_runtime("raw", move || Box::pin(latency("raw", 5000, dur)));
             r50.push(a);
             r99.push(b);
-            let (a, b) = on_own_runtime(move || Box::pin(latency("jetwire", 5000, dur)));
+            let (a, b) = on_own_runtime("jetwire", move || Box::pin(latency("jetwire", 5000, dur)));
             j50.push(a);
             j99.push(b);
         }
@@ -638,16 +741,16 @@ fn main() {
         interleaved(
             "publish-throughput",
             "msg/s",
-            || on_own_runtime(move || Box::pin(publish("raw", npub))),
-            || on_own_runtime(move || Box::pin(publish("jetwire", npub))),
+            || on_own_runtime("raw", move || Box::pin(publish("raw", npub))),
+            || on_own_runtime("jetwire", move || Box::pin(publish("jetwire", npub))),
         );
         // The same, with raw sending jetwire's headers: what the framework
         // costs beyond the message id the server deduplicates.
         interleaved(
             "publish-throughput-same-headers",
             "msg/s",
-            || on_own_runtime(move || Box::pin(publish("raw-headers", npub))),
-            || on_own_runtime(move || Box::pin(publish("jetwire", npub))),
+            || on_own_runtime("raw", move || Box::pin(publish("raw-headers", npub))),
+            || on_own_runtime("jetwire", move || Box::pin(publish("jetwire", npub))),
         );
     }
     if want("memory") {
@@ -669,8 +772,8 @@ fn main() {
         interleaved(
             "startup-200-handlers",
             "s",
-            || on_own_runtime(move || Box::pin(startup("raw"))),
-            || on_own_runtime(move || Box::pin(startup("jetwire"))),
+            || on_own_runtime("raw", move || Box::pin(startup("raw"))),
+            || on_own_runtime("jetwire", move || Box::pin(startup("jetwire"))),
         );
     }
 }

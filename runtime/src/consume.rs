@@ -5,26 +5,25 @@
 //! Memory is bounded by `concurrency`: a pull never asks for more messages
 //! than there are free slots, so no backlog is buffered in the process.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind};
-use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use jetwire_grammar::subject;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::classify::{Action, classify};
-use crate::context::{Context, Meta, Progress, States};
+use crate::context::{Context, Meta, States};
 use crate::dlq;
-use crate::invoke::invoke;
-use crate::publish::{self, JetStreamOutlet, Outlet};
+use crate::invoke::{Call, Called};
+use crate::publish::{JetStreamOutlet, Outlet};
 use crate::registry::Kind;
 use crate::topology::{self, Binding};
 
@@ -40,6 +39,8 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often an event loop notes its durable's ack floor, to restart from
 /// there should the durable be deleted under it.
 const RESUME_POINT_EVERY: Duration = Duration::from_secs(1);
+/// The most messages taken in a row without looking at anything else.
+const FAST_RUN: u32 = 256;
 /// Pause after a failed pull, doubling up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -92,13 +93,18 @@ pub(crate) async fn run(
     let concurrency = worker.binding.def.concurrency() as usize;
     let batch = pull_batch(concurrency);
     let held = Arc::new(Semaphore::new(concurrency + batch));
-    let slots = Arc::new(Semaphore::new(concurrency));
+    let lanes = Arc::new(Lanes {
+        slots: Semaphore::new(concurrency),
+        stop: stop.clone(),
+        abort,
+    });
     let in_flight = TaskTracker::new();
     let mut pause = FIRST_RETRY_PAUSE;
     let is_event = worker.binding.def.kind == Kind::Subscribe;
     let mut resume_point = tokio::time::interval(RESUME_POINT_EVERY);
     let mut noted_at = u64::MAX;
     let mut leader_changes = leader_elections(&worker).await;
+    let mut fast_run = FAST_RUN;
 
     'pull: loop {
         let stream = consumer
@@ -131,34 +137,49 @@ pub(crate) async fn run(
                     },
                 },
             };
-            let next = loop {
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => {
-                        // Hand back what already arrived, so a live replica gets it now.
-                        while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            // Fast path: a message has already arrived and shutdown has not
+            // begun. At least every FAST_RUN messages, and whenever none is
+            // waiting, the select below also looks at shutdown, leader
+            // changes and the resume point.
+            let ready = if fast_run > 0 && !stop.is_cancelled() {
+                messages.next().now_or_never()
+            } else {
+                None
+            };
+            let next = if let Some(next) = ready {
+                fast_run -= 1;
+                next
+            } else {
+                fast_run = FAST_RUN;
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => {
+                            // Hand back what already arrived, so a live replica gets it now.
+                            while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+                                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            }
+                            break 'pull;
                         }
-                        break 'pull;
-                    }
-                    next = messages.next() => break next,
-                    Some(_) = leader_changes.next() => {
-                        // A pull waiting at the old leader is gone with it:
-                        // hand back what arrived and pull from the new one.
-                        tracing::info!(handler = worker.binding.def.name, "consumer leader changed; pulling from the new leader");
-                        while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        next = messages.next() => break next,
+                        Some(_) = leader_changes.next() => {
+                            // A pull waiting at the old leader is gone with it:
+                            // hand back what arrived and pull from the new one.
+                            tracing::info!(handler = worker.binding.def.name, "consumer leader changed; pulling from the new leader");
+                            while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+                                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            }
+                            continue 'pull;
                         }
-                        continue 'pull;
-                    }
-                    _ = resume_point.tick(), if is_event => {
-                        // Where to restart if an operator deletes the durable;
-                        // asked only while messages flow.
-                        let received = worker.counters.received.load(Ordering::Relaxed);
-                        if received != noted_at {
-                            noted_at = received;
-                            if let Ok(info) = consumer.info().await {
-                                worker.resume_from.store(info.ack_floor.stream_sequence + 1, Ordering::Relaxed);
+                        _ = resume_point.tick(), if is_event => {
+                            // Where to restart if an operator deletes the durable;
+                            // asked only while messages flow.
+                            let received = worker.counters.received.load(Ordering::Relaxed);
+                            if received != noted_at {
+                                noted_at = received;
+                                if let Ok(info) = consumer.info().await {
+                                    worker.resume_from.store(info.ack_floor.stream_sequence + 1, Ordering::Relaxed);
+                                }
                             }
                         }
                     }
@@ -168,13 +189,8 @@ pub(crate) async fn run(
                 Some(Ok(msg)) => {
                     pause = FIRST_RETRY_PAUSE;
                     worker.counters.received.fetch_add(1, Ordering::Relaxed);
-                    let lanes = Lanes {
-                        hold,
-                        slots: slots.clone(),
-                        stop: stop.clone(),
-                        abort: abort.clone(),
-                    };
-                    in_flight.spawn(handle(worker.clone(), msg, lanes));
+
+                    in_flight.spawn(handle(worker.clone(), msg, hold, lanes.clone()));
                 }
                 Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
                     // Not fatal: the stream asks again by itself.
@@ -208,11 +224,10 @@ pub(crate) fn held_at_most(concurrency: usize) -> usize {
     concurrency + pull_batch(concurrency) * 2
 }
 
-/// What a delivery task needs from its loop: its place among the held
-/// messages, the call slots, and the shutdown signals.
+/// What every delivery task of one loop shares: the call slots and the
+/// shutdown signals.
 struct Lanes {
-    hold: OwnedSemaphorePermit,
-    slots: Arc<Semaphore>,
+    slots: Semaphore,
     stop: CancellationToken,
     abort: CancellationToken,
 }
@@ -271,162 +286,237 @@ async fn recover(
     }
 }
 
-/// Extends the ack deadline of one delivery.
-struct Deadline(Arc<Acker>);
+/// What a delivery's reply subject says about it.
+#[derive(Debug, PartialEq)]
+struct Delivered {
+    attempt: u32,
+    stream_sequence: u64,
+    published_at: SystemTime,
+}
 
-impl Progress for Deadline {
-    fn progress(&self) -> BoxFuture<'_, Result<(), crate::Error>> {
-        Box::pin(async move {
-            self.0
-                .ack_with(AckKind::Progress)
-                .await
-                .map_err(|source| crate::Error::Nats {
-                    context: "sending progress".to_owned(),
-                    source,
-                })
+impl Delivered {
+    /// Reads a `$JS.ACK.` reply subject, in either form of NATS ADR-15:
+    /// `<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>`,
+    /// or the same preceded by `<domain>.<account hash>` and followed by
+    /// more tokens. Only the three numbers jetwire uses are parsed.
+    fn parse(reply: &str) -> Option<Delivered> {
+        let rest = reply.strip_prefix("$JS.ACK.")?;
+        let mut tokens = [""; 9];
+        let mut n = 0;
+        for token in rest.split('.') {
+            if let Some(slot) = tokens.get_mut(n) {
+                *slot = token;
+            }
+            n += 1;
+        }
+        let delivered_at = match n {
+            7 => 2,
+            n if n >= 9 => 4,
+            _ => return None,
+        };
+        let number = |i: usize| tokens.get(i)?.parse::<u64>().ok();
+        Some(Delivered {
+            attempt: u32::try_from(number(delivered_at)?)
+                .unwrap_or(u32::MAX)
+                .max(1),
+            stream_sequence: number(delivered_at + 1)?,
+            published_at: UNIX_EPOCH + Duration::from_nanos(number(delivered_at + 3)?),
         })
     }
 }
 
-/// One delivery, start to finish. Holds its place until the message is settled.
-async fn handle(worker: Arc<Worker>, msg: jetstream::Message, lanes: Lanes) {
+/// The context of one delivery, and its payload; `None` (and logged) for a
+/// message without JetStream metadata, which is left to `ack_wait`.
+fn delivery(worker: &Worker, msg: jetstream::Message) -> Option<(Context, bytes::Bytes)> {
     let def = worker.binding.def;
-    let (sequence, attempt, published_at) = match msg.info() {
-        Ok(i) => (
-            i.stream_sequence,
-            i.delivered.max(1) as u32,
-            SystemTime::from(i.published),
-        ),
-        Err(e) => {
-            tracing::error!(handler = def.name, error = %e, "delivery without JetStream metadata; leaving it to ack_wait");
-            return;
-        }
+    let Some(info) = msg.reply.as_deref().and_then(Delivered::parse) else {
+        tracing::error!(handler = def.name, reply = ?msg.reply, "delivery without a JetStream reply subject; leaving it to ack_wait");
+        return None;
     };
     let (message, acker) = msg.split();
-    let acker = Arc::new(acker);
-    let headers = message.headers.unwrap_or_default();
-    let full_subject = message.subject.as_str();
-    let subject = subject::strip_prefix(worker.prefix.as_deref(), full_subject)
-        .unwrap_or(full_subject)
-        .to_owned();
-    let stream = worker.stream.clone();
-    let message_id = headers
-        .get(publish::MSG_ID)
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_else(|| format!("{stream}:{sequence}"));
-    let span = tracing::info_span!(
-        "jetwire.handle",
-        handler = def.name,
-        subject = %subject,
-        stream = %stream,
-        sequence,
-        attempt,
-        message_id = %message_id,
-    );
+    let full = message.subject.as_str();
+    let subject_start = full.len()
+        - subject::strip_prefix(worker.prefix.as_deref(), full)
+            .unwrap_or(full)
+            .len();
     let meta = Meta {
         handler: def.name,
         durable: worker.durable.clone(),
-        subject,
-        headers,
-        message_id,
-        attempt,
+        full_subject: message.subject,
+        subject_start,
+        headers: message.headers.unwrap_or_default(),
+        message_id: OnceLock::new(),
+        attempt: info.attempt,
         max_deliver: def.max_deliver(),
-        stream,
-        stream_sequence: sequence,
-        published_at,
+        stream: worker.stream.clone(),
+        stream_sequence: info.stream_sequence,
+        published_at: info.published_at,
     };
-    settle(worker, acker, message.payload, meta, lanes)
+    let ctx = Context::new(
+        meta,
+        worker.states.clone(),
+        worker.shared_outlet.clone(),
+        Some(acker),
+    );
+    Some((ctx, message.payload))
+}
+
+/// One delivery, start to finish. Holds its place until the message is
+/// settled.
+///
+/// The common case, a free slot and a call that finishes at its first
+/// poll and succeeds, runs inline with no timer; waiting for a slot, a
+/// call that waits, and a failure each run boxed, so the task every
+/// delivery spawns stays small.
+async fn handle(
+    worker: Arc<Worker>,
+    msg: jetstream::Message,
+    hold: OwnedSemaphorePermit,
+    lanes: Arc<Lanes>,
+) {
+    let Some((ctx, payload)) = delivery(&worker, msg) else {
+        return;
+    };
+    let meta = ctx.meta();
+    let span = tracing::info_span!(
+        "jetwire.handle",
+        handler = meta.handler,
+        subject = meta.subject(),
+        stream = &*meta.stream,
+        sequence = meta.stream_sequence,
+        attempt = meta.attempt,
+        message_id = meta.message_id(),
+    );
+    settle(worker, ctx, payload, hold, lanes)
         .instrument(span)
         .await
 }
 
 async fn settle(
     worker: Arc<Worker>,
-    acker: Arc<Acker>,
+    ctx: Context,
     payload: bytes::Bytes,
-    meta: Meta,
-    lanes: Lanes,
+    _hold: OwnedSemaphorePermit,
+    lanes: Arc<Lanes>,
+) {
+    let def = worker.binding.def;
+    let Some(acker) = ctx.acker() else { return };
+    // Keep the delivery alive while it waits for a slot and while the call
+    // runs: progress every half ack_wait, counted from delivery.
+    let beat = (def.ack_wait() / 2).max(Duration::from_millis(50));
+    let delivered = tokio::time::Instant::now();
+    let (_slot, next_beat) = match lanes.slots.try_acquire() {
+        Ok(slot) => (slot, delivered + beat),
+        Err(_) => match Box::pin(wait_for_slot(acker, &lanes, delivered + beat, beat)).await {
+            Some(waited) => waited,
+            None => return,
+        },
+    };
+    let mut call = Call::start(def, payload.clone(), ctx.clone());
+    let called = match call.now() {
+        Some(called) => called,
+        None => {
+            let finished = finish_alive(call, acker, &lanes.abort, next_beat, beat);
+            match Box::pin(finished).await {
+                Some(called) => called,
+                None => {
+                    worker.counters.interrupted.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    };
+    let action = classify(&called.outcome, ctx.attempt(), &def.policy());
+    if action == Action::Ack {
+        worker.counters.acked.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("acked");
+        if let Err(e) = acker.ack().await {
+            tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
+        }
+    } else {
+        Box::pin(settle_failure(
+            &worker, &ctx, acker, payload, action, called,
+        ))
+        .await;
+    }
+}
+
+/// Waits for a call slot, sending progress from `first_beat` on. The slot
+/// and when the next progress is due; `None` if shutdown came first (the
+/// message is handed back, never started).
+async fn wait_for_slot<'a>(
+    acker: &Acker,
+    lanes: &'a Lanes,
+    first_beat: tokio::time::Instant,
+    beat: Duration,
+) -> Option<(SemaphorePermit<'a>, tokio::time::Instant)> {
+    let mut due = first_beat;
+    let slot = lanes.slots.acquire();
+    tokio::pin!(slot);
+    loop {
+        tokio::select! {
+            biased;
+            _ = lanes.stop.cancelled() => {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return None;
+            }
+            slot = &mut slot => return slot.ok().map(|s| (s, due)),
+            _ = tokio::time::sleep_until(due) => {
+                send_progress(acker).await;
+                due = tokio::time::Instant::now() + beat;
+            }
+        }
+    }
+}
+
+/// Runs a call that did not finish at its first poll, sending progress
+/// from `first_beat` on. `None` if it was interrupted by the shutdown
+/// timeout (the message is handed back).
+async fn finish_alive(
+    call: Call,
+    acker: &Acker,
+    abort: &CancellationToken,
+    first_beat: tokio::time::Instant,
+    beat: Duration,
+) -> Option<Called> {
+    let mut ticker = tokio::time::interval_at(first_beat, beat);
+    let call = call.finish();
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            called = &mut call => return Some(called),
+            _ = ticker.tick() => send_progress(acker).await,
+            _ = abort.cancelled() => {
+                tracing::warn!("shutdown timeout: call interrupted, message handed back");
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Carries out a nak or a dead letter.
+async fn settle_failure(
+    worker: &Worker,
+    ctx: &Context,
+    acker: &Acker,
+    payload: bytes::Bytes,
+    action: Action,
+    called: Called,
 ) {
     let def = worker.binding.def;
     let counters = &worker.counters;
-    let progress: Arc<dyn Progress> = Arc::new(Deadline(acker.clone()));
-    let attempt = meta.attempt;
-    let ctx = Context::new(
-        meta,
-        worker.states.clone(),
-        worker.shared_outlet.clone(),
-        Some(progress),
-    );
-
-    // Keep the delivery alive, from now on, while it waits for a slot and
-    // while the call runs: progress every half ack_wait.
-    // Keep the delivery alive while it waits for a slot and while the call
-    // runs: progress every half ack_wait. The timer is made only when it
-    // may be needed: a free slot and a call done at its first poll need none.
-    let beat = (def.ack_wait() / 2).max(Duration::from_millis(50));
-    let started = tokio::time::Instant::now();
-    let mut ticker: Option<tokio::time::Interval> = None;
-    let mut progress_ticker = || tokio::time::interval_at(started + beat, beat);
-    let _slot = match lanes.slots.clone().try_acquire_owned() {
-        Ok(slot) => slot,
-        Err(_) => {
-            let t = ticker.insert(progress_ticker());
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = lanes.stop.cancelled() => {
-                        // Never started: hand it back for a live replica.
-                        let _ = acker.ack_with(AckKind::Nak(None)).await;
-                        return;
-                    }
-                    slot = lanes.slots.clone().acquire_owned() => match slot {
-                        Ok(s) => break s,
-                        Err(_) => return,
-                    },
-                    _ = t.tick() => send_progress(&acker).await,
-                }
-            }
-        }
-    };
-    let _hold = lanes.hold;
-    let call = invoke(def, payload.clone(), ctx.clone());
-    tokio::pin!(call);
-    let called = match (&mut call).now_or_never() {
-        Some(called) => called,
-        None => {
-            let t = ticker.get_or_insert_with(&mut progress_ticker);
-            loop {
-                tokio::select! {
-                    called = &mut call => break called,
-                    _ = t.tick() => send_progress(&acker).await,
-                    _ = lanes.abort.cancelled() => {
-                        counters.interrupted.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(handler = def.name, "shutdown timeout: call interrupted, message handed back");
-                        let _ = acker.ack_with(AckKind::Nak(None)).await;
-                        return;
-                    }
-                }
-            }
-        }
-    };
-
-    let action = classify(&called.outcome, attempt, &def.policy());
     let error = called.error.as_deref().unwrap_or_default();
     let handler = def.name;
     let meta = ctx.meta();
-    let (subject, stream, sequence) = (&meta.subject, &meta.stream, meta.stream_sequence);
+    let (subject, stream, sequence) = (meta.subject(), &meta.stream, meta.stream_sequence);
+    let attempt = meta.attempt;
     match action {
-        Action::Ack => {
-            counters.acked.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("acked");
-            if let Err(e) = acker.ack().await {
-                tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
-            }
-        }
+        Action::Ack => {}
         Action::Nak { delay } => {
             counters.retried.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, ?delay, error, "failed; will retry");
-            nak(&acker, delay).await;
+            nak(acker, delay).await;
         }
         Action::DeadLetter(reason) => {
             let letter = dlq::letter(dlq::Failed {
@@ -454,7 +544,7 @@ async fn settle(
                     // Not stored: keep the original. On the last attempt the
                     // server's max-deliveries advisory moves it later.
                     tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
-                    nak(&acker, def.policy().delay(attempt)).await;
+                    nak(acker, def.policy().delay(attempt)).await;
                 }
             }
         }
@@ -475,5 +565,49 @@ async fn nak(acker: &Acker, delay: Duration) {
     };
     if let Err(e) = acker.ack_with(kind).await {
         tracing::warn!(error = %e, "could not send nak; the message is redelivered after ack_wait");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_subjects_in_both_forms() {
+        let at = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
+        assert_eq!(
+            Delivered::parse("$JS.ACK.ORDERS.app-on_order.3.42.40.1700000000123456789.7"),
+            Some(Delivered {
+                attempt: 3,
+                stream_sequence: 42,
+                published_at: at(1_700_000_000_123_456_789),
+            })
+        );
+        assert_eq!(
+            Delivered::parse(
+                "$JS.ACK.hub.ACCHASH.ORDERS.app-on_order.1.9.9.1700000000000000000.0.xyz"
+            ),
+            Some(Delivered {
+                attempt: 1,
+                stream_sequence: 9,
+                published_at: at(1_700_000_000_000_000_000),
+            })
+        );
+        // Without the trailing token, and with more than one.
+        assert!(Delivered::parse("$JS.ACK.hub.H.S.C.1.2.2.5.0").is_some());
+        assert!(Delivered::parse("$JS.ACK.hub.H.S.C.1.2.2.5.0.t.u").is_some());
+    }
+
+    #[test]
+    fn other_subjects_are_refused() {
+        for reply in [
+            "_INBOX.abc",
+            "$JS.ACK.S.C.1.2.2",
+            "$JS.ACK.S.C.x.2.2.5.0",
+            "$JS.ACK.S.C.1.2.2.5.0.extra",
+            "$JS.ACK.S.C.1.-2.2.5.0",
+        ] {
+            assert_eq!(Delivered::parse(reply), None, "{reply}");
+        }
     }
 }

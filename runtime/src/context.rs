@@ -4,12 +4,13 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use async_nats::HeaderMap;
-use futures_util::future::BoxFuture;
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::message::Acker;
+use async_nats::{HeaderMap, Subject};
 use serde::Serialize;
 
 use crate::error::PublishError;
@@ -38,23 +39,41 @@ impl States {
     }
 }
 
-/// Extends a delivery's ack deadline (`+WPI`).
-pub(crate) trait Progress: Send + Sync + 'static {
-    fn progress(&self) -> BoxFuture<'_, Result<(), crate::Error>>;
-}
-
 /// Everything about one delivery.
 pub(crate) struct Meta {
     pub(crate) handler: &'static str,
     pub(crate) durable: Arc<str>,
-    pub(crate) subject: String,
+    /// The subject as stored, with the prefix, and where the part without
+    /// it starts: a delivery's subject is never copied.
+    pub(crate) full_subject: Subject,
+    pub(crate) subject_start: usize,
     pub(crate) headers: HeaderMap,
-    pub(crate) message_id: String,
+    /// Made on first use: see [`Meta::message_id`].
+    pub(crate) message_id: OnceLock<String>,
     pub(crate) attempt: u32,
     pub(crate) max_deliver: u32,
     pub(crate) stream: Arc<str>,
     pub(crate) stream_sequence: u64,
     pub(crate) published_at: SystemTime,
+}
+
+impl Meta {
+    /// The subject without the subject prefix.
+    pub(crate) fn subject(&self) -> &str {
+        self.full_subject
+            .get(self.subject_start..)
+            .unwrap_or_default()
+    }
+
+    /// The message's `Nats-Msg-Id`, or `<stream>:<sequence>` when it has
+    /// none: the same on every redelivery.
+    pub(crate) fn message_id(&self) -> &str {
+        self.message_id
+            .get_or_init(|| match self.headers.get(publish::MSG_ID) {
+                Some(id) => id.as_str().to_owned(),
+                None => format!("{}:{}", self.stream, self.stream_sequence),
+            })
+    }
 }
 
 /// The message being handled, and a way to publish follow-ups that carry
@@ -84,7 +103,8 @@ struct Inner {
     published: AtomicU32,
     states: Arc<States>,
     outlet: Arc<dyn Outlet>,
-    progress: Option<Arc<dyn Progress>>,
+    /// How a live delivery is acked; `TestApp`'s have none.
+    acker: Option<Acker>,
 }
 
 impl Context {
@@ -92,7 +112,7 @@ impl Context {
         meta: Meta,
         states: Arc<States>,
         outlet: Arc<dyn Outlet>,
-        progress: Option<Arc<dyn Progress>>,
+        acker: Option<Acker>,
     ) -> Context {
         Context {
             inner: Arc::new(Inner {
@@ -100,14 +120,14 @@ impl Context {
                 published: AtomicU32::new(0),
                 states,
                 outlet,
-                progress,
+                acker,
             }),
         }
     }
 
     /// The subject the message was published to, without the subject prefix.
     pub fn subject(&self) -> &str {
-        &self.inner.meta.subject
+        self.inner.meta.subject()
     }
 
     /// The message's headers as they came.
@@ -119,7 +139,7 @@ impl Context {
     /// `Nats-Msg-Id` if it has one, else `<stream>:<sequence>`. The same on
     /// every redelivery.
     pub fn message_id(&self) -> &str {
-        &self.inner.meta.message_id
+        self.inner.meta.message_id()
     }
 
     /// Which delivery this is, from 1.
@@ -157,6 +177,11 @@ impl Context {
         &self.inner.meta
     }
 
+    /// How the delivery is acked; `None` in `TestApp`.
+    pub(crate) fn acker(&self) -> Option<&Acker> {
+        self.inner.acker.as_ref()
+    }
+
     pub(crate) fn state<T: Clone + 'static>(&self) -> Option<T> {
         self.inner.states.get::<T>()
     }
@@ -184,11 +209,11 @@ impl Context {
         options: PublishOptions,
     ) -> Result<(), PublishError> {
         let meta = &self.inner.meta;
-        let inherited = Inherited::from_inbound(&meta.headers, &meta.message_id);
+        let inherited = Inherited::from_inbound(&meta.headers, meta.message_id());
         let msg = publish::build(subject, payload, options, &inherited, || {
             let n = self.inner.published.fetch_add(1, Ordering::Relaxed);
             let meta = &self.inner.meta;
-            format!("{}:{}:{n}", meta.message_id, meta.durable)
+            format!("{}:{}:{n}", meta.message_id(), meta.durable)
         })?;
         self.inner.outlet.send(msg).await
     }
@@ -197,8 +222,16 @@ impl Context {
     /// deadline back by `ack_wait`. jetwire does this on its own while a
     /// call runs past half of `ack_wait`; call it by hand between long steps.
     pub async fn progress(&self) -> Result<(), crate::Error> {
-        match &self.inner.progress {
-            Some(p) => p.progress().await,
+        match &self.inner.acker {
+            Some(acker) => {
+                acker
+                    .ack_with(AckKind::Progress)
+                    .await
+                    .map_err(|source| crate::Error::Nats {
+                        context: "sending progress".to_owned(),
+                        source,
+                    })
+            }
             None => Ok(()),
         }
     }
@@ -209,8 +242,8 @@ impl fmt::Debug for Context {
         let m = &self.inner.meta;
         f.debug_struct("Context")
             .field("handler", &m.handler)
-            .field("subject", &m.subject)
-            .field("message_id", &m.message_id)
+            .field("subject", &m.subject())
+            .field("message_id", &m.message_id())
             .field("attempt", &m.attempt)
             .field("max_deliver", &m.max_deliver)
             .field("stream", &m.stream)

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
+use tokio::time::Instant;
 
 use crate::classify::Outcome;
 use crate::context::Context;
 use crate::error::ErrorKind;
-use crate::extract::{Delivery, Failure};
+use crate::extract::{CallFuture, Delivery, Failure};
 use crate::registry::HandlerDef;
 
 /// What one call did, and the error message for logs and dead letters.
@@ -23,15 +25,44 @@ pub(crate) struct Called {
 
 /// Runs `def`'s handler on one delivery.
 pub(crate) async fn invoke(def: &HandlerDef, payload: Bytes, ctx: Context) -> Called {
-    let call = (def.call)(Delivery { payload, ctx });
-    let guarded = AssertUnwindSafe(call).catch_unwind();
-    let result = match def.options.timeout {
-        Some(limit) => match tokio::time::timeout(limit, guarded).await {
-            Ok(r) => r,
-            Err(_) => return timed_out(limit),
-        },
-        None => guarded.await,
-    };
+    Call::start(def, payload, ctx).finish().await
+}
+
+/// A started handler call. It can be polled once in place ([`Call::now`]),
+/// so a call that finishes at once needs no timer, and finished later
+/// ([`Call::finish`]); it moves freely between the two.
+pub(crate) struct Call {
+    future: CatchUnwind<AssertUnwindSafe<CallFuture>>,
+    /// When the call times out, and its `timeout`.
+    deadline: Option<(Instant, Duration)>,
+}
+
+impl Call {
+    pub(crate) fn start(def: &HandlerDef, payload: Bytes, ctx: Context) -> Call {
+        Call {
+            future: AssertUnwindSafe((def.call)(Delivery { payload, ctx })).catch_unwind(),
+            deadline: def.options.timeout.map(|t| (Instant::now() + t, t)),
+        }
+    }
+
+    /// Polls the call once: what it did, if it finished without waiting.
+    pub(crate) fn now(&mut self) -> Option<Called> {
+        (&mut self.future).now_or_never().map(called)
+    }
+
+    /// Runs the call to its end or its timeout.
+    pub(crate) async fn finish(self) -> Called {
+        match self.deadline {
+            Some((at, limit)) => match tokio::time::timeout_at(at, self.future).await {
+                Ok(r) => called(r),
+                Err(_) => timed_out(limit),
+            },
+            None => called(self.future.await),
+        }
+    }
+}
+
+fn called(result: std::thread::Result<Result<(), Failure>>) -> Called {
     match result {
         Ok(Ok(())) => Called {
             outcome: Outcome::Ok,

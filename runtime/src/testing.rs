@@ -28,7 +28,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
@@ -243,11 +243,6 @@ impl TestApp {
         let stream: Arc<str> = topology::stream_name(None, def).into();
         let durable: Arc<str> = topology::durable_name(None, &self.app, def).into();
         let sequence = self.log.next_sequence(&stream);
-        let message_id = msg
-            .headers
-            .get(publish::MSG_ID)
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_else(|| format!("{stream}:{sequence}"));
         let policy = def.policy();
         let states = Arc::new(self.states.clone());
         let outlet: Arc<dyn Outlet> = Arc::new(TestOutlet(self.log.clone()));
@@ -263,9 +258,10 @@ impl TestApp {
             let meta = Meta {
                 handler: def.name,
                 durable: durable.clone(),
-                subject: msg.subject.clone(),
+                full_subject: msg.subject.as_str().into(),
+                subject_start: 0,
                 headers: msg.headers.clone(),
-                message_id: message_id.clone(),
+                message_id: OnceLock::new(),
                 attempt,
                 max_deliver: policy.max_deliver,
                 stream: stream.clone(),
