@@ -89,7 +89,7 @@ fn runs() -> usize {
     std::env::var("RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(5)
         .max(1)
 }
 
@@ -645,12 +645,18 @@ fn line(name: &str, raw: f64, jw: f64, unit: &str) {
 fn interleave<T>(raw: impl Fn() -> T, jw: impl Fn() -> T) -> (Vec<T>, Vec<T>) {
     let side = std::env::var("SIDE").unwrap_or_default();
     let (mut r, mut j) = (Vec::new(), Vec::new());
-    for _ in 0..runs() {
-        if side != "jetwire" {
+    for i in 0..runs() {
+        // Each side goes first in every other round: whatever the server
+        // carries from one run to the next falls on both sides alike.
+        let raw_first = i % 2 == 0;
+        if raw_first && side != "jetwire" {
             r.push(raw());
         }
         if side != "raw" {
             j.push(jw());
+        }
+        if !raw_first && side != "jetwire" {
+            r.push(raw());
         }
     }
     (r, j)

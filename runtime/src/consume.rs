@@ -1,9 +1,9 @@
-//! The pull loop of one handler: pull as many messages as there are free
-//! call slots, run each call (with automatic progress), then carry out what
-//! [`classify`] decides: ack, nak with delay, or dead-letter then term.
+//! The pull loop of one handler: pull ahead in batches, run each call
+//! (with automatic progress), then carry out what [`classify`] decides:
+//! ack, nak with delay, or dead-letter then term.
 //!
-//! Memory is bounded by `concurrency`: a pull never asks for more messages
-//! than there are free slots, so no backlog is buffered in the process.
+//! Memory is bounded by `concurrency`: a process holds at most
+//! [`held_at_most`] messages of a handler, however long the backlog.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -14,12 +14,12 @@ use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind};
 use futures_util::{FutureExt, StreamExt};
 use jetwire_grammar::subject;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::classify::{Action, classify};
+use crate::classify::{Action, Outcome, classify};
 use crate::context::{Context, Meta, States};
 use crate::dlq;
 use crate::invoke::{Call, Called};
@@ -78,12 +78,15 @@ pub(crate) struct Worker {
 /// running when `abort` fires are interrupted and their messages nak'ed.
 ///
 /// Messages come from one pipelined pull stream (a persistent inbox; the
-/// next pull is asked for while the last is being worked). Each message
-/// becomes a task at once; the task waits for one of `concurrency` call
-/// slots, sending progress from the moment of delivery, so a message that
-/// waits is never redelivered for waiting. At most `concurrency + batch`
-/// messages are in tasks, and the stream holds at most about one more batch
-/// pulled ahead: [`held_at_most`] in all.
+/// next pull is asked for while the last is being worked). When a call slot
+/// is free the loop starts the call itself, and a call that succeeds at its
+/// first poll is acked there, without a task ([`Inline`]). Any other
+/// delivery becomes a task at once, which waits for a slot (sending
+/// progress from the moment of delivery, so a message that waits is never
+/// redelivered for waiting), finishes the call and settles it. At most
+/// `concurrency + batch` messages are in the loop or in tasks, and the
+/// stream holds at most about one more batch pulled ahead:
+/// [`held_at_most`] in all.
 pub(crate) async fn run(
     worker: Arc<Worker>,
     mut consumer: jetstream::consumer::PullConsumer,
@@ -94,7 +97,7 @@ pub(crate) async fn run(
     let batch = pull_batch(concurrency);
     let held = Arc::new(Semaphore::new(concurrency + batch));
     let lanes = Arc::new(Lanes {
-        slots: Semaphore::new(concurrency),
+        slots: Arc::new(Semaphore::new(concurrency)),
         stop: stop.clone(),
         abort,
     });
@@ -105,6 +108,7 @@ pub(crate) async fn run(
     let mut noted_at = u64::MAX;
     let mut leader_changes = leader_elections(&worker).await;
     let mut fast_run = FAST_RUN;
+    let mut inline = Inline::default();
 
     'pull: loop {
         let stream = consumer
@@ -189,8 +193,33 @@ pub(crate) async fn run(
                 Some(Ok(msg)) => {
                     pause = FIRST_RETRY_PAUSE;
                     worker.counters.received.fetch_add(1, Ordering::Relaxed);
-
-                    in_flight.spawn(handle(worker.clone(), msg, hold, lanes.clone()));
+                    let Some((ctx, payload)) = delivery(&worker, msg) else {
+                        continue;
+                    };
+                    let span = span_for(&ctx);
+                    let mut stage = Stage::New;
+                    if inline.allowed()
+                        && let Ok(slot) = lanes.slots.clone().try_acquire_owned()
+                    {
+                        let started = std::time::Instant::now();
+                        let mut call = span.in_scope(|| {
+                            Call::start(worker.binding.def, payload.clone(), ctx.clone())
+                        });
+                        let called = span.in_scope(|| call.now());
+                        inline.took(started.elapsed());
+                        stage = match called {
+                            Some(called) if called.outcome == Outcome::Ok => {
+                                // The common case, finished here without a task.
+                                ack(&worker, &ctx).instrument(span).await;
+                                drop((slot, hold));
+                                continue;
+                            }
+                            Some(called) => Stage::Finished(slot, called),
+                            None => Stage::Running(slot, call),
+                        };
+                    }
+                    let delivery = settle(worker.clone(), ctx, payload, hold, lanes.clone(), stage);
+                    in_flight.spawn(delivery.instrument(span));
                 }
                 Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
                     // Not fatal: the stream asks again by itself.
@@ -227,7 +256,7 @@ pub(crate) fn held_at_most(concurrency: usize) -> usize {
 /// What every delivery task of one loop shares: the call slots and the
 /// shutdown signals.
 struct Lanes {
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     stop: CancellationToken,
     abort: CancellationToken,
 }
@@ -300,10 +329,10 @@ impl Delivered {
     /// or the same preceded by `<domain>.<account hash>` and followed by
     /// more tokens. Only the three numbers jetwire uses are parsed.
     fn parse(reply: &str) -> Option<Delivered> {
-        let rest = reply.strip_prefix("$JS.ACK.")?;
-        let mut tokens = [""; 9];
+        let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
+        let mut tokens: [&[u8]; 9] = [&[]; 9];
         let mut n = 0;
-        for token in rest.split('.') {
+        for token in rest.split(|b| *b == b'.') {
             if let Some(slot) = tokens.get_mut(n) {
                 *slot = token;
             }
@@ -314,7 +343,7 @@ impl Delivered {
             n if n >= 9 => 4,
             _ => return None,
         };
-        let number = |i: usize| tokens.get(i)?.parse::<u64>().ok();
+        let number = |i: usize| decimal(tokens.get(i)?);
         Some(Delivered {
             attempt: u32::try_from(number(delivered_at)?)
                 .unwrap_or(u32::MAX)
@@ -323,6 +352,20 @@ impl Delivered {
             published_at: UNIX_EPOCH + Duration::from_nanos(number(delivered_at + 3)?),
         })
     }
+}
+
+/// An unsigned decimal of ASCII digits only.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// The context of one delivery, and its payload; `None` (and logged) for a
@@ -361,24 +404,11 @@ fn delivery(worker: &Worker, msg: jetstream::Message) -> Option<(Context, bytes:
     Some((ctx, message.payload))
 }
 
-/// One delivery, start to finish. Holds its place until the message is
-/// settled.
-///
-/// The common case, a free slot and a call that finishes at its first
-/// poll and succeeds, runs inline with no timer; waiting for a slot, a
-/// call that waits, and a failure each run boxed, so the task every
-/// delivery spawns stays small.
-async fn handle(
-    worker: Arc<Worker>,
-    msg: jetstream::Message,
-    hold: OwnedSemaphorePermit,
-    lanes: Arc<Lanes>,
-) {
-    let Some((ctx, payload)) = delivery(&worker, msg) else {
-        return;
-    };
+/// The span every delivery runs in; its fields are computed only when a
+/// subscriber wants it.
+fn span_for(ctx: &Context) -> tracing::Span {
     let meta = ctx.meta();
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "jetwire.handle",
         handler = meta.handler,
         subject = meta.subject(),
@@ -386,53 +416,117 @@ async fn handle(
         sequence = meta.stream_sequence,
         attempt = meta.attempt,
         message_id = meta.message_id(),
-    );
-    settle(worker, ctx, payload, hold, lanes)
-        .instrument(span)
-        .await
+    )
 }
 
+/// How far a delivery got in the loop before it went to a task of its own.
+enum Stage {
+    /// Not started: it waits for a slot first.
+    New,
+    /// Holding a slot, its call waiting on something.
+    Running(OwnedSemaphorePermit, Call),
+    /// Holding a slot, its call done with an outcome that is not `Ok`.
+    Finished(OwnedSemaphorePermit, Called),
+}
+
+/// Whether the loop runs calls itself before giving them a task.
+///
+/// A call that finishes at its first poll costs least run in the loop: no
+/// task. But a handler that computes long before its first `.await` would
+/// then run one call at a time on a multi-threaded runtime; so a first poll
+/// longer than [`INLINE_MAX`] sends the next [`INLINE_PAUSE`] deliveries
+/// straight to tasks, which run in parallel, before the loop tries again.
+#[derive(Default)]
+struct Inline {
+    skip: u32,
+}
+
+/// The longest first poll the loop keeps running calls itself after.
+const INLINE_MAX: Duration = Duration::from_micros(50);
+/// Deliveries sent to tasks after a longer first poll.
+const INLINE_PAUSE: u32 = 1024;
+
+impl Inline {
+    fn allowed(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    fn took(&mut self, first_poll: Duration) {
+        if first_poll > INLINE_MAX {
+            self.skip = INLINE_PAUSE;
+        }
+    }
+}
+
+/// Acks a delivery whose call succeeded.
+async fn ack(worker: &Worker, ctx: &Context) {
+    worker.counters.acked.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("acked");
+    if let Some(acker) = ctx.acker()
+        && let Err(e) = acker.ack().await
+    {
+        tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
+    }
+}
+
+/// A delivery in a task of its own, from wherever the loop left it to
+/// settled: waits for a slot, runs the call, then acks, naks or
+/// dead-letters. Holds its place among the held messages until then.
+///
+/// The common case, a free slot and a call that finishes at its first
+/// poll and succeeds, never gets here; waiting for a slot, a call that
+/// waits, and a failure each run boxed, so the task stays small.
 async fn settle(
     worker: Arc<Worker>,
     ctx: Context,
     payload: bytes::Bytes,
     _hold: OwnedSemaphorePermit,
     lanes: Arc<Lanes>,
+    stage: Stage,
 ) {
     let def = worker.binding.def;
     let Some(acker) = ctx.acker() else { return };
     // Keep the delivery alive while it waits for a slot and while the call
-    // runs: progress every half ack_wait, counted from delivery.
+    // runs: progress every half ack_wait, counted from here.
     let beat = (def.ack_wait() / 2).max(Duration::from_millis(50));
-    let delivered = tokio::time::Instant::now();
-    let (_slot, next_beat) = match lanes.slots.try_acquire() {
-        Ok(slot) => (slot, delivered + beat),
-        Err(_) => match Box::pin(wait_for_slot(acker, &lanes, delivered + beat, beat)).await {
-            Some(waited) => waited,
-            None => return,
-        },
-    };
-    let mut call = Call::start(def, payload.clone(), ctx.clone());
-    let called = match call.now() {
-        Some(called) => called,
-        None => {
-            let finished = finish_alive(call, acker, &lanes.abort, next_beat, beat);
+    let first_beat = tokio::time::Instant::now() + beat;
+    let (_slot, called) = match stage {
+        Stage::Finished(slot, called) => (slot, called),
+        Stage::Running(slot, call) => {
+            let finished = finish_alive(call, acker, &lanes.abort, first_beat, beat);
             match Box::pin(finished).await {
-                Some(called) => called,
+                Some(called) => (slot, called),
+                None => return interrupted(&worker),
+            }
+        }
+        Stage::New => {
+            let (slot, next_beat) = match lanes.slots.clone().try_acquire_owned() {
+                Ok(slot) => (slot, first_beat),
+                Err(_) => match Box::pin(wait_for_slot(acker, &lanes, first_beat, beat)).await {
+                    Some(waited) => waited,
+                    None => return,
+                },
+            };
+            let mut call = Call::start(def, payload.clone(), ctx.clone());
+            match call.now() {
+                Some(called) => (slot, called),
                 None => {
-                    worker.counters.interrupted.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    let finished = finish_alive(call, acker, &lanes.abort, next_beat, beat);
+                    match Box::pin(finished).await {
+                        Some(called) => (slot, called),
+                        None => return interrupted(&worker),
+                    }
                 }
             }
         }
     };
     let action = classify(&called.outcome, ctx.attempt(), &def.policy());
     if action == Action::Ack {
-        worker.counters.acked.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!("acked");
-        if let Err(e) = acker.ack().await {
-            tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
-        }
+        ack(&worker, &ctx).await;
     } else {
         Box::pin(settle_failure(
             &worker, &ctx, acker, payload, action, called,
@@ -441,17 +535,21 @@ async fn settle(
     }
 }
 
+fn interrupted(worker: &Worker) {
+    worker.counters.interrupted.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Waits for a call slot, sending progress from `first_beat` on. The slot
 /// and when the next progress is due; `None` if shutdown came first (the
 /// message is handed back, never started).
-async fn wait_for_slot<'a>(
+async fn wait_for_slot(
     acker: &Acker,
-    lanes: &'a Lanes,
+    lanes: &Lanes,
     first_beat: tokio::time::Instant,
     beat: Duration,
-) -> Option<(SemaphorePermit<'a>, tokio::time::Instant)> {
+) -> Option<(OwnedSemaphorePermit, tokio::time::Instant)> {
     let mut due = first_beat;
-    let slot = lanes.slots.acquire();
+    let slot = lanes.slots.clone().acquire_owned();
     tokio::pin!(slot);
     loop {
         tokio::select! {
@@ -599,6 +697,18 @@ mod tests {
     }
 
     #[test]
+    fn a_long_first_poll_sends_the_next_deliveries_to_tasks() {
+        let mut inline = Inline::default();
+        assert!(inline.allowed());
+        inline.took(INLINE_MAX);
+        assert!(inline.allowed(), "a first poll of INLINE_MAX is still short");
+        inline.took(INLINE_MAX * 2);
+        let to_tasks = (0..INLINE_PAUSE + 1).filter(|_| !inline.allowed()).count();
+        assert_eq!(to_tasks, INLINE_PAUSE as usize);
+        assert!(inline.allowed(), "then the loop tries again");
+    }
+
+    #[test]
     fn other_subjects_are_refused() {
         for reply in [
             "_INBOX.abc",
@@ -606,6 +716,9 @@ mod tests {
             "$JS.ACK.S.C.x.2.2.5.0",
             "$JS.ACK.S.C.1.2.2.5.0.extra",
             "$JS.ACK.S.C.1.-2.2.5.0",
+            "$JS.ACK.S.C.1.+2.2.5.0",
+            "$JS.ACK.S.C.1..2.5.0",
+            "$JS.ACK.S.C.1.2.2.99999999999999999999.0",
         ] {
             assert_eq!(Delivered::parse(reply), None, "{reply}");
         }

@@ -2,6 +2,7 @@
 //! the dead letters read back from the DLQ stream.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +77,20 @@ async fn slow(id: u64, seen: State<Seen>, ctx: Context) {
 async fn queued(id: u64, seen: State<Seen>, ctx: Context) {
     seen.record(id, ctx.attempt());
     tokio::time::sleep(Duration::from_millis(900)).await;
+}
+
+/// Calls in flight now, and the most seen at once.
+#[derive(Clone, Default)]
+struct InFlight(Arc<(AtomicUsize, AtomicUsize)>);
+
+/// Blocks its thread before its first `.await`, as CPU-bound work does.
+#[queue("queue.blocking", concurrency = 4)]
+async fn blocking(_id: u64, in_flight: State<InFlight>) {
+    let (now, most) = &*in_flight.0.0;
+    let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+    most.fetch_max(running, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(100));
+    now.fetch_sub(1, Ordering::SeqCst);
 }
 
 #[queue("queue.raw")]
@@ -345,5 +360,35 @@ async fn messages_waiting_for_a_slot_are_kept_alive() {
         );
     }
     assert_eq!(app.stats()[0].received, 8);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+/// The loop runs a call itself when it finishes at its first poll; one
+/// that blocks there must not make the handler's calls run one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_that_block_before_awaiting_still_run_in_parallel() {
+    let prefix = unique_prefix("blocking");
+    let in_flight = InFlight::default();
+    let app = App::new(config(shared_server(), &prefix, "outcomes"))
+        .only(&["blocking"])
+        .state(in_flight.clone())
+        .start()
+        .await
+        .expect("app starts");
+    for id in 0..12u64 {
+        app.publisher()
+            .publish("queue.blocking", &id)
+            .await
+            .expect("published");
+    }
+    eventually(Duration::from_secs(20), "all 12 acked", || async {
+        (app.stats()[0].acked == 12).then_some(())
+    })
+    .await;
+    let most = in_flight.0.1.load(Ordering::SeqCst);
+    assert!(
+        most >= 2,
+        "at most {most} call ran at a time with concurrency = 4"
+    );
     app.shutdown().await.expect("clean shutdown");
 }
