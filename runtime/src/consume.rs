@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::message::Acker;
@@ -25,6 +25,7 @@ use crate::dlq;
 use crate::invoke::{Call, Called};
 use crate::publish::{JetStreamOutlet, Outlet};
 use crate::registry::Kind;
+use crate::reply::{self, Delivered};
 use crate::topology::{self, Binding};
 
 /// The fewest and most messages one pull asks for.
@@ -315,67 +316,17 @@ async fn recover(
     }
 }
 
-/// What a delivery's reply subject says about it.
-#[derive(Debug, PartialEq)]
-struct Delivered {
-    attempt: u32,
-    stream_sequence: u64,
-    published_at: SystemTime,
-}
-
-impl Delivered {
-    /// Reads a `$JS.ACK.` reply subject, in either form of NATS ADR-15:
-    /// `<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>`,
-    /// or the same preceded by `<domain>.<account hash>` and followed by
-    /// more tokens. Only the three numbers jetwire uses are parsed.
-    fn parse(reply: &str) -> Option<Delivered> {
-        let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
-        let mut tokens: [&[u8]; 9] = [&[]; 9];
-        let mut n = 0;
-        for token in rest.split(|b| *b == b'.') {
-            if let Some(slot) = tokens.get_mut(n) {
-                *slot = token;
-            }
-            n += 1;
-        }
-        let delivered_at = match n {
-            7 => 2,
-            n if n >= 9 => 4,
-            _ => return None,
-        };
-        let number = |i: usize| decimal(tokens.get(i)?);
-        Some(Delivered {
-            attempt: u32::try_from(number(delivered_at)?)
-                .unwrap_or(u32::MAX)
-                .max(1),
-            stream_sequence: number(delivered_at + 1)?,
-            published_at: UNIX_EPOCH + Duration::from_nanos(number(delivered_at + 3)?),
-        })
-    }
-}
-
-/// An unsigned decimal of ASCII digits only.
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &b| {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        n.checked_mul(10)?.checked_add(u64::from(d))
-    })
-}
-
 /// The context of one delivery, and its payload; `None` (and logged) for a
 /// message without JetStream metadata, which is left to `ack_wait`.
 fn delivery(worker: &Worker, msg: jetstream::Message) -> Option<(Context, bytes::Bytes)> {
     let def = worker.binding.def;
-    let Some(info) = msg.reply.as_deref().and_then(Delivered::parse) else {
+    if !msg.reply.as_deref().is_some_and(reply::is_jetstream) {
         tracing::error!(handler = def.name, reply = ?msg.reply, "delivery without a JetStream reply subject; leaving it to ack_wait");
         return None;
-    };
+    }
+    // `split` gives the reply subject to the acker; keep a handle (it is
+    // shared, not copied) for reading the delivery's numbers later.
+    let reply = msg.reply.clone();
     let (message, acker) = msg.split();
     let full = message.subject.as_str();
     let subject_start = full.len()
@@ -389,11 +340,10 @@ fn delivery(worker: &Worker, msg: jetstream::Message) -> Option<(Context, bytes:
         subject_start,
         headers: message.headers.unwrap_or_default(),
         message_id: OnceLock::new(),
-        attempt: info.attempt,
+        reply,
+        delivered: OnceLock::new(),
         max_deliver: def.max_deliver(),
         stream: worker.stream.clone(),
-        stream_sequence: info.stream_sequence,
-        published_at: info.published_at,
     };
     let ctx = Context::new(
         meta,
@@ -413,8 +363,8 @@ fn span_for(ctx: &Context) -> tracing::Span {
         handler = meta.handler,
         subject = meta.subject(),
         stream = &*meta.stream,
-        sequence = meta.stream_sequence,
-        attempt = meta.attempt,
+        sequence = meta.delivered().stream_sequence,
+        attempt = meta.delivered().attempt,
         message_id = meta.message_id(),
     )
 }
@@ -607,8 +557,12 @@ async fn settle_failure(
     let error = called.error.as_deref().unwrap_or_default();
     let handler = def.name;
     let meta = ctx.meta();
-    let (subject, stream, sequence) = (meta.subject(), &meta.stream, meta.stream_sequence);
-    let attempt = meta.attempt;
+    let (subject, stream) = (meta.subject(), &meta.stream);
+    let Delivered {
+        attempt,
+        stream_sequence: sequence,
+        ..
+    } = meta.delivered();
     match action {
         Action::Ack => {}
         Action::Nak { delay } => {
@@ -671,56 +625,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_subjects_in_both_forms() {
-        let at = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
-        assert_eq!(
-            Delivered::parse("$JS.ACK.ORDERS.app-on_order.3.42.40.1700000000123456789.7"),
-            Some(Delivered {
-                attempt: 3,
-                stream_sequence: 42,
-                published_at: at(1_700_000_000_123_456_789),
-            })
-        );
-        assert_eq!(
-            Delivered::parse(
-                "$JS.ACK.hub.ACCHASH.ORDERS.app-on_order.1.9.9.1700000000000000000.0.xyz"
-            ),
-            Some(Delivered {
-                attempt: 1,
-                stream_sequence: 9,
-                published_at: at(1_700_000_000_000_000_000),
-            })
-        );
-        // Without the trailing token, and with more than one.
-        assert!(Delivered::parse("$JS.ACK.hub.H.S.C.1.2.2.5.0").is_some());
-        assert!(Delivered::parse("$JS.ACK.hub.H.S.C.1.2.2.5.0.t.u").is_some());
-    }
-
-    #[test]
     fn a_long_first_poll_sends_the_next_deliveries_to_tasks() {
         let mut inline = Inline::default();
         assert!(inline.allowed());
         inline.took(INLINE_MAX);
-        assert!(inline.allowed(), "a first poll of INLINE_MAX is still short");
+        assert!(
+            inline.allowed(),
+            "a first poll of INLINE_MAX is still short"
+        );
         inline.took(INLINE_MAX * 2);
         let to_tasks = (0..INLINE_PAUSE + 1).filter(|_| !inline.allowed()).count();
         assert_eq!(to_tasks, INLINE_PAUSE as usize);
         assert!(inline.allowed(), "then the loop tries again");
-    }
-
-    #[test]
-    fn other_subjects_are_refused() {
-        for reply in [
-            "_INBOX.abc",
-            "$JS.ACK.S.C.1.2.2",
-            "$JS.ACK.S.C.x.2.2.5.0",
-            "$JS.ACK.S.C.1.2.2.5.0.extra",
-            "$JS.ACK.S.C.1.-2.2.5.0",
-            "$JS.ACK.S.C.1.+2.2.5.0",
-            "$JS.ACK.S.C.1..2.5.0",
-            "$JS.ACK.S.C.1.2.2.99999999999999999999.0",
-        ] {
-            assert_eq!(Delivered::parse(reply), None, "{reply}");
-        }
     }
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::error::PublishError;
 use crate::publish::{self, Inherited, Outlet, PublishOptions};
+use crate::reply::Delivered;
 
 /// The values given to `App::state`, by type.
 #[derive(Default, Clone)]
@@ -50,11 +51,12 @@ pub(crate) struct Meta {
     pub(crate) headers: HeaderMap,
     /// Made on first use: see [`Meta::message_id`].
     pub(crate) message_id: OnceLock<String>,
-    pub(crate) attempt: u32,
+    /// The `$JS.ACK.` subject it came with, read into `delivered` on first
+    /// use; `TestApp` fills `delivered` itself.
+    pub(crate) reply: Option<Subject>,
+    pub(crate) delivered: OnceLock<Delivered>,
     pub(crate) max_deliver: u32,
     pub(crate) stream: Arc<str>,
-    pub(crate) stream_sequence: u64,
-    pub(crate) published_at: SystemTime,
 }
 
 impl Meta {
@@ -71,8 +73,26 @@ impl Meta {
         self.message_id
             .get_or_init(|| match self.headers.get(publish::MSG_ID) {
                 Some(id) => id.as_str().to_owned(),
-                None => format!("{}:{}", self.stream, self.stream_sequence),
+                None => format!("{}:{}", self.stream, self.delivered().stream_sequence),
             })
+    }
+
+    /// Which delivery this is and where the message sits in its stream.
+    pub(crate) fn delivered(&self) -> Delivered {
+        *self.delivered.get_or_init(|| {
+            let reply = self.reply.as_deref().unwrap_or_default();
+            Delivered::parse(reply).unwrap_or_else(|| {
+                tracing::error!(
+                    reply,
+                    "unreadable JetStream reply subject; taking it as a first delivery"
+                );
+                Delivered {
+                    attempt: 1,
+                    stream_sequence: 0,
+                    published_at: SystemTime::UNIX_EPOCH,
+                }
+            })
+        })
     }
 }
 
@@ -144,7 +164,7 @@ impl Context {
 
     /// Which delivery this is, from 1.
     pub fn attempt(&self) -> u32 {
-        self.inner.meta.attempt
+        self.inner.meta.delivered().attempt
     }
 
     /// The handler's `max_deliver`: on this attempt, a transient failure
@@ -155,7 +175,7 @@ impl Context {
 
     /// The message's sequence in its stream.
     pub fn stream_sequence(&self) -> u64 {
-        self.inner.meta.stream_sequence
+        self.inner.meta.delivered().stream_sequence
     }
 
     /// The stream the message is stored in.
@@ -165,7 +185,7 @@ impl Context {
 
     /// When the server stored the message.
     pub fn published_at(&self) -> SystemTime {
-        self.inner.meta.published_at
+        self.inner.meta.delivered().published_at
     }
 
     /// The handler's fn name.
@@ -244,10 +264,10 @@ impl fmt::Debug for Context {
             .field("handler", &m.handler)
             .field("subject", &m.subject())
             .field("message_id", &m.message_id())
-            .field("attempt", &m.attempt)
+            .field("attempt", &m.delivered().attempt)
             .field("max_deliver", &m.max_deliver)
             .field("stream", &m.stream)
-            .field("stream_sequence", &m.stream_sequence)
+            .field("stream_sequence", &m.delivered().stream_sequence)
             .finish_non_exhaustive()
     }
 }

@@ -83,6 +83,7 @@ mod extract;
 mod invoke;
 pub mod publish;
 pub mod registry;
+mod reply;
 pub mod testing;
 pub mod topology;
 

@@ -45,6 +45,7 @@ use crate::error::PublishError;
 use crate::invoke::invoke;
 use crate::publish::{self, Inherited, Outbound, Outlet, PublishOptions};
 use crate::registry::{self, HandlerDef};
+use crate::reply::Delivered;
 use crate::topology;
 
 /// How many deliveries one `publish` may cause, follow-ups included, before
@@ -262,11 +263,14 @@ impl TestApp {
                 subject_start: 0,
                 headers: msg.headers.clone(),
                 message_id: OnceLock::new(),
-                attempt,
+                reply: None,
+                delivered: OnceLock::from(Delivered {
+                    attempt,
+                    stream_sequence: sequence,
+                    published_at: SystemTime::now(),
+                }),
                 max_deliver: policy.max_deliver,
                 stream: stream.clone(),
-                stream_sequence: sequence,
-                published_at: SystemTime::now(),
             };
             let ctx = Context::new(meta, states.clone(), outlet.clone(), None);
             let called = invoke(def, msg.payload.clone(), ctx).await;
