@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::consumer::pull::MessagesErrorKind;
+use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind};
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind};
 use futures_util::{FutureExt, StreamExt};
@@ -33,6 +33,9 @@ const MIN_BATCH: usize = 8;
 const MAX_BATCH: usize = 1024;
 /// The most bytes one pull asks for, so large payloads pull fewer at a time.
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// A no-wait fetch is answered at once; this only bounds how long a fetch
+/// lost with its connection is waited for (plus 5 s, in async-nats).
+const FETCH_EXPIRES: Duration = Duration::from_secs(1);
 /// How long a pull waits at the server for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// How often an idle pull hears from the server; two missed ones are reported.
@@ -78,8 +81,11 @@ pub(crate) struct Worker {
 /// Runs until `stop` fires, then waits for its in-flight calls. Calls still
 /// running when `abort` fires are interrupted and their messages nak'ed.
 ///
-/// Messages come from one pipelined pull stream (a persistent inbox; the
-/// next pull is asked for while the last is being worked). When a call slot
+/// The loop first drains whatever backlog there is with no-wait fetches
+/// ([`Puller::drain`]); once caught up, messages come from one pipelined
+/// pull stream (a persistent inbox; the next pull is asked for while the
+/// last is being worked), until a failure or a leader change starts the
+/// loop over with a drain. When a call slot
 /// is free the loop starts the call itself, and a call that succeeds at its
 /// first poll is acked there, without a task ([`Inline`]). Any other
 /// delivery becomes a task at once, which waits for a slot (sending
@@ -96,22 +102,41 @@ pub(crate) async fn run(
 ) {
     let concurrency = worker.binding.def.concurrency() as usize;
     let batch = pull_batch(concurrency);
-    let held = Arc::new(Semaphore::new(concurrency + batch));
-    let lanes = Arc::new(Lanes {
-        slots: Arc::new(Semaphore::new(concurrency)),
-        stop: stop.clone(),
-        abort,
-    });
-    let in_flight = TaskTracker::new();
+    let mut p = Puller {
+        held: Arc::new(Semaphore::new(concurrency + batch)),
+        lanes: Arc::new(Lanes {
+            slots: Arc::new(Semaphore::new(concurrency)),
+            stop: stop.clone(),
+            abort,
+        }),
+        in_flight: TaskTracker::new(),
+        inline: Inline::default(),
+        batch,
+        resume: ResumePoint::new(&worker),
+        worker,
+    };
     let mut pause = FIRST_RETRY_PAUSE;
-    let is_event = worker.binding.def.kind == Kind::Subscribe;
-    let mut resume_point = tokio::time::interval(RESUME_POINT_EVERY);
-    let mut noted_at = u64::MAX;
-    let mut leader_changes = leader_elections(&worker).await;
+    let mut leader_changes = leader_elections(&p.worker).await;
     let mut fast_run = FAST_RUN;
-    let mut inline = Inline::default();
+    // A loop starts, and starts again after any failure, by draining the
+    // backlog there may be; then it waits for new messages.
+    let mut drain_first = true;
 
     'pull: loop {
+        if std::mem::take(&mut drain_first) {
+            match p.drain(&consumer, &stop, &mut leader_changes).await {
+                Drained::CaughtUp => {}
+                Drained::Stopped => break 'pull,
+                Drained::Failed(error) => {
+                    // The waiting pull below reports and recovers what lasts.
+                    tracing::debug!(
+                        handler = p.worker.binding.def.name,
+                        error,
+                        "draining the backlog failed; waiting for messages instead"
+                    );
+                }
+            }
+        }
         let stream = consumer
             .stream()
             .max_messages_per_batch(batch)
@@ -125,18 +150,19 @@ pub(crate) async fn run(
             m = stream => match m {
                 Ok(m) => m,
                 Err(e) => {
-                    recover(&worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
+                    recover(&p.worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
+                    drain_first = true;
                     continue 'pull;
                 }
             },
         };
         loop {
-            let hold = match held.clone().try_acquire_owned() {
+            let hold = match p.held.clone().try_acquire_owned() {
                 Ok(h) => h,
                 Err(_) => tokio::select! {
                     biased;
                     _ = stop.cancelled() => break 'pull,
-                    hold = held.clone().acquire_owned() => match hold {
+                    hold = p.held.clone().acquire_owned() => match hold {
                         Ok(h) => h,
                         Err(_) => break 'pull,
                     },
@@ -161,91 +187,252 @@ pub(crate) async fn run(
                         biased;
                         _ = stop.cancelled() => {
                             // Hand back what already arrived, so a live replica gets it now.
-                            while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                                let _ = msg.ack_with(AckKind::Nak(None)).await;
-                            }
+                            hand_back(&mut messages).await;
                             break 'pull;
                         }
                         next = messages.next() => break next,
                         Some(_) = leader_changes.next() => {
                             // A pull waiting at the old leader is gone with it:
                             // hand back what arrived and pull from the new one.
-                            tracing::info!(handler = worker.binding.def.name, "consumer leader changed; pulling from the new leader");
-                            while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                                let _ = msg.ack_with(AckKind::Nak(None)).await;
-                            }
+                            tracing::info!(handler = p.worker.binding.def.name, "consumer leader changed; pulling from the new leader");
+                            hand_back(&mut messages).await;
+                            drain_first = true;
                             continue 'pull;
                         }
-                        _ = resume_point.tick(), if is_event => {
-                            // Where to restart if an operator deletes the durable;
-                            // asked only while messages flow.
-                            let received = worker.counters.received.load(Ordering::Relaxed);
-                            if received != noted_at {
-                                noted_at = received;
-                                if let Ok(info) = consumer.info().await {
-                                    worker.resume_from.store(info.ack_floor.stream_sequence + 1, Ordering::Relaxed);
-                                }
-                            }
-                        }
+                        _ = p.resume.tick() => p.resume.note(&p.worker, &consumer).await,
                     }
                 }
             };
             match next {
                 Some(Ok(msg)) => {
                     pause = FIRST_RETRY_PAUSE;
-                    worker.counters.received.fetch_add(1, Ordering::Relaxed);
-                    let Some((ctx, payload)) = delivery(&worker, msg) else {
-                        continue;
-                    };
-                    let span = span_for(&ctx);
-                    let mut stage = Stage::New;
-                    if inline.allowed()
-                        && let Ok(slot) = lanes.slots.clone().try_acquire_owned()
-                    {
-                        let started = std::time::Instant::now();
-                        let mut call = span.in_scope(|| {
-                            Call::start(worker.binding.def, payload.clone(), ctx.clone())
-                        });
-                        let called = span.in_scope(|| call.now());
-                        inline.took(started.elapsed());
-                        stage = match called {
-                            Some(called) if called.outcome == Outcome::Ok => {
-                                // The common case, finished here without a task.
-                                ack(&worker, &ctx).instrument(span).await;
-                                drop((slot, hold));
-                                continue;
-                            }
-                            Some(called) => Stage::Finished(slot, called),
-                            None => Stage::Running(slot, call),
-                        };
-                    }
-                    let delivery = settle(worker.clone(), ctx, payload, hold, lanes.clone(), stage);
-                    in_flight.spawn(delivery.instrument(span));
+                    p.take(msg, hold).await;
                 }
                 Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
                     // Not fatal: the stream asks again by itself.
-                    tracing::debug!(handler = worker.binding.def.name, "missed a pull heartbeat");
+                    tracing::debug!(
+                        handler = p.worker.binding.def.name,
+                        "missed a pull heartbeat"
+                    );
                 }
                 Some(Err(e)) => {
-                    recover(&worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
+                    recover(&p.worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
+                    drain_first = true;
                     continue 'pull;
                 }
                 None => {
-                    recover(
-                        &worker,
-                        &mut consumer,
-                        &stop,
-                        &mut pause,
-                        "pull stream ended",
-                    )
-                    .await;
+                    let error = "pull stream ended";
+                    recover(&p.worker, &mut consumer, &stop, &mut pause, error).await;
+                    drain_first = true;
                     continue 'pull;
                 }
             }
         }
     }
-    in_flight.close();
-    in_flight.wait().await;
+    p.in_flight.close();
+    p.in_flight.wait().await;
+}
+
+/// Naks what a pull has delivered but the loop has not taken, so another
+/// replica (or this loop's next pull) gets it at once.
+async fn hand_back<S>(messages: &mut S)
+where
+    S: futures_util::Stream<Item = Result<jetstream::Message, MessagesError>> + Unpin,
+{
+    while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+/// One handler loop's state.
+struct Puller {
+    worker: Arc<Worker>,
+    /// Places for the messages the process holds: [`held_at_most`].
+    held: Arc<Semaphore>,
+    lanes: Arc<Lanes>,
+    in_flight: TaskTracker,
+    inline: Inline,
+    /// Messages asked for per pull.
+    batch: usize,
+    resume: ResumePoint,
+}
+
+/// How draining the backlog ended.
+enum Drained {
+    /// A fetch came back less than half full: wait for messages now.
+    CaughtUp,
+    Stopped,
+    Failed(String),
+}
+
+impl Puller {
+    /// Pulls the backlog with no-wait fetches, each sized to the places
+    /// free (at least half a batch), until one comes back less than half
+    /// full.
+    ///
+    /// While a backlog lasts this costs the server less than a waiting
+    /// pull: each fetch is one request that the server answers at once and
+    /// forgets. Every fetched message has its place before it arrives, so
+    /// the loop takes them as fast as they come and none waits unattended.
+    async fn drain(
+        &mut self,
+        consumer: &jetstream::consumer::PullConsumer,
+        stop: &CancellationToken,
+        leader_changes: &mut futures_util::stream::BoxStream<'static, async_nats::Message>,
+    ) -> Drained {
+        loop {
+            let least = (self.batch / 2).max(1) as u32;
+            let mut places = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Drained::Stopped,
+                places = self.held.clone().acquire_many_owned(least) => match places {
+                    Ok(places) => places,
+                    Err(_) => return Drained::Stopped,
+                },
+            };
+            let more = self
+                .held
+                .available_permits()
+                .min(self.batch - places.num_permits());
+            if let Ok(extra) = self.held.clone().try_acquire_many_owned(more as u32) {
+                places.merge(extra);
+            }
+            let asked = places.num_permits();
+            let fetch = consumer
+                .fetch()
+                .max_messages(asked)
+                .max_bytes(MAX_BATCH_BYTES)
+                .expires(FETCH_EXPIRES)
+                .messages();
+            let mut fetched = match fetch.await {
+                Ok(batch) => batch,
+                Err(e) => return Drained::Failed(e.to_string()),
+            };
+            let mut got = 0;
+            loop {
+                let next = match fetched.next().now_or_never() {
+                    Some(next) => next,
+                    None => tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => {
+                            while let Some(Some(Ok(msg))) = fetched.next().now_or_never() {
+                                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            }
+                            return Drained::Stopped;
+                        }
+                        next = fetched.next() => next,
+                        // The fetch went to the old leader: fetch again.
+                        Some(_) = leader_changes.next() => break,
+                    },
+                };
+                match next {
+                    Some(Ok(msg)) => {
+                        got += 1;
+                        match places.split(1) {
+                            Some(hold) => self.take(msg, hold).await,
+                            // More than asked for: not from this fetch's
+                            // server; hand it back.
+                            None => {
+                                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => return Drained::Failed(e.to_string()),
+                    None => break,
+                }
+            }
+            self.resume.note_if_due(&self.worker, consumer).await;
+            if got < asked / 2 {
+                return Drained::CaughtUp;
+            }
+        }
+    }
+
+    /// Takes one pulled message: runs the call here if a slot is free and
+    /// it finishes at its first poll, else gives the delivery a task.
+    async fn take(&mut self, msg: jetstream::Message, hold: OwnedSemaphorePermit) {
+        let worker = &self.worker;
+        worker.counters.received.fetch_add(1, Ordering::Relaxed);
+        let Some((ctx, payload)) = delivery(worker, msg) else {
+            return;
+        };
+        let span = span_for(&ctx);
+        let mut stage = Stage::New;
+        if self.inline.allowed()
+            && let Ok(slot) = self.lanes.slots.clone().try_acquire_owned()
+        {
+            let started = std::time::Instant::now();
+            let mut call =
+                span.in_scope(|| Call::start(worker.binding.def, payload.clone(), ctx.clone()));
+            let called = span.in_scope(|| call.now());
+            self.inline.took(started.elapsed());
+            stage = match called {
+                Some(called) if called.outcome == Outcome::Ok => {
+                    // The common case, finished here without a task.
+                    ack(worker, &ctx).instrument(span).await;
+                    drop((slot, hold));
+                    return;
+                }
+                Some(called) => Stage::Finished(slot, called),
+                None => Stage::Running(slot, call),
+            };
+        }
+        let delivery = settle(
+            worker.clone(),
+            ctx,
+            payload,
+            hold,
+            self.lanes.clone(),
+            stage,
+        );
+        self.in_flight.spawn(delivery.instrument(span));
+    }
+}
+
+/// For an event handler: where to restart should an operator delete its
+/// durable, noted once a second while messages flow.
+struct ResumePoint {
+    every: Option<tokio::time::Interval>,
+    noted_at: u64,
+}
+
+impl ResumePoint {
+    fn new(worker: &Worker) -> ResumePoint {
+        let is_event = worker.binding.def.kind == Kind::Subscribe;
+        ResumePoint {
+            every: is_event.then(|| tokio::time::interval(RESUME_POINT_EVERY)),
+            noted_at: u64::MAX,
+        }
+    }
+
+    /// Fires when a note is due; never for a work-queue handler.
+    async fn tick(&mut self) {
+        match &mut self.every {
+            Some(every) => {
+                every.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn note_if_due(&mut self, worker: &Worker, consumer: &jetstream::consumer::PullConsumer) {
+        if self.tick().now_or_never().is_some() {
+            self.note(worker, consumer).await;
+        }
+    }
+
+    /// Notes the durable's ack floor, if messages came since the last note.
+    async fn note(&mut self, worker: &Worker, consumer: &jetstream::consumer::PullConsumer) {
+        let received = worker.counters.received.load(Ordering::Relaxed);
+        if received == self.noted_at {
+            return;
+        }
+        self.noted_at = received;
+        if let Ok(info) = consumer.clone().info().await {
+            let next = info.ack_floor.stream_sequence + 1;
+            worker.resume_from.store(next, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The most messages one process holds for a handler: running, waiting
