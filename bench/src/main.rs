@@ -454,13 +454,13 @@ async fn latency(side: &'static str, rate: u64, dur: Duration) -> (f64, f64) {
 }
 
 /// Publishes `n` messages with `PUBLISH_WINDOW` acks in flight: msgs/s.
-async fn publish(side: &'static str, n: u64) -> f64 {
+async fn publish(side: &'static str, n: u64) -> Throughput {
     let prefix = fresh_prefix(side);
     let client = async_nats::connect(server().url()).await.expect("connect");
     let js = jetstream::new(client.clone());
     create_stream(&js, &prefix, Kind::Events).await;
     let msg = Msg::new(0, 128);
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), Cpu::now());
     if side == "jetwire" {
         let publisher = Publisher::connect(&config(&prefix))
             .await
@@ -494,7 +494,7 @@ async fn publish(side: &'static str, n: u64) -> f64 {
         }
         acks.drain().await;
     }
-    n as f64 / t0.elapsed().as_secs_f64()
+    Throughput::since(t0, cpu0, n)
 }
 
 /// Seconds from `start()` to consuming with 200 handlers; raw creates the
@@ -744,17 +744,15 @@ fn main() {
         line("latency-p99", median(r99), median(j99), "us");
     }
     if want("publish") {
-        interleaved(
-            "publish-throughput",
-            "msg/s",
+        throughput(
+            "publish",
             || on_own_runtime("raw", move || Box::pin(publish("raw", npub))),
             || on_own_runtime("jetwire", move || Box::pin(publish("jetwire", npub))),
         );
         // The same, with raw sending jetwire's headers: what the framework
         // costs beyond the message id the server deduplicates.
-        interleaved(
-            "publish-throughput-same-headers",
-            "msg/s",
+        throughput(
+            "publish-same-headers",
             || on_own_runtime("raw", move || Box::pin(publish("raw-headers", npub))),
             || on_own_runtime("jetwire", move || Box::pin(publish("jetwire", npub))),
         );
