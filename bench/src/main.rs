@@ -472,15 +472,16 @@ async fn publish(side: &'static str, n: u64) -> Throughput {
         }
         acks.drain().await;
     } else {
-        // `raw-headers` sends what jetwire's publishes carry: a fresh message
-        // id (which the server then deduplicates), content type, correlation id.
+        // `raw-headers` sends what jetwire's publishes carry: a fresh UUIDv7
+        // message id (which the server then deduplicates), content type, and
+        // the id again as correlation id.
         let with_headers = side == "raw-headers";
         let subject = format!("{prefix}.bev.data");
         let mut acks = AckWindow::new();
-        for i in 0..n {
+        for _ in 0..n {
             let body = serde_json::to_vec(&msg).expect("json");
             let ack = if with_headers {
-                let id = format!("{prefix}-{i}");
+                let id = uuid::Uuid::now_v7().to_string();
                 let mut h = async_nats::HeaderMap::new();
                 h.insert("Nats-Msg-Id", id.as_str());
                 h.insert("Content-Type", "application/json");
