@@ -570,12 +570,15 @@ enum Stage {
 ///
 /// A call that finishes at its first poll costs least run in the loop: no
 /// task. But a handler that computes long before its first `.await` would
-/// then run one call at a time on a multi-threaded runtime; so a first poll
-/// longer than [`INLINE_MAX`] sends the next [`INLINE_PAUSE`] deliveries
-/// straight to tasks, which run in parallel, before the loop tries again.
+/// then run one call at a time on a multi-threaded runtime; so two first
+/// polls in a row longer than [`INLINE_MAX`] send the next
+/// [`INLINE_PAUSE`] deliveries straight to tasks, which run in parallel,
+/// before the loop tries again. (One long poll alone is more often the
+/// thread being preempted than the handler being slow.)
 #[derive(Default)]
 struct Inline {
     skip: u32,
+    long_in_row: u32,
 }
 
 /// The longest first poll the loop keeps running calls itself after.
@@ -593,7 +596,13 @@ impl Inline {
     }
 
     fn took(&mut self, first_poll: Duration) {
-        if first_poll > INLINE_MAX {
+        if first_poll <= INLINE_MAX {
+            self.long_in_row = 0;
+            return;
+        }
+        self.long_in_row += 1;
+        if self.long_in_row >= 2 {
+            self.long_in_row = 0;
             self.skip = INLINE_PAUSE;
         }
     }
@@ -661,7 +670,11 @@ async fn settle(
             }
         }
     };
-    let action = classify(&called.outcome, ctx.attempt(), &def.policy());
+    // Only a failure needs the attempt (read from the reply subject).
+    let action = match called.outcome {
+        Outcome::Ok => Action::Ack,
+        ref failed => classify(failed, ctx.attempt(), &def.policy()),
+    };
     if action == Action::Ack {
         ack(&worker, &ctx).await;
     } else {
@@ -812,7 +825,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_long_first_poll_sends_the_next_deliveries_to_tasks() {
+    fn long_first_polls_in_a_row_send_the_next_deliveries_to_tasks() {
         let mut inline = Inline::default();
         assert!(inline.allowed());
         inline.took(INLINE_MAX);
@@ -820,6 +833,10 @@ mod tests {
             inline.allowed(),
             "a first poll of INLINE_MAX is still short"
         );
+        inline.took(INLINE_MAX * 2);
+        inline.took(INLINE_MAX);
+        inline.took(INLINE_MAX * 2);
+        assert!(inline.allowed(), "one long poll between short ones passes");
         inline.took(INLINE_MAX * 2);
         let to_tasks = (0..INLINE_PAUSE + 1).filter(|_| !inline.allowed()).count();
         assert_eq!(to_tasks, INLINE_PAUSE as usize);
