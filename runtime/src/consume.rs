@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind};
+use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind};
 use futures_util::{FutureExt, StreamExt};
@@ -36,9 +36,11 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 /// A no-wait fetch is answered at once; this only bounds how long a fetch
 /// lost with its connection is waited for (plus 5 s, in async-nats).
 const FETCH_EXPIRES: Duration = Duration::from_secs(1);
+/// A no-wait fetch still waiting for messages after this is given up.
+const FETCH_ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 /// How long a pull waits at the server for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
-/// How often an idle pull hears from the server; two missed ones are reported.
+/// How often an idle pull hears from the server; two missed ones restart it.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often an event loop notes its durable's ack floor, to restart from
 /// there should the durable be deleted under it.
@@ -208,14 +210,12 @@ pub(crate) async fn run(
                     pause = FIRST_RETRY_PAUSE;
                     p.take(msg, hold).await;
                 }
-                Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
-                    // Not fatal: the stream asks again by itself.
-                    tracing::debug!(
-                        handler = p.worker.binding.def.name,
-                        "missed a pull heartbeat"
-                    );
-                }
+                // Any error, a missed heartbeat too: async-nats would ask
+                // again only when the pull expires (35 s), so a pull the
+                // server no longer knows of (its durable deleted in a race,
+                // say) is replaced now, once the durable is there again.
                 Some(Err(e)) => {
+                    hand_back(&mut messages).await;
                     recover(&p.worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
                     drain_first = true;
                     continue 'pull;
@@ -309,6 +309,8 @@ impl Puller {
                 Err(e) => return Drained::Failed(e.to_string()),
             };
             let mut got = 0;
+            let unanswered = tokio::time::sleep(FETCH_ANSWERED_WITHIN);
+            tokio::pin!(unanswered);
             loop {
                 let next = match fetched.next().now_or_never() {
                     Some(next) => next,
@@ -323,6 +325,9 @@ impl Puller {
                         next = fetched.next() => next,
                         // The fetch went to the old leader: fetch again.
                         Some(_) = leader_changes.next() => break,
+                        // Lost with its connection, most likely: wait for
+                        // messages with the pull, which follows reconnects.
+                        _ = &mut unanswered => return Drained::Failed("a fetch went unanswered".into()),
                     },
                 };
                 match next {

@@ -132,12 +132,11 @@ pub(crate) fn build<T: Serialize + ?Sized>(
     inherited: &Inherited,
     default_id: impl FnOnce() -> String,
 ) -> Result<Outbound, PublishError> {
-    subject::check(subject, Usage::Publish).map_err(PublishError::InvalidSubject)?;
     let bytes = serde_json::to_vec(payload).map_err(|source| PublishError::Encode {
         subject: subject.to_owned(),
         source,
     })?;
-    label(
+    build_bytes(
         subject,
         bytes.into(),
         Some(JSON),
@@ -157,18 +156,6 @@ pub(crate) fn build_bytes(
     default_id: impl FnOnce() -> String,
 ) -> Result<Outbound, PublishError> {
     subject::check(subject, Usage::Publish).map_err(PublishError::InvalidSubject)?;
-    label(subject, payload, content_type, opts, inherited, default_id)
-}
-
-/// Adds the headers to a message whose subject is checked.
-fn label(
-    subject: &str,
-    payload: Bytes,
-    content_type: Option<&str>,
-    opts: PublishOptions,
-    inherited: &Inherited,
-    default_id: impl FnOnce() -> String,
-) -> Result<Outbound, PublishError> {
     let mut headers = HeaderMap::new();
     for (name, value) in &opts.headers {
         check_header(subject, name, value)?;
