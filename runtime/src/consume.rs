@@ -114,9 +114,9 @@ pub(crate) async fn run(
         in_flight: TaskTracker::new(),
         inline: Inline::default(),
         batch,
-        resume: ResumePoint::new(&worker),
         worker,
     };
+    let noting = note_resume_points(&p.worker, consumer.clone(), stop.clone());
     let mut pause = FIRST_RETRY_PAUSE;
     let mut leader_changes = leader_elections(&p.worker).await;
     let mut fast_run = FAST_RUN;
@@ -172,8 +172,8 @@ pub(crate) async fn run(
             };
             // Fast path: a message has already arrived and shutdown has not
             // begun. At least every FAST_RUN messages, and whenever none is
-            // waiting, the select below also looks at shutdown, leader
-            // changes and the resume point.
+            // waiting, the select below also looks at shutdown and leader
+            // changes.
             let ready = if fast_run > 0 && !stop.is_cancelled() {
                 messages.next().now_or_never()
             } else {
@@ -184,24 +184,21 @@ pub(crate) async fn run(
                 next
             } else {
                 fast_run = FAST_RUN;
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => {
-                            // Hand back what already arrived, so a live replica gets it now.
-                            hand_back(&mut messages).await;
-                            break 'pull;
-                        }
-                        next = messages.next() => break next,
-                        Some(_) = leader_changes.next() => {
-                            // A pull waiting at the old leader is gone with it:
-                            // hand back what arrived and pull from the new one.
-                            tracing::info!(handler = p.worker.binding.def.name, "consumer leader changed; pulling from the new leader");
-                            hand_back(&mut messages).await;
-                            drain_first = true;
-                            continue 'pull;
-                        }
-                        _ = p.resume.tick() => p.resume.note(&p.worker, &consumer).await,
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => {
+                        // Hand back what already arrived, so a live replica gets it now.
+                        hand_back(&mut messages).await;
+                        break 'pull;
+                    }
+                    next = messages.next() => next,
+                    Some(_) = leader_changes.next() => {
+                        // A pull waiting at the old leader is gone with it:
+                        // hand back what arrived and pull from the new one.
+                        tracing::info!(handler = p.worker.binding.def.name, "consumer leader changed; pulling from the new leader");
+                        hand_back(&mut messages).await;
+                        drain_first = true;
+                        continue 'pull;
                     }
                 }
             };
@@ -229,6 +226,9 @@ pub(crate) async fn run(
             }
         }
     }
+    if let Some(noting) = noting {
+        noting.abort();
+    }
     p.in_flight.close();
     p.in_flight.wait().await;
 }
@@ -254,7 +254,6 @@ struct Puller {
     inline: Inline,
     /// Messages asked for per pull.
     batch: usize,
-    resume: ResumePoint,
 }
 
 /// How draining the backlog ended.
@@ -346,7 +345,6 @@ impl Puller {
                     None => break,
                 }
             }
-            self.resume.note_if_due(&self.worker, consumer).await;
             if got < asked / 2 {
                 return Drained::CaughtUp;
             }
@@ -394,50 +392,41 @@ impl Puller {
     }
 }
 
-/// For an event handler: where to restart should an operator delete its
-/// durable, noted once a second while messages flow.
-struct ResumePoint {
-    every: Option<tokio::time::Interval>,
-    noted_at: u64,
-}
-
-impl ResumePoint {
-    fn new(worker: &Worker) -> ResumePoint {
-        let is_event = worker.binding.def.kind == Kind::Subscribe;
-        ResumePoint {
-            every: is_event.then(|| tokio::time::interval(RESUME_POINT_EVERY)),
-            noted_at: u64::MAX,
-        }
+/// For an event handler, a task of its own that notes, once a second while
+/// messages flow, where to restart should an operator delete the durable
+/// (its ack floor + 1). Asking the server takes a round trip, which the
+/// pull loop does not wait for. `None` for a work-queue handler, whose
+/// stream keeps what was not consumed.
+fn note_resume_points(
+    worker: &Arc<Worker>,
+    consumer: jetstream::consumer::PullConsumer,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if worker.binding.def.kind != Kind::Subscribe {
+        return None;
     }
-
-    /// Fires when a note is due; never for a work-queue handler.
-    async fn tick(&mut self) {
-        match &mut self.every {
-            Some(every) => {
-                every.tick().await;
+    let worker = worker.clone();
+    Some(tokio::spawn(async move {
+        // By name: it still answers for a durable recreated under it.
+        let mut consumer = consumer;
+        let mut every = tokio::time::interval(RESUME_POINT_EVERY);
+        let mut noted_at = u64::MAX;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
             }
-            None => std::future::pending().await,
+            let received = worker.counters.received.load(Ordering::Relaxed);
+            if received == noted_at {
+                continue;
+            }
+            noted_at = received;
+            if let Ok(info) = consumer.info().await {
+                let next = info.ack_floor.stream_sequence + 1;
+                worker.resume_from.store(next, Ordering::Relaxed);
+            }
         }
-    }
-
-    async fn note_if_due(&mut self, worker: &Worker, consumer: &jetstream::consumer::PullConsumer) {
-        if self.tick().now_or_never().is_some() {
-            self.note(worker, consumer).await;
-        }
-    }
-
-    /// Notes the durable's ack floor, if messages came since the last note.
-    async fn note(&mut self, worker: &Worker, consumer: &jetstream::consumer::PullConsumer) {
-        let received = worker.counters.received.load(Ordering::Relaxed);
-        if received == self.noted_at {
-            return;
-        }
-        self.noted_at = received;
-        if let Ok(info) = consumer.clone().info().await {
-            let next = info.ack_floor.stream_sequence + 1;
-            worker.resume_from.store(next, Ordering::Relaxed);
-        }
-    }
+    }))
 }
 
 /// The most messages one process holds for a handler: running, waiting
