@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind};
 use futures_util::{FutureExt, StreamExt};
@@ -87,9 +86,9 @@ pub(crate) struct Worker {
 /// ([`Puller::drain`]); once caught up, messages come from one pipelined
 /// pull stream (a persistent inbox; the next pull is asked for while the
 /// last is being worked), until a failure or a leader change starts the
-/// loop over with a drain. When a call slot
-/// is free the loop starts the call itself, and a call that succeeds at its
-/// first poll is acked there, without a task ([`Inline`]). Any other
+/// loop over with a drain. When a call slot is free the loop starts the
+/// call itself, and a call that succeeds at its first poll is acked there,
+/// without a task ([`Inline`]). Any other
 /// delivery becomes a task at once, which waits for a slot (sending
 /// progress from the moment of delivery, so a message that waits is never
 /// redelivered for waiting), finishes the call and settles it. At most
@@ -235,9 +234,9 @@ pub(crate) async fn run(
 
 /// Naks what a pull has delivered but the loop has not taken, so another
 /// replica (or this loop's next pull) gets it at once.
-async fn hand_back<S>(messages: &mut S)
+async fn hand_back<S, E>(messages: &mut S)
 where
-    S: futures_util::Stream<Item = Result<jetstream::Message, MessagesError>> + Unpin,
+    S: futures_util::Stream<Item = Result<jetstream::Message, E>> + Unpin,
 {
     while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
         let _ = msg.ack_with(AckKind::Nak(None)).await;
@@ -311,14 +310,18 @@ impl Puller {
             let unanswered = tokio::time::sleep(FETCH_ANSWERED_WITHIN);
             tokio::pin!(unanswered);
             loop {
-                let next = match fetched.next().now_or_never() {
+                // As in the waiting pull: what has arrived is taken at once,
+                // unless shutdown has begun (the select hands it back).
+                let ready = match stop.is_cancelled() {
+                    false => fetched.next().now_or_never(),
+                    true => None,
+                };
+                let next = match ready {
                     Some(next) => next,
                     None => tokio::select! {
                         biased;
                         _ = stop.cancelled() => {
-                            while let Some(Some(Ok(msg))) = fetched.next().now_or_never() {
-                                let _ = msg.ack_with(AckKind::Nak(None)).await;
-                            }
+                            hand_back(&mut fetched).await;
                             return Drained::Stopped;
                         }
                         next = fetched.next() => next,
