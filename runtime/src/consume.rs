@@ -23,7 +23,7 @@ use crate::context::{Context, Meta, States};
 use crate::dlq;
 use crate::invoke::{Call, Called};
 use crate::publish::{JetStreamOutlet, Outlet};
-use crate::registry::Kind;
+use crate::registry::{HandlerDef, Kind};
 use crate::reply::{self, Delivered};
 use crate::topology::{self, Binding};
 
@@ -363,25 +363,23 @@ impl Puller {
             return;
         };
         let span = span_for(&ctx);
-        let mut stage = Stage::New;
+        let mut started = None;
         if self.inline.allowed()
             && let Ok(slot) = self.lanes.slots.clone().try_acquire_owned()
         {
-            let started = std::time::Instant::now();
-            let mut call =
-                span.in_scope(|| Call::start(worker.binding.def, payload.clone(), ctx.clone()));
-            let called = span.in_scope(|| call.now());
-            self.inline.took(started.elapsed());
-            stage = match called {
-                Some(called) if called.outcome == Outcome::Ok => {
+            let at = std::time::Instant::now();
+            let call = span
+                .in_scope(|| Started::call(slot, worker.binding.def, payload.clone(), ctx.clone()));
+            self.inline.took(at.elapsed());
+            match call {
+                Started::Finished(slot, called) if called.outcome == Outcome::Ok => {
                     // The common case, finished here without a task.
                     ack(worker, &ctx).instrument(span).await;
                     drop((slot, hold));
                     return;
                 }
-                Some(called) => Stage::Finished(slot, called),
-                None => Stage::Running(slot, call),
-            };
+                call => started = Some(call),
+            }
         }
         let delivery = settle(
             worker.clone(),
@@ -389,7 +387,7 @@ impl Puller {
             payload,
             hold,
             self.lanes.clone(),
-            stage,
+            started,
         );
         self.in_flight.spawn(delivery.instrument(span));
     }
@@ -446,7 +444,7 @@ struct Lanes {
     abort: CancellationToken,
 }
 
-/// Messages asked for per pull: `8 x concurrency`, within
+/// Messages asked for per pull: `16 x concurrency`, within
 /// [`MIN_BATCH`]..=[`MAX_BATCH`]. Each pull costs the server a request, so
 /// small pulls cost more than the handlers; the held messages wait in
 /// tasks that keep them alive with progress.
@@ -553,14 +551,28 @@ fn span_for(ctx: &Context) -> tracing::Span {
     )
 }
 
-/// How far a delivery got in the loop before it went to a task of its own.
-enum Stage {
-    /// Not started: it waits for a slot first.
-    New,
-    /// Holding a slot, its call waiting on something.
+/// A call started while holding a slot, as its first poll left it.
+enum Started {
+    /// Waiting on something.
     Running(OwnedSemaphorePermit, Call),
-    /// Holding a slot, its call done with an outcome that is not `Ok`.
+    /// Done.
     Finished(OwnedSemaphorePermit, Called),
+}
+
+impl Started {
+    /// Starts `def`'s call on a delivery and polls it once.
+    fn call(
+        slot: OwnedSemaphorePermit,
+        def: &HandlerDef,
+        payload: bytes::Bytes,
+        ctx: Context,
+    ) -> Started {
+        let mut call = Call::start(def, payload, ctx);
+        match call.now() {
+            Some(called) => Started::Finished(slot, called),
+            None => Started::Running(slot, call),
+        }
+    }
 }
 
 /// Whether the loop runs calls itself before giving them a task.
@@ -629,7 +641,7 @@ async fn settle(
     payload: bytes::Bytes,
     _hold: OwnedSemaphorePermit,
     lanes: Arc<Lanes>,
-    stage: Stage,
+    started: Option<Started>,
 ) {
     let def = worker.binding.def;
     let Some(acker) = ctx.acker() else { return };
@@ -637,16 +649,9 @@ async fn settle(
     // runs: progress every half ack_wait, counted from here.
     let beat = (def.ack_wait() / 2).max(Duration::from_millis(50));
     let first_beat = tokio::time::Instant::now() + beat;
-    let (_slot, called) = match stage {
-        Stage::Finished(slot, called) => (slot, called),
-        Stage::Running(slot, call) => {
-            let finished = finish_alive(call, acker, &lanes.abort, first_beat, beat);
-            match Box::pin(finished).await {
-                Some(called) => (slot, called),
-                None => return interrupted(&worker),
-            }
-        }
-        Stage::New => {
+    let (started, first_beat) = match started {
+        Some(started) => (started, first_beat),
+        None => {
             let (slot, next_beat) = match lanes.slots.clone().try_acquire_owned() {
                 Ok(slot) => (slot, first_beat),
                 Err(_) => match Box::pin(wait_for_slot(acker, &lanes, first_beat, beat)).await {
@@ -654,16 +659,17 @@ async fn settle(
                     None => return,
                 },
             };
-            let mut call = Call::start(def, payload.clone(), ctx.clone());
-            match call.now() {
+            let call = Started::call(slot, def, payload.clone(), ctx.clone());
+            (call, next_beat)
+        }
+    };
+    let (_slot, called) = match started {
+        Started::Finished(slot, called) => (slot, called),
+        Started::Running(slot, call) => {
+            let finished = finish_alive(call, acker, &lanes.abort, first_beat, beat);
+            match Box::pin(finished).await {
                 Some(called) => (slot, called),
-                None => {
-                    let finished = finish_alive(call, acker, &lanes.abort, next_beat, beat);
-                    match Box::pin(finished).await {
-                        Some(called) => (slot, called),
-                        None => return interrupted(&worker),
-                    }
-                }
+                None => return interrupted(&worker),
             }
         }
     };
