@@ -97,7 +97,7 @@ impl App {
                 "no handlers registered: annotate an async fn with #[subscribe] or #[queue]"
             );
         }
-        let client = config.connect().await?;
+        let (client, reconnects) = config.connect().await?;
         let js = async_nats::jetstream::new(client.clone());
         let bindings = topology::ensure_all(&js, &config, &handlers).await?;
 
@@ -124,6 +124,7 @@ impl App {
             ));
         }
         let mut stats = Vec::with_capacity(bindings.len());
+        let shared_client = Arc::new(client.clone());
         for (binding, consumer) in bindings {
             tracing::info!(
                 handler = %binding.def.path(),
@@ -140,7 +141,8 @@ impl App {
             let counters = Arc::new(Counters::default());
             stats.push((binding.def, binding.durable.clone(), counters.clone()));
             let worker = Arc::new(Worker {
-                client: client.clone(),
+                client: shared_client.clone(),
+                reconnects: reconnects.clone(),
                 resume_from: AtomicU64::new(0),
                 stream: binding.stream.as_str().into(),
                 durable: binding.durable.as_str().into(),

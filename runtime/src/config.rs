@@ -268,16 +268,27 @@ impl Config {
         redact_url(&self.url)
     }
 
-    /// Connects to NATS with these settings.
-    pub(crate) async fn connect(&self) -> Result<async_nats::Client, Error> {
+    /// Connects to NATS with these settings. The receiver changes each
+    /// time the client connects again (after a server restart, say): a
+    /// pull request waiting at the server is gone with the old connection.
+    pub(crate) async fn connect(
+        &self,
+    ) -> Result<(async_nats::Client, tokio::sync::watch::Receiver<()>), Error> {
         self.validate()?;
         let connect_err = |source: async_nats::Error| Error::Connect {
             url: self.redacted_url(),
             source,
         };
+        let (connected, reconnects) = tokio::sync::watch::channel(());
         let mut opts = async_nats::ConnectOptions::new()
             .name(format!("jetwire:{}", self.app))
-            .connection_timeout(Duration::from_secs(5));
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    connected.send_replace(());
+                }
+                std::future::ready(())
+            });
         opts = match &self.auth {
             Auth::None => opts,
             Auth::Token(t) => opts.token(t.clone()),
@@ -308,9 +319,11 @@ impl Config {
                     .map_err(|e| Error::Config(format!("NATS_URL entry {:?}: {e}", redact_url(u))))
             })
             .collect::<Result<_, _>>()?;
-        opts.connect(urls)
+        let client = opts
+            .connect(urls)
             .await
-            .map_err(|e| connect_err(Box::new(e)))
+            .map_err(|e| connect_err(Box::new(e)))?;
+        Ok((client, reconnects))
     }
 }
 

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind};
 use futures_util::{FutureExt, StreamExt};
 use jetwire_grammar::subject;
@@ -23,6 +22,7 @@ use crate::context::{Context, Meta, States};
 use crate::dlq;
 use crate::invoke::{Call, Called};
 use crate::publish::{JetStreamOutlet, Outlet};
+use crate::pull::{Acker, Pull, Pulled, Request, Wait};
 use crate::registry::{HandlerDef, Kind};
 use crate::reply::{self, Delivered};
 use crate::topology::{self, Binding};
@@ -32,14 +32,12 @@ const MIN_BATCH: usize = 8;
 const MAX_BATCH: usize = 1024;
 /// The most bytes one pull asks for, so large payloads pull fewer at a time.
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// A no-wait fetch is answered at once; this only bounds how long a fetch
-/// lost with its connection is waited for (plus 5 s, in async-nats).
-const FETCH_EXPIRES: Duration = Duration::from_secs(1);
 /// A no-wait fetch still waiting for messages after this is given up.
 const FETCH_ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 /// How long a pull waits at the server for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
-/// How often an idle pull hears from the server; two missed ones restart it.
+/// How often an idle pull hears from the server; two missed ones restart it
+/// (async-nats would only report them, and ask again when the pull expires).
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often an event loop notes its durable's ack floor, to restart from
 /// there should the durable be deleted under it.
@@ -63,7 +61,10 @@ pub(crate) struct Counters {
 /// What one handler's loop needs.
 pub(crate) struct Worker {
     pub(crate) binding: Binding,
-    pub(crate) client: async_nats::Client,
+    /// Pulls, acks and advisories go through it; shared by every delivery.
+    pub(crate) client: Arc<async_nats::Client>,
+    /// Changes when the client connects again: a waiting pull is gone.
+    pub(crate) reconnects: tokio::sync::watch::Receiver<()>,
     /// For an event durable: the stream sequence to start from if it must be
     /// recreated (its last known ack floor + 1); 0 until known.
     pub(crate) resume_from: AtomicU64,
@@ -82,18 +83,18 @@ pub(crate) struct Worker {
 /// Runs until `stop` fires, then waits for its in-flight calls. Calls still
 /// running when `abort` fires are interrupted and their messages nak'ed.
 ///
-/// The loop first drains whatever backlog there is with no-wait fetches
-/// ([`Puller::drain`]); once caught up, messages come from one pipelined
-/// pull stream (a persistent inbox; the next pull is asked for while the
-/// last is being worked), until a failure or a leader change starts the
-/// loop over with a drain. When a call slot is free the loop starts the
-/// call itself, and a call that succeeds at its first poll is acked there,
-/// without a task ([`Inline`]). Any other
-/// delivery becomes a task at once, which waits for a slot (sending
-/// progress from the moment of delivery, so a message that waits is never
-/// redelivered for waiting), finishes the call and settles it. At most
-/// `concurrency + batch` messages are in the loop or in tasks, and the
-/// stream holds at most about one more batch pulled ahead:
+/// The loop pulls on a subscription of its own ([`Pull`]). It first drains
+/// whatever backlog there is with no-wait fetches ([`Puller::drain`]);
+/// once caught up, it keeps pull requests waiting at the server, asking
+/// for the next batch while the last is being worked, until a failure, a
+/// reconnect or a leader change starts the loop over with a drain. When a
+/// call slot is free the loop starts the call itself, and a call that
+/// succeeds at its first poll is acked there, without a task ([`Inline`]).
+/// Any other delivery becomes a task at once, which waits for a slot
+/// (sending progress from the moment of delivery, so a message that waits
+/// is never redelivered for waiting), finishes the call and settles it. At
+/// most `concurrency + batch` messages are in the loop or in tasks, and the
+/// subscription holds at most about one more batch pulled ahead:
 /// [`held_at_most`] in all.
 pub(crate) async fn run(
     worker: Arc<Worker>,
@@ -103,6 +104,16 @@ pub(crate) async fn run(
 ) {
     let concurrency = worker.binding.def.concurrency() as usize;
     let batch = pull_batch(concurrency);
+    let waiting = Request {
+        batch,
+        max_bytes: MAX_BATCH_BYTES,
+        wait: Some(Wait {
+            expires: PULL_EXPIRES,
+            heartbeat: PULL_HEARTBEAT,
+        }),
+    };
+    let mut reconnects = worker.reconnects.clone();
+    reconnects.mark_unchanged();
     let mut p = Puller {
         held: Arc::new(Semaphore::new(concurrency + batch)),
         lanes: Arc::new(Lanes {
@@ -119,13 +130,32 @@ pub(crate) async fn run(
     let mut pause = FIRST_RETRY_PAUSE;
     let mut leader_changes = leader_elections(&p.worker).await;
     let mut fast_run = FAST_RUN;
+    // Kept across drains, reconnects and leader changes (what a request
+    // still sends is taken or handed back); opened anew after a failure.
+    let mut subscription: Option<Pull> = None;
     // A loop starts, and starts again after any failure, by draining the
     // backlog there may be; then it waits for new messages.
     let mut drain_first = true;
 
-    'pull: loop {
+    'pull: while !stop.is_cancelled() {
+        let pull = match &mut subscription {
+            Some(pull) => pull,
+            None => {
+                let w = &p.worker;
+                match Pull::open(w.client.clone(), &w.stream, &w.durable).await {
+                    Ok(pull) => subscription.insert(pull),
+                    Err(e) => {
+                        recover(w, &mut consumer, &stop, &mut pause, &e).await;
+                        continue 'pull;
+                    }
+                }
+            }
+        };
         if std::mem::take(&mut drain_first) {
-            match p.drain(&consumer, &stop, &mut leader_changes).await {
+            match p
+                .drain(pull, &stop, &mut leader_changes, &mut reconnects)
+                .await
+            {
                 Drained::CaughtUp => {}
                 Drained::Stopped => break 'pull,
                 Drained::Failed(error) => {
@@ -138,26 +168,21 @@ pub(crate) async fn run(
                 }
             }
         }
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .max_bytes_per_batch(MAX_BATCH_BYTES)
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages();
-        let mut messages = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break 'pull,
-            m = stream => match m {
-                Ok(m) => m,
-                Err(e) => {
-                    recover(&p.worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
-                    drain_first = true;
-                    continue 'pull;
+        // Messages asked for by the waiting requests and not yet come.
+        let mut asked = 0;
+        // Two heartbeat periods without a word from the server (message,
+        // status or heartbeat) mean the requests are gone.
+        let mut heartbeats =
+            tokio::time::interval_at(tokio::time::Instant::now() + PULL_HEARTBEAT, PULL_HEARTBEAT);
+        heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut heard, mut heard_at_tick, mut silent_ticks) = (0u64, 0u64, 0u32);
+        let failed = loop {
+            if asked <= batch / 2 {
+                if let Err(e) = pull.ask(waiting).await {
+                    break e;
                 }
-            },
-        };
-        loop {
+                asked += batch;
+            }
             let hold = match p.held.clone().try_acquire_owned() {
                 Ok(h) => h,
                 Err(_) => tokio::select! {
@@ -171,10 +196,10 @@ pub(crate) async fn run(
             };
             // Fast path: a message has already arrived and shutdown has not
             // begun. At least every FAST_RUN messages, and whenever none is
-            // waiting, the select below also looks at shutdown and leader
-            // changes.
+            // waiting, the select below also looks at shutdown, reconnects,
+            // leader changes and heartbeats.
             let ready = if fast_run > 0 && !stop.is_cancelled() {
-                messages.next().now_or_never()
+                pull.next().now_or_never()
             } else {
                 None
             };
@@ -187,43 +212,60 @@ pub(crate) async fn run(
                     biased;
                     _ = stop.cancelled() => {
                         // Hand back what already arrived, so a live replica gets it now.
-                        hand_back(&mut messages).await;
+                        hand_back(pull, &p.worker.client).await;
                         break 'pull;
                     }
-                    next = messages.next() => next,
+                    next = pull.next() => next,
                     Some(_) = leader_changes.next() => {
-                        // A pull waiting at the old leader is gone with it:
-                        // hand back what arrived and pull from the new one.
+                        // A request waiting at the old leader is gone with
+                        // it: hand back what arrived and pull from the new one.
                         tracing::info!(handler = p.worker.binding.def.name, "consumer leader changed; pulling from the new leader");
-                        hand_back(&mut messages).await;
+                        hand_back(pull, &p.worker.client).await;
                         drain_first = true;
                         continue 'pull;
                     }
+                    Ok(()) = reconnects.changed() => {
+                        // The requests went with the old connection; what
+                        // arrived before is still good.
+                        tracing::info!(handler = p.worker.binding.def.name, "reconnected; pulling again");
+                        drain_first = true;
+                        continue 'pull;
+                    }
+                    _ = heartbeats.tick() => {
+                        if heard == heard_at_tick {
+                            silent_ticks += 1;
+                        } else {
+                            (heard_at_tick, silent_ticks) = (heard, 0);
+                        }
+                        if silent_ticks >= 2 {
+                            break "missed two pull heartbeats".to_owned();
+                        }
+                        continue;
+                    }
                 }
             };
+            heard += 1;
             match next {
-                Some(Ok(msg)) => {
+                Some(Ok(Pulled::Message(msg))) => {
+                    asked = asked.saturating_sub(1);
                     pause = FIRST_RETRY_PAUSE;
                     p.take(msg, hold).await;
                 }
-                // Any error, a missed heartbeat too: async-nats would ask
-                // again only when the pull expires (35 s), so a pull the
-                // server no longer knows of (its durable deleted in a race,
-                // say) is replaced now, once the durable is there again.
-                Some(Err(e)) => {
-                    hand_back(&mut messages).await;
-                    recover(&p.worker, &mut consumer, &stop, &mut pause, &e.to_string()).await;
-                    drain_first = true;
-                    continue 'pull;
+                Some(Ok(Pulled::Ended { unanswered })) => {
+                    asked = asked.saturating_sub(unanswered.unwrap_or(batch));
                 }
-                None => {
-                    let error = "pull stream ended";
-                    recover(&p.worker, &mut consumer, &stop, &mut pause, error).await;
-                    drain_first = true;
-                    continue 'pull;
-                }
+                Some(Ok(Pulled::Heartbeat)) => {}
+                Some(Err(e)) => break e,
+                None => break "the pull subscription ended".to_owned(),
             }
-        }
+        };
+        // Any failure, missed heartbeats too: a pull the server no longer
+        // knows of (its durable deleted in a race, say) is replaced now,
+        // once the durable is there again, on a fresh inbox.
+        hand_back(pull, &p.worker.client).await;
+        subscription = None;
+        recover(&p.worker, &mut consumer, &stop, &mut pause, &failed).await;
+        drain_first = true;
     }
     if let Some(noting) = noting {
         noting.abort();
@@ -234,12 +276,13 @@ pub(crate) async fn run(
 
 /// Naks what a pull has delivered but the loop has not taken, so another
 /// replica (or this loop's next pull) gets it at once.
-async fn hand_back<S, E>(messages: &mut S)
-where
-    S: futures_util::Stream<Item = Result<jetstream::Message, E>> + Unpin,
-{
-    while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-        let _ = msg.ack_with(AckKind::Nak(None)).await;
+async fn hand_back(pull: &mut Pull, client: &async_nats::Client) {
+    while let Some(Some(pulled)) = pull.next().now_or_never() {
+        if let Ok(Pulled::Message(msg)) = pulled
+            && let Some(reply) = &msg.reply
+        {
+            let _ = Acker { client, reply }.ack_with(AckKind::Nak(None)).await;
+        }
     }
 }
 
@@ -274,9 +317,10 @@ impl Puller {
     /// the loop takes them as fast as they come and none waits unattended.
     async fn drain(
         &mut self,
-        consumer: &jetstream::consumer::PullConsumer,
+        pull: &mut Pull,
         stop: &CancellationToken,
         leader_changes: &mut futures_util::stream::BoxStream<'static, async_nats::Message>,
+        reconnects: &mut tokio::sync::watch::Receiver<()>,
     ) -> Drained {
         loop {
             let least = (self.batch / 2).max(1) as u32;
@@ -296,24 +340,22 @@ impl Puller {
                 places.merge(extra);
             }
             let asked = places.num_permits();
-            let fetch = consumer
-                .fetch()
-                .max_messages(asked)
-                .max_bytes(MAX_BATCH_BYTES)
-                .expires(FETCH_EXPIRES)
-                .messages();
-            let mut fetched = match fetch.await {
-                Ok(batch) => batch,
-                Err(e) => return Drained::Failed(e.to_string()),
+            let fetch = Request {
+                batch: asked,
+                max_bytes: MAX_BATCH_BYTES,
+                wait: None,
             };
+            if let Err(e) = pull.ask(fetch).await {
+                return Drained::Failed(e);
+            }
             let mut got = 0;
             let unanswered = tokio::time::sleep(FETCH_ANSWERED_WITHIN);
             tokio::pin!(unanswered);
-            loop {
+            while got < asked {
                 // As in the waiting pull: what has arrived is taken at once,
                 // unless shutdown has begun (the select hands it back).
                 let ready = match stop.is_cancelled() {
-                    false => fetched.next().now_or_never(),
+                    false => pull.next().now_or_never(),
                     true => None,
                 };
                 let next = match ready {
@@ -321,31 +363,36 @@ impl Puller {
                     None => tokio::select! {
                         biased;
                         _ = stop.cancelled() => {
-                            hand_back(&mut fetched).await;
+                            hand_back(pull, &self.worker.client).await;
                             return Drained::Stopped;
                         }
-                        next = fetched.next() => next,
-                        // The fetch went to the old leader: fetch again.
+                        next = pull.next() => next,
+                        // The fetch went to the old leader, or with the old
+                        // connection: fetch again.
                         Some(_) = leader_changes.next() => break,
-                        // Lost with its connection, most likely: wait for
-                        // messages with the pull, which follows reconnects.
+                        Ok(()) = reconnects.changed() => break,
+                        // Lost, most likely: wait for messages with the
+                        // waiting pull, which heartbeats tell is alive.
                         _ = &mut unanswered => return Drained::Failed("a fetch went unanswered".into()),
                     },
                 };
                 match next {
-                    Some(Ok(msg)) => {
+                    // Every message has its place: at most `asked` are taken.
+                    Some(Ok(Pulled::Message(msg))) => {
                         got += 1;
-                        match places.split(1) {
-                            Some(hold) => self.take(msg, hold).await,
-                            // More than asked for: not from this fetch's
-                            // server; hand it back.
-                            None => {
-                                let _ = msg.ack_with(AckKind::Nak(None)).await;
-                            }
+                        if let Some(hold) = places.split(1) {
+                            self.take(msg, hold).await;
                         }
                     }
-                    Some(Err(e)) => return Drained::Failed(e.to_string()),
-                    None => break,
+                    // The close of an earlier request, all of whose
+                    // messages came: not this fetch's end.
+                    Some(Ok(Pulled::Ended {
+                        unanswered: Some(0),
+                    })) => {}
+                    Some(Ok(Pulled::Ended { .. })) => break,
+                    Some(Ok(Pulled::Heartbeat)) => {}
+                    Some(Err(e)) => return Drained::Failed(e),
+                    None => return Drained::Failed("the pull subscription ended".into()),
                 }
             }
             if got < asked / 2 {
@@ -356,7 +403,7 @@ impl Puller {
 
     /// Takes one pulled message: runs the call here if a slot is free and
     /// it finishes at its first poll, else gives the delivery a task.
-    async fn take(&mut self, msg: jetstream::Message, hold: OwnedSemaphorePermit) {
+    async fn take(&mut self, msg: async_nats::Message, hold: OwnedSemaphorePermit) {
         let worker = &self.worker;
         worker.counters.received.fetch_add(1, Ordering::Relaxed);
         let Some((ctx, payload)) = delivery(worker, msg) else {
@@ -500,17 +547,24 @@ async fn recover(
 
 /// The context of one delivery, and its payload; `None` (and logged) for a
 /// message without JetStream metadata, which is left to `ack_wait`.
-fn delivery(worker: &Worker, msg: jetstream::Message) -> Option<(Context, bytes::Bytes)> {
+fn delivery(worker: &Worker, msg: async_nats::Message) -> Option<(Context, bytes::Bytes)> {
     let def = worker.binding.def;
-    if !msg.reply.as_deref().is_some_and(reply::is_jetstream) {
-        tracing::error!(handler = def.name, reply = ?msg.reply, "delivery without a JetStream reply subject; leaving it to ack_wait");
+    let async_nats::Message {
+        subject,
+        reply,
+        payload,
+        headers,
+        ..
+    } = msg;
+    if !reply.as_deref().is_some_and(reply::is_jetstream) {
+        tracing::error!(
+            handler = def.name,
+            ?reply,
+            "delivery without a JetStream reply subject; leaving it to ack_wait"
+        );
         return None;
     }
-    // `split` gives the reply subject to the acker; keep a handle (it is
-    // shared, not copied) for reading the delivery's numbers later.
-    let reply = msg.reply.clone();
-    let (message, acker) = msg.split();
-    let full = message.subject.as_str();
+    let full = subject.as_str();
     let subject_start = full.len()
         - subject::strip_prefix(worker.prefix.as_deref(), full)
             .unwrap_or(full)
@@ -518,9 +572,9 @@ fn delivery(worker: &Worker, msg: jetstream::Message) -> Option<(Context, bytes:
     let meta = Meta {
         handler: def.name,
         durable: worker.durable.clone(),
-        full_subject: message.subject,
+        full_subject: subject,
         subject_start,
-        headers: message.headers.unwrap_or_default(),
+        headers: headers.unwrap_or_default(),
         message_id: OnceLock::new(),
         reply,
         delivered: OnceLock::new(),
@@ -531,9 +585,9 @@ fn delivery(worker: &Worker, msg: jetstream::Message) -> Option<(Context, bytes:
         meta,
         worker.states.clone(),
         worker.shared_outlet.clone(),
-        Some(acker),
+        Some(worker.client.clone()),
     );
-    Some((ctx, message.payload))
+    Some((ctx, payload))
 }
 
 /// The span every delivery runs in; its fields are computed only when a
@@ -622,7 +676,7 @@ async fn ack(worker: &Worker, ctx: &Context) {
     worker.counters.acked.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("acked");
     if let Some(acker) = ctx.acker()
-        && let Err(e) = acker.ack().await
+        && let Err(e) = acker.ack_with(AckKind::Ack).await
     {
         tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
     }
@@ -696,7 +750,7 @@ fn interrupted(worker: &Worker) {
 /// and when the next progress is due; `None` if shutdown came first (the
 /// message is handed back, never started).
 async fn wait_for_slot(
-    acker: &Acker,
+    acker: Acker<'_>,
     lanes: &Lanes,
     first_beat: tokio::time::Instant,
     beat: Duration,
@@ -725,7 +779,7 @@ async fn wait_for_slot(
 /// timeout (the message is handed back).
 async fn finish_alive(
     call: Call,
-    acker: &Acker,
+    acker: Acker<'_>,
     abort: &CancellationToken,
     first_beat: tokio::time::Instant,
     beat: Duration,
@@ -750,7 +804,7 @@ async fn finish_alive(
 async fn settle_failure(
     worker: &Worker,
     ctx: &Context,
-    acker: &Acker,
+    acker: Acker<'_>,
     payload: bytes::Bytes,
     action: Action,
     called: Called,
@@ -806,13 +860,13 @@ async fn settle_failure(
     }
 }
 
-async fn send_progress(acker: &Acker) {
+async fn send_progress(acker: Acker<'_>) {
     if let Err(e) = acker.ack_with(AckKind::Progress).await {
         tracing::warn!(error = %e, "could not send progress");
     }
 }
 
-async fn nak(acker: &Acker, delay: Duration) {
+async fn nak(acker: Acker<'_>, delay: Duration) {
     let kind = if delay.is_zero() {
         AckKind::Nak(None)
     } else {

@@ -9,12 +9,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::message::Acker;
-use async_nats::{HeaderMap, Subject};
+use async_nats::{Client, HeaderMap, Subject};
 use serde::Serialize;
 
 use crate::error::PublishError;
 use crate::publish::{self, Inherited, Outlet, PublishOptions};
+use crate::pull::Acker;
 use crate::reply::Delivered;
 
 /// The values given to `App::state`, by type.
@@ -123,8 +123,9 @@ struct Inner {
     published: AtomicU32,
     states: Arc<States>,
     outlet: Arc<dyn Outlet>,
-    /// How a live delivery is acked; `TestApp`'s have none.
-    acker: Option<Acker>,
+    /// The client a live delivery is answered through (on `meta.reply`);
+    /// `TestApp`'s have none.
+    acks: Option<Arc<Client>>,
 }
 
 impl Context {
@@ -132,7 +133,7 @@ impl Context {
         meta: Meta,
         states: Arc<States>,
         outlet: Arc<dyn Outlet>,
-        acker: Option<Acker>,
+        acks: Option<Arc<Client>>,
     ) -> Context {
         Context {
             inner: Arc::new(Inner {
@@ -140,7 +141,7 @@ impl Context {
                 published: AtomicU32::new(0),
                 states,
                 outlet,
-                acker,
+                acks,
             }),
         }
     }
@@ -197,9 +198,12 @@ impl Context {
         &self.inner.meta
     }
 
-    /// How the delivery is acked; `None` in `TestApp`.
-    pub(crate) fn acker(&self) -> Option<&Acker> {
-        self.inner.acker.as_ref()
+    /// How the delivery is answered; `None` in `TestApp`.
+    pub(crate) fn acker(&self) -> Option<Acker<'_>> {
+        Some(Acker {
+            client: self.inner.acks.as_deref()?,
+            reply: self.inner.meta.reply.as_ref()?,
+        })
     }
 
     pub(crate) fn state<T: Clone + 'static>(&self) -> Option<T> {
@@ -242,14 +246,14 @@ impl Context {
     /// deadline back by `ack_wait`. jetwire does this on its own while a
     /// call runs past half of `ack_wait`; call it by hand between long steps.
     pub async fn progress(&self) -> Result<(), crate::Error> {
-        match &self.inner.acker {
+        match self.acker() {
             Some(acker) => {
                 acker
                     .ack_with(AckKind::Progress)
                     .await
                     .map_err(|source| crate::Error::Nats {
                         context: "sending progress".to_owned(),
-                        source,
+                        source: Box::new(source),
                     })
             }
             None => Ok(()),

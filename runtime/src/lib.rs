@@ -82,6 +82,7 @@ mod error;
 mod extract;
 mod invoke;
 pub mod publish;
+mod pull;
 pub mod registry;
 mod reply;
 pub mod testing;

@@ -389,7 +389,7 @@ pub struct Publisher {
 impl Publisher {
     /// Connects with `config`.
     pub async fn connect(config: &crate::Config) -> Result<Publisher, crate::Error> {
-        let client = config.connect().await?;
+        let (client, _) = config.connect().await?;
         Ok(Publisher::from_client(
             client,
             config.prefix().map(str::to_owned),

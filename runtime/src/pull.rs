@@ -1,0 +1,254 @@
+//! A pull subscription of jetwire's own on one durable, and how a delivery
+//! is answered.
+//!
+//! async-nats' pull streams wrap every message with a clone of the
+//! `jetstream::Context` (a `Client` and a `String`), and each ack drops
+//! one; that was a third of a consuming client's CPU. Here one inbox
+//! serves the loop's pull requests, messages come as they arrive on the
+//! subscription, and deliveries are answered through one shared client.
+//!
+//! The status messages the server mixes in are read as async-nats reads
+//! them: 404, 408 and 409 end a request (with how many of its messages
+//! will not come, when the server says); a deleted or push-based consumer
+//! and a request over the consumer's limits are errors; 503 means no
+//! JetStream answers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::{Client, StatusCode, Subject, Subscriber};
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// What a pull subscription hears.
+#[derive(Debug)]
+pub(crate) enum Pulled {
+    /// A message of the stream, to be answered on its reply subject.
+    Message(async_nats::Message),
+    /// A pull request ended; `unanswered` of the messages it asked for
+    /// will not come (all of them, when the server does not say). A
+    /// request that asked for at most so many bytes, once all its messages
+    /// came, ends with `Some(0)` after them (409 "Batch Completed"): on a
+    /// shared inbox that end follows the request's last message, and may
+    /// come after the next request went out.
+    Ended { unanswered: Option<usize> },
+    /// The server is there and has nothing to send.
+    Heartbeat,
+}
+
+/// One pull request: how many messages, at most how many bytes, and for
+/// a request that waits at the server, how long and how often the server
+/// says it is still there. Without `wait`, the server answers at once
+/// with what it has and forgets the request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request {
+    pub(crate) batch: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) wait: Option<Wait>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wait {
+    pub(crate) expires: Duration,
+    pub(crate) heartbeat: Duration,
+}
+
+impl Request {
+    /// The request's JSON, as ADR-13 has it.
+    fn body(&self) -> Bytes {
+        let Request {
+            batch, max_bytes, ..
+        } = self;
+        let body = match self.wait {
+            None => format!(r#"{{"batch":{batch},"max_bytes":{max_bytes},"no_wait":true}}"#),
+            Some(Wait { expires, heartbeat }) => format!(
+                r#"{{"batch":{batch},"max_bytes":{max_bytes},"expires":{},"idle_heartbeat":{}}}"#,
+                expires.as_nanos(),
+                heartbeat.as_nanos()
+            ),
+        };
+        Bytes::from(body)
+    }
+}
+
+/// One loop's pull subscription: an inbox, and the subject its requests
+/// go to.
+pub(crate) struct Pull {
+    client: Arc<Client>,
+    next: Subject,
+    inbox: Subject,
+    sub: Subscriber,
+}
+
+impl Pull {
+    /// Subscribes a fresh inbox for pulling from `durable` of `stream`.
+    pub(crate) async fn open(
+        client: Arc<Client>,
+        stream: &str,
+        durable: &str,
+    ) -> Result<Pull, String> {
+        let inbox = Subject::from(client.new_inbox());
+        let sub = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| format!("subscribing to a pull inbox: {e}"))?;
+        Ok(Pull {
+            next: Subject::from(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}")),
+            client,
+            inbox,
+            sub,
+        })
+    }
+
+    /// Sends a pull request; its messages arrive on this subscription.
+    pub(crate) async fn ask(&self, request: Request) -> Result<(), String> {
+        self.client
+            .publish_with_reply(self.next.clone(), self.inbox.clone(), request.body())
+            .await
+            .map_err(|e| format!("sending a pull request: {e}"))
+    }
+}
+
+impl Stream for Pull {
+    type Item = Result<Pulled, String>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.sub).poll_next(cx).map(|m| m.map(heard))
+    }
+}
+
+/// What one message on a pull inbox means.
+fn heard(msg: async_nats::Message) -> Result<Pulled, String> {
+    let status = match msg.status {
+        None | Some(StatusCode::OK) => return Ok(Pulled::Message(msg)),
+        Some(status) => status,
+    };
+    let description = msg.description.as_deref().unwrap_or_default();
+    match status {
+        StatusCode::IDLE_HEARTBEAT => Ok(Pulled::Heartbeat),
+        StatusCode::NOT_FOUND | StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED => {
+            if description == "Consumer Deleted"
+                || description == "Consumer is push based"
+                || description.starts_with("Exceeded MaxRequest")
+            {
+                return Err(format!("pull request refused: {status} {description}"));
+            }
+            let unanswered = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Pending-Messages"))
+                .and_then(|n| n.as_str().parse().ok());
+            Ok(Pulled::Ended { unanswered })
+        }
+        StatusCode::NO_RESPONDERS => Err("no JetStream answers pull requests (503)".to_owned()),
+        status => Err(format!("unexpected pull status: {status} {description}")),
+    }
+}
+
+/// How one delivery is answered: on its reply subject, through the loop's
+/// client. Borrowed from the delivery's context; copying it is free.
+#[derive(Clone, Copy)]
+pub(crate) struct Acker<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) reply: &'a Subject,
+}
+
+impl Acker<'_> {
+    /// Sends `kind` (ack, nak, progress, term). It is queued, not awaited:
+    /// the client flushes it, and on shutdown the app flushes what is left.
+    pub(crate) async fn ack_with(self, kind: AckKind) -> Result<(), async_nats::PublishError> {
+        self.client.publish(self.reply.clone(), kind.into()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::HeaderMap;
+
+    fn status(code: u16, description: &str, pending: Option<&str>) -> async_nats::Message {
+        let headers = pending.map(|n| {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Pending-Messages", n);
+            h
+        });
+        async_nats::Message {
+            subject: "_INBOX.x".into(),
+            reply: None,
+            payload: Bytes::new(),
+            headers,
+            status: Some(StatusCode::from_u16(code).expect("a status code")),
+            description: Some(description.to_owned()),
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn requests_as_the_server_reads_them() {
+        let fetch = Request {
+            batch: 512,
+            max_bytes: 1024,
+            wait: None,
+        };
+        assert_eq!(
+            fetch.body(),
+            r#"{"batch":512,"max_bytes":1024,"no_wait":true}"#
+        );
+        let waiting = Request {
+            wait: Some(Wait {
+                expires: Duration::from_secs(30),
+                heartbeat: Duration::from_secs(5),
+            }),
+            ..fetch
+        };
+        assert_eq!(
+            waiting.body(),
+            r#"{"batch":512,"max_bytes":1024,"expires":30000000000,"idle_heartbeat":5000000000}"#
+        );
+    }
+
+    #[test]
+    fn statuses_end_requests_or_fail() {
+        let ended = |m| match heard(m) {
+            Ok(Pulled::Ended { unanswered }) => unanswered,
+            other => panic!("not an end: {other:?}"),
+        };
+        assert_eq!(ended(status(404, "No Messages", None)), None);
+        assert_eq!(ended(status(408, "Request Timeout", Some("17"))), Some(17));
+        assert_eq!(ended(status(409, "Leadership Change", Some("3"))), Some(3));
+        assert_eq!(ended(status(409, "Batch Completed", Some("0"))), Some(0));
+        assert!(matches!(
+            heard(status(100, "Idle Heartbeat", None)),
+            Ok(Pulled::Heartbeat)
+        ));
+        for (code, description) in [
+            (409, "Consumer Deleted"),
+            (409, "Consumer is push based"),
+            (409, "Exceeded MaxRequestBatch of 100"),
+            (503, ""),
+            (400, "Bad Request"),
+        ] {
+            assert!(
+                heard(status(code, description, None)).is_err(),
+                "{code} {description}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_is_a_message() {
+        let msg = async_nats::Message {
+            subject: "orders.created".into(),
+            reply: Some("$JS.ACK.ORDERS.app-h.1.1.1.1.0".into()),
+            payload: Bytes::from_static(b"{}"),
+            headers: None,
+            status: None,
+            description: None,
+            length: 2,
+        };
+        assert!(matches!(heard(msg), Ok(Pulled::Message(_))));
+    }
+}
