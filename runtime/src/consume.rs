@@ -71,7 +71,8 @@ pub(crate) struct Worker {
     /// Changes when the client connects again: a waiting pull is gone.
     pub(crate) reconnects: tokio::sync::watch::Receiver<()>,
     /// For an event durable: the stream sequence to start from if it must be
-    /// recreated (its last known ack floor + 1); 0 until known.
+    /// recreated (its last known ack floor + 1); 0 for a work queue, whose
+    /// stream keeps what was not consumed.
     pub(crate) resume_from: AtomicU64,
     /// The binding's stream and durable names, shared by every delivery.
     pub(crate) stream: Arc<str>,
@@ -447,7 +448,7 @@ impl Puller {
 
 /// For an event handler, a task of its own that notes, while messages
 /// flow, where to restart should an operator delete the durable (its ack
-/// floor + 1): first from what startup learnt of the durable, then once a
+/// floor + 1): at once from what startup learnt of the durable, then once a
 /// second, or less often where asking costs the server more
 /// ([`RESUME_POINT_COST`]). A note that is late only means more
 /// redeliveries after such a deletion, never a message skipped. Asking
@@ -461,12 +462,13 @@ fn note_resume_points(
     if worker.binding.def.kind != Kind::Subscribe {
         return None;
     }
-    // Zero for a durable that has acked nothing yet: no resume point, its
-    // deliver policy stands.
+    // The server starts a durable's ack floor just below its first
+    // sequence (0 on an empty stream, or for `deliver = "all"`), so floor
+    // + 1 is where it has acked nothing yet, from the first moment: a
+    // durable deleted before any note is recreated there, not at its
+    // deliver policy, which for "new" would skip what came meanwhile.
     let floor = consumer.cached_info().ack_floor.stream_sequence;
-    if floor > 0 {
-        worker.resume_from.store(floor + 1, Ordering::Relaxed);
-    }
+    worker.resume_from.store(floor + 1, Ordering::Relaxed);
     let worker = worker.clone();
     Some(tokio::spawn(async move {
         // By name: it still answers for a durable recreated under it.

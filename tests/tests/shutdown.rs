@@ -1,12 +1,12 @@
 //! Graceful shutdown drains in-flight calls and nothing comes back; calls
 //! past the shutdown timeout are handed back at once; a deleted durable is
-//! recreated under a running app.
+//! recreated under a running app, an event durable where it left off.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jetwire::{App, Config, Context, State, queue};
+use jetwire::{App, Config, Context, State, queue, subscribe};
 use jetwire_tests::{config, eventually, shared_server, unique_prefix};
 
 #[derive(Clone, Default)]
@@ -53,6 +53,13 @@ async fn work(n: u64, log: State<Log>, pause: State<Pause>) {
 #[queue("queue.sd-alive")]
 async fn alive(n: u64, log: State<Log>, ctx: Context) {
     let _ = ctx;
+    log.push(n, "start");
+}
+
+/// `deliver = "new"`, the default: a durable recreated by its deliver
+/// policy would skip what was published while it did not exist.
+#[subscribe("sd-events.created")]
+async fn event_seen(n: u64, log: State<Log>) {
     log.push(n, "start");
 }
 
@@ -203,5 +210,45 @@ async fn a_deleted_durable_is_recreated() {
         stream.consumer_info(&durable).await.is_ok(),
         "the durable exists again"
     );
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn an_event_durable_deleted_before_any_ack_resumes_where_it_began() {
+    let prefix = unique_prefix("recreate-ev");
+    let log = Log::default();
+    let app = App::new(cfg(&prefix, Duration::from_secs(5)))
+        .only(&["event_seen"])
+        .state(log.clone())
+        .start()
+        .await
+        .expect("starts");
+    let publisher = app.publisher();
+    let js = async_nats::jetstream::new(publisher.client().clone());
+    let stream = js
+        .get_stream(jetwire::topology::default_stream(
+            Some(&prefix),
+            "sd-events.created",
+        ))
+        .await
+        .expect("stream");
+    let durable = app.stats()[0].durable.clone();
+    // At once, before the loop has acked or noted anything; the message
+    // lands while no durable exists (the loop waits at least 100 ms before
+    // recreating it).
+    stream
+        .delete_consumer(&durable)
+        .await
+        .expect("operator deletes the durable");
+    publisher
+        .publish("sd-events.created", &1u64)
+        .await
+        .expect("published");
+    eventually(
+        Duration::from_secs(20),
+        "the event published while the durable was gone",
+        || async { (log.starts_of(1) >= 1).then_some(()) },
+    )
+    .await;
     app.shutdown().await.expect("clean shutdown");
 }
