@@ -284,11 +284,16 @@ pub(crate) async fn run(
 /// replica (or this loop's next pull) gets it at once.
 async fn hand_back(pull: &mut Pull, client: &async_nats::Client) {
     while let Some(Some(pulled)) = pull.next().now_or_never() {
-        if let Ok(Pulled::Message(msg)) = pulled
-            && let Some(reply) = &msg.reply
-        {
-            let _ = Acker { client, reply }.ack_with(AckKind::Nak(None)).await;
+        if let Ok(Pulled::Message(msg)) = pulled {
+            hand_back_one(client, &msg).await;
         }
+    }
+}
+
+/// Naks one delivery the loop will not take.
+async fn hand_back_one(client: &async_nats::Client, msg: &async_nats::Message) {
+    if let Some(reply) = &msg.reply {
+        let _ = Acker { client, reply }.ack_with(AckKind::Nak(None)).await;
     }
 }
 
@@ -374,7 +379,8 @@ impl Puller {
                         }
                         next = pull.next() => next,
                         // The fetch went to the old leader, or with the old
-                        // connection: fetch again.
+                        // connection: give it up; the loop fetches again, or
+                        // waits with a pull if little had come.
                         Some(_) = leader_changes.next() => break,
                         Ok(()) = reconnects.changed() => break,
                         // Lost, most likely: wait for messages with the
@@ -383,11 +389,13 @@ impl Puller {
                     },
                 };
                 match next {
-                    // Every message has its place: at most `asked` are taken.
+                    // Every message has its place: the loop reads at most
+                    // `asked`, and holds that many places.
                     Some(Ok(Pulled::Message(msg))) => {
                         got += 1;
-                        if let Some(hold) = places.split(1) {
-                            self.take(msg, hold).await;
+                        match places.split(1) {
+                            Some(hold) => self.take(msg, hold).await,
+                            None => hand_back_one(&self.worker.client, &msg).await,
                         }
                     }
                     // The close of an earlier request, all of whose
