@@ -216,17 +216,15 @@ pub(crate) async fn run(
                 fast_run = FAST_RUN;
                 tokio::select! {
                     biased;
-                    _ = stop.cancelled() => {
-                        // Hand back what already arrived, so a live replica gets it now.
-                        hand_back(pull, &p.worker.client).await;
-                        break 'pull;
-                    }
+                    // What already arrived is handed back when the loop
+                    // closes its subscription, below.
+                    _ = stop.cancelled() => break 'pull,
                     next = pull.next() => next,
                     Some(_) = leader_changes.next() => {
                         // A request waiting at the old leader is gone with
                         // it: hand back what arrived and pull from the new one.
                         tracing::info!(handler = p.worker.binding.def.name, "consumer leader changed; pulling from the new leader");
-                        hand_back(pull, &p.worker.client).await;
+                        pull.hand_back().await;
                         drain_first = true;
                         continue 'pull;
                     }
@@ -268,33 +266,22 @@ pub(crate) async fn run(
         // Any failure, missed heartbeats too: a pull the server no longer
         // knows of (its durable deleted in a race, say) is replaced now,
         // once the durable is there again, on a fresh inbox.
-        hand_back(pull, &p.worker.client).await;
-        subscription = None;
+        if let Some(old) = subscription.take() {
+            old.close().await;
+        }
         recover(&p.worker, &mut consumer, &stop, &mut pause, &failed).await;
         drain_first = true;
     }
     if let Some(noting) = noting {
         noting.abort();
     }
+    // Before waiting for the calls in flight: an interrupted call's nak
+    // must not go back to a request still waiting on this inbox.
+    if let Some(pull) = subscription.take() {
+        pull.close().await;
+    }
     p.in_flight.close();
     p.in_flight.wait().await;
-}
-
-/// Naks what a pull has delivered but the loop has not taken, so another
-/// replica (or this loop's next pull) gets it at once.
-async fn hand_back(pull: &mut Pull, client: &async_nats::Client) {
-    while let Some(Some(pulled)) = pull.next().now_or_never() {
-        if let Ok(Pulled::Message(msg)) = pulled {
-            hand_back_one(client, &msg).await;
-        }
-    }
-}
-
-/// Naks one delivery the loop will not take.
-async fn hand_back_one(client: &async_nats::Client, msg: &async_nats::Message) {
-    if let Some(reply) = &msg.reply {
-        let _ = Acker { client, reply }.ack_with(AckKind::Nak(None)).await;
-    }
 }
 
 /// One handler loop's state.
@@ -326,6 +313,7 @@ impl Puller {
     /// pull: each fetch is one request that the server answers at once and
     /// forgets. Every fetched message has its place before it arrives, so
     /// the loop takes them as fast as they come and none waits unattended.
+
     async fn drain(
         &mut self,
         pull: &mut Pull,
@@ -373,10 +361,9 @@ impl Puller {
                     Some(next) => next,
                     None => tokio::select! {
                         biased;
-                        _ = stop.cancelled() => {
-                            hand_back(pull, &self.worker.client).await;
-                            return Drained::Stopped;
-                        }
+                        // The loop closes the subscription, handing back
+                        // what arrived.
+                        _ = stop.cancelled() => return Drained::Stopped,
                         next = pull.next() => next,
                         // The fetch went to the old leader, or with the old
                         // connection: give it up; the loop fetches again, or
@@ -395,7 +382,7 @@ impl Puller {
                         got += 1;
                         match places.split(1) {
                             Some(hold) => self.take(msg, hold).await,
-                            None => hand_back_one(&self.worker.client, &msg).await,
+                            None => pull.hand_back_one(&msg).await,
                         }
                     }
                     // The close of an earlier request, all of whose

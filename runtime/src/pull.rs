@@ -21,7 +21,7 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::{Client, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{FutureExt, Stream, StreamExt};
 
 /// What a pull subscription hears.
 #[derive(Debug)]
@@ -110,7 +110,50 @@ impl Pull {
             .await
             .map_err(|e| format!("sending a pull request: {e}"))
     }
+
+    /// Naks what has arrived and not been taken, so another replica (or
+    /// the next pull) gets it at once.
+    pub(crate) async fn hand_back(&mut self) {
+        while let Some(Some(pulled)) = self.next().now_or_never() {
+            if let Ok(Pulled::Message(msg)) = pulled {
+                self.hand_back_one(&msg).await;
+            }
+        }
+    }
+
+    /// Naks one delivery that will not be taken.
+    pub(crate) async fn hand_back_one(&self, msg: &async_nats::Message) {
+        if let Some(reply) = &msg.reply {
+            let client = &self.client;
+            let _ = Acker { client, reply }.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+
+    /// Stops the server delivering here, then hands back what arrived
+    /// before it stopped. A request may still wait at the server for this
+    /// inbox; while the inbox is subscribed, anything nak'ed meanwhile
+    /// (an interrupted call's message, say) would be sent to it again, and
+    /// come back only after `ack_wait` once the inbox is gone.
+    pub(crate) async fn close(mut self) {
+        if self.sub.unsubscribe().await.is_err() {
+            return self.hand_back().await;
+        }
+        // The subscription ends once the client has let go of it.
+        let rest = async {
+            while let Some(pulled) = self.next().await {
+                if let Ok(Pulled::Message(msg)) = pulled {
+                    self.hand_back_one(&msg).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSED_WITHIN, rest).await;
+    }
 }
+
+/// How long closing waits for the client to let go of a subscription
+/// (it only has to read its own command queue; a disconnected client may
+/// not). What is not handed back by then comes back after `ack_wait`.
+const CLOSED_WITHIN: Duration = Duration::from_secs(1);
 
 impl Stream for Pull {
     type Item = Result<Pulled, String>;
