@@ -364,9 +364,10 @@ async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
 /// The hand-written consumer: a `fetch(1000)` loop, each batch decoded and
 /// acked with `for_each_concurrent(64)`.
 async fn raw_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
+    // From nothing, as jetwire's `start()` is timed: connecting included.
+    let (t0, cpu0) = (Instant::now(), Cpu::now());
     let client = async_nats::connect(server().url()).await.expect("connect");
     let js = jetstream::new(client.clone());
-    let (t0, cpu0) = (Instant::now(), Cpu::now());
     let stream = js.get_stream(kind.stream(&prefix)).await.expect("stream");
     let consumer = raw_consumer(&stream, kind.durable(&prefix), 10_000).await;
     let count = AtomicU64::new(0);
