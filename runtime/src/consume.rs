@@ -49,7 +49,9 @@ const RESUME_POINT_EVERY: Duration = Duration::from_secs(1);
 const RESUME_POINT_COST: u32 = 100;
 /// The most messages taken in a row without looking at anything else.
 const FAST_RUN: u32 = 256;
-/// Pause after a failed pull, doubling up to [`MAX_RETRY_PAUSE`].
+/// Pause after a failed pull, doubling up to [`MAX_RETRY_PAUSE`] while
+/// failures follow each other; any answer from the server, or a new
+/// connection, starts it over.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
@@ -162,7 +164,7 @@ pub(crate) async fn run(
                 .drain(pull, &stop, &mut leader_changes, &mut reconnects)
                 .await
             {
-                Drained::CaughtUp => {}
+                Drained::CaughtUp => pause = FIRST_RETRY_PAUSE,
                 Drained::Stopped => break 'pull,
                 Drained::Failed(error) => {
                     // The waiting pull below reports and recovers what lasts.
@@ -232,6 +234,7 @@ pub(crate) async fn run(
                         // The requests went with the old connection; what
                         // arrived before is still good.
                         tracing::info!(handler = p.worker.binding.def.name, "reconnected; pulling again");
+                        pause = FIRST_RETRY_PAUSE;
                         drain_first = true;
                         continue 'pull;
                     }
@@ -252,7 +255,6 @@ pub(crate) async fn run(
             match next {
                 Some(Ok(Pulled::Message(msg))) => {
                     asked = asked.saturating_sub(1);
-                    pause = FIRST_RETRY_PAUSE;
                     p.take(msg, hold).await;
                 }
                 Some(Ok(Pulled::Ended { unanswered })) => {
@@ -262,6 +264,8 @@ pub(crate) async fn run(
                 Some(Err(e)) => break e,
                 None => break "the pull subscription ended".to_owned(),
             }
+            // The server answered: the next failure waits the least again.
+            pause = FIRST_RETRY_PAUSE;
         };
         // Any failure, missed heartbeats too: a pull the server no longer
         // knows of (its durable deleted in a race, say) is replaced now,
