@@ -136,7 +136,7 @@ pub(crate) async fn run(
     };
     let noting = note_resume_points(&p.worker, consumer.clone(), stop.clone());
     let mut pause = FIRST_RETRY_PAUSE;
-    let mut leader_changes = leader_elections(&p.worker).await;
+    let mut news = consumer_news(&p.worker).await;
     let mut fast_run = FAST_RUN;
     // Kept across drains, reconnects and leader changes (what a request
     // still sends is taken or handed back); opened anew after a failure.
@@ -160,10 +160,7 @@ pub(crate) async fn run(
             }
         };
         if std::mem::take(&mut drain_first) {
-            match p
-                .drain(pull, &stop, &mut leader_changes, &mut reconnects)
-                .await
-            {
+            match p.drain(pull, &stop, &mut news, &mut reconnects).await {
                 Drained::CaughtUp => pause = FIRST_RETRY_PAUSE,
                 Drained::Stopped => break 'pull,
                 Drained::Failed(error) => {
@@ -222,14 +219,19 @@ pub(crate) async fn run(
                     // closes its subscription, below.
                     _ = stop.cancelled() => break 'pull,
                     next = pull.next() => next,
-                    Some(_) = leader_changes.next() => {
+                    Some(news) = news.next() => match news {
                         // A request waiting at the old leader is gone with
                         // it: hand back what arrived and pull from the new one.
-                        tracing::info!(handler = p.worker.binding.def.name, "consumer leader changed; pulling from the new leader");
-                        pull.hand_back().await;
-                        drain_first = true;
-                        continue 'pull;
-                    }
+                        News::LeaderElected => {
+                            tracing::info!(handler = p.worker.binding.def.name, "consumer leader changed; pulling from the new leader");
+                            pull.hand_back().await;
+                            drain_first = true;
+                            continue 'pull;
+                        }
+                        // A request that reached the server as the durable
+                        // went may never be answered: recreate it now.
+                        News::Deleted => break "the durable was deleted".to_owned(),
+                    },
                     Ok(()) = reconnects.changed() => {
                         // The requests went with the old connection; what
                         // arrived before is still good.
@@ -327,7 +329,7 @@ impl Puller {
         &mut self,
         pull: &mut Pull,
         stop: &CancellationToken,
-        leader_changes: &mut futures_util::stream::BoxStream<'static, async_nats::Message>,
+        news: &mut futures_util::stream::BoxStream<'static, News>,
         reconnects: &mut tokio::sync::watch::Receiver<()>,
     ) -> Drained {
         loop {
@@ -383,7 +385,10 @@ impl Puller {
                         // The fetch went to the old leader, or with the old
                         // connection: give it up; the loop fetches again, or
                         // waits with a pull if little had come.
-                        Some(_) = leader_changes.next() => break,
+                        Some(news) = news.next() => match news {
+                            News::LeaderElected => break,
+                            News::Deleted => return Drained::Failed("the durable was deleted".into()),
+                        },
                         Ok(()) = reconnects.changed() => break,
                         // Lost, most likely: wait for messages with the
                         // waiting pull, which heartbeats tell is alive.
@@ -527,22 +532,37 @@ pub(crate) fn pull_batch(concurrency: usize) -> usize {
     (concurrency * 16).clamp(MIN_BATCH, MAX_BATCH)
 }
 
-/// The consumer's leader-elected advisories (clustered servers), or
-/// nothing if they cannot be subscribed to.
-async fn leader_elections(
-    worker: &Worker,
-) -> futures_util::stream::BoxStream<'static, async_nats::Message> {
-    let subject = format!(
-        "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{}.{}",
-        worker.binding.stream, worker.binding.durable
-    );
-    match worker.client.subscribe(subject).await {
-        Ok(sub) => sub.boxed(),
-        Err(e) => {
-            tracing::debug!(error = %e, "no leader-election advisories; missed heartbeats still recover");
-            futures_util::stream::pending().boxed()
+/// What the server announces about a loop's durable that the loop acts on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum News {
+    /// A new consumer leader (clustered servers): requests waiting at the
+    /// old one are gone.
+    LeaderElected,
+    /// The durable was deleted: a request that reached the server as it
+    /// went may never be answered, not even with an error.
+    Deleted,
+}
+
+/// The durable's leader-elected and deleted advisories, or nothing if they
+/// cannot be subscribed to (missed heartbeats still recover, in 10 s).
+async fn consumer_news(worker: &Worker) -> futures_util::stream::BoxStream<'static, News> {
+    let (stream, durable) = (&worker.binding.stream, &worker.binding.durable);
+    let mut subscribed = Vec::new();
+    for (kind, news) in [
+        ("LEADER_ELECTED", News::LeaderElected),
+        ("DELETED", News::Deleted),
+    ] {
+        let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.{kind}.{stream}.{durable}");
+        match worker.client.subscribe(subject).await {
+            Ok(sub) => subscribed.push(sub.map(move |_| news).boxed()),
+            Err(e) => {
+                tracing::debug!(error = %e, kind, "no consumer advisories; missed heartbeats still recover")
+            }
         }
     }
+    futures_util::stream::select_all(subscribed)
+        .chain(futures_util::stream::pending())
+        .boxed()
 }
 
 /// After a failed pull: wait (cancellably), then make sure the durable
