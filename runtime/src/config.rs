@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jetwire_grammar::{duration, subject};
@@ -269,8 +270,10 @@ impl Config {
     }
 
     /// Connects to NATS with these settings. The receiver changes each
-    /// time the client connects again (after a server restart, say): a
-    /// pull request waiting at the server is gone with the old connection.
+    /// time the client connects again after losing its connection (a
+    /// server restart, say): a pull request waiting at the server, or an
+    /// ack on its way, is gone with the old connection. The first
+    /// connection does not count: its event may come after this returns.
     pub(crate) async fn connect(
         &self,
     ) -> Result<(async_nats::Client, tokio::sync::watch::Receiver<()>), Error> {
@@ -280,12 +283,17 @@ impl Config {
             source,
         };
         let (connected, reconnects) = tokio::sync::watch::channel(());
+        let lost = std::sync::atomic::AtomicBool::new(false);
         let mut opts = async_nats::ConnectOptions::new()
             .name(format!("jetwire:{}", self.app))
             .connection_timeout(Duration::from_secs(5))
             .event_callback(move |event| {
-                if matches!(event, async_nats::Event::Connected) {
-                    connected.send_replace(());
+                match event {
+                    async_nats::Event::Disconnected => lost.store(true, Ordering::Relaxed),
+                    async_nats::Event::Connected if lost.swap(false, Ordering::Relaxed) => {
+                        connected.send_replace(());
+                    }
+                    _ => {}
                 }
                 std::future::ready(())
             });
