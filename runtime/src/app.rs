@@ -107,6 +107,7 @@ impl App {
         let outlet = JetStreamOutlet {
             js: js.clone(),
             prefix: config.prefix().map(str::to_owned),
+            reconnects: reconnects.clone(),
         };
         let mut tasks = JoinSet::new();
         let mut streams: Vec<String> = bindings.iter().map(|(b, _)| b.stream.clone()).collect();
@@ -159,6 +160,7 @@ impl App {
         Ok(RunningApp {
             config,
             client,
+            outlet,
             tasks,
             stop,
             abort,
@@ -209,6 +211,8 @@ async fn signal() {
 pub struct RunningApp {
     config: Config,
     client: async_nats::Client,
+    /// What publishers of this app send through: the app's connection.
+    outlet: JetStreamOutlet,
     tasks: JoinSet<()>,
     stop: CancellationToken,
     abort: CancellationToken,
@@ -248,7 +252,7 @@ pub struct HandlerStats {
 impl RunningApp {
     /// A publisher sharing this app's connection and subject prefix.
     pub fn publisher(&self) -> Publisher {
-        Publisher::from_client(self.client.clone(), self.config.prefix().map(str::to_owned))
+        Publisher::with_outlet(self.client.clone(), self.outlet.clone())
     }
 
     /// Each handler's counters in this process.

@@ -298,6 +298,8 @@ pub struct Receipt {
 pub(crate) struct JetStreamOutlet {
     pub(crate) js: async_nats::jetstream::Context,
     pub(crate) prefix: Option<String>,
+    /// Changes when the client connects again ([`crate::Config`]'s connect).
+    pub(crate) reconnects: tokio::sync::watch::Receiver<()>,
 }
 
 impl JetStreamOutlet {
@@ -318,8 +320,23 @@ impl JetStreamOutlet {
         })
     }
 
+    /// Sends and waits for JetStream's ack. An ack still awaited when the
+    /// connection is lost is gone with it (the server may have restarted
+    /// before or after storing the message): once the client is connected
+    /// again, the message is sent again under the same `Nats-Msg-Id`, which
+    /// the server stores once, instead of waiting out the ack timeout (5 s).
     pub(crate) async fn send_acked(&self, msg: Outbound) -> Result<Receipt, PublishError> {
-        self.send(msg).await?.await
+        let mut reconnects = self.reconnects.clone();
+        loop {
+            reconnects.mark_unchanged();
+            let pending = self.send(msg.clone()).await?;
+            tokio::select! {
+                receipt = pending.into_future() => return receipt,
+                Ok(()) = reconnects.changed() => {
+                    tracing::debug!(subject = %msg.subject, "connected again while waiting for an ack; sending again");
+                }
+            }
+        }
     }
 }
 
@@ -389,19 +406,22 @@ pub struct Publisher {
 impl Publisher {
     /// Connects with `config`.
     pub async fn connect(config: &crate::Config) -> Result<Publisher, crate::Error> {
-        let (client, _) = config.connect().await?;
-        Ok(Publisher::from_client(
+        let (client, reconnects) = config.connect().await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let prefix = config.prefix().map(str::to_owned);
+        Ok(Publisher::with_outlet(
             client,
-            config.prefix().map(str::to_owned),
+            JetStreamOutlet {
+                js,
+                prefix,
+                reconnects,
+            },
         ))
     }
 
-    pub(crate) fn from_client(client: async_nats::Client, prefix: Option<String>) -> Publisher {
-        let js = async_nats::jetstream::new(client.clone());
-        Publisher {
-            outlet: JetStreamOutlet { js, prefix },
-            client,
-        }
+    /// A publisher on `client` through `outlet` (which sends on it).
+    pub(crate) fn with_outlet(client: async_nats::Client, outlet: JetStreamOutlet) -> Publisher {
+        Publisher { outlet, client }
     }
 
     /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.

@@ -1,6 +1,7 @@
 //! Publishing: headers, message ids, validation, and what a handler's
 //! publishes carry forward.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -190,4 +191,47 @@ async fn handlers_carry_correlation_and_trace_forward() {
         got.0
     );
     app.shutdown().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_publish_whose_server_dies_before_answering_is_sent_again_once_reconnected() {
+    let mut server = jetwire_tests::Server::start();
+    let prefix = unique_prefix("resend");
+    let publisher = Publisher::connect(&config(&server, &prefix, "svc"))
+        .await
+        .expect("connects");
+    let client = publisher.client().clone();
+    async_nats::jetstream::new(client.clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: format!("{}_RESEND", prefix.to_uppercase()),
+            subjects: vec![format!("{prefix}.resend.>")],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+
+    // Frozen, the server takes the request into its socket and never reads it.
+    server.pause();
+    let written = client.statistics().out_messages.load(Ordering::Relaxed);
+    let publishing = tokio::spawn({
+        let publisher = publisher.clone();
+        async move { publisher.publish("resend.one", &1u64).await }
+    });
+    eventually(Duration::from_secs(10), "the publish to be written", || {
+        let sent = client.statistics().out_messages.load(Ordering::Relaxed) > written;
+        async move { sent.then_some(()) }
+    })
+    .await;
+    client.flush().await.expect("written to the socket");
+    // Killed frozen, the request is gone with it; the store stays.
+    server.kill();
+    server.restart();
+
+    // Without sending again, the publish fails with async-nats' ack timeout.
+    let receipt = tokio::time::timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the publish ends")
+        .expect("the task ran")
+        .expect("stored after the restart, not timed out");
+    assert!(!receipt.duplicate, "the first send never reached the store");
 }
