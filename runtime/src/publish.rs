@@ -289,7 +289,9 @@ pub struct Receipt {
     /// Its sequence there.
     pub sequence: u64,
     /// Whether the server had already stored this message id: nothing new
-    /// was stored.
+    /// was stored. Also true when the connection was lost while the ack
+    /// was awaited, jetwire sent the message again, and the first send had
+    /// been stored.
     pub duplicate: bool,
 }
 
