@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jetwire::{App, Config, Context, State, queue, subscribe};
+use jetwire::{App, Config, Context, RunningApp, State, queue, subscribe};
 use jetwire_tests::{config, eventually, shared_server, unique_prefix};
 
 #[derive(Clone, Default)]
@@ -61,6 +61,22 @@ async fn alive(n: u64, log: State<Log>, ctx: Context) {
 #[subscribe("sd-events.created")]
 async fn event_seen(n: u64, log: State<Log>) {
     log.push(n, "start");
+}
+
+/// Deletes the app's one durable from `stream`, as an operator would: the
+/// stream, and the durable's name.
+async fn operator_deletes_the_durable(
+    app: &RunningApp,
+    stream: &str,
+) -> (async_nats::jetstream::stream::Stream, String) {
+    let js = async_nats::jetstream::new(app.publisher().client().clone());
+    let stream = js.get_stream(stream).await.expect("stream");
+    let durable = app.stats()[0].durable.clone();
+    stream
+        .delete_consumer(&durable)
+        .await
+        .expect("operator deletes the durable");
+    (stream, durable)
 }
 
 fn cfg(prefix: &str, shutdown: Duration) -> Config {
@@ -183,16 +199,8 @@ async fn a_deleted_durable_is_recreated() {
     })
     .await;
 
-    let js = async_nats::jetstream::new(publisher.client().clone());
-    let stream = js
-        .get_stream(jetwire::topology::queue_stream(Some(&prefix)))
-        .await
-        .expect("stream");
-    let durable = app.stats()[0].durable.clone();
-    stream
-        .delete_consumer(&durable)
-        .await
-        .expect("operator deletes the durable");
+    let (stream, durable) =
+        operator_deletes_the_durable(&app, &jetwire::topology::queue_stream(Some(&prefix))).await;
 
     // A work-queue stream keeps what no consumer read; the loop recreates
     // its durable and gets it.
@@ -223,24 +231,12 @@ async fn an_event_durable_deleted_before_any_ack_resumes_where_it_began() {
         .start()
         .await
         .expect("starts");
-    let publisher = app.publisher();
-    let js = async_nats::jetstream::new(publisher.client().clone());
-    let stream = js
-        .get_stream(jetwire::topology::default_stream(
-            Some(&prefix),
-            "sd-events.created",
-        ))
-        .await
-        .expect("stream");
-    let durable = app.stats()[0].durable.clone();
     // At once, before the loop has acked or noted anything; the message
     // lands while no durable exists (the loop waits at least 100 ms before
     // recreating it).
-    stream
-        .delete_consumer(&durable)
-        .await
-        .expect("operator deletes the durable");
-    publisher
+    let stream = jetwire::topology::default_stream(Some(&prefix), "sd-events.created");
+    operator_deletes_the_durable(&app, &stream).await;
+    app.publisher()
         .publish("sd-events.created", &1u64)
         .await
         .expect("published");
