@@ -138,8 +138,9 @@ pub(crate) async fn run(
     let mut pause = FIRST_RETRY_PAUSE;
     let mut news = consumer_news(&p.worker).await;
     let mut fast_run = FAST_RUN;
-    // Kept across drains, reconnects and leader changes (what a request
-    // still sends is taken or handed back); opened anew after a failure.
+    // The inbox the loop pulls on: each drain fetch opens one of its own
+    // ([`Puller::drain`]) and the waiting pull keeps the last; closed, and
+    // what arrived handed back, after a failure and on stopping.
     let mut subscription: Option<Pull> = None;
     // A loop starts, and starts again after any failure, by draining the
     // backlog there may be; then it waits for new messages.
