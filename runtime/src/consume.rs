@@ -22,7 +22,7 @@ use crate::context::{Context, Meta, States};
 use crate::dlq;
 use crate::invoke::{Call, Called};
 use crate::publish::{JetStreamOutlet, Outlet};
-use crate::pull::{Acker, Pull, Pulled, Request, Wait};
+use crate::pull::{self, Acker, Pull, Pulled, Request, Wait};
 use crate::registry::{HandlerDef, Kind};
 use crate::reply::{self, Delivered};
 use crate::topology::{self, Binding};
@@ -123,6 +123,7 @@ pub(crate) async fn run(
     let mut reconnects = worker.reconnects.clone();
     reconnects.mark_unchanged();
     let mut p = Puller {
+        next: pull::next_subject(&worker.stream, &worker.durable),
         held: Arc::new(Semaphore::new(concurrency + batch)),
         lanes: Arc::new(Lanes {
             slots: Arc::new(Semaphore::new(concurrency)),
@@ -149,16 +150,13 @@ pub(crate) async fn run(
     'pull: while !stop.is_cancelled() {
         let pull = match &mut subscription {
             Some(pull) => pull,
-            None => {
-                let w = &p.worker;
-                match Pull::open(w.client.clone(), &w.stream, &w.durable).await {
-                    Ok(pull) => subscription.insert(pull),
-                    Err(e) => {
-                        recover(w, &mut consumer, &stop, &mut pause, &e).await;
-                        continue 'pull;
-                    }
+            None => match Pull::open(p.worker.client.clone(), p.next.clone()).await {
+                Ok(pull) => subscription.insert(pull),
+                Err(e) => {
+                    recover(&p.worker, &mut consumer, &stop, &mut pause, &e).await;
+                    continue 'pull;
                 }
-            }
+            },
         };
         if std::mem::take(&mut drain_first) {
             match p.drain(pull, &stop, &mut news, &mut reconnects).await {
@@ -294,6 +292,8 @@ pub(crate) async fn run(
 /// One handler loop's state.
 struct Puller {
     worker: Arc<Worker>,
+    /// Where its pull requests go, built once.
+    next: async_nats::Subject,
     /// Places for the messages the process holds: [`held_at_most`].
     held: Arc<Semaphore>,
     lanes: Arc<Lanes>,
@@ -357,8 +357,7 @@ impl Puller {
                 wait: None,
             };
             pull.hand_back().await;
-            let w = &self.worker;
-            *pull = match Pull::open(w.client.clone(), &w.stream, &w.durable).await {
+            *pull = match Pull::open(self.worker.client.clone(), self.next.clone()).await {
                 Ok(fresh) => fresh,
                 Err(e) => return Drained::Failed(e),
             };

@@ -83,20 +83,22 @@ pub(crate) struct Pull {
     sub: Subscriber,
 }
 
+/// The subject pull requests for `durable` of `stream` go to.
+pub(crate) fn next_subject(stream: &str, durable: &str) -> Subject {
+    Subject::from(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"))
+}
+
 impl Pull {
-    /// Subscribes a fresh inbox for pulling from `durable` of `stream`.
-    pub(crate) async fn open(
-        client: Arc<Client>,
-        stream: &str,
-        durable: &str,
-    ) -> Result<Pull, String> {
+    /// Subscribes a fresh inbox for pull requests sent to `next`
+    /// ([`next_subject`]).
+    pub(crate) async fn open(client: Arc<Client>, next: Subject) -> Result<Pull, String> {
         let inbox = Subject::from(client.new_inbox());
         let sub = client
             .subscribe(inbox.clone())
             .await
             .map_err(|e| format!("subscribing to a pull inbox: {e}"))?;
         Ok(Pull {
-            next: Subject::from(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}")),
+            next,
             client,
             inbox,
             sub,
@@ -138,7 +140,9 @@ impl Pull {
         if self.sub.unsubscribe().await.is_err() {
             return self.hand_back().await;
         }
-        // The subscription ends once the client has let go of it.
+        // Unsubscribing closed the receiving end: what is buffered comes,
+        // then the end (awaited, not polled once, so that tokio's
+        // per-task budget cannot cut the hand-back short).
         let rest = async {
             while let Some(pulled) = self.next().await {
                 if let Ok(Pulled::Message(msg)) = pulled {
@@ -150,9 +154,8 @@ impl Pull {
     }
 }
 
-/// How long closing waits for the client to let go of a subscription
-/// (it only has to read its own command queue; a disconnected client may
-/// not). What is not handed back by then comes back after `ack_wait`.
+/// A bound on handing back what a closed subscription still holds; what
+/// is not handed back by then comes back after `ack_wait`.
 const CLOSED_WITHIN: Duration = Duration::from_secs(1);
 
 impl Stream for Pull {
