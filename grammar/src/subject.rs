@@ -205,6 +205,74 @@ impl fmt::Display for SubjectError {
     }
 }
 
+impl SubjectError {
+    /// Where in the subject the mistake is, as a byte range: the offending
+    /// character, token or `.`; `None` when it is the whole subject (empty,
+    /// too long, too many tokens, `queue` alone).
+    ///
+    /// ```
+    /// use jetwire_grammar::subject::{check, Usage};
+    ///
+    /// let err = check("orders.$x", Usage::Publish).unwrap_err();
+    /// assert_eq!(err.location(), Some(7..8)); // the `$`
+    /// let err = check("orders..created", Usage::Publish).unwrap_err();
+    /// assert_eq!(err.location(), Some(7..8)); // the second `.`
+    /// ```
+    pub fn location(&self) -> Option<std::ops::Range<usize>> {
+        let subject = match self {
+            SubjectError::Empty
+            | SubjectError::TooLong { .. }
+            | SubjectError::TooManyTokens { .. }
+            | SubjectError::QueueTooShort { .. } => return None,
+            SubjectError::EmptyToken { subject, .. }
+            | SubjectError::InvalidChar { subject, .. }
+            | SubjectError::WildcardInToken { subject, .. }
+            | SubjectError::TailWildcardNotLast { subject }
+            | SubjectError::WildcardInPublish { subject }
+            | SubjectError::LeadingWildcard { subject }
+            | SubjectError::Reserved { subject, .. }
+            | SubjectError::NotInQueueNamespace { subject } => subject,
+        };
+        let mut tokens = tokens_at(subject);
+        let (at, token) = match self {
+            SubjectError::EmptyToken {
+                position, count, ..
+            } => {
+                let (at, _) = tokens.nth(position.checked_sub(1)?)?;
+                // An empty token has no width: point at the `.` that makes
+                // it, the one after it unless it is the last.
+                return Some(if position < count {
+                    at..at + 1
+                } else {
+                    at - 1..at
+                });
+            }
+            SubjectError::InvalidChar { token, ch, .. } => {
+                let (at, _) = tokens.find(|(_, t)| t == token)?;
+                let offset = token.find(*ch)?;
+                return Some(at + offset..at + offset + ch.len_utf8());
+            }
+            SubjectError::WildcardInToken { token, .. } => tokens.find(|(_, t)| t == token)?,
+            SubjectError::TailWildcardNotLast { .. } => tokens.find(|(_, t)| *t == ">")?,
+            SubjectError::WildcardInPublish { .. } => {
+                tokens.find(|(_, t)| *t == "*" || *t == ">")?
+            }
+            _ => tokens.next()?,
+        };
+        Some(at..at + token.len())
+    }
+}
+
+/// Each token of `subject` with its byte offset.
+fn tokens_at(subject: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut at = 0;
+    subject.split('.').map(move |token| {
+        let start = at;
+        at += token.len() + 1;
+        (start, token)
+    })
+}
+
 impl std::error::Error for SubjectError {}
 
 fn truncate(s: &str) -> &str {
@@ -402,6 +470,19 @@ pub fn overlaps(a: &str, b: &str) -> bool {
     }
 }
 
+/// The prefix in force: `None` when unset or empty. Every rule that puts
+/// a prefix in front of a subject or name goes through this one.
+///
+/// ```
+/// use jetwire_grammar::subject::set_prefix;
+///
+/// assert_eq!(set_prefix(Some("t1")), Some("t1"));
+/// assert_eq!(set_prefix(Some("")), None);
+/// ```
+pub fn set_prefix(prefix: Option<&str>) -> Option<&str> {
+    prefix.filter(|p| !p.is_empty())
+}
+
 /// The subject with `prefix` put in front, as the server sees it.
 ///
 /// ```
@@ -411,9 +492,9 @@ pub fn overlaps(a: &str, b: &str) -> bool {
 /// assert_eq!(with_prefix(None, "orders.created"), "orders.created");
 /// ```
 pub fn with_prefix(prefix: Option<&str>, subject: &str) -> String {
-    match prefix {
-        Some(p) if !p.is_empty() => format!("{p}.{subject}"),
-        _ => subject.to_owned(),
+    match set_prefix(prefix) {
+        Some(p) => format!("{p}.{subject}"),
+        None => subject.to_owned(),
     }
 }
 
@@ -427,9 +508,9 @@ pub fn with_prefix(prefix: Option<&str>, subject: &str) -> String {
 /// assert_eq!(strip_prefix(Some("t1"), "t2.orders.created"), None);
 /// ```
 pub fn strip_prefix<'a>(prefix: Option<&str>, subject: &'a str) -> Option<&'a str> {
-    match prefix {
-        Some(p) if !p.is_empty() => subject.strip_prefix(p)?.strip_prefix('.'),
-        _ => Some(subject),
+    match set_prefix(prefix) {
+        Some(p) => subject.strip_prefix(p)?.strip_prefix('.'),
+        None => Some(subject),
     }
 }
 
@@ -495,6 +576,30 @@ mod tests {
             check(&long, Publish),
             Err(SubjectError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn locations_point_at_the_mistake() {
+        fn at(subject: &str, usage: Usage) -> Option<&str> {
+            let err = check(subject, usage).expect_err(subject);
+            err.location().map(|r| &subject[r])
+        }
+        assert_eq!(at(".orders", Usage::Publish), Some("."));
+        assert_eq!(at("orders.", Usage::Publish), Some("."));
+        assert_eq!(at("a.b..c", Usage::Publish), Some("."));
+        assert_eq!(
+            check("a.b..c", Usage::Publish).unwrap_err().location(),
+            Some(4..5)
+        );
+        assert_eq!(at("orders.créé", Usage::Publish), Some("é"));
+        assert_eq!(at("orders.a*", Usage::Subscribe), Some("a*"));
+        assert_eq!(at("orders.>.x", Usage::Subscribe), Some(">"));
+        assert_eq!(at("orders.*", Usage::Publish), Some("*"));
+        assert_eq!(at("*.x", Usage::Subscribe), Some("*"));
+        assert_eq!(at("dlq.x", Usage::Subscribe), Some("dlq"));
+        assert_eq!(at("email.x", Usage::Queue), Some("email"));
+        assert_eq!(at("queue", Usage::Queue), None);
+        assert_eq!(at("", Usage::Publish), None);
     }
 
     #[test]

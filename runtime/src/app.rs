@@ -7,13 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::advisory;
 use crate::config::Config;
-use crate::consume::{self, Counters, Worker};
-use crate::context::States;
+use crate::consume::{self, Counters, Shared};
+use crate::dlq::advisory;
 use crate::error::Error;
-use crate::publish::{JetStreamOutlet, Publisher};
-use crate::registry::{self, HandlerDef};
+use crate::handler::context::Route;
+use crate::handler::registry::{self, HandlerDef};
+use crate::handler::state::States;
+use crate::publish::Publisher;
+use crate::publish::outlet::JetStreamOutlet;
 use crate::topology;
 
 /// Runs every handler linked into the binary until SIGINT or SIGTERM.
@@ -110,7 +112,7 @@ impl App {
             reconnects: reconnects.clone(),
         };
         let mut tasks = JoinSet::new();
-        let mut streams: Vec<String> = bindings.iter().map(|(b, _)| b.stream.clone()).collect();
+        let mut streams: Vec<String> = bindings.iter().map(|(b, _)| b.stream.to_string()).collect();
         streams.sort();
         streams.dedup();
         if !streams.is_empty() {
@@ -140,22 +142,26 @@ impl App {
                 "consuming"
             );
             let counters = Arc::new(Counters::default());
-            stats.push((binding.def, binding.durable.clone(), counters.clone()));
-            let worker = Arc::new(Worker {
+            stats.push((binding.def, binding.durable.to_string(), counters.clone()));
+            let shared = Arc::new(Shared {
+                route: Route {
+                    handler: binding.def.name,
+                    stream: binding.stream.clone(),
+                    durable: binding.durable.clone(),
+                    max_deliver: binding.def.max_deliver(),
+                },
                 client: shared_client.clone(),
                 reconnects: reconnects.clone(),
                 resume_from: AtomicU64::new(0),
-                stream: binding.stream.as_str().into(),
-                durable: binding.durable.as_str().into(),
                 binding,
                 js: js.clone(),
                 outlet: outlet.clone(),
-                shared_outlet: Arc::new(outlet.clone()),
+                contexts_outlet: Arc::new(outlet.clone()),
                 states: states.clone(),
                 prefix: config.prefix().map(str::to_owned),
                 counters,
             });
-            tasks.spawn(consume::run(worker, consumer, stop.clone(), abort.clone()));
+            tasks.spawn(consume::run(shared, consumer, stop.clone(), abort.clone()));
         }
         Ok(RunningApp {
             config,

@@ -1,6 +1,7 @@
 //! The retry decision: a pure function from what a handler call did to what
 //! happens to the message. The live consume loop and `TestApp` both call
-//! [`classify`]; nothing else decides.
+//! [`classify`]; nothing else decides. [`DlqReason`] is its vocabulary for
+//! why a message goes to the dead-letter queue.
 //!
 //! ```
 //! use std::time::Duration;
@@ -15,9 +16,72 @@
 //! assert_eq!(classify(&Outcome::Decode, 1, &policy), Action::DeadLetter(DlqReason::Decode));
 //! ```
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
-use crate::dlq::DlqReason;
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DlqReason {
+    /// The handler returned a permanent error.
+    Permanent,
+    /// The payload did not decode into the handler's type.
+    Decode,
+    /// Every delivery failed with a transient error, or the last one never answered.
+    Exhausted,
+    /// The last delivery panicked.
+    Panic,
+    /// The last delivery ran past the handler's `timeout`.
+    Timeout,
+}
+
+impl DlqReason {
+    /// The name written to `Jetwire-Dlq-Reason`.
+    ///
+    /// ```
+    /// assert_eq!(jetwire::DlqReason::Exhausted.as_str(), "exhausted");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqReason::Permanent => "permanent",
+            DlqReason::Decode => "decode",
+            DlqReason::Exhausted => "exhausted",
+            DlqReason::Panic => "panic",
+            DlqReason::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for DlqReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reason name that is not one of [`DlqReason`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown dead-letter reason `{0}`; expected permanent, decode, exhausted, panic or timeout"
+)]
+pub struct UnknownReason(pub String);
+
+impl FromStr for DlqReason {
+    type Err = UnknownReason;
+
+    /// ```
+    /// assert_eq!("panic".parse(), Ok(jetwire::DlqReason::Panic));
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "permanent" => DlqReason::Permanent,
+            "decode" => DlqReason::Decode,
+            "exhausted" => DlqReason::Exhausted,
+            "panic" => DlqReason::Panic,
+            "timeout" => DlqReason::Timeout,
+            other => return Err(UnknownReason(other.to_owned())),
+        })
+    }
+}
 
 /// What one handler call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,5 +230,19 @@ mod tests {
             classify(&Outcome::Panic, 1, &p),
             Action::DeadLetter(DlqReason::Panic)
         );
+    }
+
+    #[test]
+    fn reasons_round_trip() {
+        for r in [
+            DlqReason::Permanent,
+            DlqReason::Decode,
+            DlqReason::Exhausted,
+            DlqReason::Panic,
+            DlqReason::Timeout,
+        ] {
+            assert_eq!(r.as_str().parse::<DlqReason>(), Ok(r));
+        }
+        assert!("nope".parse::<DlqReason>().is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jetwire_grammar::{duration, subject};
 
 use crate::error::Error;
-use crate::topology;
+use crate::names;
 
 /// How jetwire authenticates to NATS.
 #[derive(Clone, Default)]
@@ -60,8 +60,8 @@ pub struct Tls {
 }
 
 /// Everything jetwire needs to run. Build it from the environment with
-/// [`Config::from_env`], with [`Config::builder`], or as a struct literal
-/// over [`Config::default`].
+/// [`Config::from_env`] or with [`Config::builder`]; the fields are public
+/// to read, and to change on a built config.
 ///
 /// `Debug` never shows a secret.
 ///
@@ -121,7 +121,7 @@ fn default_app() -> String {
         .and_then(|p| p.file_stem())
         .and_then(|s| s.to_str())
         .unwrap_or("app");
-    topology::sanitize_app(stem)
+    names::sanitize_app(stem)
 }
 
 impl Config {
@@ -261,7 +261,7 @@ impl Config {
 
     /// The prefix, if any and not empty.
     pub(crate) fn prefix(&self) -> Option<&str> {
-        self.subject_prefix.as_deref().filter(|p| !p.is_empty())
+        subject::set_prefix(self.subject_prefix.as_deref())
     }
 
     /// The URL list with any `user:password@` hidden.

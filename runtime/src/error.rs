@@ -1,4 +1,5 @@
-//! The public error types: what a handler returns, and what jetwire returns.
+//! The public error types: what a handler returns, what jetwire returns,
+//! and the startup [`Problem`]s that keep registered handlers from running.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -228,7 +229,7 @@ pub enum Error {
     Config(String),
     /// The handlers, as registered, cannot run together. Every problem is listed.
     #[error("{0}")]
-    Handlers(crate::registry::Problems),
+    Handlers(Problems),
     /// The server could not be reached.
     #[error(
         "cannot connect to NATS at {url}: {source}; is nats-server running there, and are NATS_URL and the credentials right?"
@@ -273,4 +274,100 @@ pub enum Error {
     /// Shutdown did not complete cleanly.
     #[error("shutdown: {0}")]
     Shutdown(String),
+}
+
+impl Error {
+    /// A failure talking to NATS while doing `context`.
+    pub(crate) fn nats(context: impl Into<String>, source: impl Into<BoxError>) -> Error {
+        Error::Nats {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// One reason the registered handlers cannot run together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// Two `#[queue]` handlers on one subject.
+    DuplicateQueue {
+        /// The subject.
+        subject: String,
+        /// Both handlers, as `module::fn`.
+        handlers: [String; 2],
+    },
+    /// Two `#[queue]` subjects that match a common subject: a work-queue
+    /// stream refuses consumers whose filters overlap.
+    OverlappingQueues {
+        /// Both subjects.
+        subjects: [String; 2],
+        /// Both handlers, as `module::fn`.
+        handlers: [String; 2],
+    },
+    /// Two handlers whose durable consumer would have the same name.
+    DuplicateDurable {
+        /// The durable name.
+        durable: String,
+        /// Both handlers, as `module::fn`.
+        handlers: [String; 2],
+    },
+    /// A handler takes `State<T>` but no `T` was given.
+    MissingState {
+        /// The handler, as `module::fn`.
+        handler: String,
+        /// The missing type.
+        type_name: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::DuplicateQueue {
+                subject,
+                handlers: [a, b],
+            } => write!(
+                f,
+                "two #[queue] handlers on `{subject}`: `{a}` and `{b}`; a job is done once, by one handler: remove one or give it another subject"
+            ),
+            Problem::OverlappingQueues {
+                subjects: [sa, sb],
+                handlers: [a, b],
+            } => write!(
+                f,
+                "#[queue] subjects `{sa}` (`{a}`) and `{sb}` (`{b}`) overlap; a job must have exactly one handler: make the subjects disjoint"
+            ),
+            Problem::DuplicateDurable {
+                durable,
+                handlers: [a, b],
+            } => write!(
+                f,
+                "handlers `{a}` and `{b}` would share the durable consumer `{durable}` and steal each other's messages: rename one fn or set `durable = \"..\"` on one"
+            ),
+            Problem::MissingState { handler, type_name } => write!(
+                f,
+                "handler `{handler}` takes `State<{type_name}>` but no `{type_name}` was given: add `.state(value)` with a `{type_name}` to the App (or TestApp)"
+            ),
+        }
+    }
+}
+
+/// Every problem found by the startup checks, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} problems with the registered handlers:", many.len())?;
+                for p in many {
+                    write!(f, "\n  - {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }

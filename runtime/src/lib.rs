@@ -71,22 +71,25 @@
 //!
 //! Test handlers without a server with [`testing::TestApp`].
 
-mod advisory;
-mod app;
+// Layers, bottom up; each imports only from those below it (ARCHITECTURE.md).
+// Ground floor: pure rules.
 pub mod classify;
 mod config;
-mod consume;
-mod context;
-pub mod dlq;
 mod error;
-mod extract;
-mod invoke;
+mod names;
+mod policy;
+// JetStream's wire, and building and sending messages.
+mod protocol;
 pub mod publish;
-mod pull;
-pub mod registry;
-mod reply;
-pub mod testing;
+// Handlers as registered, and one call of one.
+mod handler;
+// Dead letters, and what the server needs.
+pub mod dlq;
 pub mod topology;
+// The live loop, and the two ways to run handlers.
+mod app;
+mod consume;
+pub mod testing;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -95,10 +98,11 @@ pub mod __private;
 pub use jetwire_macros::{queue, subscribe};
 
 pub use crate::app::{App, HandlerStats, RunningApp, run};
+pub use crate::classify::DlqReason;
 pub use crate::config::{Auth, Config, ConfigBuilder, Tls};
-pub use crate::context::Context;
-pub use crate::dlq::DlqReason;
 pub use crate::error::{Error, HandlerError, PublishError, ResultExt};
-pub use crate::extract::{Raw, State};
+pub use crate::handler::context::Context;
+pub use crate::handler::extract::{Raw, State};
+pub use crate::handler::registry;
 pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
 pub use jetwire_grammar::subject::SubjectError;

@@ -3,8 +3,10 @@
 
 pub use inventory;
 
-pub use crate::extract::{CallFuture, Delivery, Failure, FromContext, IntoOutcome, Payload};
-pub use crate::registry::{Deliver, HandlerDef, HandlerOptions, Kind, StateKey};
+pub use crate::handler::extract::{
+    CallFuture, Delivery, Failure, FromContext, IntoOutcome, Payload, StateKey,
+};
+pub use crate::handler::registry::{Deliver, HandlerDef, HandlerOptions, Kind};
 
 /// Checks, at the handler's name, that its future can move between threads.
 pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {

@@ -28,7 +28,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
@@ -38,15 +38,16 @@ use jetwire_grammar::subject;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::classify::{Action, Outcome, classify};
-use crate::context::{Context, Meta, States};
-use crate::dlq::{self, DlqReason};
-use crate::error::PublishError;
-use crate::invoke::invoke;
-use crate::publish::{self, Inherited, Outbound, Outlet, PublishOptions};
-use crate::registry::{self, HandlerDef};
-use crate::reply::Delivered;
-use crate::topology;
+use crate::classify::{Action, DlqReason, Outcome, classify};
+use crate::dlq::letter::{self, Failed};
+use crate::error::{Error, PublishError};
+use crate::handler::context::{Context, Meta, Origin, Route};
+use crate::handler::invoke::invoke;
+use crate::handler::registry::{self, HandlerDef};
+use crate::handler::state::States;
+use crate::protocol::reply::Delivered;
+use crate::publish::message::{self, Inherited, Outbound, PublishOptions};
+use crate::publish::outlet::Outlet;
 
 /// How many deliveries one `publish` may cause, follow-ups included, before
 /// `TestApp` decides handlers are publishing to each other in a loop.
@@ -74,7 +75,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct TestOutlet(Arc<Log>);
 
 impl Outlet for TestOutlet {
-    fn send(&self, msg: Outbound) -> BoxFuture<'_, Result<(), PublishError>> {
+    fn publish(&self, msg: Outbound) -> BoxFuture<'_, Result<(), PublishError>> {
         self.0.record(&msg);
         lock(&self.0.pending).push_back(msg);
         Box::pin(async { Ok(()) })
@@ -136,7 +137,7 @@ impl TestApp {
 
     /// The startup checks `App::start` makes: duplicate or overlapping
     /// work queues, duplicate durables, missing state.
-    pub fn check(&self) -> Result<(), crate::Error> {
+    pub fn check(&self) -> Result<(), Error> {
         registry::check(&self.handlers, &self.app, &self.states)
     }
 
@@ -158,12 +159,12 @@ impl TestApp {
         payload: &T,
         options: PublishOptions,
     ) -> Report {
-        let msg = publish::build(
+        let msg = message::build(
             subject,
             payload,
             options,
             &Inherited::default(),
-            publish::fresh_id,
+            message::fresh_id,
         )
         .unwrap_or_else(|e| panic!("TestApp::publish: {e}"));
         self.run(msg).await
@@ -171,13 +172,13 @@ impl TestApp {
 
     /// Publishes bytes as they are: for payloads that are not valid JSON.
     pub async fn publish_raw(&self, subject: &str, payload: impl Into<Bytes>) -> Report {
-        let msg = publish::build_bytes(
+        let msg = message::build_bytes(
             subject,
             payload.into(),
             None,
             PublishOptions::new(),
             &Inherited::default(),
-            publish::fresh_id,
+            message::fresh_id,
         )
         .unwrap_or_else(|e| panic!("TestApp::publish_raw: {e}"));
         self.run(msg).await
@@ -241,9 +242,13 @@ impl TestApp {
 
     /// Delivers `msg` to one handler until it is acked or dead-lettered.
     async fn run_handler(&self, def: &'static HandlerDef, msg: &Outbound) -> Run {
-        let stream: Arc<str> = topology::stream_name(None, def).into();
-        let durable: Arc<str> = topology::durable_name(None, &self.app, def).into();
-        let sequence = self.log.next_sequence(&stream);
+        let route = Route {
+            handler: def.name,
+            stream: def.stream(None).into(),
+            durable: def.durable(None, &self.app).into(),
+            max_deliver: def.max_deliver(),
+        };
+        let sequence = self.log.next_sequence(&route.stream);
         let policy = def.policy();
         let states = Arc::new(self.states.clone());
         let outlet: Arc<dyn Outlet> = Arc::new(TestOutlet(self.log.clone()));
@@ -256,24 +261,20 @@ impl TestApp {
             dlq_reason: None,
         };
         for attempt in 1.. {
-            let meta = Meta {
-                handler: def.name,
-                durable: durable.clone(),
-                full_subject: msg.subject.as_str().into(),
-                subject_start: 0,
-                headers: msg.headers.clone(),
-                message_id: OnceLock::new(),
-                reply: None,
-                delivered: OnceLock::from(Delivered {
-                    attempt,
-                    stream_sequence: sequence,
-                    published_at: SystemTime::now(),
-                }),
-                max_deliver: policy.max_deliver,
-                stream: stream.clone(),
+            let delivered = Delivered {
+                attempt,
+                stream_sequence: sequence,
+                published_at: SystemTime::now(),
             };
+            let meta = Meta::new(
+                &route,
+                msg.subject.as_str().into(),
+                None,
+                msg.headers.clone(),
+                Origin::Known(delivered),
+            );
             let ctx = Context::new(meta, states.clone(), outlet.clone(), None);
-            let called = invoke(def, msg.payload.clone(), ctx).await;
+            let called = invoke(def, msg.payload.clone(), ctx.clone()).await;
             run.attempts = attempt;
             run.outcomes.push(called.outcome);
             if let Some(e) = &called.error {
@@ -284,20 +285,9 @@ impl TestApp {
                 Action::Nak { delay } => run.delays.push(delay),
                 Action::DeadLetter(reason) => {
                     run.dlq_reason = Some(reason);
-                    let letter = dlq::letter(dlq::Failed {
-                        subject: &msg.subject,
-                        headers: &msg.headers,
-                        payload: msg.payload.clone(),
-                        reason,
-                        error: called.error.as_deref().unwrap_or_default(),
-                        handler: def.name,
-                        durable: &durable,
-                        attempts: attempt,
-                        stream: &stream,
-                        sequence,
-                        failed_at: SystemTime::now(),
-                    });
-                    self.log.record(&letter);
+                    let error = called.error.as_deref().unwrap_or_default();
+                    let failed = Failed::delivery(ctx.meta(), msg.payload.clone(), reason, error);
+                    self.log.record(&letter::letter(failed));
                     break;
                 }
             }

@@ -19,29 +19,13 @@ use jetwire_grammar::subject;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::classify::DlqReason;
 use crate::config::Config;
-use crate::dlq::{self, DlqReason};
+use crate::dlq::letter::{self, Failed};
 use crate::error::Error;
-use crate::publish::JetStreamOutlet;
-use crate::topology;
-
-const SUBJECT_ROOT: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES";
-
-/// The advisory stream's name.
-pub(crate) fn stream_name(prefix: Option<&str>) -> String {
-    topology::default_stream(prefix, "jetwire_advisories")
-}
-
-fn durable_name(prefix: Option<&str>) -> String {
-    topology::durable_for(
-        prefix,
-        "jetwire",
-        crate::registry::Kind::Subscribe,
-        "dead-letters",
-        "",
-        None,
-    )
-}
+use crate::names;
+use crate::policy::RetryPause;
+use crate::publish::outlet::JetStreamOutlet;
 
 /// Makes sure the advisory stream captures the advisories of `streams`,
 /// adding subjects (never removing another app's), and returns its durable.
@@ -50,10 +34,11 @@ pub(crate) async fn ensure(
     config: &Config,
     streams: &[String],
 ) -> Result<jetstream::consumer::PullConsumer, Error> {
-    let name = stream_name(config.prefix());
+    let name = names::advisory_stream(config.prefix());
+    let durable = names::advisory_durable(config.prefix());
     let want: Vec<String> = streams
         .iter()
-        .map(|s| format!("{SUBJECT_ROOT}.{s}.*"))
+        .map(|s| names::max_deliveries_of(s))
         .collect();
     let stream_err = |reason: String| Error::Stream {
         stream: name.clone(),
@@ -81,9 +66,9 @@ pub(crate) async fn ensure(
         if missing.is_empty() {
             let consumer = stream
                 .get_or_create_consumer(
-                    &durable_name(config.prefix()),
+                    &durable,
                     pull::Config {
-                        durable_name: Some(durable_name(config.prefix())),
+                        durable_name: Some(durable.clone()),
                         description: Some(
                             "jetwire: moves never-answered last deliveries to the DLQ".into(),
                         ),
@@ -123,7 +108,7 @@ pub(crate) async fn run(
     prefix: Option<String>,
     stop: CancellationToken,
 ) {
-    let mut pause = Duration::from_millis(100);
+    let mut pause = RetryPause::new();
     loop {
         let batch = tokio::select! {
             _ = stop.cancelled() => return,
@@ -135,13 +120,12 @@ pub(crate) async fn run(
                 tracing::warn!(error = %e, "advisory pull failed; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = tokio::time::sleep(pause.next()) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        pause = Duration::from_millis(100);
+        pause.reset();
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -172,21 +156,18 @@ async fn dead_letter(
     prefix: Option<&str>,
     adv: &MaxDeliveries,
 ) -> Result<(), Error> {
-    let nats = |context: &str| {
-        let context = format!("{context} {}#{}", adv.stream, adv.stream_seq);
-        move |e: Box<dyn std::error::Error + Send + Sync>| Error::Nats { context, source: e }
-    };
+    let nats = |doing: &str| format!("{doing} {}#{}", adv.stream, adv.stream_seq);
     let stream = js
         .get_stream(&adv.stream)
         .await
-        .map_err(|e| nats("opening")(Box::new(e)))?;
+        .map_err(|e| Error::nats(nats("opening"), e))?;
     let original = match stream.get_raw_message(adv.stream_seq).await {
         Ok(m) => m,
         Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
             tracing::debug!(stream = %adv.stream, sequence = adv.stream_seq, "already gone; nothing to dead-letter");
             return Ok(());
         }
-        Err(e) => return Err(nats("reading")(Box::new(e))),
+        Err(e) => return Err(Error::nats(nats("reading"), e)),
     };
     // The handler's fn name is in the durable's description; fall back to the durable.
     let handler = match stream.consumer_info(&adv.consumer).await {
@@ -203,7 +184,7 @@ async fn dead_letter(
     .unwrap_or_else(|| adv.consumer.clone());
     let full = original.subject.as_str();
     let subject = subject::strip_prefix(prefix, full).unwrap_or(full);
-    let letter = dlq::letter(dlq::Failed {
+    let letter = letter::letter(Failed {
         subject,
         headers: &original.headers,
         payload: original.payload.clone(),
@@ -216,7 +197,7 @@ async fn dead_letter(
         sequence: adv.stream_seq,
         failed_at: SystemTime::now(),
     });
-    outlet.send_acked(letter).await?;
+    outlet.send_confirmed(letter).await?;
     tracing::warn!(stream = %adv.stream, sequence = adv.stream_seq, consumer = %adv.consumer, "dead-lettered after max deliveries without an answer");
     let info = stream.cached_info();
     if info.config.retention == stream::RetentionPolicy::WorkQueue

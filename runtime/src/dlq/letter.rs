@@ -1,4 +1,4 @@
-//! Dead letters: the reasons, the headers, and the message that carries them.
+//! The dead letter: its headers, and the message that carries them.
 //!
 //! A dead letter is published to `dlq.<original subject>` with the original
 //! payload and headers plus the `Jetwire-Dlq-*` headers below. Its
@@ -6,15 +6,15 @@
 //! failure twice (a crash between the copy and the term, or the advisory
 //! path racing a live replica) stores it once.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::SystemTime;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use jetwire_grammar::subject::DLQ_TOKEN;
 
-use crate::publish::{self, Outbound};
+use crate::classify::DlqReason;
+use crate::handler::context::Meta;
+use crate::names;
+use crate::publish::message::{MSG_ID, Outbound};
 
 /// `Jetwire-Dlq-Reason`: one of [`DlqReason`]'s names.
 pub const REASON: &str = "Jetwire-Dlq-Reason";
@@ -33,69 +33,6 @@ pub const FAILED_AT: &str = "Jetwire-Dlq-Failed-At";
 /// `Jetwire-Dlq-Message-Id`: the original `Nats-Msg-Id`, if it had one.
 pub const MESSAGE_ID: &str = "Jetwire-Dlq-Message-Id";
 
-/// Why a message was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DlqReason {
-    /// The handler returned a permanent error.
-    Permanent,
-    /// The payload did not decode into the handler's type.
-    Decode,
-    /// Every delivery failed with a transient error, or the last one never answered.
-    Exhausted,
-    /// The last delivery panicked.
-    Panic,
-    /// The last delivery ran past the handler's `timeout`.
-    Timeout,
-}
-
-impl DlqReason {
-    /// The name written to `Jetwire-Dlq-Reason`.
-    ///
-    /// ```
-    /// assert_eq!(jetwire::DlqReason::Exhausted.as_str(), "exhausted");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DlqReason::Permanent => "permanent",
-            DlqReason::Decode => "decode",
-            DlqReason::Exhausted => "exhausted",
-            DlqReason::Panic => "panic",
-            DlqReason::Timeout => "timeout",
-        }
-    }
-}
-
-impl fmt::Display for DlqReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A reason name that is not one of [`DlqReason`]'s.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown dead-letter reason `{0}`; expected permanent, decode, exhausted, panic or timeout"
-)]
-pub struct UnknownReason(pub String);
-
-impl FromStr for DlqReason {
-    type Err = UnknownReason;
-
-    /// ```
-    /// assert_eq!("panic".parse(), Ok(jetwire::DlqReason::Panic));
-    /// ```
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "permanent" => DlqReason::Permanent,
-            "decode" => DlqReason::Decode,
-            "exhausted" => DlqReason::Exhausted,
-            "panic" => DlqReason::Panic,
-            "timeout" => DlqReason::Timeout,
-            other => return Err(UnknownReason(other.to_owned())),
-        })
-    }
-}
-
 /// Everything known about a failed message.
 pub(crate) struct Failed<'a> {
     pub(crate) subject: &'a str,
@@ -111,26 +48,44 @@ pub(crate) struct Failed<'a> {
     pub(crate) failed_at: SystemTime,
 }
 
-/// The subject a dead letter of `subject` goes to.
-///
-/// ```
-/// assert_eq!(jetwire::dlq::subject_for("queue.email"), "dlq.queue.email");
-/// ```
-pub fn subject_for(subject: &str) -> String {
-    format!("{DLQ_TOKEN}.{subject}")
+impl<'a> Failed<'a> {
+    /// A delivery whose handler failed for `reason`: everything but the
+    /// reason and the error comes from the delivery itself, so the live
+    /// loop and `TestApp` write the same letter.
+    pub(crate) fn delivery(
+        meta: &'a Meta,
+        payload: Bytes,
+        reason: DlqReason,
+        error: &'a str,
+    ) -> Failed<'a> {
+        let delivered = meta.delivered();
+        Failed {
+            subject: meta.subject(),
+            headers: &meta.headers,
+            payload,
+            reason,
+            error,
+            handler: meta.handler,
+            durable: &meta.durable,
+            attempts: delivered.attempt,
+            stream: &meta.stream,
+            sequence: delivered.stream_sequence,
+            failed_at: SystemTime::now(),
+        }
+    }
 }
 
 /// The dead-letter message for `failed`.
 pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     let mut headers = failed.headers.clone();
-    if let Some(id) = failed.headers.get(publish::MSG_ID) {
+    if let Some(id) = failed.headers.get(MSG_ID) {
         headers.insert(MESSAGE_ID, id.as_str());
     }
     let id = format!(
         "dlq:{}:{}:{}",
         failed.stream, failed.sequence, failed.durable
     );
-    headers.insert(publish::MSG_ID, id.as_str());
+    headers.insert(MSG_ID, id.as_str());
     headers.insert(REASON, failed.reason.as_str());
     headers.insert(ERROR, header_safe(failed.error).as_str());
     headers.insert(HANDLER, failed.handler);
@@ -139,7 +94,7 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     headers.insert(SEQUENCE, failed.sequence.to_string().as_str());
     headers.insert(FAILED_AT, rfc3339(failed.failed_at).as_str());
     Outbound {
-        subject: subject_for(failed.subject),
+        subject: names::dlq_subject(failed.subject),
         headers,
         payload: failed.payload,
     }
@@ -176,7 +131,7 @@ mod tests {
     #[test]
     fn letter_carries_everything() {
         let mut h = HeaderMap::new();
-        h.insert(publish::MSG_ID, "abc");
+        h.insert(MSG_ID, "abc");
         h.insert("X-Custom", "1");
         let out = letter(Failed {
             subject: "queue.email",
@@ -193,10 +148,7 @@ mod tests {
         });
         assert_eq!(out.subject, "dlq.queue.email");
         let get = |k: &str| out.headers.get(k).map(|v| v.as_str().to_owned());
-        assert_eq!(
-            get(publish::MSG_ID).as_deref(),
-            Some("dlq:QUEUE:42:queue_email")
-        );
+        assert_eq!(get(MSG_ID).as_deref(), Some("dlq:QUEUE:42:queue_email"));
         assert_eq!(get(MESSAGE_ID).as_deref(), Some("abc"));
         assert_eq!(get("X-Custom").as_deref(), Some("1"));
         assert_eq!(get(REASON).as_deref(), Some("decode"));
@@ -205,19 +157,5 @@ mod tests {
         assert_eq!(get(SEQUENCE).as_deref(), Some("42"));
         assert_eq!(get(FAILED_AT).as_deref(), Some("1970-01-01T00:00:00Z"));
         assert_eq!(&out.payload[..], b"{}");
-    }
-
-    #[test]
-    fn reasons_round_trip() {
-        for r in [
-            DlqReason::Permanent,
-            DlqReason::Decode,
-            DlqReason::Exhausted,
-            DlqReason::Panic,
-            DlqReason::Timeout,
-        ] {
-            assert_eq!(r.as_str().parse::<DlqReason>(), Ok(r));
-        }
-        assert!("nope".parse::<DlqReason>().is_err());
     }
 }

@@ -1,8 +1,6 @@
 //! [`Context`]: what a handler knows about the message it handles, and how
 //! it publishes follow-ups.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,33 +10,14 @@ use async_nats::jetstream::AckKind;
 use async_nats::{Client, HeaderMap, Subject};
 use serde::Serialize;
 
-use crate::error::PublishError;
-use crate::publish::{self, Inherited, Outlet, PublishOptions};
-use crate::pull::Acker;
-use crate::reply::Delivered;
+use jetwire_grammar::subject;
 
-/// The values given to `App::state`, by type.
-#[derive(Default, Clone)]
-pub(crate) struct States {
-    map: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-}
-
-impl States {
-    pub(crate) fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
-        self.map.insert(TypeId::of::<T>(), Arc::new(value));
-    }
-
-    pub(crate) fn get<T: Clone + 'static>(&self) -> Option<T> {
-        self.map
-            .get(&TypeId::of::<T>())?
-            .downcast_ref::<T>()
-            .cloned()
-    }
-
-    pub(crate) fn contains(&self, id: TypeId) -> bool {
-        self.map.contains_key(&id)
-    }
-}
+use crate::error::{Error, PublishError};
+use crate::handler::state::States;
+use crate::protocol::ack::Acker;
+use crate::protocol::reply::Delivered;
+use crate::publish::message::{self, Inherited, PublishOptions};
+use crate::publish::outlet::Outlet;
 
 /// Everything about one delivery.
 pub(crate) struct Meta {
@@ -46,20 +25,66 @@ pub(crate) struct Meta {
     pub(crate) durable: Arc<str>,
     /// The subject as stored, with the prefix, and where the part without
     /// it starts: a delivery's subject is never copied.
-    pub(crate) full_subject: Subject,
-    pub(crate) subject_start: usize,
+    full_subject: Subject,
+    subject_start: usize,
     pub(crate) headers: HeaderMap,
     /// Made on first use: see [`Meta::message_id`].
-    pub(crate) message_id: OnceLock<String>,
-    /// The `$JS.ACK.` subject it came with, read into `delivered` on first
-    /// use; `TestApp` fills `delivered` itself.
+    message_id: OnceLock<String>,
+    /// The `$JS.ACK.` subject a live delivery came with, read into
+    /// `delivered` on first use.
     pub(crate) reply: Option<Subject>,
-    pub(crate) delivered: OnceLock<Delivered>,
+    delivered: OnceLock<Delivered>,
     pub(crate) max_deliver: u32,
     pub(crate) stream: Arc<str>,
 }
 
+/// Which handler a delivery is for, and where: its name, the stream and
+/// durable it came through, and its `max_deliver`.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) handler: &'static str,
+    pub(crate) stream: Arc<str>,
+    pub(crate) durable: Arc<str>,
+    pub(crate) max_deliver: u32,
+}
+
+/// Where a delivery's attempt and stream sequence come from.
+pub(crate) enum Origin {
+    /// A live delivery's reply subject, read only when first asked for.
+    Reply(Subject),
+    /// Known already (`TestApp`).
+    Known(Delivered),
+}
+
 impl Meta {
+    /// One delivery of `route` on `full_subject` (which carries `prefix`).
+    pub(crate) fn new(
+        route: &Route,
+        full_subject: Subject,
+        prefix: Option<&str>,
+        headers: HeaderMap,
+        origin: Origin,
+    ) -> Meta {
+        let full = full_subject.as_str();
+        let subject_start = full.len() - subject::strip_prefix(prefix, full).unwrap_or(full).len();
+        let (reply, delivered) = match origin {
+            Origin::Reply(reply) => (Some(reply), OnceLock::new()),
+            Origin::Known(delivered) => (None, OnceLock::from(delivered)),
+        };
+        Meta {
+            handler: route.handler,
+            durable: route.durable.clone(),
+            full_subject,
+            subject_start,
+            headers,
+            message_id: OnceLock::new(),
+            reply,
+            delivered,
+            max_deliver: route.max_deliver,
+            stream: route.stream.clone(),
+        }
+    }
+
     /// The subject without the subject prefix.
     pub(crate) fn subject(&self) -> &str {
         self.full_subject
@@ -71,7 +96,7 @@ impl Meta {
     /// none: the same on every redelivery.
     pub(crate) fn message_id(&self) -> &str {
         self.message_id
-            .get_or_init(|| match self.headers.get(publish::MSG_ID) {
+            .get_or_init(|| match self.headers.get(message::MSG_ID) {
                 Some(id) => id.as_str().to_owned(),
                 None => format!("{}:{}", self.stream, self.delivered().stream_sequence),
             })
@@ -234,28 +259,23 @@ impl Context {
     ) -> Result<(), PublishError> {
         let meta = &self.inner.meta;
         let inherited = Inherited::from_inbound(&meta.headers, meta.message_id());
-        let msg = publish::build(subject, payload, options, &inherited, || {
+        let msg = message::build(subject, payload, options, &inherited, || {
             let n = self.inner.published.fetch_add(1, Ordering::Relaxed);
             let meta = &self.inner.meta;
             format!("{}:{}:{n}", meta.message_id(), meta.durable)
         })?;
-        self.inner.outlet.send(msg).await
+        self.inner.outlet.publish(msg).await
     }
 
     /// Tells the server the handler is still working, pushing the ack
     /// deadline back by `ack_wait`. jetwire does this on its own while a
     /// call runs past half of `ack_wait`; call it by hand between long steps.
-    pub async fn progress(&self) -> Result<(), crate::Error> {
+    pub async fn progress(&self) -> Result<(), Error> {
         match self.acker() {
-            Some(acker) => {
-                acker
-                    .ack_with(AckKind::Progress)
-                    .await
-                    .map_err(|source| crate::Error::Nats {
-                        context: "sending progress".to_owned(),
-                        source: Box::new(source),
-                    })
-            }
+            Some(acker) => acker
+                .ack_with(AckKind::Progress)
+                .await
+                .map_err(|source| Error::nats("sending progress", source)),
             None => Ok(()),
         }
     }

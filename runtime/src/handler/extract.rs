@@ -12,9 +12,16 @@ use std::pin::Pin;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::context::Context;
 use crate::error::HandlerError;
-use crate::registry::StateKey;
+use crate::handler::context::Context;
+
+/// A state type a handler needs (`State<T>`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateKey {
+    pub id: TypeId,
+    pub name: &'static str,
+}
 
 /// The future a handler adapter returns.
 #[doc(hidden)]

@@ -11,10 +11,10 @@ use futures_util::future::CatchUnwind;
 use tokio::time::Instant;
 
 use crate::classify::Outcome;
-use crate::context::Context;
 use crate::error::ErrorKind;
-use crate::extract::{CallFuture, Delivery, Failure};
-use crate::registry::HandlerDef;
+use crate::handler::context::Context;
+use crate::handler::extract::{CallFuture, Delivery, Failure};
+use crate::handler::registry::HandlerDef;
 
 /// What one call did, and the error message for logs and dead letters.
 #[derive(Debug, Clone)]

@@ -1,25 +1,20 @@
 //! Every handler the macros registered, and the checks that must pass before
-//! any of them runs.
+//! any of them runs. [`Problem`] and [`Problems`] are defined with the
+//! other errors and named here too.
 
-use std::any::TypeId;
 use std::fmt;
 use std::time::Duration;
 
 use jetwire_grammar::{defaults, subject};
 
 use crate::classify::Policy;
-use crate::context::States;
-use crate::extract::{CallFuture, Delivery};
-use crate::topology;
-
-/// Which attribute declared a handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// `#[subscribe]`: an event handler; every app gets a copy.
-    Subscribe,
-    /// `#[queue]`: a work-queue handler; each job is done once.
-    Queue,
-}
+use crate::error::Error;
+pub use crate::error::{Problem, Problems};
+pub use crate::handler::extract::StateKey;
+use crate::handler::extract::{CallFuture, Delivery};
+use crate::handler::state::States;
+use crate::names;
+pub use crate::names::Kind;
 
 /// Where a new event durable starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,14 +37,6 @@ pub struct HandlerOptions {
     pub deliver: Option<Deliver>,
     pub durable: Option<&'static str>,
     pub stream: Option<&'static str>,
-}
-
-/// A state type a handler needs (`State<T>`).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateKey {
-    pub id: TypeId,
-    pub name: &'static str,
 }
 
 /// One registered handler, built by `#[subscribe]`/`#[queue]`.
@@ -115,6 +102,28 @@ impl HandlerDef {
         }
     }
 
+    /// Its durable consumer's name in `app` ([`names::durable_for`]).
+    pub(crate) fn durable(&self, prefix: Option<&str>, app: &str) -> String {
+        names::durable_for(
+            prefix,
+            app,
+            self.kind,
+            self.name,
+            self.subject,
+            self.options.durable,
+        )
+    }
+
+    /// The stream it binds to unless one already captures its subject:
+    /// the `stream` option, else the default stream for its kind.
+    pub(crate) fn stream(&self, prefix: Option<&str>) -> String {
+        match (self.options.stream, self.kind) {
+            (Some(s), _) => s.to_owned(),
+            (None, Kind::Queue) => names::queue_stream(prefix),
+            (None, Kind::Subscribe) => names::default_stream(prefix, self.subject),
+        }
+    }
+
     /// The state types this handler needs.
     pub(crate) fn required_states(&self) -> impl Iterator<Item = StateKey> + '_ {
         self.requires.iter().filter_map(|f| f())
@@ -140,99 +149,13 @@ pub fn handlers() -> Vec<&'static HandlerDef> {
     all
 }
 
-/// One reason the registered handlers cannot run together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Problem {
-    /// Two `#[queue]` handlers on one subject.
-    DuplicateQueue {
-        /// The subject.
-        subject: String,
-        /// Both handlers, as `module::fn`.
-        handlers: [String; 2],
-    },
-    /// Two `#[queue]` subjects that match a common subject: a work-queue
-    /// stream refuses consumers whose filters overlap.
-    OverlappingQueues {
-        /// Both subjects.
-        subjects: [String; 2],
-        /// Both handlers, as `module::fn`.
-        handlers: [String; 2],
-    },
-    /// Two handlers whose durable consumer would have the same name.
-    DuplicateDurable {
-        /// The durable name.
-        durable: String,
-        /// Both handlers, as `module::fn`.
-        handlers: [String; 2],
-    },
-    /// A handler takes `State<T>` but no `T` was given.
-    MissingState {
-        /// The handler, as `module::fn`.
-        handler: String,
-        /// The missing type.
-        type_name: String,
-    },
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Problem::DuplicateQueue {
-                subject,
-                handlers: [a, b],
-            } => write!(
-                f,
-                "two #[queue] handlers on `{subject}`: `{a}` and `{b}`; a job is done once, by one handler: remove one or give it another subject"
-            ),
-            Problem::OverlappingQueues {
-                subjects: [sa, sb],
-                handlers: [a, b],
-            } => write!(
-                f,
-                "#[queue] subjects `{sa}` (`{a}`) and `{sb}` (`{b}`) overlap; a job must have exactly one handler: make the subjects disjoint"
-            ),
-            Problem::DuplicateDurable {
-                durable,
-                handlers: [a, b],
-            } => write!(
-                f,
-                "handlers `{a}` and `{b}` would share the durable consumer `{durable}` and steal each other's messages: rename one fn or set `durable = \"..\"` on one"
-            ),
-            Problem::MissingState { handler, type_name } => write!(
-                f,
-                "handler `{handler}` takes `State<{type_name}>` but no `{type_name}` was given: add `.state(value)` with a `{type_name}` to the App (or TestApp)"
-            ),
-        }
-    }
-}
-
-/// Every problem found by the startup checks, one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problems(pub Vec<Problem>);
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.as_slice() {
-            [one] => write!(f, "{one}"),
-            many => {
-                write!(f, "{} problems with the registered handlers:", many.len())?;
-                for p in many {
-                    write!(f, "\n  - {p}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 /// The startup checks shared by `App` and `TestApp`: duplicate and
 /// overlapping work queues, duplicate durables, and missing state.
 pub(crate) fn check(
     handlers: &[&'static HandlerDef],
     app: &str,
     states: &States,
-) -> Result<(), crate::Error> {
+) -> Result<(), Error> {
     let mut problems = Vec::new();
     for (i, a) in handlers.iter().enumerate() {
         for b in &handlers[i + 1..] {
@@ -252,10 +175,7 @@ pub(crate) fn check(
                     continue;
                 }
             }
-            let (da, db) = (
-                topology::durable_name(None, app, a),
-                topology::durable_name(None, app, b),
-            );
+            let (da, db) = (a.durable(None, app), b.durable(None, app));
             if da == db {
                 problems.push(Problem::DuplicateDurable {
                     durable: da,
@@ -279,6 +199,6 @@ pub(crate) fn check(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(crate::Error::Handlers(Problems(problems)))
+        Err(Error::Handlers(Problems(problems)))
     }
 }

@@ -1,11 +1,10 @@
-//! A pull subscription of jetwire's own on one durable, and how a delivery
-//! is answered.
+//! A pull subscription of jetwire's own on one durable: an inbox, the
+//! requests sent for it, and what the server answers there.
 //!
 //! async-nats' pull streams wrap every message with a clone of the
 //! `jetstream::Context` (a `Client` and a `String`), and each ack drops
-//! one; that was a third of a consuming client's CPU. Here one inbox
-//! serves the loop's pull requests, messages come as they arrive on the
-//! subscription, and deliveries are answered through one shared client.
+//! one. Here messages come as they arrive on the inbox, and deliveries are
+//! answered through one shared client ([`Acker`]).
 //!
 //! The status messages the server mixes in are read as async-nats reads
 //! them: 404, 408 and 409 end a request (with how many of its messages
@@ -22,6 +21,9 @@ use async_nats::jetstream::AckKind;
 use async_nats::{Client, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
+
+use crate::names;
+use crate::protocol::ack::Acker;
 
 /// What a pull subscription hears.
 #[derive(Debug)]
@@ -85,12 +87,14 @@ pub(crate) struct Pull {
 
 /// The subject pull requests for `durable` of `stream` go to.
 pub(crate) fn next_subject(stream: &str, durable: &str) -> Subject {
-    Subject::from(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"))
+    Subject::from(names::msg_next(stream, durable))
 }
 
 impl Pull {
     /// Subscribes a fresh inbox for pull requests sent to `next`
-    /// ([`next_subject`]).
+    /// ([`next_subject`]). Each no-wait fetch gets one of its own: the
+    /// server was seen to spend more per message when successive fetches
+    /// shared an inbox.
     pub(crate) async fn open(client: Arc<Client>, next: Subject) -> Result<Pull, String> {
         let inbox = Subject::from(client.new_inbox());
         let sub = client
@@ -162,51 +166,39 @@ impl Stream for Pull {
     type Item = Result<Pulled, String>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.sub).poll_next(cx).map(|m| m.map(heard))
+        Pin::new(&mut self.sub)
+            .poll_next(cx)
+            .map(|m| m.map(Pulled::read))
     }
 }
 
-/// What one message on a pull inbox means.
-fn heard(msg: async_nats::Message) -> Result<Pulled, String> {
-    let status = match msg.status {
-        None | Some(StatusCode::OK) => return Ok(Pulled::Message(msg)),
-        Some(status) => status,
-    };
-    let description = msg.description.as_deref().unwrap_or_default();
-    match status {
-        StatusCode::IDLE_HEARTBEAT => Ok(Pulled::Heartbeat),
-        StatusCode::NOT_FOUND | StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED => {
-            if description == "Consumer Deleted"
-                || description == "Consumer is push based"
-                || description.starts_with("Exceeded MaxRequest")
-            {
-                return Err(format!("pull request refused: {status} {description}"));
+impl Pulled {
+    /// What one message on a pull inbox means.
+    fn read(msg: async_nats::Message) -> Result<Pulled, String> {
+        let status = match msg.status {
+            None | Some(StatusCode::OK) => return Ok(Pulled::Message(msg)),
+            Some(status) => status,
+        };
+        let description = msg.description.as_deref().unwrap_or_default();
+        match status {
+            StatusCode::IDLE_HEARTBEAT => Ok(Pulled::Heartbeat),
+            StatusCode::NOT_FOUND | StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED => {
+                if description == "Consumer Deleted"
+                    || description == "Consumer is push based"
+                    || description.starts_with("Exceeded MaxRequest")
+                {
+                    return Err(format!("pull request refused: {status} {description}"));
+                }
+                let unanswered = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Pending-Messages"))
+                    .and_then(|n| n.as_str().parse().ok());
+                Ok(Pulled::Ended { unanswered })
             }
-            let unanswered = msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Pending-Messages"))
-                .and_then(|n| n.as_str().parse().ok());
-            Ok(Pulled::Ended { unanswered })
+            StatusCode::NO_RESPONDERS => Err("no JetStream answers pull requests (503)".to_owned()),
+            status => Err(format!("unexpected pull status: {status} {description}")),
         }
-        StatusCode::NO_RESPONDERS => Err("no JetStream answers pull requests (503)".to_owned()),
-        status => Err(format!("unexpected pull status: {status} {description}")),
-    }
-}
-
-/// How one delivery is answered: on its reply subject, through the loop's
-/// client. Borrowed from the delivery's context; copying it is free.
-#[derive(Clone, Copy)]
-pub(crate) struct Acker<'a> {
-    pub(crate) client: &'a Client,
-    pub(crate) reply: &'a Subject,
-}
-
-impl Acker<'_> {
-    /// Sends `kind` (ack, nak, progress, term). It is queued, not awaited:
-    /// the client flushes it, and on shutdown the app flushes what is left.
-    pub(crate) async fn ack_with(self, kind: AckKind) -> Result<(), async_nats::PublishError> {
-        self.client.publish(self.reply.clone(), kind.into()).await
     }
 }
 
@@ -258,7 +250,7 @@ mod tests {
 
     #[test]
     fn statuses_end_requests_or_fail() {
-        let ended = |m| match heard(m) {
+        let ended = |m| match Pulled::read(m) {
             Ok(Pulled::Ended { unanswered }) => unanswered,
             other => panic!("not an end: {other:?}"),
         };
@@ -267,7 +259,7 @@ mod tests {
         assert_eq!(ended(status(409, "Leadership Change", Some("3"))), Some(3));
         assert_eq!(ended(status(409, "Batch Completed", Some("0"))), Some(0));
         assert!(matches!(
-            heard(status(100, "Idle Heartbeat", None)),
+            Pulled::read(status(100, "Idle Heartbeat", None)),
             Ok(Pulled::Heartbeat)
         ));
         for (code, description) in [
@@ -278,7 +270,7 @@ mod tests {
             (400, "Bad Request"),
         ] {
             assert!(
-                heard(status(code, description, None)).is_err(),
+                Pulled::read(status(code, description, None)).is_err(),
                 "{code} {description}"
             );
         }
@@ -295,6 +287,6 @@ mod tests {
             description: None,
             length: 2,
         };
-        assert!(matches!(heard(msg), Ok(Pulled::Message(_))));
+        assert!(matches!(Pulled::read(msg), Ok(Pulled::Message(_))));
     }
 }

@@ -1,13 +1,11 @@
-//! Publishing: the header conventions, [`PublishOptions`], and the message
-//! every publish path (a handler's [`Context`](crate::Context), the
-//! [`Publisher`], `TestApp`, the dead-letter queue) builds
-//! the same way.
+//! The message every publish path (a handler's `Context`, the `Publisher`,
+//! `TestApp`, the dead-letter queue) builds the same way: the header
+//! conventions, [`PublishOptions`], subject and header checks. Pure: no I/O.
 
 use std::fmt;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use jetwire_grammar::subject::{self, Usage};
 use serde::Serialize;
 
@@ -27,8 +25,8 @@ pub const TRACESTATE: &str = "tracestate";
 
 const JSON: &str = "application/json";
 
-/// Per-message options for [`Publisher::publish_with`](crate::Publisher::publish_with)
-/// and [`Context::publish_with`](crate::Context::publish_with).
+/// Per-message options for `Publisher::publish_with` and
+/// `Context::publish_with`.
 ///
 /// ```
 /// use jetwire::PublishOptions;
@@ -87,12 +85,6 @@ impl fmt::Debug for Outbound {
             .field("payload_len", &self.payload.len())
             .finish_non_exhaustive()
     }
-}
-
-/// Where a context's publishes go: JetStream in the live runtime, an
-/// in-memory log in `TestApp`.
-pub(crate) trait Outlet: Send + Sync + 'static {
-    fn send(&self, msg: Outbound) -> BoxFuture<'_, Result<(), PublishError>>;
 }
 
 /// What a publish inherits: from the inbound message inside a handler,
@@ -278,225 +270,5 @@ mod tests {
             fresh_id,
         );
         assert!(matches!(err, Err(PublishError::InvalidHeader { .. })));
-    }
-}
-
-/// Where JetStream stored a published message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// The stream that stored it.
-    pub stream: String,
-    /// Its sequence there.
-    pub sequence: u64,
-    /// Whether the server had already stored this message id: nothing new
-    /// was stored. Also true when the connection was lost while the ack
-    /// was awaited, jetwire sent the message again, and the first send had
-    /// been stored.
-    pub duplicate: bool,
-}
-
-/// Sends to JetStream, with the subject prefix, and waits for the ack.
-#[derive(Clone)]
-pub(crate) struct JetStreamOutlet {
-    pub(crate) js: async_nats::jetstream::Context,
-    pub(crate) prefix: Option<String>,
-    /// Changes when the client connects again ([`crate::Config`]'s connect).
-    pub(crate) reconnects: tokio::sync::watch::Receiver<()>,
-}
-
-impl JetStreamOutlet {
-    /// Sends, returning the future of JetStream's ack.
-    pub(crate) async fn send(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
-        let subject = subject::with_prefix(self.prefix.as_deref(), &msg.subject);
-        let ack = self
-            .js
-            .publish_with_headers(subject, msg.headers, msg.payload)
-            .await
-            .map_err(|e| PublishError::Send {
-                subject: msg.subject.clone(),
-                source: Box::new(e),
-            })?;
-        Ok(PendingReceipt {
-            subject: msg.subject,
-            ack,
-        })
-    }
-
-    /// Sends and waits for JetStream's ack. An ack still awaited when the
-    /// connection is lost is gone with it (the server may have restarted
-    /// before or after storing the message): once the client is connected
-    /// again, the message is sent again under the same `Nats-Msg-Id`, which
-    /// the server stores once, instead of waiting out the ack timeout (5 s).
-    pub(crate) async fn send_acked(&self, msg: Outbound) -> Result<Receipt, PublishError> {
-        let mut reconnects = self.reconnects.clone();
-        loop {
-            reconnects.mark_unchanged();
-            let pending = self.send(msg.clone()).await?;
-            tokio::select! {
-                receipt = pending.into_future() => return receipt,
-                Ok(()) = reconnects.changed() => {
-                    tracing::debug!(subject = %msg.subject, "connected again while waiting for an ack; sending again");
-                }
-            }
-        }
-    }
-}
-
-/// A message sent but not yet confirmed: await it for the [`Receipt`].
-/// Sending many and awaiting their receipts later pipelines the acks.
-#[must_use = "a publish is confirmed only once its receipt is awaited"]
-pub struct PendingReceipt {
-    subject: String,
-    ack: async_nats::jetstream::context::PublishAckFuture,
-}
-
-impl fmt::Debug for PendingReceipt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PendingReceipt")
-            .field("subject", &self.subject)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::future::IntoFuture for PendingReceipt {
-    type Output = Result<Receipt, PublishError>;
-    type IntoFuture = BoxFuture<'static, Result<Receipt, PublishError>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let ack = self.ack.await.map_err(|e| PublishError::Ack {
-                subject: self.subject,
-                source: Box::new(e),
-            })?;
-            Ok(Receipt {
-                stream: ack.stream,
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            })
-        })
-    }
-}
-
-impl Outlet for JetStreamOutlet {
-    fn send(&self, msg: Outbound) -> BoxFuture<'_, Result<(), PublishError>> {
-        Box::pin(async move { self.send_acked(msg).await.map(|_| ()) })
-    }
-}
-
-/// Publishes typed messages from outside handlers: an HTTP endpoint, a
-/// script, a test. Cheap to clone.
-///
-/// Every publish is validated by the same subject rules as the macros
-/// (no wildcards), encoded as JSON, labelled with `Nats-Msg-Id` (given, or
-/// a fresh UUIDv7), `Content-Type: application/json` and
-/// `Jetwire-Correlation-Id`, and waits for JetStream to store it.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), jetwire::Error> {
-/// let config = jetwire::Config::from_env()?;
-/// let publisher = jetwire::Publisher::connect(&config).await?;
-/// let receipt = publisher.publish("orders.created", &serde_json::json!({"order_id": 1})).await?;
-/// println!("stored as {} #{}", receipt.stream, receipt.sequence);
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct Publisher {
-    outlet: JetStreamOutlet,
-    client: async_nats::Client,
-}
-
-impl Publisher {
-    /// Connects with `config`.
-    pub async fn connect(config: &crate::Config) -> Result<Publisher, crate::Error> {
-        let (client, reconnects) = config.connect().await?;
-        let js = async_nats::jetstream::new(client.clone());
-        let prefix = config.prefix().map(str::to_owned);
-        Ok(Publisher::with_outlet(
-            client,
-            JetStreamOutlet {
-                js,
-                prefix,
-                reconnects,
-            },
-        ))
-    }
-
-    /// A publisher on `client` through `outlet` (which sends on it).
-    pub(crate) fn with_outlet(client: async_nats::Client, outlet: JetStreamOutlet) -> Publisher {
-        Publisher { outlet, client }
-    }
-
-    /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.
-    pub async fn publish<T: Serialize + ?Sized>(
-        &self,
-        subject: &str,
-        payload: &T,
-    ) -> Result<Receipt, PublishError> {
-        self.publish_with(subject, payload, PublishOptions::default())
-            .await
-    }
-
-    /// [`Publisher::publish`] with options: message id, headers, correlation id.
-    pub async fn publish_with<T: Serialize + ?Sized>(
-        &self,
-        subject: &str,
-        payload: &T,
-        options: PublishOptions,
-    ) -> Result<Receipt, PublishError> {
-        let msg = build(subject, payload, options, &Inherited::default(), fresh_id)?;
-        self.outlet.send_acked(msg).await
-    }
-
-    /// Sends `payload` and returns at once with a [`PendingReceipt`] to
-    /// await later: many messages in flight, one round trip's wait.
-    ///
-    /// ```no_run
-    /// # async fn demo(publisher: jetwire::Publisher) -> Result<(), jetwire::PublishError> {
-    /// let mut pending = Vec::new();
-    /// for n in 0..1000u32 {
-    ///     pending.push(publisher.send("metrics.sample", &n).await?);
-    /// }
-    /// for receipt in pending {
-    ///     receipt.await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn send<T: Serialize + ?Sized>(
-        &self,
-        subject: &str,
-        payload: &T,
-    ) -> Result<PendingReceipt, PublishError> {
-        let msg = build(
-            subject,
-            payload,
-            PublishOptions::default(),
-            &Inherited::default(),
-            fresh_id,
-        )?;
-        self.outlet.send(msg).await
-    }
-
-    /// Publishes bytes as they are (no JSON encoding, no content type), with
-    /// a fresh message id: for tests and bridges that carry foreign payloads.
-    pub async fn publish_raw(
-        &self,
-        subject: &str,
-        payload: impl Into<Bytes>,
-        options: PublishOptions,
-    ) -> Result<Receipt, PublishError> {
-        let msg = build_bytes(
-            subject,
-            payload.into(),
-            None,
-            options,
-            &Inherited::default(),
-            fresh_id,
-        )?;
-        self.outlet.send_acked(msg).await
-    }
-
-    /// The underlying client, for what jetwire does not wrap.
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
     }
 }

@@ -1,0 +1,82 @@
+//! A pulled message as a delivery: its context, its span, and its call
+//! once started.
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::consume::Shared;
+use crate::handler::context::{Context, Meta, Origin};
+use crate::handler::invoke::{Call, Called};
+use crate::handler::registry::HandlerDef;
+use crate::protocol::reply;
+
+/// The context of one delivery, and its payload; `None` (and logged) for a
+/// message without a JetStream reply subject, which is left to `ack_wait`.
+pub(super) fn open(shared: &Shared, msg: async_nats::Message) -> Option<(Context, bytes::Bytes)> {
+    let async_nats::Message {
+        subject,
+        reply,
+        payload,
+        headers,
+        ..
+    } = msg;
+    let Some(reply) = reply.filter(|r| reply::is_jetstream(r)) else {
+        tracing::error!(
+            handler = shared.route.handler,
+            "delivery without a JetStream reply subject; leaving it to ack_wait"
+        );
+        return None;
+    };
+    let meta = Meta::new(
+        &shared.route,
+        subject,
+        shared.prefix.as_deref(),
+        headers.unwrap_or_default(),
+        Origin::Reply(reply),
+    );
+    let ctx = Context::new(
+        meta,
+        shared.states.clone(),
+        shared.contexts_outlet.clone(),
+        Some(shared.client.clone()),
+    );
+    Some((ctx, payload))
+}
+
+/// The span every delivery runs in; its fields are computed only when a
+/// subscriber wants it.
+pub(super) fn span_for(ctx: &Context) -> tracing::Span {
+    let meta = ctx.meta();
+    tracing::info_span!(
+        "jetwire.handle",
+        handler = meta.handler,
+        subject = meta.subject(),
+        stream = &*meta.stream,
+        sequence = meta.delivered().stream_sequence,
+        attempt = meta.delivered().attempt,
+        message_id = meta.message_id(),
+    )
+}
+
+/// A call started while holding a slot, as its first poll left it.
+pub(super) enum Started {
+    /// Waiting on something.
+    Running(OwnedSemaphorePermit, Call),
+    /// Done.
+    Finished(OwnedSemaphorePermit, Called),
+}
+
+impl Started {
+    /// Starts `def`'s call on a delivery and polls it once.
+    pub(super) fn call(
+        slot: OwnedSemaphorePermit,
+        def: &HandlerDef,
+        payload: bytes::Bytes,
+        ctx: Context,
+    ) -> Started {
+        let mut call = Call::start(def, payload, ctx);
+        match call.now() {
+            Some(called) => Started::Finished(slot, called),
+            None => Started::Running(slot, call),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! A delivery from its call to its end: wait for a call slot, run the
+//! call with progress, then ack, nak, or dead-letter and term, as
+//! [`classify`] decides.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::classify::{Action, Outcome, classify};
+use crate::consume::delivery::Started;
+use crate::consume::{Counters, Shared};
+use crate::dlq::letter::{self, Failed};
+use crate::handler::context::Context;
+use crate::handler::invoke::{Call, Called};
+use crate::protocol::ack::Acker;
+
+/// What every delivery task of one loop shares: the call slots and the
+/// shutdown signals.
+pub(super) struct Slots {
+    /// One permit per call in flight (`concurrency`).
+    pub(super) calls: Arc<Semaphore>,
+    /// Shutdown began: a delivery still waiting for a slot is handed back.
+    pub(super) stop: CancellationToken,
+    /// The shutdown timeout passed: running calls are interrupted.
+    pub(super) abort: CancellationToken,
+}
+
+/// Acks a delivery whose call succeeded.
+pub(super) async fn ack(shared: &Shared, ctx: &Context) {
+    Counters::count(&shared.counters.acked);
+    tracing::debug!("acked");
+    if let Some(acker) = ctx.acker()
+        && let Err(e) = acker.ack_with(AckKind::Ack).await
+    {
+        tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
+    }
+}
+
+/// A delivery in a task of its own, from wherever the loop left it to
+/// settled: waits for a slot, runs the call, then acks, naks or
+/// dead-letters. Holds its place among the held messages until then.
+///
+/// The common case, a free slot and a call that finishes at its first
+/// poll and succeeds, never gets here; waiting for a slot, a call that
+/// waits, and a failure each run boxed, so the task stays small.
+pub(super) async fn settle(
+    shared: Arc<Shared>,
+    ctx: Context,
+    payload: bytes::Bytes,
+    _hold: OwnedSemaphorePermit,
+    slots: Arc<Slots>,
+    started: Option<Started>,
+) {
+    let def = shared.binding.def;
+    let Some(acker) = ctx.acker() else { return };
+    // Keep the delivery alive while it waits for a slot and while the call
+    // runs: progress every half ack_wait, counted from here.
+    let beat = (def.ack_wait() / 2).max(Duration::from_millis(50));
+    let first_beat = Instant::now() + beat;
+    let (started, first_beat) = match started {
+        Some(started) => (started, first_beat),
+        None => {
+            let (slot, next_beat) = match slots.calls.clone().try_acquire_owned() {
+                Ok(slot) => (slot, first_beat),
+                Err(_) => match Box::pin(wait_for_slot(acker, &slots, first_beat, beat)).await {
+                    Some(waited) => waited,
+                    None => return,
+                },
+            };
+            let call = Started::call(slot, def, payload.clone(), ctx.clone());
+            (call, next_beat)
+        }
+    };
+    let (_slot, called) = match started {
+        Started::Finished(slot, called) => (slot, called),
+        Started::Running(slot, call) => {
+            let finished = finish_alive(call, acker, &slots.abort, first_beat, beat);
+            match Box::pin(finished).await {
+                Some(called) => (slot, called),
+                None => return Counters::count(&shared.counters.interrupted),
+            }
+        }
+    };
+    // Only a failure needs the attempt (read from the reply subject).
+    let action = match called.outcome {
+        Outcome::Ok => Action::Ack,
+        ref failed => classify(failed, ctx.attempt(), &def.policy()),
+    };
+    if action == Action::Ack {
+        ack(&shared, &ctx).await;
+    } else {
+        Box::pin(settle_failure(
+            &shared, &ctx, acker, payload, action, called,
+        ))
+        .await;
+    }
+}
+
+/// Waits for a call slot, sending progress from `first_beat` on. The slot
+/// and when the next progress is due; `None` if shutdown came first (the
+/// message is handed back, never started).
+async fn wait_for_slot(
+    acker: Acker<'_>,
+    slots: &Slots,
+    first_beat: Instant,
+    beat: Duration,
+) -> Option<(OwnedSemaphorePermit, Instant)> {
+    let mut due = first_beat;
+    let slot = slots.calls.clone().acquire_owned();
+    tokio::pin!(slot);
+    loop {
+        tokio::select! {
+            biased;
+            _ = slots.stop.cancelled() => {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return None;
+            }
+            slot = &mut slot => return slot.ok().map(|s| (s, due)),
+            _ = tokio::time::sleep_until(due) => {
+                send_progress(acker).await;
+                due = Instant::now() + beat;
+            }
+        }
+    }
+}
+
+/// Runs a call that did not finish at its first poll, sending progress
+/// from `first_beat` on. `None` if it was interrupted by the shutdown
+/// timeout (the message is handed back).
+async fn finish_alive(
+    call: Call,
+    acker: Acker<'_>,
+    abort: &CancellationToken,
+    first_beat: Instant,
+    beat: Duration,
+) -> Option<Called> {
+    let mut ticker = tokio::time::interval_at(first_beat, beat);
+    let call = call.finish();
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            called = &mut call => return Some(called),
+            _ = ticker.tick() => send_progress(acker).await,
+            _ = abort.cancelled() => {
+                tracing::warn!("shutdown timeout: call interrupted, message handed back");
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Carries out a nak or a dead letter.
+async fn settle_failure(
+    shared: &Shared,
+    ctx: &Context,
+    acker: Acker<'_>,
+    payload: bytes::Bytes,
+    action: Action,
+    called: Called,
+) {
+    let counters = &shared.counters;
+    let error = called.error.as_deref().unwrap_or_default();
+    let meta = ctx.meta();
+    let (handler, subject, stream) = (meta.handler, meta.subject(), &meta.stream);
+    let delivered = meta.delivered();
+    let (attempt, sequence) = (delivered.attempt, delivered.stream_sequence);
+    match action {
+        Action::Ack => {}
+        Action::Nak { delay } => {
+            Counters::count(&counters.retried);
+            tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, ?delay, error, "failed; will retry");
+            nak(acker, delay).await;
+        }
+        Action::DeadLetter(reason) => {
+            let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
+            match shared.outlet.send_confirmed(letter).await {
+                Ok(_) => {
+                    Counters::count(&counters.dead_lettered);
+                    tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "dead-lettered");
+                    if let Err(e) = acker.ack_with(AckKind::Term).await {
+                        tracing::warn!(error = %e, "could not terminate a dead-lettered message; the copy is stored and a redelivery is deduplicated");
+                    }
+                }
+                Err(e) => {
+                    // Not stored: keep the original. On the last attempt the
+                    // server's max-deliveries advisory moves it later.
+                    tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
+                    nak(acker, shared.binding.def.policy().delay(attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn send_progress(acker: Acker<'_>) {
+    if let Err(e) = acker.ack_with(AckKind::Progress).await {
+        tracing::warn!(error = %e, "could not send progress");
+    }
+}
+
+async fn nak(acker: Acker<'_>, delay: Duration) {
+    let kind = if delay.is_zero() {
+        AckKind::Nak(None)
+    } else {
+        AckKind::Nak(Some(delay))
+    };
+    if let Err(e) = acker.ack_with(kind).await {
+        tracing::warn!(error = %e, "could not send nak; the message is redelivered after ack_wait");
+    }
+}

@@ -1,0 +1,16 @@
+//! Dead letters: the reasons, the headers, and the message that carries
+//! them ([`letter`]), and the capture that dead-letters a last delivery
+//! nobody answered ([`advisory`]).
+//!
+//! A dead letter is published to `dlq.<original subject>` with the original
+//! payload and headers plus the `Jetwire-Dlq-*` headers below. Its
+//! `Nats-Msg-Id` is `dlq:<stream>:<sequence>:<durable>`, so writing the same
+//! failure twice (a crash between the copy and the term, or the advisory
+//! path racing a live replica) stores it once.
+
+pub(crate) mod advisory;
+pub(crate) mod letter;
+
+pub use crate::classify::{DlqReason, UnknownReason};
+pub use crate::names::dlq_subject as subject_for;
+pub use letter::{ATTEMPTS, ERROR, FAILED_AT, HANDLER, MESSAGE_ID, REASON, SEQUENCE, STREAM};

@@ -1,0 +1,215 @@
+//! Every name jetwire derives, in this one place: streams, durables,
+//! dead-letter subjects, and the JetStream API and advisory subjects it
+//! talks to. Pure functions; the rest of the runtime calls them.
+//!
+//! | what | subject | stream | durable |
+//! |---|---|---|---|
+//! | `#[subscribe("orders.created")]` in app `billing` | `orders.created` | `ORDERS` (captures `orders.>`) | `billing-on_order` |
+//! | `#[queue("queue.email")]` | `queue.email` | `QUEUE` (work queue, `queue.>`) | `queue_email` |
+//! | dead letters | `dlq.<subject>` | `DLQ` (`dlq.>`) | — |
+//! | max-deliveries advisories | `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.*` | `JETWIRE_ADVISORIES` | `jetwire-dead-letters` |
+//!
+//! With a subject prefix `p`, subjects become `p.orders.created`, streams
+//! `P_ORDERS`, `P_QUEUE`, `P_DLQ`, and durables `p_billing-on_order`.
+
+use jetwire_grammar::subject::{self, DLQ_TOKEN, QUEUE_TOKEN};
+
+/// Which attribute declared a handler; it decides the handler's stream
+/// and durable names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `#[subscribe]`: an event handler; every app gets a copy.
+    Subscribe,
+    /// `#[queue]`: a work-queue handler; each job is done once.
+    Queue,
+}
+
+/// A prefix as used in stream and durable names: dots become `_`.
+fn name_prefix(prefix: Option<&str>) -> Option<String> {
+    subject::set_prefix(prefix).map(|p| p.replace('.', "_"))
+}
+
+/// The stream jetwire creates for `subject` when none captures it.
+///
+/// ```
+/// use jetwire::topology::default_stream;
+///
+/// assert_eq!(default_stream(None, "orders.created"), "ORDERS");
+/// assert_eq!(default_stream(Some("t1"), "queue.email"), "T1_QUEUE");
+/// ```
+pub fn default_stream(prefix: Option<&str>, subject: &str) -> String {
+    let first = subject.split('.').next().unwrap_or(subject).to_uppercase();
+    match name_prefix(prefix) {
+        Some(p) => format!("{}_{first}", p.to_uppercase()),
+        None => first,
+    }
+}
+
+/// The subjects the default stream for `subject` captures, unprefixed:
+/// `<first token>.>`.
+///
+/// ```
+/// assert_eq!(jetwire::topology::default_stream_subjects("orders.created"), "orders.>");
+/// ```
+pub fn default_stream_subjects(subject: &str) -> String {
+    format!("{}.>", subject.split('.').next().unwrap_or(subject))
+}
+
+/// The work-queue stream's name.
+///
+/// ```
+/// assert_eq!(jetwire::topology::queue_stream(Some("t1")), "T1_QUEUE");
+/// ```
+pub fn queue_stream(prefix: Option<&str>) -> String {
+    default_stream(prefix, QUEUE_TOKEN)
+}
+
+/// The dead-letter stream's name.
+///
+/// ```
+/// assert_eq!(jetwire::topology::dlq_stream(None), "DLQ");
+/// ```
+pub fn dlq_stream(prefix: Option<&str>) -> String {
+    default_stream(prefix, DLQ_TOKEN)
+}
+
+/// The subjects the dead-letter stream captures, prefixed.
+pub(crate) fn dlq_stream_subjects(prefix: Option<&str>) -> String {
+    subject::with_prefix(prefix, &format!("{DLQ_TOKEN}.>"))
+}
+
+/// The subject a dead letter of `subject` goes to.
+///
+/// ```
+/// assert_eq!(jetwire::dlq::subject_for("queue.email"), "dlq.queue.email");
+/// ```
+pub fn dlq_subject(subject: &str) -> String {
+    format!("{DLQ_TOKEN}.{subject}")
+}
+
+/// The durable consumer name of a handler in `app`: `<app>-<fn name>` for
+/// events (or the `durable` option), the subject with `.` as `_`, `*` as
+/// `any` and `>` as `all` for work queues.
+///
+/// ```
+/// use jetwire::topology::durable_for;
+/// use jetwire::registry::Kind;
+///
+/// assert_eq!(durable_for(None, "billing", Kind::Subscribe, "on_order", "orders.created", None), "billing-on_order");
+/// assert_eq!(durable_for(Some("t1"), "billing", Kind::Queue, "send", "queue.email.*", None), "t1_queue_email_any");
+/// ```
+pub fn durable_for(
+    prefix: Option<&str>,
+    app: &str,
+    kind: Kind,
+    fn_name: &str,
+    subject: &str,
+    explicit: Option<&str>,
+) -> String {
+    let base = match (kind, explicit) {
+        (Kind::Subscribe, Some(name)) => name.to_owned(),
+        (Kind::Subscribe, None) => format!("{app}-{fn_name}"),
+        (Kind::Queue, _) => subject
+            .split('.')
+            .map(|t| match t {
+                "*" => "any",
+                ">" => "all",
+                t => t,
+            })
+            .collect::<Vec<_>>()
+            .join("_"),
+    };
+    prefixed_name(prefix, base)
+}
+
+fn prefixed_name(prefix: Option<&str>, base: String) -> String {
+    match name_prefix(prefix) {
+        Some(p) => format!("{p}_{base}"),
+        None => base,
+    }
+}
+
+/// The stream that captures the max-deliveries advisories of jetwire's
+/// streams.
+pub(crate) fn advisory_stream(prefix: Option<&str>) -> String {
+    default_stream(prefix, "jetwire_advisories")
+}
+
+/// The durable, shared by every app of a deployment, that turns captured
+/// advisories into dead letters.
+pub(crate) fn advisory_durable(prefix: Option<&str>) -> String {
+    prefixed_name(prefix, "jetwire-dead-letters".to_owned())
+}
+
+/// A name for the app when none is configured: the binary's file name, made
+/// fit for a durable name.
+pub(crate) fn sanitize_app(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if subject::is_token_char(c) { c } else { '-' })
+        .collect();
+    if s.is_empty() { "app".to_owned() } else { s }
+}
+
+/// The root of the max-deliveries advisories: the server sends one on
+/// `<root>.<stream>.<consumer>` when a message reaches `max_deliver`.
+pub(crate) const MAX_DELIVERIES_ROOT: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES";
+
+/// The advisory subjects of every consumer of `stream`.
+pub(crate) fn max_deliveries_of(stream: &str) -> String {
+    format!("{MAX_DELIVERIES_ROOT}.{stream}.*")
+}
+
+/// The subject pull requests for `durable` of `stream` go to.
+pub(crate) fn msg_next(stream: &str, durable: &str) -> String {
+    format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}")
+}
+
+/// The advisory the server sends on `event` (`LEADER_ELECTED`, `DELETED`)
+/// of `durable` on `stream`.
+pub(crate) fn consumer_advisory(event: &str, stream: &str, durable: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.{event}.{stream}.{durable}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_prefix_is_no_prefix() {
+        assert_eq!(default_stream(Some(""), "orders.x"), "ORDERS");
+        assert_eq!(advisory_durable(Some("")), "jetwire-dead-letters");
+        assert_eq!(dlq_stream_subjects(Some("")), "dlq.>");
+    }
+
+    #[test]
+    fn prefixed_names() {
+        assert_eq!(default_stream(Some("a.b"), "orders.x"), "A_B_ORDERS");
+        assert_eq!(advisory_stream(Some("t1")), "T1_JETWIRE_ADVISORIES");
+        assert_eq!(advisory_durable(Some("t1")), "t1_jetwire-dead-letters");
+        assert_eq!(dlq_stream_subjects(Some("t1")), "t1.dlq.>");
+        assert_eq!(
+            durable_for(Some("a.b"), "app", Kind::Queue, "f", "queue.x.>", None),
+            "a_b_queue_x_all"
+        );
+    }
+
+    #[test]
+    fn api_subjects() {
+        assert_eq!(msg_next("S", "d"), "$JS.API.CONSUMER.MSG.NEXT.S.d");
+        assert_eq!(
+            consumer_advisory("DELETED", "S", "d"),
+            "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.d"
+        );
+        assert_eq!(
+            max_deliveries_of("S"),
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.S.*"
+        );
+    }
+
+    #[test]
+    fn app_names_fit_durables() {
+        assert_eq!(sanitize_app("my app.v2"), "my-app-v2");
+        assert_eq!(sanitize_app(""), "app");
+    }
+}

@@ -1,0 +1,17 @@
+//! The consume loop's policies: small pure types that decide, with unit
+//! tests and no I/O, what the loops carry out.
+//!
+//! - [`RetryPause`]: how long to wait after a failure, with jitter.
+//! - [`Silence`]: when a waiting pull has heard nothing for too long.
+//! - [`Sizing`]: how many messages a pull asks for and a process holds.
+//! - [`Inline`]: whether the loop runs a call itself or gives it a task.
+
+mod inline;
+mod pause;
+mod silence;
+mod sizing;
+
+pub(crate) use inline::Inline;
+pub(crate) use pause::RetryPause;
+pub(crate) use silence::Silence;
+pub(crate) use sizing::Sizing;

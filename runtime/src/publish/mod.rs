@@ -1,0 +1,14 @@
+//! Publishing: the header conventions, [`PublishOptions`], the
+//! [`Publisher`], and the [`Receipt`] JetStream gives for a stored message.
+//!
+//! Every publish path (a handler's [`Context`](crate::Context), the
+//! [`Publisher`], `TestApp`, the dead-letter queue) builds its message the
+//! same way ([`message`]) and sends it through an [`outlet`].
+
+pub(crate) mod message;
+pub(crate) mod outlet;
+mod publisher;
+
+pub use message::{CONTENT_TYPE, CORRELATION_ID, MSG_ID, PublishOptions, TRACEPARENT, TRACESTATE};
+pub use outlet::{PendingReceipt, Receipt};
+pub use publisher::Publisher;

@@ -1,0 +1,127 @@
+//! [`Publisher`]: publishing from outside handlers.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::{Error, PublishError};
+use crate::publish::message::{Inherited, PublishOptions, build, build_bytes, fresh_id};
+use crate::publish::outlet::{JetStreamOutlet, PendingReceipt, Receipt};
+
+/// Publishes typed messages from outside handlers: an HTTP endpoint, a
+/// script, a test. Cheap to clone.
+///
+/// Every publish is validated by the same subject rules as the macros
+/// (no wildcards), encoded as JSON, labelled with `Nats-Msg-Id` (given, or
+/// a fresh UUIDv7), `Content-Type: application/json` and
+/// `Jetwire-Correlation-Id`, and waits for JetStream to store it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), jetwire::Error> {
+/// let config = jetwire::Config::from_env()?;
+/// let publisher = jetwire::Publisher::connect(&config).await?;
+/// let receipt = publisher.publish("orders.created", &serde_json::json!({"order_id": 1})).await?;
+/// println!("stored as {} #{}", receipt.stream, receipt.sequence);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    outlet: JetStreamOutlet,
+    client: async_nats::Client,
+}
+
+impl Publisher {
+    /// Connects with `config`.
+    pub async fn connect(config: &Config) -> Result<Publisher, Error> {
+        let (client, reconnects) = config.connect().await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let prefix = config.prefix().map(str::to_owned);
+        Ok(Publisher::with_outlet(
+            client,
+            JetStreamOutlet {
+                js,
+                prefix,
+                reconnects,
+            },
+        ))
+    }
+
+    /// A publisher on `client` through `outlet` (which sends on it).
+    pub(crate) fn with_outlet(client: async_nats::Client, outlet: JetStreamOutlet) -> Publisher {
+        Publisher { outlet, client }
+    }
+
+    /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+    ) -> Result<Receipt, PublishError> {
+        self.publish_with(subject, payload, PublishOptions::default())
+            .await
+    }
+
+    /// [`Publisher::publish`] with options: message id, headers, correlation id.
+    pub async fn publish_with<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+        options: PublishOptions,
+    ) -> Result<Receipt, PublishError> {
+        let msg = build(subject, payload, options, &Inherited::default(), fresh_id)?;
+        self.outlet.send_confirmed(msg).await
+    }
+
+    /// Sends `payload` and returns at once with a [`PendingReceipt`] to
+    /// await later: many messages in flight, one round trip's wait.
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: jetwire::Publisher) -> Result<(), jetwire::PublishError> {
+    /// let mut pending = Vec::new();
+    /// for n in 0..1000u32 {
+    ///     pending.push(publisher.send("metrics.sample", &n).await?);
+    /// }
+    /// for receipt in pending {
+    ///     receipt.await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn send<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        payload: &T,
+    ) -> Result<PendingReceipt, PublishError> {
+        let msg = build(
+            subject,
+            payload,
+            PublishOptions::default(),
+            &Inherited::default(),
+            fresh_id,
+        )?;
+        self.outlet.send_pending(msg).await
+    }
+
+    /// Publishes bytes as they are (no JSON encoding, no content type), with
+    /// a fresh message id: for tests and bridges that carry foreign payloads.
+    pub async fn publish_raw(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<Receipt, PublishError> {
+        let msg = build_bytes(
+            subject,
+            payload.into(),
+            None,
+            options,
+            &Inherited::default(),
+            fresh_id,
+        )?;
+        self.outlet.send_confirmed(msg).await
+    }
+
+    /// The underlying client, for what jetwire does not wrap.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
