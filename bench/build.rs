@@ -6,7 +6,7 @@ fn main() {
     for i in 0..200 {
         writeln!(
             src,
-            "#[jetwire::subscribe(\"startup.h{i}\")]\nasync fn startup_h{i}(_m: crate::Msg) {{}}"
+            "#[jetwire::subscribe(\"startup.h{i}\")]\nasync fn startup_h{i}(_m: crate::setup::Msg) {{}}"
         )
         .ok();
     }

@@ -1,0 +1,240 @@
+//! The scenarios, each side's version next to the other's: consuming a
+//! backlog, latency at a fixed rate, publishing, and startup.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use futures_util::StreamExt;
+use jetwire::{App, Publisher};
+
+use crate::setup::{
+    AckWindow, CONCURRENCY, Cpu, HANDLED, Kind, LATENCIES, Msg, RAW_BATCH, RECORD_LATENCY,
+    STARTUP_HANDLERS, Throughput, all_acked, config, create_stream, fresh_prefix, now_ns,
+    raw_consumer, seen, server, wait_handled,
+};
+
+/// jetwire consuming a preloaded stream: msgs/s from `start()` to all acked.
+pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
+    let client = async_nats::connect(server().url()).await.expect("connect");
+    HANDLED.store(0, Ordering::Relaxed);
+    let handler = if kind == Kind::Events {
+        "bench_event"
+    } else {
+        "bench_queue"
+    };
+    let (t0, cpu0) = (Instant::now(), Cpu::now());
+    let app = App::new(config(&prefix))
+        .only(&[handler])
+        .start()
+        .await
+        .expect("start");
+    wait_handled(n).await;
+    let durable = app.stats()[0].durable.clone();
+    all_acked(&client, &kind.stream(&prefix), &durable).await;
+    let run = Throughput::since(t0, cpu0, n);
+    app.shutdown().await.expect("shutdown");
+    run
+}
+
+/// The hand-written consumer: a `fetch(1000)` loop, each batch decoded and
+/// acked with `for_each_concurrent(64)`.
+pub(crate) async fn raw_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
+    // From nothing, as jetwire's `start()` is timed: connecting included.
+    let (t0, cpu0) = (Instant::now(), Cpu::now());
+    let client = async_nats::connect(server().url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream(kind.stream(&prefix)).await.expect("stream");
+    let consumer = raw_consumer(&stream, kind.durable(&prefix), 10_000).await;
+    let count = AtomicU64::new(0);
+    while count.load(Ordering::Relaxed) < n {
+        let batch = consumer
+            .fetch()
+            .max_messages(RAW_BATCH)
+            .messages()
+            .await
+            .expect("fetch");
+        batch
+            .for_each_concurrent(CONCURRENCY, |m| {
+                let count = &count;
+                async move {
+                    let m = m.expect("message");
+                    let msg: Msg = serde_json::from_slice(&m.payload).expect("decode");
+                    std::hint::black_box(&msg);
+                    m.ack().await.expect("ack");
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .await;
+    }
+    all_acked(&client, &kind.stream(&prefix), &kind.durable(&prefix)).await;
+    Throughput::since(t0, cpu0, n)
+}
+
+/// Publishes at a fixed `rate` for `dur` and returns (p50, p99) in µs.
+pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> (f64, f64) {
+    let prefix = fresh_prefix(side);
+    let client = async_nats::connect(server().url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let stream = create_stream(&js, &prefix, Kind::Events).await;
+    LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    HANDLED.store(0, Ordering::Relaxed);
+    RECORD_LATENCY.store(true, Ordering::Relaxed);
+    let raw_count = std::sync::Arc::new(AtomicU64::new(0));
+    let (app, raw_task) = if side == "jetwire" {
+        (
+            Some(
+                App::new(config(&prefix))
+                    .only(&["bench_event"])
+                    .start()
+                    .await
+                    .expect("start"),
+            ),
+            None,
+        )
+    } else {
+        let consumer = raw_consumer(&stream, Kind::Events.durable(&prefix), 0).await;
+        let count = raw_count.clone();
+        let task = tokio::spawn(async move {
+            let messages = consumer.messages().await.expect("messages");
+            messages
+                .for_each_concurrent(CONCURRENCY, |m| {
+                    let count = count.clone();
+                    async move {
+                        let Ok(m) = m else { return };
+                        if let Ok(msg) = serde_json::from_slice::<Msg>(&m.payload) {
+                            seen(&msg);
+                        }
+                        let _ = m.ack().await;
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .await;
+        });
+        (None, Some(task))
+    };
+    let total = rate * dur.as_secs();
+    let subject = format!("{prefix}.bev.data");
+    let t0 = tokio::time::Instant::now();
+    let mut acks = AckWindow::new();
+    for id in 0..total {
+        tokio::time::sleep_until(t0 + Duration::from_nanos(id * 1_000_000_000 / rate)).await;
+        let mut m = Msg::new(id, 128);
+        m.sent_ns = now_ns();
+        let body = serde_json::to_vec(&m).expect("json");
+        acks.push(
+            js.publish(subject.clone(), body.into())
+                .await
+                .expect("publish"),
+        )
+        .await;
+    }
+    acks.drain().await;
+    wait_handled(total).await;
+    RECORD_LATENCY.store(false, Ordering::Relaxed);
+    if let Some(app) = app {
+        app.shutdown().await.expect("shutdown");
+    }
+    if let Some(t) = raw_task {
+        t.abort();
+    }
+    let mut lat = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
+    // The first second warms up connections and consumers.
+    lat.drain(..(rate as usize).min(lat.len() / 2));
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    (pct(0.50), pct(0.99))
+}
+
+/// Publishes `n` messages with `PUBLISH_WINDOW` acks in flight: msgs/s.
+pub(crate) async fn publish(side: &'static str, n: u64) -> Throughput {
+    let prefix = fresh_prefix(side);
+    let client = async_nats::connect(server().url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    create_stream(&js, &prefix, Kind::Events).await;
+    let msg = Msg::new(0, 128);
+    let (t0, cpu0) = (Instant::now(), Cpu::now());
+    if side == "jetwire" {
+        let publisher = Publisher::connect(&config(&prefix))
+            .await
+            .expect("publisher");
+        let mut acks = AckWindow::new();
+        for _ in 0..n {
+            acks.push(publisher.send("bev.data", &msg).await.expect("send"))
+                .await;
+        }
+        acks.drain().await;
+    } else {
+        // `raw-headers` sends what jetwire's publishes carry: a fresh UUIDv7
+        // message id (which the server then deduplicates), content type, and
+        // the id again as correlation id.
+        let with_headers = side == "raw-headers";
+        let subject = format!("{prefix}.bev.data");
+        let mut acks = AckWindow::new();
+        for _ in 0..n {
+            let body = serde_json::to_vec(&msg).expect("json");
+            let ack = if with_headers {
+                let id = uuid::Uuid::now_v7().to_string();
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", id.as_str());
+                h.insert("Content-Type", "application/json");
+                h.insert("Jetwire-Correlation-Id", id.as_str());
+                js.publish_with_headers(subject.clone(), h, body.into())
+                    .await
+            } else {
+                js.publish(subject.clone(), body.into()).await
+            };
+            acks.push(ack.expect("publish")).await;
+        }
+        acks.drain().await;
+    }
+    Throughput::since(t0, cpu0, n)
+}
+
+/// Seconds from `start()` to consuming with 200 handlers; raw creates the
+/// same 200 durables by hand.
+pub(crate) async fn startup(side: &'static str) -> f64 {
+    let prefix = fresh_prefix(side);
+    let names: Vec<String> = (0..STARTUP_HANDLERS)
+        .map(|i| format!("startup_h{i}"))
+        .collect();
+    let t0 = Instant::now();
+    if side == "jetwire" {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let app = App::new(config(&prefix))
+            .only(&refs)
+            .start()
+            .await
+            .expect("start");
+        let secs = t0.elapsed().as_secs_f64();
+        app.shutdown().await.expect("shutdown");
+        secs
+    } else {
+        let client = async_nats::connect(server().url()).await.expect("connect");
+        let js = jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: format!("{}_STARTUP", prefix.to_uppercase()),
+                subjects: vec![format!("{prefix}.startup.>")],
+                ..Default::default()
+            })
+            .await
+            .expect("stream");
+        for i in 0..STARTUP_HANDLERS {
+            let c: jetstream::consumer::PullConsumer = stream
+                .get_or_create_consumer(
+                    &format!("bench-startup_h{i}"),
+                    pull::Config {
+                        durable_name: Some(format!("bench-startup_h{i}")),
+                        filter_subject: format!("{prefix}.startup.h{i}"),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("consumer");
+            std::hint::black_box(c);
+        }
+        t0.elapsed().as_secs_f64()
+    }
+}

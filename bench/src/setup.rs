@@ -1,0 +1,341 @@
+//! What both sides share: the payload and its handlers, the server, stream
+//! and durable setup, CPU accounting, and the run parameters.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use jetwire::{queue, subscribe};
+use jetwire_tests::Server;
+use serde::{Deserialize, Serialize};
+
+/// Calls in flight per side: jetwire's `concurrency`, raw's `for_each_concurrent`.
+pub(crate) const CONCURRENCY: usize = 64;
+/// Raw's pull batch: `fetch().max_messages(1000)` measured fastest.
+pub(crate) const RAW_BATCH: usize = 1000;
+/// Publish acks in flight when loading a stream or measuring publish.
+pub(crate) const PUBLISH_WINDOW: usize = 4096;
+
+/// The payload both sides decode.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Msg {
+    pub(crate) id: u64,
+    pub(crate) sent_ns: u64,
+    pub(crate) body: String,
+}
+
+impl Msg {
+    pub(crate) fn new(id: u64, size: usize) -> Msg {
+        let mut m = Msg {
+            id,
+            sent_ns: 0,
+            body: String::new(),
+        };
+        let overhead = serde_json::to_vec(&m).map(|v| v.len()).unwrap_or(40) + 20;
+        m.body = "x".repeat(size.saturating_sub(overhead));
+        m
+    }
+}
+
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) static HANDLED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RECORD_LATENCY: AtomicBool = AtomicBool::new(false);
+pub(crate) static LATENCIES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+pub(crate) fn seen(m: &Msg) {
+    if RECORD_LATENCY.load(Ordering::Relaxed) {
+        let lat = now_ns().saturating_sub(m.sent_ns);
+        LATENCIES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(lat);
+    }
+    HANDLED.fetch_add(1, Ordering::Relaxed);
+}
+
+#[subscribe("bev.data", deliver = "all", concurrency = 64)]
+pub(crate) async fn bench_event(m: Msg) {
+    seen(&m);
+}
+
+#[queue("queue.bench", concurrency = 64)]
+pub(crate) async fn bench_queue(m: Msg) {
+    seen(&m);
+}
+
+include!(concat!(env!("OUT_DIR"), "/startup_handlers.rs"));
+
+pub(crate) fn quick() -> bool {
+    std::env::var("QUICK").is_ok_and(|v| v == "1")
+}
+
+pub(crate) fn runs() -> usize {
+    std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1)
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs `f` on a fresh current-thread runtime on its own thread, named
+/// `name` (so `perf report --comm jetwire` shows one side's client alone).
+pub(crate) fn on_own_runtime<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+) -> T {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(f())
+        })
+        .expect("spawn a bench thread")
+        .join()
+        .expect("bench thread")
+}
+
+/// CPU time so far of this thread (the runtime's, which runs the whole
+/// client) and of the server process, in nanoseconds.
+#[derive(Clone, Copy)]
+pub(crate) struct Cpu {
+    pub(crate) client: u64,
+    pub(crate) server: u64,
+}
+
+impl Cpu {
+    pub(crate) fn now() -> Cpu {
+        // schedstat's first field: ns this thread has run.
+        let client = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        // stat's utime and stime (fields 14 and 15), all threads, in ticks
+        // of 10 ms: about 1% of a one-second run.
+        let server = server()
+            .pid()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|s| {
+                let after_name = &s[s.rfind(')')? + 2..];
+                let f: Vec<&str> = after_name.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .map_or(0, |ticks| ticks * 10_000_000);
+        Cpu { client, server }
+    }
+}
+
+/// One throughput run: messages per second, and CPU microseconds per
+/// message spent by the client and by the server.
+#[derive(Clone, Copy)]
+pub(crate) struct Throughput {
+    pub(crate) rate: f64,
+    pub(crate) client_us: f64,
+    pub(crate) server_us: f64,
+}
+
+impl Throughput {
+    pub(crate) fn since(t0: Instant, cpu0: Cpu, n: u64) -> Throughput {
+        let cpu = Cpu::now();
+        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1000.0 / n as f64;
+        Throughput {
+            rate: n as f64 / t0.elapsed().as_secs_f64(),
+            client_us: per(cpu.client, cpu0.client),
+            server_us: per(cpu.server, cpu0.server),
+        }
+    }
+}
+
+pub(crate) static SERVER: OnceLock<Server> = OnceLock::new();
+
+pub(crate) fn server() -> &'static Server {
+    SERVER.get_or_init(Server::start)
+}
+
+pub(crate) static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A prefix of its own for one run; every prefix has the same length, so
+/// both sides' stream and durable names do (see [`Kind::durable`]).
+pub(crate) fn fresh_prefix(name: &str) -> String {
+    let tag: String = name.chars().take(3).collect();
+    format!("b{:04}{tag:_<3}", SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+pub(crate) fn config(prefix: &str) -> jetwire::Config {
+    jetwire::Config::builder()
+        .url(server().url())
+        .subject_prefix(prefix)
+        .app("bench")
+        .build()
+        .expect("config")
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Kind {
+    Events,
+    Queue,
+}
+
+impl Kind {
+    pub(crate) fn subject(self) -> &'static str {
+        match self {
+            Kind::Events => "bev.data",
+            Kind::Queue => "queue.bench",
+        }
+    }
+    pub(crate) fn stream(self, prefix: &str) -> String {
+        jetwire::topology::default_stream(Some(prefix), self.subject())
+    }
+    /// The durable both sides consume with: the name jetwire gives its own.
+    /// The server parses and routes the stream and durable names in every
+    /// delivery's reply subject and every ack, so its cost per message
+    /// grows with them: raw on a 3-letter durable against raw on jetwire's
+    /// 22-letter one measured 0.87 for events. Same names, same work.
+    pub(crate) fn durable(self, prefix: &str) -> String {
+        let (kind, handler) = match self {
+            Kind::Events => (jetwire::registry::Kind::Subscribe, "bench_event"),
+            Kind::Queue => (jetwire::registry::Kind::Queue, "bench_queue"),
+        };
+        jetwire::topology::durable_for(Some(prefix), "bench", kind, handler, self.subject(), None)
+    }
+}
+
+/// Publishes awaiting their ack, at most [`PUBLISH_WINDOW`]: adding one
+/// more first awaits the oldest.
+pub(crate) struct AckWindow<F>(pub(crate) VecDeque<F>);
+
+impl<F, T, E> AckWindow<F>
+where
+    F: std::future::IntoFuture<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    pub(crate) fn new() -> Self {
+        AckWindow(VecDeque::with_capacity(PUBLISH_WINDOW))
+    }
+
+    pub(crate) async fn push(&mut self, ack: F) {
+        self.0.push_back(ack);
+        if self.0.len() >= PUBLISH_WINDOW {
+            self.0.pop_front().expect("non-empty").await.expect("ack");
+        }
+    }
+
+    pub(crate) async fn drain(self) {
+        for ack in self.0 {
+            ack.await.expect("ack");
+        }
+    }
+}
+
+/// Creates the stream jetwire would create for `kind` under `prefix`.
+pub(crate) async fn create_stream(
+    js: &jetstream::Context,
+    prefix: &str,
+    kind: Kind,
+) -> stream::Stream {
+    let first = kind.subject().split('.').next().unwrap_or_default();
+    js.create_stream(stream::Config {
+        name: kind.stream(prefix),
+        subjects: vec![format!("{prefix}.{first}.>")],
+        retention: if kind == Kind::Queue {
+            stream::RetentionPolicy::WorkQueue
+        } else {
+            stream::RetentionPolicy::Limits
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("stream")
+}
+
+/// The raw side's durable, named as jetwire's ([`Kind::durable`]):
+/// explicit acks, `max_ack_pending` as given (0 is the server's default).
+pub(crate) async fn raw_consumer(
+    stream: &stream::Stream,
+    durable: String,
+    max_ack_pending: i64,
+) -> jetstream::consumer::PullConsumer {
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(durable),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer")
+}
+
+/// Creates the stream jetwire would create, and fills it with `n` messages.
+pub(crate) async fn preload(
+    client: &async_nats::Client,
+    prefix: &str,
+    kind: Kind,
+    n: u64,
+    size: usize,
+) {
+    let js = jetstream::new(client.clone());
+    create_stream(&js, prefix, kind).await;
+    let subject = format!("{prefix}.{}", kind.subject());
+    let mut acks = AckWindow::new();
+    for id in 0..n {
+        let body = serde_json::to_vec(&Msg::new(id, size)).expect("json");
+        acks.push(
+            js.publish(subject.clone(), body.into())
+                .await
+                .expect("publish"),
+        )
+        .await;
+    }
+    acks.drain().await;
+}
+
+/// A fresh prefix whose stream holds `n` messages, loaded on a thread of
+/// its own: the consuming side's thread runs nothing else.
+pub(crate) fn loaded(side: &str, kind: Kind, n: u64, size: usize) -> String {
+    let prefix = fresh_prefix(side);
+    let p = prefix.clone();
+    on_own_runtime("load", move || {
+        Box::pin(async move {
+            let client = async_nats::connect(server().url()).await.expect("connect");
+            preload(&client, &p, kind, n, size).await;
+        })
+    });
+    prefix
+}
+
+/// Waits until the consumer has nothing pending and nothing unacked.
+pub(crate) async fn all_acked(client: &async_nats::Client, stream: &str, durable: &str) {
+    let js = jetstream::new(client.clone());
+    let s = js.get_stream(stream).await.expect("stream");
+    loop {
+        if let Ok(info) = s.consumer_info(durable).await
+            && info.num_pending == 0
+            && info.num_ack_pending == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub(crate) async fn wait_handled(n: u64) {
+    while HANDLED.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
