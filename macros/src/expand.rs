@@ -9,6 +9,7 @@ use syn::{Item, ItemFn};
 use crate::ast::Handler;
 use crate::attr::{self, Kind};
 use crate::ctxt::{self, Ctxt};
+use crate::keys::Key;
 use crate::valid::{self, Deliver, Options};
 
 /// The whole expansion of `#[subscribe]` or `#[queue]`.
@@ -151,31 +152,29 @@ fn opt<T>(value: Option<T>, f: impl FnOnce(T) -> TokenStream) -> TokenStream {
     }
 }
 
+/// `HandlerOptions { <key>: <value>, .. }`, one field per option key.
 fn options_tokens(o: &Options) -> TokenStream {
-    let max_deliver = opt(o.max_deliver, |n| quote!(#n));
-    let backoff = opt(o.backoff.as_ref(), |list| {
-        let items = list.iter().copied().map(duration);
-        quote!(&[#(#items),*])
+    let fields = Key::ALL.into_iter().map(|key| {
+        let field = format_ident!("{}", key.name());
+        let value = match key {
+            Key::MaxDeliver => opt(o.max_deliver, |n| quote!(#n)),
+            Key::Backoff => opt(o.backoff.as_ref(), |list| {
+                let items = list.iter().copied().map(duration);
+                quote!(&[#(#items),*])
+            }),
+            Key::AckWait => opt(o.ack_wait, duration),
+            Key::Concurrency => opt(o.concurrency, |n| quote!(#n)),
+            Key::Timeout => opt(o.timeout, duration),
+            Key::Deliver => opt(o.deliver, |d| match d {
+                Deliver::New => quote!(::jetwire::__private::Deliver::New),
+                Deliver::All => quote!(::jetwire::__private::Deliver::All),
+            }),
+            Key::Durable => opt(o.durable.as_deref(), |s| quote!(#s)),
+            Key::Stream => opt(o.stream.as_deref(), |s| quote!(#s)),
+        };
+        quote!(#field: #value)
     });
-    let ack_wait = opt(o.ack_wait, duration);
-    let concurrency = opt(o.concurrency, |n| quote!(#n));
-    let timeout = opt(o.timeout, duration);
-    let deliver = opt(o.deliver, |d| match d {
-        Deliver::New => quote!(::jetwire::__private::Deliver::New),
-        Deliver::All => quote!(::jetwire::__private::Deliver::All),
-    });
-    let durable = opt(o.durable.as_deref(), |s| quote!(#s));
-    let stream = opt(o.stream.as_deref(), |s| quote!(#s));
     quote! {
-        ::jetwire::__private::HandlerOptions {
-            max_deliver: #max_deliver,
-            backoff: #backoff,
-            ack_wait: #ack_wait,
-            concurrency: #concurrency,
-            timeout: #timeout,
-            deliver: #deliver,
-            durable: #durable,
-            stream: #stream,
-        }
+        ::jetwire::__private::HandlerOptions { #(#fields),* }
     }
 }

@@ -11,6 +11,8 @@ mod ast;
 mod attr;
 mod ctxt;
 mod expand;
+mod keys;
+mod spans;
 mod valid;
 
 use proc_macro::TokenStream;

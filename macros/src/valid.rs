@@ -10,6 +10,7 @@ use syn::{Expr, ExprArray, ExprLit, FnArg, Lit, LitStr, Type};
 use crate::ast::{ArgShape, Handler};
 use crate::attr::{Args, Kind, Opt};
 use crate::ctxt::Ctxt;
+use crate::keys::Key;
 
 /// Where a new durable starts reading (`deliver = ..`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,18 +32,6 @@ pub(crate) struct Options {
     pub(crate) stream: Option<String>,
 }
 
-/// Every option key, with the kinds it applies to.
-const OPTIONS: &[(&str, Option<Kind>)] = &[
-    ("max_deliver", None),
-    ("backoff", None),
-    ("ack_wait", None),
-    ("concurrency", None),
-    ("timeout", None),
-    ("deliver", Some(Kind::Subscribe)),
-    ("durable", Some(Kind::Subscribe)),
-    ("stream", None),
-];
-
 const MAX_MAX_DELIVER: u64 = 1_000_000;
 const MAX_CONCURRENCY: u64 = 10_000;
 
@@ -56,7 +45,7 @@ pub(crate) fn subject(cx: &Ctxt, kind: Kind, lit: &LitStr) -> Option<String> {
     match subject::check(&value, usage) {
         Ok(()) => Some(value),
         Err(err) => {
-            cx.error_spanned_by(lit, err);
+            crate::spans::error_in_literal(cx, lit, err.location(), &err);
             None
         }
     }
@@ -66,40 +55,40 @@ pub(crate) fn subject(cx: &Ctxt, kind: Kind, lit: &LitStr) -> Option<String> {
 /// the right type and range; then the rules between options.
 pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
     let mut out = Options::default();
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: Vec<Key> = Vec::new();
     let mut backoff_expr: Option<&Expr> = None;
     let mut max_deliver_given = false;
 
     for Opt { key, value } in &args.options {
         let name = key.to_string();
-        let Some((_, only)) = OPTIONS.iter().find(|(k, _)| *k == name) else {
+        let Some(known) = Key::named(&name) else {
             cx.error_spanned_by(key, unknown_option(&name, kind));
             continue;
         };
-        if only.is_some_and(|k| k != kind) {
-            cx.error_spanned_by(key, not_for_queue(&name));
+        if known.only().is_some_and(|k| k != kind) {
+            cx.error_spanned_by(key, not_for_queue(known));
             continue;
         }
-        if seen.contains(&name) {
+        if seen.contains(&known) {
             cx.error_spanned_by(key, format!("option `{name}` is given twice: keep one"));
             continue;
         }
-        seen.push(name.clone());
-        match name.as_str() {
-            "max_deliver" => {
+        seen.push(known);
+        match known {
+            Key::MaxDeliver => {
                 max_deliver_given = true;
                 out.max_deliver = int(cx, &name, value, MAX_MAX_DELIVER, "5").map(|n| n as u32);
             }
-            "concurrency" => {
+            Key::Concurrency => {
                 out.concurrency = int(cx, &name, value, MAX_CONCURRENCY, "8").map(|n| n as u32);
             }
-            "ack_wait" => out.ack_wait = positive_duration(cx, &name, value, "30s"),
-            "timeout" => out.timeout = positive_duration(cx, &name, value, "10s"),
-            "backoff" => {
+            Key::AckWait => out.ack_wait = positive_duration(cx, &name, value, "30s"),
+            Key::Timeout => out.timeout = positive_duration(cx, &name, value, "10s"),
+            Key::Backoff => {
                 backoff_expr = Some(value);
                 out.backoff = backoff(cx, value);
             }
-            "deliver" => {
+            Key::Deliver => {
                 out.deliver = string(cx, &name, value, "\"new\"").and_then(|lit| {
                     match lit.value().as_str() {
                         "new" => Some(Deliver::New),
@@ -116,9 +105,8 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
                     }
                 });
             }
-            "durable" => out.durable = checked_name(cx, &name, value, name::Kind::Durable),
-            "stream" => out.stream = checked_name(cx, &name, value, name::Kind::Stream),
-            _ => unreachable!("every key of OPTIONS is matched above"),
+            Key::Durable => out.durable = checked_name(cx, &name, value, name::Kind::Durable),
+            Key::Stream => out.stream = checked_name(cx, &name, value, name::Kind::Stream),
         }
     }
 
@@ -154,11 +142,7 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
 }
 
 fn unknown_option(name: &str, kind: Kind) -> String {
-    let known: Vec<&str> = OPTIONS
-        .iter()
-        .filter(|(_, only)| only.is_none_or(|k| k == kind))
-        .map(|(k, _)| *k)
-        .collect();
+    let known: Vec<&str> = Key::of(kind).map(Key::name).collect();
     let list = known
         .iter()
         .map(|k| format!("`{k}`"))
@@ -177,11 +161,11 @@ fn unknown_option(name: &str, kind: Kind) -> String {
     }
 }
 
-fn not_for_queue(name: &str) -> String {
-    match name {
-        "deliver" => "`deliver` applies only to #[subscribe]: a work queue always starts with its oldest job; remove it".to_owned(),
-        "durable" => "`durable` applies only to #[subscribe]: a work queue has one durable per subject, shared by every app; remove it".to_owned(),
-        other => format!("`{other}` applies only to #[subscribe]; remove it"),
+fn not_for_queue(key: Key) -> String {
+    match key {
+        Key::Deliver => "`deliver` applies only to #[subscribe]: a work queue always starts with its oldest job; remove it".to_owned(),
+        Key::Durable => "`durable` applies only to #[subscribe]: a work queue has one durable per subject, shared by every app; remove it".to_owned(),
+        other => format!("`{}` applies only to #[subscribe]; remove it", other.name()),
     }
 }
 
