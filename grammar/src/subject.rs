@@ -588,7 +588,9 @@ mod tests {
         assert_eq!(at("orders.", Usage::Publish), Some("."));
         assert_eq!(at("a.b..c", Usage::Publish), Some("."));
         assert_eq!(
-            check("a.b..c", Usage::Publish).unwrap_err().location(),
+            check("a.b..c", Usage::Publish)
+                .expect_err("a doubled dot")
+                .location(),
             Some(4..5)
         );
         assert_eq!(at("orders.créé", Usage::Publish), Some("é"));

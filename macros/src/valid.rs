@@ -319,7 +319,7 @@ pub(crate) fn signature(cx: &Ctxt, kind: Kind, handler: &Handler<'_>) {
     if let Some(token) = &sig.constness {
         cx.error_spanned_by(token, "a handler cannot be `const`: remove `const`");
     }
-    if let Some(token) = &sig.unsafety {
+    if let syn::Safety::Unsafe(token) = &sig.safety {
         cx.error_spanned_by(
             token,
             "a handler cannot be `unsafe`: remove `unsafe` and keep the unsafe block inside the body",

@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::consume::{self, Counters, Shared};
 use crate::dlq::advisory;
 use crate::error::Error;
-use crate::handler::context::Route;
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::publish::Publisher;
@@ -112,7 +111,10 @@ impl App {
             reconnects: reconnects.clone(),
         };
         let mut tasks = JoinSet::new();
-        let mut streams: Vec<String> = bindings.iter().map(|(b, _)| b.stream.to_string()).collect();
+        let mut streams: Vec<String> = bindings
+            .iter()
+            .map(|(b, _)| b.route.stream.to_string())
+            .collect();
         streams.sort();
         streams.dedup();
         if !streams.is_empty() {
@@ -132,8 +134,8 @@ impl App {
             tracing::info!(
                 handler = %binding.def.path(),
                 subject = binding.def.subject,
-                stream = %binding.stream,
-                durable = %binding.durable,
+                stream = %binding.route.stream,
+                durable = %binding.route.durable,
                 max_deliver = binding.def.max_deliver(),
                 backoff = ?binding.def.backoff(),
                 ack_wait = ?binding.def.ack_wait(),
@@ -142,14 +144,12 @@ impl App {
                 "consuming"
             );
             let counters = Arc::new(Counters::default());
-            stats.push((binding.def, binding.durable.to_string(), counters.clone()));
+            stats.push((
+                binding.def,
+                binding.route.durable.to_string(),
+                counters.clone(),
+            ));
             let shared = Arc::new(Shared {
-                route: Route {
-                    handler: binding.def.name,
-                    stream: binding.stream.clone(),
-                    durable: binding.durable.clone(),
-                    max_deliver: binding.def.max_deliver(),
-                },
                 client: shared_client.clone(),
                 reconnects: reconnects.clone(),
                 resume_from: AtomicU64::new(0),

@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use crate::classify::{Action, DlqReason, Outcome, classify};
 use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
-use crate::handler::context::{Context, Meta, Origin, Route};
+use crate::handler::context::{Context, Meta, Origin};
 use crate::handler::invoke::invoke;
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
@@ -242,12 +242,7 @@ impl TestApp {
 
     /// Delivers `msg` to one handler until it is acked or dead-lettered.
     async fn run_handler(&self, def: &'static HandlerDef, msg: &Outbound) -> Run {
-        let route = Route {
-            handler: def.name,
-            stream: def.stream(None).into(),
-            durable: def.durable(None, &self.app).into(),
-            max_deliver: def.max_deliver(),
-        };
+        let route = def.route(def.stream(None).into(), def.durable(None, &self.app).into());
         let sequence = self.log.next_sequence(&route.stream);
         let policy = def.policy();
         let states = Arc::new(self.states.clone());

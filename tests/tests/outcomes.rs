@@ -1,4 +1,4 @@
-//! Every row of API.md's outcome table, against a real nats-server, with
+//! Every row of the outcome table (README, crate docs), against a real nats-server, with
 //! the dead letters read back from the DLQ stream.
 
 use std::collections::HashMap;

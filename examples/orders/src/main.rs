@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use jetwire::{App, Config, Context, HandlerError, RunningApp, State, queue, subscribe};
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 /// An order was placed.
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,13 +108,17 @@ const APPS: [(&str, &str); 3] = [
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+    // RUST_LOG as `warn` or `warn,jetwire=debug`: per-target levels, no regex.
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
-        .with_target(false)
-        .init();
+        .with_target(false);
+    tracing_subscriber::registry().with(log).with(filter).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = Config::from_env()?;
     match args.first().map(String::as_str) {

@@ -21,13 +21,13 @@ pub(super) fn open(shared: &Shared, msg: async_nats::Message) -> Option<(Context
     } = msg;
     let Some(reply) = reply.filter(|r| reply::is_jetstream(r)) else {
         tracing::error!(
-            handler = shared.route.handler,
+            handler = shared.binding.def.name,
             "delivery without a JetStream reply subject; leaving it to ack_wait"
         );
         return None;
     };
     let meta = Meta::new(
-        &shared.route,
+        &shared.binding.route,
         subject,
         shared.prefix.as_deref(),
         headers.unwrap_or_default(),

@@ -20,7 +20,7 @@ pub(super) enum ConsumerEvent {
 /// The durable's leader-elected and deleted advisories, or nothing if they
 /// cannot be subscribed to (missed heartbeats still recover, in 10 s).
 pub(super) async fn subscribe(shared: &Shared) -> BoxStream<'static, ConsumerEvent> {
-    let (stream, durable) = (&shared.binding.stream, &shared.binding.durable);
+    let (stream, durable) = (&shared.binding.route.stream, &shared.binding.route.durable);
     let mut subscribed = Vec::new();
     for (kind, event) in [
         ("LEADER_ELECTED", ConsumerEvent::LeaderElected),

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::context::Route;
 use crate::handler::state::States;
 use crate::policy::Sizing;
 use crate::protocol::pull::Pull;
@@ -54,8 +53,6 @@ impl Counters {
 /// What one handler's loop and every one of its deliveries share.
 pub(crate) struct Shared {
     pub(crate) binding: Binding,
-    /// The handler, its stream and durable, as each delivery's context names them.
-    pub(crate) route: Route,
     /// Pulls, acks and advisories go through it; shared by every delivery.
     pub(crate) client: Arc<async_nats::Client>,
     /// Changes when the client connects again: a waiting pull is gone.

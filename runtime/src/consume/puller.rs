@@ -94,7 +94,7 @@ impl Puller {
         reconnects.mark_unchanged();
         let b = &shared.binding;
         Puller {
-            next: pull::next_subject(&b.stream, &b.durable),
+            next: pull::next_subject(&b.route.stream, &b.route.durable),
             held: Arc::new(Semaphore::new(sizing.places())),
             slots: Arc::new(Slots {
                 calls: Arc::new(Semaphore::new(sizing.concurrency)),

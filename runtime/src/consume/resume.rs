@@ -79,7 +79,7 @@ pub(super) async fn recover(
     error: &str,
 ) {
     let b = &shared.binding;
-    tracing::warn!(handler = b.def.name, durable = %b.durable, error, "pull failed; retrying");
+    tracing::warn!(handler = b.def.name, durable = %b.route.durable, error, "pull failed; retrying");
     tokio::select! {
         _ = stop.cancelled() => return,
         _ = tokio::time::sleep(pause) => {}

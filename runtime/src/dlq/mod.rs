@@ -1,6 +1,5 @@
-//! Dead letters: the reasons, the headers, and the message that carries
-//! them ([`letter`]), and the capture that dead-letters a last delivery
-//! nobody answered ([`advisory`]).
+//! Dead letters: the reasons, the headers, the message that carries them,
+//! and the capture that dead-letters a last delivery nobody answered.
 //!
 //! A dead letter is published to `dlq.<original subject>` with the original
 //! payload and headers plus the `Jetwire-Dlq-*` headers below. Its

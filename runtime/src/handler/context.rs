@@ -8,9 +8,8 @@ use std::time::SystemTime;
 
 use async_nats::jetstream::AckKind;
 use async_nats::{Client, HeaderMap, Subject};
-use serde::Serialize;
-
 use jetwire_grammar::subject;
+use serde::Serialize;
 
 use crate::error::{Error, PublishError};
 use crate::handler::state::States;
@@ -40,7 +39,7 @@ pub(crate) struct Meta {
 
 /// Which handler a delivery is for, and where: its name, the stream and
 /// durable it came through, and its `max_deliver`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub(crate) handler: &'static str,
     pub(crate) stream: Arc<str>,

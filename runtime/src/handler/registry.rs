@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use jetwire_grammar::{defaults, subject};
 
+use std::sync::Arc;
+
 use crate::classify::Policy;
 use crate::error::Error;
 pub use crate::error::{Problem, Problems};
+use crate::handler::context::Route;
 pub use crate::handler::extract::StateKey;
 use crate::handler::extract::{CallFuture, Delivery};
 use crate::handler::state::States;
@@ -112,6 +115,16 @@ impl HandlerDef {
             self.subject,
             self.options.durable,
         )
+    }
+
+    /// How its deliveries name it: through `stream` and `durable`.
+    pub(crate) fn route(&self, stream: Arc<str>, durable: Arc<str>) -> Route {
+        Route {
+            handler: self.name,
+            stream,
+            durable,
+            max_deliver: self.max_deliver(),
+        }
     }
 
     /// The stream it binds to unless one already captures its subject:

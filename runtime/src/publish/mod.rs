@@ -3,7 +3,7 @@
 //!
 //! Every publish path (a handler's [`Context`](crate::Context), the
 //! [`Publisher`], `TestApp`, the dead-letter queue) builds its message the
-//! same way ([`message`]) and sends it through an [`outlet`].
+//! same way and sends it through one outlet: JetStream live, a log in `TestApp`.
 
 pub(crate) mod message;
 pub(crate) mod outlet;

@@ -1,8 +1,6 @@
 //! Durable consumers: one per handler, created or updated to the
 //! handler's options, and recreated where a deleted one left off.
 
-use std::sync::Arc;
-
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, pull},
@@ -11,6 +9,7 @@ use jetwire_grammar::subject::with_prefix;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::handler::context::Route;
 use crate::handler::registry::{Deliver, HandlerDef, Kind};
 use crate::policy::Sizing;
 
@@ -18,8 +17,8 @@ use crate::policy::Sizing;
 #[derive(Debug, Clone)]
 pub(crate) struct Binding {
     pub(crate) def: &'static HandlerDef,
-    pub(crate) stream: Arc<str>,
-    pub(crate) durable: Arc<str>,
+    /// The handler with its stream and durable, as its deliveries name them.
+    pub(crate) route: Route,
     pub(crate) consumer: pull::Config,
 }
 
@@ -61,15 +60,15 @@ pub(crate) async fn ensure_consumer_resuming(
     resume: Option<u64>,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, Error> {
     let consumer_err = |reason: String| Error::Consumer {
-        durable: b.durable.to_string(),
+        durable: b.route.durable.to_string(),
         handler: b.def.path(),
         reason,
     };
     let stream = js
-        .get_stream_no_info(&b.stream)
+        .get_stream_no_info(&b.route.stream)
         .await
-        .map_err(|e| consumer_err(format!("cannot open stream `{}`: {e}", b.stream)))?;
-    match stream.consumer_info(&*b.durable).await {
+        .map_err(|e| consumer_err(format!("cannot open stream `{}`: {e}", b.route.stream)))?;
+    match stream.consumer_info(&*b.route.durable).await {
         Ok(info) => {
             let have = &info.config;
             let filters: Vec<&str> = std::iter::once(have.filter_subject.as_str())
@@ -79,7 +78,7 @@ pub(crate) async fn ensure_consumer_resuming(
             if filters != [b.consumer.filter_subject.as_str()] {
                 return Err(consumer_err(format!(
                     "exists on stream `{}` reading {filters:?}, but this handler reads `{}`; another handler or app owns the name: set `durable = \"..\"`, or delete the old consumer",
-                    b.stream, b.consumer.filter_subject
+                    b.route.stream, b.consumer.filter_subject
                 )));
             }
             let want = &b.consumer;
@@ -98,7 +97,7 @@ pub(crate) async fn ensure_consumer_resuming(
                     consumer_err(format!("cannot update it to the handler's options: {e}"))
                 })?;
                 tracing::info!(
-                    durable = %b.durable,
+                    durable = %b.route.durable,
                     handler = %b.def.path(),
                     ack_wait = ?want.ack_wait,
                     max_deliver = want.max_deliver,
@@ -109,19 +108,19 @@ pub(crate) async fn ensure_consumer_resuming(
             }
             if have.deliver_policy != b.consumer.deliver_policy {
                 tracing::warn!(
-                    durable = %b.durable,
+                    durable = %b.route.durable,
                     "the durable exists with another deliver policy, which cannot change; delete it to apply `deliver`"
                 );
             }
             stream
-                .get_consumer(&b.durable)
+                .get_consumer(&b.route.durable)
                 .await
                 .map_err(|e| consumer_err(format!("cannot open it: {e}")))
         }
         Err(_) => {
             let mut config = b.consumer.clone();
             if let Some(start_sequence) = resume {
-                tracing::warn!(durable = %b.durable, start_sequence, "durable missing; recreating it where it left off");
+                tracing::warn!(durable = %b.route.durable, start_sequence, "durable missing; recreating it where it left off");
                 config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
             }
             stream.create_consumer(config).await.map_err(|e| {
@@ -131,7 +130,7 @@ pub(crate) async fn ensure_consumer_resuming(
             } else {
                 ""
             };
-            consumer_err(format!("cannot create it on stream `{}`: {text}{hint}", b.stream))
+            consumer_err(format!("cannot create it on stream `{}`: {text}{hint}", b.route.stream))
             })
         }
     }

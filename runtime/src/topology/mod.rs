@@ -41,8 +41,7 @@ pub(crate) async fn ensure_all(
         let binding = Binding {
             def,
             consumer: consumers::consumer_config(config, def, &durable),
-            stream: stream.into(),
-            durable: durable.into(),
+            route: def.route(stream.into(), durable.into()),
         };
         let consumer = consumers::ensure_consumer(js, &binding).await?;
         bindings.push((binding, consumer));

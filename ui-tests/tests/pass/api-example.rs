@@ -1,4 +1,4 @@
-//! The handler declarations of API.md, as written there.
+//! The handler declarations of the README and the crate docs, as written there.
 use jetwire::{queue, subscribe, Context, HandlerError, State};
 use serde::{Deserialize, Serialize};
 
