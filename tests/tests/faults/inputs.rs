@@ -32,7 +32,7 @@ pub(crate) async fn slow_handler() -> Result<String, String> {
         Duration::from_secs(60),
         0.0,
     )
-    .await?;
+    .await;
     app.shutdown().await.map_err(|e| e.to_string())?;
     if f.duplicates != 0 {
         return Err(format!(
@@ -288,7 +288,7 @@ pub(crate) async fn many_handlers() -> Result<String, String> {
         Duration::from_secs(120),
         0.0,
     )
-    .await?;
+    .await;
     for app in apps {
         app.shutdown().await.map_err(|e| e.to_string())?;
     }

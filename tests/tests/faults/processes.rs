@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use jetwire::Publisher;
 use jetwire_tests::{
-    Ledger, Server, WorkerProcess, config, header, stream_messages, unique_prefix,
+    Ledger, Server, WorkerProcess, config, header, postgres_url, stream_messages, unique_prefix,
 };
 
 use crate::figures::{
@@ -22,9 +22,14 @@ pub(crate) async fn consumer_killed() -> Result<String, String> {
     let run = run_id();
     let ledger = Ledger::connect(&run, "consumer-killed").await;
     let n = if full() { 20_000 } else { 6_000 };
+    // The worker writes to the same ledger, started by this process.
+    let ledger_url = tokio::task::spawn_blocking(postgres_url)
+        .await
+        .expect("the ledger's PostgreSQL");
     let env = [
         ("LEDGER_RUN", run.as_str()),
         ("LEDGER_SCENARIO", "consumer-killed"),
+        ("JETWIRE_LEDGER_URL", ledger_url.as_str()),
     ];
     let url = server.url();
     let spawn = || WorkerProcess::ready(WORKER, &url, &prefix, "ledger", &env);
@@ -57,7 +62,7 @@ pub(crate) async fn consumer_killed() -> Result<String, String> {
         Duration::from_secs(180),
         recovery_s,
     )
-    .await?;
+    .await;
     drop(worker);
     check("consumer-killed", &f, 0)
 }
