@@ -21,8 +21,6 @@ use crate::consume::settle::{self, Slots};
 use crate::policy::{Inline, RetryPause, Silence, Sizing};
 use crate::protocol::pull::{self, Pull, Pulled, Request, Wait};
 
-/// The most bytes one pull asks for, so large payloads pull fewer at a time.
-const MAX_BATCH_BYTES: usize = 8 << 20;
 /// A no-wait fetch still waiting for messages after this is given up.
 const FETCH_ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 /// How long a pull waits at the server for messages.
@@ -70,6 +68,8 @@ pub(super) struct Puller {
     /// Where its pull requests go, built once.
     next: async_nats::Subject,
     sizing: Sizing,
+    /// The most bytes one pull asks for ([`Sizing::max_bytes`]).
+    max_bytes: usize,
     /// Places for the messages the process holds ([`Sizing::places`]).
     held: Arc<Semaphore>,
     slots: Arc<Slots>,
@@ -108,6 +108,7 @@ impl Puller {
             reconnects,
             stop,
             fast_run: FAST_RUN,
+            max_bytes: Sizing::max_bytes(shared.client.server_info().max_payload),
             sizing,
             shared,
         }
@@ -222,7 +223,7 @@ impl Puller {
             };
             let fetch = Request {
                 batch: asked,
-                max_bytes: MAX_BATCH_BYTES,
+                max_bytes: self.max_bytes,
                 wait: None,
             };
             if let Err(e) = pull.ask(fetch).await {
@@ -304,7 +305,7 @@ impl Puller {
         let batch = self.sizing.batch;
         let waiting = Request {
             batch,
-            max_bytes: MAX_BATCH_BYTES,
+            max_bytes: self.max_bytes,
             wait: Some(Wait {
                 expires: PULL_EXPIRES,
                 heartbeat: PULL_HEARTBEAT,

@@ -6,6 +6,11 @@ const MIN_BATCH: usize = 8;
 const MAX_BATCH: usize = 1024;
 /// How many replicas of an app `max_ack_pending` leaves room for at full speed.
 const REPLICAS_AT_FULL_SPEED: usize = 4;
+/// The most bytes one pull asks for, so large payloads pull fewer at a
+/// time; more only where the server takes larger messages ([`Sizing::max_bytes`]).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Room for a message's subject and headers beside its payload.
+const MESSAGE_OVERHEAD: usize = 64 << 10;
 
 /// The sizes that follow from a handler's `concurrency`.
 ///
@@ -45,6 +50,13 @@ impl Sizing {
         self.places() + self.batch
     }
 
+    /// The most bytes one pull asks for, given the server's `max_payload`:
+    /// 8 MiB, or enough for the largest message the server takes, which
+    /// otherwise could never be delivered.
+    pub(crate) fn max_bytes(max_payload: usize) -> usize {
+        MAX_BATCH_BYTES.max(max_payload.saturating_add(MESSAGE_OVERHEAD))
+    }
+
     /// The consumer's `max_ack_pending`: 1 keeps a `concurrency = 1`
     /// handler in order across replicas; otherwise what four replicas may
     /// hold at once, so the server never holds back a pull the loop asked for.
@@ -73,5 +85,12 @@ mod tests {
         assert_eq!(s.max_ack_pending(), 4 * (16 + 2 * 256));
         assert_eq!(Sizing::of(1000).batch, MAX_BATCH);
         assert_eq!(Sizing::of(0), Sizing::of(1));
+    }
+
+    #[test]
+    fn a_pull_asks_for_room_for_the_largest_message() {
+        assert_eq!(Sizing::max_bytes(1 << 20), MAX_BATCH_BYTES);
+        assert!(Sizing::max_bytes(64 << 20) > 64 << 20);
+        assert!(Sizing::max_bytes(usize::MAX) >= MAX_BATCH_BYTES);
     }
 }

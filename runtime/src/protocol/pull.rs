@@ -24,6 +24,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::names;
 use crate::protocol::ack::Acker;
+use crate::text;
 
 /// What a pull subscription hears.
 #[derive(Debug)]
@@ -173,6 +174,17 @@ impl Stream for Pull {
 }
 
 impl Pulled {
+    /// The end of a request, with how many of its messages will not come
+    /// when the server says.
+    fn ended(msg: &async_nats::Message) -> Pulled {
+        let unanswered = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Pending-Messages"))
+            .and_then(|n| n.as_str().parse().ok());
+        Pulled::Ended { unanswered }
+    }
+
     /// What one message on a pull inbox means.
     fn read(msg: async_nats::Message) -> Result<Pulled, String> {
         let status = match msg.status {
@@ -182,22 +194,28 @@ impl Pulled {
         let description = msg.description.as_deref().unwrap_or_default();
         match status {
             StatusCode::IDLE_HEARTBEAT => Ok(Pulled::Heartbeat),
-            StatusCode::NOT_FOUND | StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED => {
-                if description == "Consumer Deleted"
-                    || description == "Consumer is push based"
-                    || description.starts_with("Exceeded MaxRequest")
-                {
-                    return Err(format!("pull request refused: {status} {description}"));
-                }
-                let unanswered = msg
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Pending-Messages"))
-                    .and_then(|n| n.as_str().parse().ok());
-                Ok(Pulled::Ended { unanswered })
+            // No messages (for a no-wait fetch), or the request expired.
+            StatusCode::NOT_FOUND | StatusCode::TIMEOUT => Ok(Pulled::ended(&msg)),
+            // A request cut short, by name: a leader change ends it, and
+            // so does its last message when it asked for so many bytes.
+            // Any other 409 (a deleted or push-based consumer, a request
+            // over the consumer's limits, a message larger than the
+            // request's bytes, a server shutting down) is an error, which
+            // the loop answers with a pause instead of asking again at once.
+            StatusCode::REQUEST_TERMINATED
+                if description == "Leadership Change" || description == "Batch Completed" =>
+            {
+                Ok(Pulled::ended(&msg))
             }
+            StatusCode::REQUEST_TERMINATED => Err(format!(
+                "pull request refused: {status} {}",
+                text::bounded(description, 200)
+            )),
             StatusCode::NO_RESPONDERS => Err("no JetStream answers pull requests (503)".to_owned()),
-            status => Err(format!("unexpected pull status: {status} {description}")),
+            status => Err(format!(
+                "unexpected pull status: {status} {}",
+                text::bounded(description, 200)
+            )),
         }
     }
 }
@@ -266,6 +284,10 @@ mod tests {
             (409, "Consumer Deleted"),
             (409, "Consumer is push based"),
             (409, "Exceeded MaxRequestBatch of 100"),
+            (409, "Exceeded MaxWaiting"),
+            (409, "Message Size Exceeds MaxBytes"),
+            (409, "Server Shutdown"),
+            (409, "Something New"),
             (503, ""),
             (400, "Bad Request"),
         ] {
