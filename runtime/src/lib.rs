@@ -78,6 +78,7 @@ mod config;
 mod error;
 mod names;
 mod policy;
+mod text;
 // JetStream's wire, and building and sending messages.
 mod protocol;
 pub mod publish;

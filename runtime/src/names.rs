@@ -129,6 +129,17 @@ fn prefixed_name(prefix: Option<&str>, base: String) -> String {
     }
 }
 
+/// Whether `durable` carries the names of deployment `prefix` (every name
+/// does when there is no prefix).
+pub(crate) fn durable_in_deployment(prefix: Option<&str>, durable: &str) -> bool {
+    match name_prefix(prefix) {
+        Some(p) => durable
+            .strip_prefix(p.as_str())
+            .is_some_and(|rest| rest.starts_with('_')),
+        None => true,
+    }
+}
+
 /// The stream that captures the max-deliveries advisories of jetwire's
 /// streams.
 pub(crate) fn advisory_stream(prefix: Option<&str>) -> String {

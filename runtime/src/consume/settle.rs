@@ -16,7 +16,7 @@ use crate::consume::{Counters, Shared};
 use crate::dlq::letter::{self, Failed};
 use crate::handler::context::Context;
 use crate::handler::invoke::{Call, Called};
-use crate::protocol::ack::Acker;
+use crate::protocol::ack::{self, Acker};
 
 /// What every delivery task of one loop shares: the call slots and the
 /// shutdown signals.
@@ -143,6 +143,9 @@ async fn finish_alive(
     tokio::pin!(call);
     loop {
         tokio::select! {
+            // A call that has finished is settled, even if the shutdown
+            // timeout passed at the same moment.
+            biased;
             called = &mut call => return Some(called),
             _ = ticker.tick() => send_progress(acker).await,
             _ = abort.cancelled() => {
@@ -204,12 +207,7 @@ async fn send_progress(acker: Acker<'_>) {
 }
 
 async fn nak(acker: Acker<'_>, delay: Duration) {
-    let kind = if delay.is_zero() {
-        AckKind::Nak(None)
-    } else {
-        AckKind::Nak(Some(delay))
-    };
-    if let Err(e) = acker.ack_with(kind).await {
+    if let Err(e) = acker.ack_with(ack::nak(delay)).await {
         tracing::warn!(error = %e, "could not send nak; the message is redelivered after ack_wait");
     }
 }

@@ -16,12 +16,12 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use futures_util::StreamExt;
 use jetwire_grammar::subject;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::DlqReason;
 use crate::config::Config;
 use crate::dlq::letter::{self, Failed};
+use crate::dlq::trust::{self, Claim};
 use crate::error::Error;
 use crate::names;
 use crate::policy::RetryPause;
@@ -92,14 +92,6 @@ pub(crate) async fn ensure(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-struct MaxDeliveries {
-    stream: String,
-    consumer: String,
-    stream_seq: u64,
-    deliveries: u64,
-}
-
 /// Reads advisories until `stop` fires.
 pub(crate) async fn run(
     js: jetstream::Context,
@@ -132,16 +124,16 @@ pub(crate) async fn run(
                 n = batch.next() => n,
             };
             let Some(Ok(msg)) = next else { break };
-            let kind = match serde_json::from_slice::<MaxDeliveries>(&msg.payload) {
-                Ok(adv) => match dead_letter(&js, &outlet, prefix.as_deref(), &adv).await {
+            let kind = match trust::read(&msg.subject, &msg.payload) {
+                Ok(claim) => match dead_letter(&js, &outlet, prefix.as_deref(), &claim).await {
                     Ok(()) => AckKind::Ack,
                     Err(e) => {
-                        tracing::error!(stream = %adv.stream, sequence = adv.stream_seq, error = %e, "could not dead-letter after max deliveries; retrying");
+                        tracing::error!(stream = %claim.stream, sequence = claim.stream_seq, error = %e, "could not dead-letter after max deliveries; retrying");
                         AckKind::Nak(Some(Duration::from_secs(1)))
                     }
                 },
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable advisory; dropping it");
+                Err(refused) => {
+                    tracing::warn!(%refused, "advisory refused; dropping it");
                     AckKind::Term
                 }
             };
@@ -150,38 +142,30 @@ pub(crate) async fn run(
     }
 }
 
+/// Dead-letters the message `claim` names, once its durable is known to
+/// be one of this deployment's and to have given up on it.
 async fn dead_letter(
     js: &jetstream::Context,
     outlet: &JetStreamOutlet,
     prefix: Option<&str>,
-    adv: &MaxDeliveries,
+    claim: &Claim,
 ) -> Result<(), Error> {
-    let nats = |doing: &str| format!("{doing} {}#{}", adv.stream, adv.stream_seq);
+    let nats = |doing: &str| format!("{doing} {}#{}", claim.stream, claim.stream_seq);
     let stream = js
-        .get_stream(&adv.stream)
+        .get_stream(&claim.stream)
         .await
         .map_err(|e| Error::nats(nats("opening"), e))?;
-    let original = match stream.get_raw_message(adv.stream_seq).await {
+    let Some(handler) = jetwire_handler(&stream, prefix, claim).await else {
+        return Ok(());
+    };
+    let original = match stream.get_raw_message(claim.stream_seq).await {
         Ok(m) => m,
         Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
-            tracing::debug!(stream = %adv.stream, sequence = adv.stream_seq, "already gone; nothing to dead-letter");
+            tracing::debug!(stream = %claim.stream, sequence = claim.stream_seq, "already gone; nothing to dead-letter");
             return Ok(());
         }
         Err(e) => return Err(Error::nats(nats("reading"), e)),
     };
-    // The handler's fn name is in the durable's description; fall back to the durable.
-    let handler = match stream.consumer_info(&adv.consumer).await {
-        Ok(info) => info
-            .config
-            .description
-            .as_deref()
-            .and_then(|d| d.strip_prefix("jetwire: "))
-            .and_then(|d| d.split(' ').next())
-            .and_then(|path| path.rsplit("::").next())
-            .map(str::to_owned),
-        Err(_) => None,
-    }
-    .unwrap_or_else(|| adv.consumer.clone());
     let full = original.subject.as_str();
     let subject = subject::strip_prefix(prefix, full).unwrap_or(full);
     let letter = letter::letter(Failed {
@@ -191,19 +175,50 @@ async fn dead_letter(
         reason: DlqReason::Exhausted,
         error: "the last delivery never answered: the process died or hung past ack_wait",
         handler: &handler,
-        durable: &adv.consumer,
-        attempts: u32::try_from(adv.deliveries).unwrap_or(u32::MAX),
-        stream: &adv.stream,
-        sequence: adv.stream_seq,
+        durable: &claim.durable,
+        attempts: u32::try_from(claim.deliveries).unwrap_or(u32::MAX),
+        stream: &claim.stream,
+        sequence: claim.stream_seq,
         failed_at: SystemTime::now(),
     });
     outlet.send_confirmed(letter).await?;
-    tracing::warn!(stream = %adv.stream, sequence = adv.stream_seq, consumer = %adv.consumer, "dead-lettered after max deliveries without an answer");
+    tracing::warn!(stream = %claim.stream, sequence = claim.stream_seq, durable = %claim.durable, "dead-lettered after max deliveries without an answer");
     let info = stream.cached_info();
     if info.config.retention == stream::RetentionPolicy::WorkQueue
-        && let Err(e) = stream.delete_message(adv.stream_seq).await
+        && let Err(e) = stream.delete_message(claim.stream_seq).await
     {
         tracing::debug!(error = %e, "original already removed");
     }
     Ok(())
+}
+
+/// The fn name of the handler whose durable `claim` names, if that durable
+/// is one of this deployment's (jetwire marks its durables' descriptions
+/// `jetwire: <module>::<fn> in app <app>`) and has given up on the message;
+/// `None`, logged, for another service's consumer or a claim that does
+/// not add up.
+async fn jetwire_handler(
+    stream: &jetstream::stream::Stream,
+    prefix: Option<&str>,
+    claim: &Claim,
+) -> Option<String> {
+    let info = match stream.consumer_info(&claim.durable).await {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::warn!(stream = %claim.stream, durable = %claim.durable, error = %e, "advisory for a durable that cannot be read; leaving the message to it");
+            return None;
+        }
+    };
+    let description = info.config.description.as_deref().unwrap_or_default();
+    if !trust::is_jetwire_durable(prefix, &claim.durable, description) {
+        tracing::warn!(stream = %claim.stream, durable = %claim.durable, "advisory for a durable jetwire does not own; ignoring it");
+        return None;
+    }
+    let max_deliver = u64::try_from(info.config.max_deliver).unwrap_or(0);
+    if max_deliver > 0 && claim.deliveries < max_deliver {
+        tracing::warn!(stream = %claim.stream, durable = %claim.durable, deliveries = claim.deliveries, max_deliver, "advisory claims fewer deliveries than the durable allows; ignoring it");
+        return None;
+    }
+    let path = description.strip_prefix("jetwire: ")?.split(' ').next()?;
+    Some(path.rsplit("::").next().unwrap_or(path).to_owned())
 }

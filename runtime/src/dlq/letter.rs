@@ -15,6 +15,10 @@ use crate::classify::DlqReason;
 use crate::handler::context::Meta;
 use crate::names;
 use crate::publish::message::{MSG_ID, Outbound};
+use crate::text;
+
+/// The longest `Jetwire-Dlq-Error`, in bytes.
+const ERROR_MAX: usize = 1024;
 
 /// `Jetwire-Dlq-Reason`: one of [`DlqReason`]'s names.
 pub const REASON: &str = "Jetwire-Dlq-Reason";
@@ -75,9 +79,34 @@ impl<'a> Failed<'a> {
     }
 }
 
+/// `Jetwire-Dlq-Orig-`: an original `Nats-*` header (`Nats-Expected-*`,
+/// `Nats-TTL`, `Nats-Rollup`, `Nats-Msg-Id`, ...) is kept under this prefix
+/// instead of as itself, which would steer (and could fail) the letter's
+/// own publish.
+pub const ORIGINAL: &str = "Jetwire-Dlq-Orig-";
+
+/// The original's headers, each `Nats-*` one kept as [`ORIGINAL`]`<name>`.
+fn carried(original: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, values) in original.iter() {
+        let name: &str = name.as_ref();
+        let control = name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("nats-"));
+        for value in values {
+            if control {
+                headers.append(format!("{ORIGINAL}{name}"), value.as_str());
+            } else {
+                headers.append(name, value.as_str());
+            }
+        }
+    }
+    headers
+}
+
 /// The dead-letter message for `failed`.
 pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
-    let mut headers = failed.headers.clone();
+    let mut headers = carried(failed.headers);
     if let Some(id) = failed.headers.get(MSG_ID) {
         headers.insert(MESSAGE_ID, id.as_str());
     }
@@ -87,7 +116,7 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     );
     headers.insert(MSG_ID, id.as_str());
     headers.insert(REASON, failed.reason.as_str());
-    headers.insert(ERROR, header_safe(failed.error).as_str());
+    headers.insert(ERROR, text::bounded(failed.error, ERROR_MAX).as_str());
     headers.insert(HANDLER, failed.handler);
     headers.insert(ATTEMPTS, failed.attempts.to_string().as_str());
     headers.insert(STREAM, failed.stream);
@@ -98,24 +127,6 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
         headers,
         payload: failed.payload,
     }
-}
-
-/// A header value holds no CR or LF and stays short.
-fn header_safe(s: &str) -> String {
-    const MAX: usize = 1024;
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if out.len() > MAX {
-        let mut end = MAX;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.push('…');
-    }
-    out
 }
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
@@ -157,5 +168,56 @@ mod tests {
         assert_eq!(get(SEQUENCE).as_deref(), Some("42"));
         assert_eq!(get(FAILED_AT).as_deref(), Some("1970-01-01T00:00:00Z"));
         assert_eq!(&out.payload[..], b"{}");
+    }
+
+    #[test]
+    fn control_headers_are_kept_under_another_name() {
+        let mut h = HeaderMap::new();
+        h.insert(MSG_ID, "abc");
+        for (name, value) in [
+            ("Nats-Expected-Stream", "QUEUE"),
+            ("Nats-Expected-Last-Sequence", "41"),
+            ("Nats-Expected-Last-Subject-Sequence", "40"),
+            ("Nats-Expected-Last-Msg-Id", "prev"),
+            ("Nats-TTL", "1m"),
+            ("Nats-Rollup", "sub"),
+            ("nats-expected-stream", "lower"),
+        ] {
+            h.insert(name, value);
+        }
+        let out = letter(Failed {
+            subject: "queue.email",
+            headers: &h,
+            payload: Bytes::new(),
+            reason: DlqReason::Permanent,
+            error: "",
+            handler: "h",
+            durable: "d",
+            attempts: 1,
+            stream: "QUEUE",
+            sequence: 42,
+            failed_at: SystemTime::UNIX_EPOCH,
+        });
+        let names: Vec<&str> = out.headers.iter().map(|(n, _)| n.as_ref()).collect();
+        for name in &names {
+            assert!(
+                !name.to_ascii_lowercase().starts_with("nats-") || *name == MSG_ID,
+                "{name} copied as itself: {names:?}"
+            );
+        }
+        let get = |k: &str| out.headers.get(k).map(|v| v.as_str().to_owned());
+        assert_eq!(get(MSG_ID).as_deref(), Some("dlq:QUEUE:42:d"));
+        assert_eq!(get("Jetwire-Dlq-Orig-Nats-Msg-Id").as_deref(), Some("abc"));
+        assert_eq!(
+            get("Jetwire-Dlq-Orig-Nats-Expected-Stream").as_deref(),
+            Some("QUEUE")
+        );
+        assert_eq!(get("Jetwire-Dlq-Orig-Nats-TTL").as_deref(), Some("1m"));
+        assert_eq!(get("Jetwire-Dlq-Orig-Nats-Rollup").as_deref(), Some("sub"));
+        assert_eq!(
+            get("Jetwire-Dlq-Orig-nats-expected-stream").as_deref(),
+            Some("lower")
+        );
+        assert_eq!(get(MESSAGE_ID).as_deref(), Some("abc"));
     }
 }

@@ -2,14 +2,19 @@
 //! and the capture that dead-letters a last delivery nobody answered.
 //!
 //! A dead letter is published to `dlq.<original subject>` with the original
-//! payload and headers plus the `Jetwire-Dlq-*` headers below. Its
+//! payload and headers plus the `Jetwire-Dlq-*` headers below; the
+//! original's `Nats-*` control headers are kept as `Jetwire-Dlq-Orig-<name>`
+//! so that none of them steers (or fails) the letter's own publish. Its
 //! `Nats-Msg-Id` is `dlq:<stream>:<sequence>:<durable>`, so writing the same
 //! failure twice (a crash between the copy and the term, or the advisory
 //! path racing a live replica) stores it once.
 
 pub(crate) mod advisory;
 pub(crate) mod letter;
+mod trust;
 
 pub use crate::classify::{DlqReason, UnknownReason};
 pub use crate::names::dlq_subject as subject_for;
-pub use letter::{ATTEMPTS, ERROR, FAILED_AT, HANDLER, MESSAGE_ID, REASON, SEQUENCE, STREAM};
+pub use letter::{
+    ATTEMPTS, ERROR, FAILED_AT, HANDLER, MESSAGE_ID, ORIGINAL, REASON, SEQUENCE, STREAM,
+};

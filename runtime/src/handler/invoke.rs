@@ -15,12 +15,26 @@ use crate::error::ErrorKind;
 use crate::handler::context::Context;
 use crate::handler::extract::{CallFuture, Delivery, Failure};
 use crate::handler::registry::HandlerDef;
+use crate::text;
 
 /// What one call did, and the error message for logs and dead letters.
 #[derive(Debug, Clone)]
 pub(crate) struct Called {
     pub(crate) outcome: Outcome,
     pub(crate) error: Option<String>,
+}
+
+/// The longest error message a call keeps, in bytes: a decode error can
+/// quote the payload, a panic or a handler's error say anything.
+const ERROR_MAX: usize = 1024;
+
+impl Called {
+    fn failed(outcome: Outcome, error: &str) -> Called {
+        Called {
+            outcome,
+            error: Some(text::bounded(error, ERROR_MAX)),
+        }
+    }
 }
 
 /// Runs `def`'s handler on one delivery.
@@ -69,18 +83,15 @@ fn called(result: std::thread::Result<Result<(), Failure>>) -> Called {
             error: None,
         },
         Ok(Err(failure)) => from_failure(failure),
-        Err(panic) => Called {
-            outcome: Outcome::Panic,
-            error: Some(panic_message(&*panic)),
-        },
+        Err(panic) => Called::failed(Outcome::Panic, &panic_message(&*panic)),
     }
 }
 
 fn timed_out(limit: Duration) -> Called {
-    Called {
-        outcome: Outcome::Timeout,
-        error: Some(format!("timeout: the call ran past {limit:?}")),
-    }
+    Called::failed(
+        Outcome::Timeout,
+        &format!("timeout: the call ran past {limit:?}"),
+    )
 }
 
 fn from_failure(failure: Failure) -> Called {
@@ -91,19 +102,13 @@ fn from_failure(failure: Failure) -> Called {
                 ErrorKind::Permanent => Outcome::Permanent,
                 ErrorKind::RetryAfter(d) => Outcome::RetryAfter(d),
             };
-            Called {
-                outcome,
-                error: Some(err.report()),
-            }
+            Called::failed(outcome, &err.report())
         }
-        Failure::Decode(msg) => Called {
-            outcome: Outcome::Decode,
-            error: Some(msg),
-        },
-        Failure::MissingState(ty) => Called {
-            outcome: Outcome::Permanent,
-            error: Some(format!("no `{ty}` was given to App::state")),
-        },
+        Failure::Decode(msg) => Called::failed(Outcome::Decode, &msg),
+        Failure::MissingState(ty) => Called::failed(
+            Outcome::Permanent,
+            &format!("no `{ty}` was given to App::state"),
+        ),
     }
 }
 
@@ -114,4 +119,24 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string panic payload".to_owned());
     format!("panic: {msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::HandlerError;
+
+    #[test]
+    fn error_messages_from_outside_are_bounded() {
+        let huge = format!("invalid type: string \"{}\"\r\n", "x".repeat(1 << 20));
+        for called in [
+            from_failure(Failure::Decode(huge.clone())),
+            from_failure(Failure::Handler(HandlerError::transient(huge.clone()))),
+            called(Err(Box::new(huge.clone()))),
+        ] {
+            let error = called.error.expect("a failure has an error");
+            assert!(error.len() <= ERROR_MAX + 3, "{} bytes", error.len());
+            assert!(!error.contains(['\r', '\n']));
+        }
+    }
 }

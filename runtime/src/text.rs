@@ -1,0 +1,36 @@
+//! Text from outside (payloads, headers, advisories, handler errors) made
+//! fit for a log line or a header: control characters blanked, at most so
+//! many bytes, cut at a character boundary and marked with `…`.
+
+/// `text` with control characters (CR, LF, NUL, ...) as spaces, cut to at
+/// most `max` bytes (plus the `…` that marks a cut).
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out: String = text[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if end < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_blanked_and_long_text_cut() {
+        assert_eq!(bounded("a\r\nb\0c", 100), "a  b c");
+        assert_eq!(bounded("abcdef", 3), "abc…");
+        assert_eq!(bounded("abc", 3), "abc");
+        // Never inside a character.
+        assert_eq!(bounded("éé", 3), "é…");
+        let huge = "x".repeat(1 << 20);
+        assert!(bounded(&huge, 1024).len() <= 1024 + '…'.len_utf8());
+    }
+}

@@ -1,0 +1,202 @@
+//! The max-deliveries advisory reader acts only on advisories the server
+//! could have sent about this deployment's own durables: forged, malformed
+//! and foreign ones copy nothing and delete nothing, and the reader goes on.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use jetwire::registry::Kind;
+use jetwire::{App, queue};
+use jetwire_tests::{
+    config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
+};
+
+#[queue("queue.adv-own", max_deliver = 2)]
+async fn adv_own(_n: u64) {}
+
+fn advisory_subject(stream: &str, consumer: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
+}
+
+fn advisory(stream: &str, consumer: &str, seq: u64, deliveries: u64) -> bytes::Bytes {
+    serde_json::json!({
+        "type": "io.nats.jetstream.advisory.v1.max_deliver",
+        "stream": stream,
+        "consumer": consumer,
+        "stream_seq": seq,
+        "deliveries": deliveries,
+    })
+    .to_string()
+    .into()
+}
+
+async fn store(js: &jetstream::Context, subject: String) -> u64 {
+    js.publish(subject, "1".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence
+}
+
+async fn still_there(js: &jetstream::Context, stream: &str, seq: u64) -> bool {
+    let stream = js.get_stream(stream).await.expect("stream");
+    stream.get_raw_message(seq).await.is_ok()
+}
+
+/// Messages no handler consumes: three in the work-queue stream, one in a
+/// stream jetwire has nothing to do with, one for another service's
+/// durable on jetwire's work-queue stream; their sequences.
+struct Bystanders {
+    crlf: u64,
+    few: u64,
+    genuine: u64,
+    other: String,
+    others: u64,
+    foreigns: u64,
+}
+
+async fn bystanders(js: &jetstream::Context, prefix: &str, queue: &str) -> Bystanders {
+    // Messages no handler consumes, in the work-queue stream and in a
+    // stream jetwire has nothing to do with.
+    let idle = |n: u32| format!("{prefix}.queue.adv-idle.{n}");
+    let (crlf, few, genuine) = (
+        store(js, idle(1)).await,
+        store(js, idle(2)).await,
+        store(js, idle(3)).await,
+    );
+    let other = format!(
+        "{}_ADVOTHER",
+        prefix.to_uppercase().replace(['-', '.'], "_")
+    );
+    js.create_stream(stream::Config {
+        name: other.clone(),
+        subjects: vec![format!("{prefix}.advother.>")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await
+    .expect("another service's stream");
+    let others = store(js, format!("{prefix}.advother.x")).await;
+    // Another service's durable on jetwire's work-queue stream.
+    let q = js.get_stream(queue).await.expect("queue stream");
+    q.create_consumer(pull::Config {
+        durable_name: Some("foreign".into()),
+        filter_subject: format!("{prefix}.queue.adv-foreign"),
+        max_deliver: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("a foreign durable");
+    let foreigns = store(js, format!("{prefix}.queue.adv-foreign")).await;
+
+    Bystanders {
+        crlf,
+        few,
+        genuine,
+        other,
+        others,
+        foreigns,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_malformed_and_foreign_advisories_change_nothing() {
+    let server = shared_server();
+    let prefix = unique_prefix("adv");
+    let app = App::new(config(server, &prefix, "adv"))
+        .only(&["adv_own"])
+        .start()
+        .await
+        .expect("start");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let queue = jetwire::topology::queue_stream(Some(&prefix));
+    let durable = jetwire::topology::durable_for(
+        Some(&prefix),
+        "adv",
+        Kind::Queue,
+        "adv_own",
+        "queue.adv-own",
+        None,
+    );
+
+    let Bystanders {
+        crlf,
+        few,
+        genuine,
+        other,
+        others,
+        foreigns,
+    } = bystanders(&js, &prefix, &queue).await;
+
+    let forged = [
+        // A consumer holding CR/LF: once a panic in the reader.
+        (
+            advisory_subject(&queue, &durable),
+            advisory(&queue, "x\r\nX-Evil: 1", crlf, 2),
+        ),
+        // The subject names jetwire's stream, the body another one.
+        (
+            advisory_subject(&queue, &durable),
+            advisory(&other, &durable, others, 2),
+        ),
+        // Another service's durable on jetwire's stream.
+        (
+            advisory_subject(&queue, "foreign"),
+            advisory(&queue, "foreign", foreigns, 1),
+        ),
+        // Fewer deliveries than the durable allows.
+        (
+            advisory_subject(&queue, &durable),
+            advisory(&queue, &durable, few, 1),
+        ),
+        (advisory_subject(&queue, &durable), "{not json".into()),
+        // Last, one that adds up: the reader must still be there for it.
+        (
+            advisory_subject(&queue, &durable),
+            advisory(&queue, &durable, genuine, 2),
+        ),
+    ];
+    for (subject, body) in forged {
+        client.publish(subject, body).await.expect("publish");
+    }
+    client.flush().await.expect("flush");
+
+    let dlq = dlq_stream(&prefix);
+    let letters = eventually(
+        Duration::from_secs(20),
+        "the one genuine dead letter",
+        || {
+            let (client, dlq) = (client.clone(), dlq.clone());
+            async move {
+                let letters = stream_messages(&client, &dlq).await;
+                (!letters.is_empty()).then_some(letters)
+            }
+        },
+    )
+    .await;
+    let sequences: Vec<Option<&str>> = letters
+        .iter()
+        .map(|m| header(m, jetwire::dlq::SEQUENCE))
+        .collect();
+    assert_eq!(sequences, [Some(genuine.to_string().as_str())]);
+    assert_eq!(header(&letters[0], jetwire::dlq::HANDLER), Some("adv_own"));
+    assert!(
+        !still_there(&js, &queue, genuine).await,
+        "a dead-lettered work-queue original is deleted"
+    );
+    for (stream, seq, what) in [
+        (&queue, crlf, "the CR/LF advisory's message"),
+        (
+            &queue,
+            few,
+            "the message of an advisory with too few deliveries",
+        ),
+        (&other, others, "the other stream's message"),
+        (&queue, foreigns, "the foreign durable's message"),
+    ] {
+        assert!(still_there(&js, stream, seq).await, "{what} was deleted");
+    }
+    app.shutdown().await.expect("shutdown");
+}
