@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -281,24 +282,64 @@ impl RunningApp {
     /// Stops pulling, lets in-flight calls finish for up to
     /// `shutdown_timeout`, hands back (naks) what did not finish so a live
     /// replica gets it at once, flushes acks, and closes.
+    ///
+    /// Returns within `shutdown_timeout` plus 6 s whatever the server does
+    /// (down, frozen, slow): what could not be handed back or flushed by
+    /// then is named in the error, and comes back from the server after
+    /// `ack_wait`; so is any background task that panicked.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.stop.cancel();
-        let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+        let mut problems = Vec::new();
+        let timeout = self.config.shutdown_timeout;
+        let drained = tokio::time::timeout(timeout, join_all(&mut self.tasks, &mut problems));
+        if drained.await.is_err() {
             tracing::warn!(
-                timeout = ?self.config.shutdown_timeout,
+                ?timeout,
                 "shutdown timeout: interrupting the calls still running"
             );
             self.abort.cancel();
-            while self.tasks.join_next().await.is_some() {}
+            let handed_back = join_all(&mut self.tasks, &mut problems);
+            if tokio::time::timeout(SHUTDOWN_MARGIN, handed_back)
+                .await
+                .is_err()
+            {
+                self.tasks.abort_all();
+                problems.push(format!(
+                    "{} handler loops were still handing messages back {SHUTDOWN_MARGIN:?} after the calls were interrupted, and were stopped; their messages are redelivered after ack_wait",
+                    self.tasks.len()
+                ));
+            }
         }
-        self.client.flush().await.map_err(|e| Error::Shutdown(format!(
-            "could not flush acks to the server: {e}; unacked messages are redelivered after ack_wait"
-        )))?;
-        Ok(())
+        match tokio::time::timeout(SHUTDOWN_MARGIN, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!(
+                "could not flush acks to the server: {e}; unacked messages are redelivered after ack_wait"
+            )),
+            Err(_) => problems.push(format!(
+                "the server took no final flush within {SHUTDOWN_MARGIN:?}; unacked messages are redelivered after ack_wait"
+            )),
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Shutdown(problems.join("; ")))
+        }
+    }
+}
+
+/// How long shutdown waits, past `shutdown_timeout`, for interrupted calls
+/// to be handed back, and then for the final flush.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
+
+/// Waits for every task, noting in `problems` each one that panicked.
+async fn join_all(tasks: &mut JoinSet<()>, problems: &mut Vec<String>) {
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "a background task panicked");
+            problems.push(format!("a background task panicked: {e}"));
+        }
     }
 }
 

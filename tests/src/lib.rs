@@ -9,17 +9,18 @@
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-mod ports;
 mod postgres;
+mod tools;
 
-pub use ports::free_port;
 pub use postgres::postgres_url;
+pub use tools::free_port;
+use tools::installed;
 
 /// A nats-server with JetStream, owned by the test. Stopped on drop, and
 /// also when the test process dies: it runs under a watchdog shell that
@@ -54,17 +55,7 @@ pub fn server_bin() -> PathBuf {
         if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
             return bin.into();
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-server-path");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .expect("run scripts/nats-server-path");
-        assert!(
-            out.status.success(),
-            "scripts/nats-server-path failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        installed("nats-server-path")
     })
     .clone()
 }
@@ -290,6 +281,21 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The dead letters stored under `prefix`, once there is at least one;
+/// panics after `timeout`.
+pub async fn dead_letters(
+    client: &async_nats::Client,
+    prefix: &str,
+    timeout: Duration,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let dlq = dlq_stream(prefix);
+    eventually(timeout, "a dead letter", || async {
+        let letters = stream_messages(client, &dlq).await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await
 }
 
 /// Every message stored in `stream`, oldest first.

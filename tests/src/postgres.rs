@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::ports::free_port;
+use crate::tools::{free_port, installed};
 
 /// The system user the server runs as when the tests run as root.
 const USER: &str = "jetwire-pg";
@@ -48,7 +48,7 @@ struct Postgres {
 
 impl Postgres {
     fn start() -> Postgres {
-        let pginstall = installed();
+        let pginstall = pginstall();
         let dir = tempfile::Builder::new()
             .prefix("jetwire-pg-")
             .tempdir()
@@ -118,18 +118,8 @@ impl Postgres {
 
 /// Where the wheel's PostgreSQL is installed (`pginstall`, holding `bin`,
 /// `lib` and `share`).
-fn installed() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres-path");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("run scripts/postgres-path");
-    assert!(
-        out.status.success(),
-        "scripts/postgres-path failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+fn pginstall() -> PathBuf {
+    let bin = installed("postgres-path");
     bin.parent().expect("pginstall/bin").to_owned()
 }
 

@@ -7,9 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use jetwire::registry::Kind;
 use jetwire::{App, queue};
-use jetwire_tests::{
-    config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
-};
+use jetwire_tests::{config, dead_letters, header, shared_server, unique_prefix};
 
 #[queue("queue.adv-own", max_deliver = 2)]
 async fn adv_own(_n: u64) {}
@@ -163,19 +161,7 @@ async fn forged_malformed_and_foreign_advisories_change_nothing() {
     }
     client.flush().await.expect("flush");
 
-    let dlq = dlq_stream(&prefix);
-    let letters = eventually(
-        Duration::from_secs(20),
-        "the one genuine dead letter",
-        || {
-            let (client, dlq) = (client.clone(), dlq.clone());
-            async move {
-                let letters = stream_messages(&client, &dlq).await;
-                (!letters.is_empty()).then_some(letters)
-            }
-        },
-    )
-    .await;
+    let letters = dead_letters(&client, &prefix, Duration::from_secs(20)).await;
     let sequences: Vec<Option<&str>> = letters
         .iter()
         .map(|m| header(m, jetwire::dlq::SEQUENCE))

@@ -7,9 +7,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use jetwire::{App, HandlerError, queue};
-use jetwire_tests::{
-    config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
-};
+use jetwire_tests::{config, dead_letters, header, shared_server, unique_prefix};
 
 #[queue("queue.dl-control", max_deliver = 3, backoff = ["100ms"])]
 async fn dl_control(_n: u64) -> Result<(), HandlerError> {
@@ -39,15 +37,7 @@ async fn an_original_with_control_headers_is_dead_lettered() {
         .await
         .expect("the original is stored");
 
-    let dlq = dlq_stream(&prefix);
-    let letters = eventually(Duration::from_secs(20), "the dead letter", || {
-        let (client, dlq) = (client.clone(), dlq.clone());
-        async move {
-            let letters = stream_messages(&client, &dlq).await;
-            (!letters.is_empty()).then_some(letters)
-        }
-    })
-    .await;
+    let letters = dead_letters(&client, &prefix, Duration::from_secs(20)).await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(header(letter, jetwire::dlq::REASON), Some("permanent"));

@@ -248,3 +248,43 @@ async fn an_event_durable_deleted_before_any_ack_resumes_where_it_began() {
     .await;
     app.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_during_an_outage_finishes_within_its_bound() {
+    let mut server = jetwire_tests::Server::start();
+    let prefix = unique_prefix("outage");
+    let log = Log::default();
+    let timeout = Duration::from_millis(500);
+    let mut config = config(&server, &prefix, "shutdown");
+    config.shutdown_timeout = timeout;
+    let app = App::new(config)
+        .only(&["work"])
+        .state(log.clone())
+        .state(Pause(Duration::from_secs(3600)))
+        .start()
+        .await
+        .expect("starts");
+    for n in 0..5u64 {
+        app.publisher()
+            .publish("queue.sd-work", &n)
+            .await
+            .expect("published");
+    }
+    eventually(Duration::from_secs(10), "the calls to start", || async {
+        (log.count("start") == 5).then_some(())
+    })
+    .await;
+    // Down: the client is left reconnecting, and nothing it sends arrives.
+    server.stop();
+    let t0 = std::time::Instant::now();
+    let bound = timeout + Duration::from_secs(6);
+    let ended = tokio::time::timeout(bound + Duration::from_secs(10), app.shutdown()).await;
+    let took = t0.elapsed();
+    let result = ended.expect("shutdown must not wait for a server that is down");
+    let err = result.expect_err("the final flush cannot reach a server that is down");
+    assert!(err.to_string().contains("ack_wait"), "{err}");
+    assert!(
+        took <= bound + Duration::from_secs(1),
+        "took {took:?}, bound {bound:?}"
+    );
+}
