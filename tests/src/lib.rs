@@ -74,8 +74,9 @@ impl Server {
             std::fs::write(&path, extra).expect("write server config");
             path
         });
+        // Port 0 until the server has chosen one (`-p -1`).
         let mut server = Server {
-            port: free_port(),
+            port: 0,
             config_file,
             cluster: None,
             store: dir.path().to_owned(),
@@ -164,13 +165,21 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        // A single server picks its own port the first time, and says
+        // which in a ports file: no port is bound, released and raced for.
+        let port = match self.port {
+            0 => "-1".to_owned(),
+            port => port.to_string(),
+        };
         let mut args: Vec<String> = vec![
             "-a".into(),
             "127.0.0.1".into(),
             "-p".into(),
-            self.port.to_string(),
+            port,
             "-js".into(),
             "-sd".into(),
+            self.store.display().to_string(),
+            "--ports_file_dir".into(),
             self.store.display().to_string(),
         ];
         if let Some(file) = &self.config_file {
@@ -218,6 +227,40 @@ impl Server {
             .expect("the watchdog prints the server pid");
         let stdin = child.stdin.take();
         self.proc = Some(Proc { child, stdin, pid });
+        if self.port == 0 {
+            self.port = self.chosen_port(pid);
+        }
+    }
+
+    /// The port the server with `pid` chose, from the ports file it writes.
+    fn chosen_port(&self, pid: u32) -> u16 {
+        let suffix = format!("_{pid}.ports");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let port = std::fs::read_dir(&self.store)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+                .and_then(|e| std::fs::read_to_string(e.path()).ok())
+                .and_then(|text| {
+                    let after = text.split("127.0.0.1:").nth(1)?;
+                    after
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse()
+                        .ok()
+                });
+            if let Some(port) = port {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server wrote no ports file in {} in 20s",
+                self.store.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn wait_ready(&self) {
