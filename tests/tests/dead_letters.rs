@@ -1,6 +1,7 @@
-//! Dead letters of originals that carry JetStream's control headers: the
-//! letter is stored, and the original headers are kept under
-//! `Jetwire-Dlq-Orig-<name>` instead of steering the letter's own publish.
+//! Dead letters of hostile or extreme originals: one that carries
+//! JetStream's control headers (kept under `Jetwire-Dlq-Orig-<name>`
+//! instead of steering the letter's own publish), and one so close to the
+//! server's `max_payload` that the letter's own headers would not fit.
 
 use std::time::Duration;
 
@@ -12,6 +13,47 @@ use jetwire_tests::{config, dead_letters, header, shared_server, unique_prefix};
 #[queue("queue.dl-control", max_deliver = 3, backoff = ["100ms"])]
 async fn dl_control(_n: u64) -> Result<(), HandlerError> {
     Err(HandlerError::permanent("refused on purpose"))
+}
+
+#[queue("queue.dl-large", max_deliver = 3, backoff = ["100ms"])]
+async fn dl_large(_raw: jetwire::Raw) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent("refused on purpose"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_near_max_payload_is_dead_lettered_cut_to_fit() {
+    // A server with the default max_payload of 1 MiB.
+    let server = shared_server();
+    let prefix = unique_prefix("dl-large");
+    let app = App::new(config(server, &prefix, "dl"))
+        .only(&["dl_large"])
+        .start()
+        .await
+        .expect("start");
+    let publisher = app.publisher();
+    let max_payload = publisher.client().server_info().max_payload;
+    assert_eq!(max_payload, 1 << 20, "the server's default");
+    let size = max_payload - 200;
+    publisher
+        .publish_raw("queue.dl-large", vec![b'x'; size], Default::default())
+        .await
+        .expect("the original fits and is stored");
+
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let letters = dead_letters(&client, &prefix, Duration::from_secs(20)).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        header(letter, jetwire::dlq::TRUNCATED),
+        Some(size.to_string().as_str())
+    );
+    assert!(letter.payload.len() < size && letter.payload.len() > size - 2048);
+    // Written by the handler's own delivery, not later by the advisory path.
+    assert_eq!(header(letter, jetwire::dlq::ATTEMPTS), Some("1"));
+    let queue = jetwire::topology::queue_stream(Some(&prefix));
+    assert_eq!(header(letter, jetwire::dlq::STREAM), Some(queue.as_str()));
+    assert!(header(letter, jetwire::dlq::SEQUENCE).is_some());
+    app.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread")]

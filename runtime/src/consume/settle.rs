@@ -181,6 +181,7 @@ async fn settle_failure(
         }
         Action::DeadLetter(reason) => {
             let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
+            let letter = letter::fit(letter, shared.client.max_payload());
             match shared.outlet.send_confirmed(letter).await {
                 Ok(_) => {
                     Counters::count(&counters.dead_lettered);

@@ -53,7 +53,6 @@ pub(crate) async fn ensure(
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 num_replicas: config.stream_replicas,
-                max_age: Duration::from_secs(7 * 24 * 3600),
                 description: Some(
                     "jetwire: max-deliveries advisories awaiting dead-lettering".into(),
                 ),
@@ -181,6 +180,7 @@ async fn dead_letter(
         sequence: claim.stream_seq,
         failed_at: SystemTime::now(),
     });
+    let letter = letter::fit(letter, js.client().max_payload());
     outlet.send_confirmed(letter).await?;
     tracing::warn!(stream = %claim.stream, sequence = claim.stream_seq, durable = %claim.durable, "dead-lettered after max deliveries without an answer");
     let info = stream.cached_info();

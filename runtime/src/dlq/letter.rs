@@ -79,11 +79,49 @@ impl<'a> Failed<'a> {
     }
 }
 
+/// `Jetwire-Dlq-Truncated`: the original payload's size in bytes, on a
+/// letter whose payload was cut to fit the server's `max_payload`; the
+/// original's stream and sequence say where the whole of it was stored.
+pub const TRUNCATED: &str = "Jetwire-Dlq-Truncated";
+
 /// `Jetwire-Dlq-Orig-`: an original `Nats-*` header (`Nats-Expected-*`,
 /// `Nats-TTL`, `Nats-Rollup`, `Nats-Msg-Id`, ...) is kept under this prefix
 /// instead of as itself, which would steer (and could fail) the letter's
 /// own publish.
 pub const ORIGINAL: &str = "Jetwire-Dlq-Orig-";
+
+/// `letter` as the server will take it: whole when it fits `max_payload`
+/// (headers and payload, as the client counts them), else with its payload
+/// cut to fit and [`TRUNCATED`] saying how long it was. A letter the
+/// server refuses would leave its original to be retried forever.
+pub(crate) fn fit(mut letter: Outbound, max_payload: usize) -> Outbound {
+    if wire_len(&letter.headers) + letter.payload.len() <= max_payload {
+        return letter;
+    }
+    let original = letter.payload.len();
+    letter
+        .headers
+        .insert(TRUNCATED, original.to_string().as_str());
+    let room = max_payload.saturating_sub(wire_len(&letter.headers));
+    letter.payload = letter.payload.slice(..room.min(original));
+    letter
+}
+
+/// The bytes a header block takes on the wire: `NATS/1.0\r\n`, then
+/// `<name>: <value>\r\n` for each value, then `\r\n`.
+fn wire_len(headers: &HeaderMap) -> usize {
+    let values: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .iter()
+                .map(|v| name.len() + 2 + v.as_str().len() + 2)
+                .sum::<usize>()
+        })
+        .sum();
+    "NATS/1.0\r\n".len() + values + 2
+}
 
 /// The original's headers, each `Nats-*` one kept as [`ORIGINAL`]`<name>`.
 fn carried(original: &HeaderMap) -> HeaderMap {
@@ -168,6 +206,33 @@ mod tests {
         assert_eq!(get(SEQUENCE).as_deref(), Some("42"));
         assert_eq!(get(FAILED_AT).as_deref(), Some("1970-01-01T00:00:00Z"));
         assert_eq!(&out.payload[..], b"{}");
+    }
+
+    #[test]
+    fn a_letter_too_large_for_the_server_is_cut_to_fit() {
+        let h = HeaderMap::new();
+        let failed = |payload: Bytes| Failed {
+            subject: "queue.big",
+            headers: &h,
+            payload,
+            reason: DlqReason::Permanent,
+            error: "too big",
+            handler: "h",
+            durable: "d",
+            attempts: 1,
+            stream: "QUEUE",
+            sequence: 9,
+            failed_at: SystemTime::UNIX_EPOCH,
+        };
+        let max = 4096;
+        let small = fit(letter(failed(Bytes::from(vec![b'x'; 100]))), max);
+        assert_eq!(small.payload.len(), 100);
+        assert!(small.headers.get(TRUNCATED).is_none());
+        let big = fit(letter(failed(Bytes::from(vec![b'x'; max]))), max);
+        assert_eq!(big.headers.get(TRUNCATED).map(|v| v.as_str()), Some("4096"));
+        assert_eq!(wire_len(&big.headers) + big.payload.len(), max);
+        assert!(big.payload.iter().all(|b| *b == b'x'));
+        assert_eq!(big.headers.get(SEQUENCE).map(|v| v.as_str()), Some("9"));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! A dead letter is published to `dlq.<original subject>` with the original
 //! payload and headers plus the `Jetwire-Dlq-*` headers below; the
 //! original's `Nats-*` control headers are kept as `Jetwire-Dlq-Orig-<name>`
-//! so that none of them steers (or fails) the letter's own publish. Its
+//! so that none of them steers (or fails) the letter's own publish; a letter
+//! larger than the server's `max_payload` has its payload cut to fit and says
+//! so in `Jetwire-Dlq-Truncated`. Its
 //! `Nats-Msg-Id` is `dlq:<stream>:<sequence>:<durable>`, so writing the same
 //! failure twice (a crash between the copy and the term, or the advisory
 //! path racing a live replica) stores it once.
@@ -16,5 +18,5 @@ mod trust;
 pub use crate::classify::{DlqReason, UnknownReason};
 pub use crate::names::dlq_subject as subject_for;
 pub use letter::{
-    ATTEMPTS, ERROR, FAILED_AT, HANDLER, MESSAGE_ID, ORIGINAL, REASON, SEQUENCE, STREAM,
+    ATTEMPTS, ERROR, FAILED_AT, HANDLER, MESSAGE_ID, ORIGINAL, REASON, SEQUENCE, STREAM, TRUNCATED,
 };
