@@ -118,16 +118,16 @@ impl App {
             .collect();
         streams.sort();
         streams.dedup();
+        let shared_config = Arc::new(config.clone());
         if !streams.is_empty() {
-            let advisories = advisory::ensure(&js, &config, &streams).await?;
-            let prefix = config.prefix().map(str::to_owned);
-            tasks.spawn(advisory::run(
-                js.clone(),
-                advisories,
-                outlet.clone(),
-                prefix,
-                stop.clone(),
-            ));
+            let capture = advisory::Capture {
+                js: js.clone(),
+                outlet: outlet.clone(),
+                config: shared_config.clone(),
+                streams,
+            };
+            let advisories = capture.ensure().await?;
+            tasks.spawn(advisory::run(capture, advisories, stop.clone()));
         }
         let mut stats = Vec::with_capacity(bindings.len());
         let shared_client = Arc::new(client.clone());
@@ -159,7 +159,7 @@ impl App {
                 outlet: outlet.clone(),
                 contexts_outlet: Arc::new(outlet.clone()),
                 states: states.clone(),
-                prefix: config.prefix().map(str::to_owned),
+                config: shared_config.clone(),
                 counters,
             });
             tasks.spawn(consume::run(shared, consumer, stop.clone(), abort.clone()));

@@ -259,6 +259,25 @@ impl Config {
         Ok(())
     }
 
+    /// The config of a stream jetwire creates: file storage, the configured
+    /// replicas, and a description that says who made it.
+    pub(crate) fn stream_config(
+        &self,
+        name: String,
+        subjects: String,
+        retention: async_nats::jetstream::stream::RetentionPolicy,
+    ) -> async_nats::jetstream::stream::Config {
+        async_nats::jetstream::stream::Config {
+            name,
+            subjects: vec![subjects],
+            retention,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            num_replicas: self.stream_replicas,
+            description: Some("created by jetwire".to_owned()),
+            ..Default::default()
+        }
+    }
+
     /// The prefix, if any and not empty.
     pub(crate) fn prefix(&self) -> Option<&str> {
         subject::set_prefix(self.subject_prefix.as_deref())

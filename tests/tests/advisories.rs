@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
+use futures_util::StreamExt;
 use jetwire::registry::Kind;
 use jetwire::{App, queue};
-use jetwire_tests::{config, dead_letters, header, shared_server, unique_prefix};
+use jetwire_tests::{config, dead_letters, eventually, header, shared_server, unique_prefix};
 
 #[queue("queue.adv-own", max_deliver = 2)]
 async fn adv_own(_n: u64) {}
@@ -184,5 +185,55 @@ async fn forged_malformed_and_foreign_advisories_change_nothing() {
     ] {
         assert!(still_there(&js, stream, seq).await, "{what} was deleted");
     }
+    app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_advisory_capture_deleted_under_a_running_app_is_made_again() {
+    let server = shared_server();
+    let prefix = unique_prefix("adv-gone");
+    let app = App::new(config(server, &prefix, "adv"))
+        .only(&["adv_own"])
+        .start()
+        .await
+        .expect("start");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let queue = jetwire::topology::queue_stream(Some(&prefix));
+    let capture = jetwire::topology::default_stream(Some(&prefix), "jetwire_advisories");
+    js.delete_stream(&capture)
+        .await
+        .expect("an operator deletes the advisory capture");
+    eventually(Duration::from_secs(20), "the capture made again", || {
+        let js = js.clone();
+        let capture = capture.clone();
+        async move {
+            let stream = js.get_stream(&capture).await.ok()?;
+            let mut consumers = stream.consumer_names();
+            consumers.next().await.and_then(Result::ok).map(|_| ())
+        }
+    })
+    .await;
+    let durable = jetwire::topology::durable_for(
+        Some(&prefix),
+        "adv",
+        Kind::Queue,
+        "adv_own",
+        "queue.adv-own",
+        None,
+    );
+    let seq = store(&js, format!("{prefix}.queue.adv-idle.9")).await;
+    client
+        .publish(
+            advisory_subject(&queue, &durable),
+            advisory(&queue, &durable, seq, 2),
+        )
+        .await
+        .expect("publish");
+    let letters = dead_letters(&client, &prefix, Duration::from_secs(20)).await;
+    assert_eq!(
+        header(&letters[0], jetwire::dlq::SEQUENCE),
+        Some(seq.to_string().as_str())
+    );
     app.shutdown().await.expect("shutdown");
 }

@@ -102,3 +102,32 @@ async fn an_original_with_control_headers_is_dead_lettered() {
     assert_eq!(header(letter, "Nats-Expected-Stream"), None);
     app.shutdown().await.expect("shutdown");
 }
+
+#[queue("queue.dl-gone", max_deliver = 3, backoff = ["100ms"])]
+async fn dl_gone(_n: u64) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent("refused on purpose"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_stream_deleted_under_a_running_app_is_made_again() {
+    let server = shared_server();
+    let prefix = unique_prefix("dl-gone");
+    let app = App::new(config(server, &prefix, "dl"))
+        .only(&["dl_gone"])
+        .start()
+        .await
+        .expect("start");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    js.delete_stream(jetwire_tests::dlq_stream(&prefix))
+        .await
+        .expect("an operator deletes the DLQ");
+    app.publisher()
+        .publish("queue.dl-gone", &1u64)
+        .await
+        .expect("published");
+    let letters = dead_letters(&client, &prefix, Duration::from_secs(20)).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(header(&letters[0], jetwire::dlq::ATTEMPTS), Some("1"));
+    app.shutdown().await.expect("shutdown");
+}

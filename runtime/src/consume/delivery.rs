@@ -29,7 +29,7 @@ pub(super) fn open(shared: &Shared, msg: async_nats::Message) -> Option<(Context
     let meta = Meta::new(
         &shared.binding.route,
         subject,
-        shared.prefix.as_deref(),
+        shared.config.prefix(),
         headers.unwrap_or_default(),
         Origin::Reply(reply),
     );

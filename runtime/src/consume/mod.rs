@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::handler::state::States;
 use crate::policy::Sizing;
 use crate::protocol::pull::Pull;
@@ -67,7 +68,9 @@ pub(crate) struct Shared {
     /// The same outlet as handlers' contexts take it, allocated once.
     pub(crate) contexts_outlet: Arc<dyn Outlet>,
     pub(crate) states: Arc<States>,
-    pub(crate) prefix: Option<String>,
+    /// The app's config: the subject prefix, and how to make the
+    /// dead-letter stream again should it be deleted.
+    pub(crate) config: Arc<Config>,
     pub(crate) counters: Arc<Counters>,
 }
 

@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::classify::{Action, Outcome, classify};
 use crate::consume::delivery::Started;
 use crate::consume::{Counters, Shared};
-use crate::dlq::letter::{self, Failed};
+use crate::dlq::{
+    self,
+    letter::{self, Failed},
+};
 use crate::handler::context::Context;
 use crate::handler::invoke::{Call, Called};
 use crate::protocol::ack::{self, Acker};
@@ -182,7 +185,7 @@ async fn settle_failure(
         Action::DeadLetter(reason) => {
             let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
             let letter = letter::fit(letter, shared.client.max_payload());
-            match shared.outlet.send_confirmed(letter).await {
+            match dlq::stream::store(&shared.js, &shared.outlet, &shared.config, letter).await {
                 Ok(_) => {
                     Counters::count(&counters.dead_lettered);
                     tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "dead-lettered");

@@ -11,6 +11,7 @@
 //! duplicate advisory, or a race with a live replica, stores it once); a
 //! work-queue original is then deleted.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::classify::DlqReason;
 use crate::config::Config;
 use crate::dlq::letter::{self, Failed};
+use crate::dlq::stream as dlq_stream;
 use crate::dlq::trust::{self, Claim};
 use crate::error::Error;
 use crate::names;
@@ -91,105 +93,137 @@ pub(crate) async fn ensure(
     ))
 }
 
-/// Reads advisories until `stop` fires.
+/// What the capture of max-deliveries advisories works with: the server,
+/// where letters go, the app's config, and the streams whose advisories it
+/// captures.
+pub(crate) struct Capture {
+    pub(crate) js: jetstream::Context,
+    pub(crate) outlet: JetStreamOutlet,
+    pub(crate) config: Arc<Config>,
+    pub(crate) streams: Vec<String>,
+}
+
+impl Capture {
+    /// The advisory stream and its durable, made (again) if need be.
+    pub(crate) async fn ensure(&self) -> Result<jetstream::consumer::PullConsumer, Error> {
+        ensure(&self.js, &self.config, &self.streams).await
+    }
+}
+
+/// Reads advisories until `stop` fires. After a failed read the stream and
+/// durable are made again, since an operator may have deleted them.
 pub(crate) async fn run(
-    js: jetstream::Context,
-    consumer: jetstream::consumer::PullConsumer,
-    outlet: JetStreamOutlet,
-    prefix: Option<String>,
+    capture: Capture,
+    mut consumer: jetstream::consumer::PullConsumer,
     stop: CancellationToken,
 ) {
     let mut pause = RetryPause::new();
     loop {
-        let batch = tokio::select! {
+        let failed = tokio::select! {
             _ = stop.cancelled() => return,
-            b = consumer.batch().max_messages(16).expires(Duration::from_secs(5)).messages() => b,
+            failed = read_batch(&capture, &consumer, &stop, &mut pause) => failed,
         };
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "advisory pull failed; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(pause.next()) => {}
-                }
-                continue;
-            }
-        };
-        pause.reset();
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => return,
-                n = batch.next() => n,
-            };
-            let Some(Ok(msg)) = next else { break };
-            let kind = match trust::read(&msg.subject, &msg.payload) {
-                Ok(claim) => match dead_letter(&js, &outlet, prefix.as_deref(), &claim).await {
-                    Ok(()) => AckKind::Ack,
-                    Err(e) => {
-                        tracing::error!(stream = %claim.stream, sequence = claim.stream_seq, error = %e, "could not dead-letter after max deliveries; retrying");
-                        AckKind::Nak(Some(Duration::from_secs(1)))
-                    }
-                },
-                Err(refused) => {
-                    tracing::warn!(%refused, "advisory refused; dropping it");
-                    AckKind::Term
-                }
-            };
-            let _ = msg.ack_with(kind).await;
+        let Some(error) = failed else { continue };
+        tracing::warn!(error, "reading advisories failed; retrying");
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause.next()) => {}
+        }
+        match capture.ensure().await {
+            Ok(again) => consumer = again,
+            Err(e) => tracing::warn!(error = %e, "cannot make the advisory capture again yet"),
         }
     }
 }
 
+/// Reads one batch of advisories and acts on each; why it failed, if it did.
+async fn read_batch(
+    capture: &Capture,
+    consumer: &jetstream::consumer::PullConsumer,
+    stop: &CancellationToken,
+    pause: &mut RetryPause,
+) -> Option<String> {
+    let batch = consumer
+        .batch()
+        .max_messages(16)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await;
+    let mut batch = match batch {
+        Ok(batch) => batch,
+        Err(e) => return Some(e.to_string()),
+    };
+    pause.reset();
+    while !stop.is_cancelled() {
+        let msg = match batch.next().await? {
+            Ok(msg) => msg,
+            Err(e) => return Some(e.to_string()),
+        };
+        let kind = match trust::read(&msg.subject, &msg.payload) {
+            Ok(claim) => match capture.dead_letter(&claim).await {
+                Ok(()) => AckKind::Ack,
+                Err(e) => {
+                    tracing::error!(stream = %claim.stream, sequence = claim.stream_seq, error = %e, "could not dead-letter after max deliveries; retrying");
+                    AckKind::Nak(Some(Duration::from_secs(1)))
+                }
+            },
+            Err(refused) => {
+                tracing::warn!(%refused, "advisory refused; dropping it");
+                AckKind::Term
+            }
+        };
+        let _ = msg.ack_with(kind).await;
+    }
+    None
+}
+
 /// Dead-letters the message `claim` names, once its durable is known to
 /// be one of this deployment's and to have given up on it.
-async fn dead_letter(
-    js: &jetstream::Context,
-    outlet: &JetStreamOutlet,
-    prefix: Option<&str>,
-    claim: &Claim,
-) -> Result<(), Error> {
-    let nats = |doing: &str| format!("{doing} {}#{}", claim.stream, claim.stream_seq);
-    let stream = js
-        .get_stream(&claim.stream)
-        .await
-        .map_err(|e| Error::nats(nats("opening"), e))?;
-    let Some(handler) = jetwire_handler(&stream, prefix, claim).await else {
-        return Ok(());
-    };
-    let original = match stream.get_raw_message(claim.stream_seq).await {
-        Ok(m) => m,
-        Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
-            tracing::debug!(stream = %claim.stream, sequence = claim.stream_seq, "already gone; nothing to dead-letter");
+impl Capture {
+    async fn dead_letter(&self, claim: &Claim) -> Result<(), Error> {
+        let (js, prefix) = (&self.js, self.config.prefix());
+        let nats = |doing: &str| format!("{doing} {}#{}", claim.stream, claim.stream_seq);
+        let stream = js
+            .get_stream(&claim.stream)
+            .await
+            .map_err(|e| Error::nats(nats("opening"), e))?;
+        let Some(handler) = jetwire_handler(&stream, prefix, claim).await else {
             return Ok(());
+        };
+        let original = match stream.get_raw_message(claim.stream_seq).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                tracing::debug!(stream = %claim.stream, sequence = claim.stream_seq, "already gone; nothing to dead-letter");
+                return Ok(());
+            }
+            Err(e) => return Err(Error::nats(nats("reading"), e)),
+        };
+        let full = original.subject.as_str();
+        let subject = subject::strip_prefix(prefix, full).unwrap_or(full);
+        let letter = letter::letter(Failed {
+            subject,
+            headers: &original.headers,
+            payload: original.payload.clone(),
+            reason: DlqReason::Exhausted,
+            error: "the last delivery never answered: the process died or hung past ack_wait",
+            handler: &handler,
+            durable: &claim.durable,
+            attempts: u32::try_from(claim.deliveries).unwrap_or(u32::MAX),
+            stream: &claim.stream,
+            sequence: claim.stream_seq,
+            failed_at: SystemTime::now(),
+        });
+        let letter = letter::fit(letter, js.client().max_payload());
+        dlq_stream::store(js, &self.outlet, &self.config, letter).await?;
+        tracing::warn!(stream = %claim.stream, sequence = claim.stream_seq, durable = %claim.durable, "dead-lettered after max deliveries without an answer");
+        let info = stream.cached_info();
+        if info.config.retention == stream::RetentionPolicy::WorkQueue
+            && let Err(e) = stream.delete_message(claim.stream_seq).await
+        {
+            tracing::debug!(error = %e, "original already removed");
         }
-        Err(e) => return Err(Error::nats(nats("reading"), e)),
-    };
-    let full = original.subject.as_str();
-    let subject = subject::strip_prefix(prefix, full).unwrap_or(full);
-    let letter = letter::letter(Failed {
-        subject,
-        headers: &original.headers,
-        payload: original.payload.clone(),
-        reason: DlqReason::Exhausted,
-        error: "the last delivery never answered: the process died or hung past ack_wait",
-        handler: &handler,
-        durable: &claim.durable,
-        attempts: u32::try_from(claim.deliveries).unwrap_or(u32::MAX),
-        stream: &claim.stream,
-        sequence: claim.stream_seq,
-        failed_at: SystemTime::now(),
-    });
-    let letter = letter::fit(letter, js.client().max_payload());
-    outlet.send_confirmed(letter).await?;
-    tracing::warn!(stream = %claim.stream, sequence = claim.stream_seq, durable = %claim.durable, "dead-lettered after max deliveries without an answer");
-    let info = stream.cached_info();
-    if info.config.retention == stream::RetentionPolicy::WorkQueue
-        && let Err(e) = stream.delete_message(claim.stream_seq).await
-    {
-        tracing::debug!(error = %e, "original already removed");
+        Ok(())
     }
-    Ok(())
 }
 
 /// The fn name of the handler whose durable `claim` names, if that durable

@@ -13,6 +13,7 @@
 
 pub(crate) mod advisory;
 pub(crate) mod letter;
+pub(crate) mod stream;
 mod trust;
 
 pub use crate::classify::{DlqReason, UnknownReason};

@@ -14,6 +14,7 @@
 use async_nats::jetstream;
 
 use crate::config::Config;
+use crate::dlq;
 use crate::error::Error;
 use crate::handler::registry::HandlerDef;
 
@@ -33,7 +34,7 @@ pub(crate) async fn ensure_all(
     config: &Config,
     handlers: &[&'static HandlerDef],
 ) -> Result<Vec<(Binding, jetstream::consumer::PullConsumer)>, Error> {
-    streams::ensure_dlq(js, config).await?;
+    dlq::stream::ensure(js, config).await?;
     let mut bindings = Vec::with_capacity(handlers.len());
     for def in handlers {
         let stream = streams::ensure_stream(js, config, def).await?;

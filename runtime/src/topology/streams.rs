@@ -1,67 +1,13 @@
-//! Streams: the one a handler reads (the `stream` option, the one that
-//! captures its subject, or a new default one), and the dead-letter stream.
+//! The stream a handler reads: the `stream` option, the one that captures
+//! its subject, or a new default one.
 
-use async_nats::jetstream::{
-    self,
-    stream::{self, RetentionPolicy, StorageType},
-};
+use async_nats::jetstream::{self, stream::RetentionPolicy};
 use jetwire_grammar::subject::{self, with_prefix};
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::handler::registry::{HandlerDef, Kind};
 use crate::names;
-
-fn stream_config(
-    config: &Config,
-    name: String,
-    subjects: String,
-    retention: RetentionPolicy,
-) -> stream::Config {
-    stream::Config {
-        name,
-        subjects: vec![subjects],
-        retention,
-        storage: StorageType::File,
-        num_replicas: config.stream_replicas,
-        description: Some("created by jetwire".to_owned()),
-        ..Default::default()
-    }
-}
-
-/// The dead-letter stream: `DLQ` on `dlq.>`, limits retention.
-pub(crate) async fn ensure_dlq(js: &jetstream::Context, config: &Config) -> Result<(), Error> {
-    let name = names::dlq_stream(config.prefix());
-    let subjects = names::dlq_stream_subjects(config.prefix());
-    let cfg = stream_config(
-        config,
-        name.clone(),
-        subjects.clone(),
-        RetentionPolicy::Limits,
-    );
-    let stream = js
-        .get_or_create_stream(cfg)
-        .await
-        .map_err(|e| Error::Stream {
-            stream: name.clone(),
-            reason: format!("cannot create the dead-letter stream on `{subjects}`: {e}"),
-        })?;
-    if !stream
-        .cached_info()
-        .config
-        .subjects
-        .iter()
-        .any(|s| s == &subjects)
-    {
-        return Err(Error::Stream {
-            stream: name,
-            reason: format!(
-                "exists but does not capture `{subjects}`; jetwire keeps dead letters there: add the subject to the stream or delete it"
-            ),
-        });
-    }
-    Ok(())
-}
 
 /// The stream for one handler: the `stream` option, else the stream that
 /// already captures the subject, else a new default stream.
@@ -142,7 +88,7 @@ async fn create_default_stream(
         ),
     };
     let subjects = with_prefix(prefix, &names::default_stream_subjects(def.subject));
-    let cfg = stream_config(config, name.clone(), subjects.clone(), retention);
+    let cfg = config.stream_config(name.clone(), subjects.clone(), retention);
     let stream = js.get_or_create_stream(cfg).await.map_err(|e| Error::Stream {
         stream: name.clone(),
         reason: format!(
