@@ -287,3 +287,30 @@ async fn missing_state_fails_the_check_naming_handler_and_type() {
     assert!(err.contains("State<testapp::Flaky>"), "{err}");
     assert!(err.contains(".state("), "{err}");
 }
+
+#[derive(Clone, Default)]
+struct Forgery(Arc<std::sync::Mutex<Option<String>>>);
+
+#[queue("queue.ta-forger")]
+async fn forger(_n: u64, ctx: Context, State(seen): State<Forgery>) {
+    let refused = ctx
+        .publish("dlq.queue.email", &1u64)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    *seen.0.lock().expect("not poisoned") = refused;
+}
+
+#[tokio::test]
+async fn a_handler_cannot_forge_a_dead_letter() {
+    let seen = Forgery::default();
+    let app = TestApp::new().only(&["forger"]).state(seen.clone());
+    assert!(app.publish("queue.ta-forger", &1u64).await.acked());
+    let refused = seen.0.lock().expect("not poisoned").clone();
+    let refused = refused.expect("publishing under dlq. is refused");
+    assert!(
+        refused.contains("reserved for the dead letters"),
+        "{refused}"
+    );
+    assert!(app.dead_letters().is_empty());
+}

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use async_nats::jetstream::AckKind;
 use async_nats::{Client, HeaderMap, Subject};
-use jetwire_grammar::subject;
+use jetwire_grammar::subject::{self, SubjectError};
 use serde::Serialize;
 
 use crate::error::{Error, PublishError};
@@ -239,7 +239,9 @@ impl Context {
     /// trace context. Its default `Nats-Msg-Id` is derived from this
     /// message's id, the handler and the publish's order within the call,
     /// so a retried handler that publishes again is stored once (within
-    /// the stream's duplicate window).
+    /// the stream's duplicate window). Subjects under `dlq.` are refused
+    /// with [`PublishError::InvalidSubject`]: dead letters are jetwire's to
+    /// write.
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         subject: &str,
@@ -256,6 +258,14 @@ impl Context {
         payload: &T,
         options: PublishOptions,
     ) -> Result<(), PublishError> {
+        // Dead letters are jetwire's to write: a handler publishing one
+        // would forge a failure.
+        if subject.split('.').next() == Some(subject::DLQ_TOKEN) {
+            return Err(PublishError::InvalidSubject(SubjectError::Reserved {
+                subject: subject.to_owned(),
+                token: subject::DLQ_TOKEN,
+            }));
+        }
         let meta = &self.inner.meta;
         let inherited = Inherited::from_inbound(&meta.headers, meta.message_id());
         let msg = message::build(subject, payload, options, &inherited, || {
