@@ -341,26 +341,41 @@ pub async fn dead_letters(
     .await
 }
 
-/// Every message stored in `stream`, oldest first.
+/// Every message stored in `stream`, oldest first; none when the stream
+/// does not exist. Panics on any other failure to read, which must not
+/// pass for an empty stream.
 pub async fn stream_messages(
     client: &async_nats::Client,
     stream: &str,
 ) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    use async_nats::jetstream::stream::RawMessageErrorKind;
     let js = async_nats::jetstream::new(client.clone());
-    let Ok(mut s) = js.get_stream(stream).await else {
-        return Vec::new();
+    let mut s = match js.get_stream(stream).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Vec::new();
+        }
+        Err(e) => panic!("reading stream {stream}: {e}"),
     };
-    let Ok(info) = s.info().await else {
-        return Vec::new();
-    };
+    let info = s
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream} info: {e}"));
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut out = Vec::new();
     if info.state.messages == 0 {
         return out;
     }
     for seq in first..=last {
-        if let Ok(m) = s.get_raw_message(seq).await {
-            out.push(m);
+        match s.get_raw_message(seq).await {
+            Ok(m) => out.push(m),
+            // Deleted (a work queue's consumed messages leave gaps).
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+            Err(e) => panic!("reading {stream} #{seq}: {e}"),
         }
     }
     out

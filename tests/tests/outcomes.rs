@@ -93,9 +93,11 @@ async fn blocking(_id: u64, in_flight: State<InFlight>) {
     now.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// Records the bytes as they came, read as one big-endian number.
 #[queue("queue.raw")]
 async fn raw(bytes: Raw, seen: State<Seen>) {
-    seen.record(bytes.len() as u64, 1);
+    let as_number = bytes.iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
+    seen.record(as_number, 1);
 }
 
 async fn start(name: &str, handlers: &[&str]) -> (RunningApp, Seen, String) {
@@ -332,9 +334,14 @@ async fn raw_payloads_arrive_as_sent() {
         .await
         .expect("published");
     eventually(Duration::from_secs(10), "the raw message", || async {
-        (!seen.attempts(3).is_empty()).then_some(())
+        (!seen.attempts(0x00ff_0001).is_empty()).then_some(())
     })
     .await;
+    assert_eq!(
+        seen.attempts(0x00ff_0001),
+        [1],
+        "the bytes 0xff 0x00 0x01, once"
+    );
     app.shutdown().await.expect("clean shutdown");
 }
 

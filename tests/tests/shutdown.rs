@@ -85,20 +85,32 @@ fn cfg(prefix: &str, shutdown: Duration) -> Config {
     c
 }
 
+/// Opened once shutdown has begun: the calls it holds are in flight then.
+#[derive(Clone)]
+struct Gate(tokio::sync::watch::Receiver<bool>);
+
+#[queue("queue.sd-gated", concurrency = 50)]
+async fn gated(n: u64, log: State<Log>, State(Gate(mut gate)): State<Gate>) {
+    log.push(n, "start");
+    let _ = gate.wait_for(|open| *open).await;
+    log.push(n, "done");
+}
+
 #[tokio::test]
 async fn in_flight_calls_finish_and_are_not_redelivered() {
     let prefix = unique_prefix("drain");
     let log = Log::default();
+    let (open, gate) = tokio::sync::watch::channel(false);
     let app = App::new(cfg(&prefix, Duration::from_secs(20)))
-        .only(&["work"])
+        .only(&["gated"])
         .state(log.clone())
-        .state(Pause(Duration::from_millis(800)))
+        .state(Gate(gate))
         .start()
         .await
         .expect("starts");
     for n in 0..50u64 {
         app.publisher()
-            .publish("queue.sd-work", &n)
+            .publish("queue.sd-gated", &n)
             .await
             .expect("published");
     }
@@ -106,32 +118,39 @@ async fn in_flight_calls_finish_and_are_not_redelivered() {
         (log.count("start") == 50).then_some(())
     })
     .await;
-    assert_eq!(
-        log.count("done"),
-        0,
-        "all still running when shutdown begins"
-    );
-    app.shutdown().await.expect("clean shutdown");
-    assert_eq!(log.count("done"), 50, "shutdown waited for every call");
-
-    // A new replica gets nothing back: every message was acked and flushed.
-    let again = App::new(cfg(&prefix, Duration::from_secs(20)))
-        .only(&["work"])
-        .state(log.clone())
-        .state(Pause(Duration::ZERO))
-        .start()
-        .await
-        .expect("restarts");
-    again
-        .publisher()
-        .publish("queue.sd-work", &1000u64)
-        .await
-        .expect("published");
-    eventually(Duration::from_secs(10), "the sentinel", || async {
-        (log.starts_of(1000) == 1).then_some(())
+    assert_eq!(log.count("done"), 0, "all held until shutdown begins");
+    // `join` polls shutdown first, which begins it (stop pulling) before
+    // its first wait; only then does the gate open.
+    let (shut, ()) = futures_util::future::join(app.shutdown(), async {
+        open.send_replace(true);
     })
     .await;
-    again.shutdown().await.expect("clean shutdown");
+    shut.expect("clean shutdown");
+    assert_eq!(log.count("done"), 50, "shutdown waited for every call");
+
+    // The server's own account: nothing unacked, nothing redelivered, and
+    // the work queue empty, so every ack was flushed before shutdown ended.
+    let client = async_nats::connect(shared_server().url())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(jetwire::topology::queue_stream(Some(&prefix)))
+        .await
+        .expect("the work-queue stream");
+    let durable = jetwire::topology::durable_for(
+        Some(&prefix),
+        "svc",
+        jetwire::registry::Kind::Queue,
+        "gated",
+        "queue.sd-gated",
+        None,
+    );
+    let info = stream.consumer_info(&durable).await.expect("the durable");
+    assert_eq!(info.num_ack_pending, 0, "unacked after shutdown");
+    assert_eq!(info.num_redelivered, 0, "redelivered");
+    let messages = stream.info().await.expect("stream info").state.messages;
+    assert_eq!(messages, 0, "left in the work queue");
     for n in 0..50 {
         assert_eq!(log.starts_of(n), 1, "message {n} was redelivered");
     }
