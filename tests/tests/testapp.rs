@@ -308,9 +308,6 @@ async fn a_handler_cannot_forge_a_dead_letter() {
     assert!(app.publish("queue.ta-forger", &1u64).await.acked());
     let refused = FORGERY.lock().expect("not poisoned").clone();
     let refused = refused.expect("publishing under dlq. is refused");
-    assert!(
-        refused.contains("reserved for the dead letters"),
-        "{refused}"
-    );
+    assert!(refused.contains("reserved for dead letters"), "{refused}");
     assert!(app.dead_letters().is_empty());
 }

@@ -147,7 +147,7 @@ impl fmt::Display for SubjectError {
                 } else {
                     write!(
                         f,
-                        "subject `{subject}` starts with `dlq`, which is reserved for the dead letters jetwire writes: rename the subject"
+                        "subject `{subject}` starts with `dlq`, which is reserved for dead letters (jetwire writes them): rename the subject"
                     )
                 }
             }

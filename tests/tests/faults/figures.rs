@@ -166,7 +166,26 @@ pub(crate) async fn through_faults(
     faults: impl Fn(usize, &mut Server) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> + Send,
     fault_count: usize,
 ) -> Result<Figures, String> {
-    let mut server = Server::start();
+    through_faults_on(
+        Server::start(),
+        name,
+        (subject, handler),
+        n,
+        faults,
+        fault_count,
+    )
+    .await
+}
+
+/// [`through_faults`] on a server of the caller's.
+pub(crate) async fn through_faults_on(
+    mut server: Server,
+    name: &str,
+    (subject, handler): (&'static str, &'static str),
+    n: u64,
+    faults: impl Fn(usize, &mut Server) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> + Send,
+    fault_count: usize,
+) -> Result<Figures, String> {
     let prefix = unique_prefix(name);
     let ledger = Ledger::connect(&run_id(), name).await;
     let app = App::new(config(&server, &prefix, "faults"))

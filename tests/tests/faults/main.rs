@@ -16,7 +16,8 @@ use std::time::Instant;
 use crate::inputs::{hostile_subjects_refused, many_handlers, poison_corpus, slow_handler};
 use crate::processes::{consumer_killed, last_delivery_killed, sigterm_in_flight};
 use crate::server::{
-    EVENTS, QUEUE, cluster_leader_loss, durable_deleted, server_freeze, server_restart,
+    EVENTS, QUEUE, cluster_leader_loss, durable_deleted, server_freeze, server_kill9,
+    server_restart,
 };
 
 mod figures;
@@ -32,6 +33,8 @@ fn main() {
     let scenarios: Vec<(&str, Scenario)> = vec![
         ("consumer-killed", || Box::pin(consumer_killed())),
         ("server-restart", || Box::pin(server_restart())),
+        ("server-kill9", || Box::pin(server_kill9(false))),
+        ("server-kill9-sync-always", || Box::pin(server_kill9(true))),
         ("server-freeze", || Box::pin(server_freeze())),
         ("slow-handler", || Box::pin(slow_handler())),
         ("last-delivery-killed", || {

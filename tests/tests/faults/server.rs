@@ -9,7 +9,8 @@ use jetwire::App;
 use jetwire_tests::{Ledger, Server, unique_prefix};
 
 use crate::figures::{
-    check, line, longest_stall, publish_numbered, run_id, settled, through_faults, wait_for,
+    check, line, longest_stall, publish_numbered, run_id, settled, through_faults,
+    through_faults_on, wait_for,
 };
 use crate::handlers::{Delay, full};
 
@@ -24,6 +25,39 @@ pub(crate) async fn server_restart() -> Result<String, String> {
     )
     .await?;
     check("server-restart", &f, 0)
+}
+
+/// The single server SIGKILLed twice mid-run and started again on its
+/// store: what an R1 stream keeps of what it acknowledged when its process
+/// dies, with the default `sync_interval` (the OS still holds what was
+/// written) and with `sync_interval: always` (fsync before every ack).
+pub(crate) async fn server_kill9(sync_always: bool) -> Result<String, String> {
+    let name = if sync_always {
+        "server-kill9-sync-always"
+    } else {
+        "server-kill9"
+    };
+    let n = if full() { 20_000 } else { 4_000 };
+    let server = if sync_always {
+        Server::start_with_config("jetstream {\n  sync_interval: always\n}")
+    } else {
+        Server::start()
+    };
+    let f = through_faults_on(
+        server,
+        name,
+        QUEUE,
+        n,
+        |_, server| {
+            Box::pin(async move {
+                server.kill();
+                server.restart();
+            })
+        },
+        2,
+    )
+    .await?;
+    check(name, &f, 0)
 }
 
 pub(crate) async fn server_freeze() -> Result<String, String> {
