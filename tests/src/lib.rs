@@ -326,6 +326,23 @@ where
     }
 }
 
+/// An app of only `handlers`, started on the shared server under a fresh
+/// prefix made from `name`; the prefix; and a plain client of the server.
+pub async fn started_alone(
+    name: &str,
+    handlers: &[&str],
+) -> (jetwire::RunningApp, String, async_nats::Client) {
+    let server = shared_server();
+    let prefix = unique_prefix(name);
+    let app = jetwire::App::new(config(server, &prefix, name))
+        .only(handlers)
+        .start()
+        .await
+        .expect("the app starts");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    (app, prefix, client)
+}
+
 /// The dead letters stored under `prefix`, once there is at least one;
 /// panics after `timeout`.
 pub async fn dead_letters(

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::StreamExt;
+use jetwire::queue;
 use jetwire::registry::Kind;
-use jetwire::{App, queue};
-use jetwire_tests::{config, dead_letters, eventually, header, shared_server, unique_prefix};
+use jetwire_tests::{dead_letters, eventually, header, started_alone};
 
 #[queue("queue.adv-own", max_deliver = 2)]
 async fn adv_own(_n: u64) {}
@@ -101,14 +101,7 @@ async fn bystanders(js: &jetstream::Context, prefix: &str, queue: &str) -> Bysta
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_malformed_and_foreign_advisories_change_nothing() {
-    let server = shared_server();
-    let prefix = unique_prefix("adv");
-    let app = App::new(config(server, &prefix, "adv"))
-        .only(&["adv_own"])
-        .start()
-        .await
-        .expect("start");
-    let client = async_nats::connect(server.url()).await.expect("connect");
+    let (app, prefix, client) = started_alone("adv", &["adv_own"]).await;
     let js = jetstream::new(client.clone());
     let queue = jetwire::topology::queue_stream(Some(&prefix));
     let durable = jetwire::topology::durable_for(
@@ -190,14 +183,7 @@ async fn forged_malformed_and_foreign_advisories_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_advisory_capture_deleted_under_a_running_app_is_made_again() {
-    let server = shared_server();
-    let prefix = unique_prefix("adv-gone");
-    let app = App::new(config(server, &prefix, "adv"))
-        .only(&["adv_own"])
-        .start()
-        .await
-        .expect("start");
-    let client = async_nats::connect(server.url()).await.expect("connect");
+    let (app, prefix, client) = started_alone("adv-gone", &["adv_own"]).await;
     let js = jetstream::new(client.clone());
     let queue = jetwire::topology::queue_stream(Some(&prefix));
     let capture = jetwire::topology::default_stream(Some(&prefix), "jetwire_advisories");

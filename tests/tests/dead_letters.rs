@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
-use jetwire::{App, HandlerError, queue};
-use jetwire_tests::{config, dead_letters, header, shared_server, unique_prefix};
+use jetwire::{HandlerError, queue};
+use jetwire_tests::{dead_letters, header, started_alone};
 
 #[queue("queue.dl-control", max_deliver = 3, backoff = ["100ms"])]
 async fn dl_control(_n: u64) -> Result<(), HandlerError> {
@@ -22,14 +22,8 @@ async fn dl_large(_raw: jetwire::Raw) -> Result<(), HandlerError> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_near_max_payload_is_dead_lettered_cut_to_fit() {
-    // A server with the default max_payload of 1 MiB.
-    let server = shared_server();
-    let prefix = unique_prefix("dl-large");
-    let app = App::new(config(server, &prefix, "dl"))
-        .only(&["dl_large"])
-        .start()
-        .await
-        .expect("start");
+    // The shared server has the default max_payload of 1 MiB.
+    let (app, prefix, client) = started_alone("dl-large", &["dl_large"]).await;
     let publisher = app.publisher();
     let max_payload = publisher.client().server_info().max_payload;
     assert_eq!(max_payload, 1 << 20, "the server's default");
@@ -38,8 +32,6 @@ async fn a_message_near_max_payload_is_dead_lettered_cut_to_fit() {
         .publish_raw("queue.dl-large", vec![b'x'; size], Default::default())
         .await
         .expect("the original fits and is stored");
-
-    let client = async_nats::connect(server.url()).await.expect("connect");
     let letters = dead_letters(&client, &prefix, Duration::from_secs(20)).await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
@@ -58,14 +50,7 @@ async fn a_message_near_max_payload_is_dead_lettered_cut_to_fit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_original_with_control_headers_is_dead_lettered() {
-    let server = shared_server();
-    let prefix = unique_prefix("dl-control");
-    let app = App::new(config(server, &prefix, "dl"))
-        .only(&["dl_control"])
-        .start()
-        .await
-        .expect("start");
-    let client = async_nats::connect(server.url()).await.expect("connect");
+    let (app, prefix, client) = started_alone("dl-control", &["dl_control"]).await;
     let js = jetstream::new(client.clone());
     let queue = jetwire::topology::queue_stream(Some(&prefix));
     let subject = format!("{prefix}.queue.dl-control");
@@ -110,14 +95,7 @@ async fn dl_gone(_n: u64) -> Result<(), HandlerError> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_stream_deleted_under_a_running_app_is_made_again() {
-    let server = shared_server();
-    let prefix = unique_prefix("dl-gone");
-    let app = App::new(config(server, &prefix, "dl"))
-        .only(&["dl_gone"])
-        .start()
-        .await
-        .expect("start");
-    let client = async_nats::connect(server.url()).await.expect("connect");
+    let (app, prefix, client) = started_alone("dl-gone", &["dl_gone"]).await;
     let js = jetstream::new(client.clone());
     js.delete_stream(jetwire_tests::dlq_stream(&prefix))
         .await
