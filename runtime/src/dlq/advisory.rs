@@ -118,12 +118,10 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) {
     let mut pause = RetryPause::new();
-    loop {
-        let failed = tokio::select! {
-            _ = stop.cancelled() => return,
-            failed = read_batch(&capture, &consumer, &stop, &mut pause) => failed,
+    while !stop.is_cancelled() {
+        let Some(error) = read_batch(&capture, &consumer, &stop, &mut pause).await else {
+            continue;
         };
-        let Some(error) = failed else { continue };
         tracing::warn!(error, "reading advisories failed; retrying");
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -136,7 +134,8 @@ pub(crate) async fn run(
     }
 }
 
-/// Reads one batch of advisories and acts on each; why it failed, if it did.
+/// Reads one batch of advisories and acts on each; why it failed, if it
+/// did. Shutdown stops it between advisories, never inside one.
 async fn read_batch(
     capture: &Capture,
     consumer: &jetstream::consumer::PullConsumer,
@@ -154,8 +153,12 @@ async fn read_batch(
         Err(e) => return Some(e.to_string()),
     };
     pause.reset();
-    while !stop.is_cancelled() {
-        let msg = match batch.next().await? {
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return None,
+            next = batch.next() => next?,
+        };
+        let msg = match next {
             Ok(msg) => msg,
             Err(e) => return Some(e.to_string()),
         };
@@ -174,12 +177,11 @@ async fn read_batch(
         };
         let _ = msg.ack_with(kind).await;
     }
-    None
 }
 
-/// Dead-letters the message `claim` names, once its durable is known to
-/// be one of this deployment's and to have given up on it.
 impl Capture {
+    /// Dead-letters the message `claim` names, once its durable is known
+    /// to be one of this deployment's and to have given up on it.
     async fn dead_letter(&self, claim: &Claim) -> Result<(), Error> {
         let (js, prefix) = (&self.js, self.config.prefix());
         let nats = |doing: &str| format!("{doing} {}#{}", claim.stream, claim.stream_seq);
