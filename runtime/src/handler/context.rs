@@ -187,7 +187,11 @@ impl Context {
         self.inner.meta.message_id()
     }
 
-    /// Which delivery this is, from 1.
+    /// Which delivery this is, from 1, as the server counts deliveries: a
+    /// message pulled ahead and handed back unrun (at shutdown, on a
+    /// consumer leader change or a reconnect) has used a delivery too, so a
+    /// handler can see its first run of a message at an attempt above 1.
+    /// `classify` decides on this number.
     pub fn attempt(&self) -> u32 {
         self.inner.meta.delivered().attempt
     }
