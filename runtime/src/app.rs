@@ -16,6 +16,7 @@ use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
+use crate::text;
 use crate::topology;
 
 /// Runs every handler linked into the binary until SIGINT or SIGTERM.
@@ -164,11 +165,14 @@ impl App {
             });
             tasks.spawn(consume::run(shared, consumer, stop.clone(), abort.clone()));
         }
+        let (failed, failure) = tokio::sync::watch::channel(None);
+        let supervisor = tokio::spawn(supervise(tasks, stop.clone(), failed));
         Ok(RunningApp {
             config,
             client,
             outlet,
-            tasks,
+            supervisor,
+            failure,
             stop,
             abort,
             stats,
@@ -178,10 +182,20 @@ impl App {
     /// [`App::start`], then consume until SIGINT or SIGTERM, then
     /// [`RunningApp::shutdown`]. A second signal stops at once: calls still
     /// running are dropped and their messages come back after `ack_wait`.
+    ///
+    /// A background task (a handler's loop, the advisory reader) that
+    /// panics or ends on its own stops the app as well: `run` then shuts
+    /// down and returns an error naming it, so the process ends instead of
+    /// running on without a part it needs.
     pub async fn run(self) -> Result<(), Error> {
         let running = self.start().await?;
-        signal().await;
-        tracing::info!("signal received: draining in-flight calls (a second signal stops at once)");
+        let mut failure = running.failure.clone();
+        tokio::select! {
+            _ = signal() => {
+                tracing::info!("signal received: draining in-flight calls (a second signal stops at once)");
+            }
+            _ = failure.wait_for(Option::is_some) => {}
+        }
         tokio::select! {
             r = running.shutdown() => r,
             _ = signal() => Err(Error::Shutdown(
@@ -220,7 +234,10 @@ pub struct RunningApp {
     client: async_nats::Client,
     /// What publishers of this app send through: the app's connection.
     outlet: JetStreamOutlet,
-    tasks: JoinSet<()>,
+    /// Owns the handler loops and the advisory reader ([`supervise`]).
+    supervisor: tokio::task::JoinHandle<Vec<String>>,
+    /// Why the supervisor stopped the app, once it has.
+    failure: tokio::sync::watch::Receiver<Option<String>>,
     stop: CancellationToken,
     abort: CancellationToken,
     stats: Vec<(&'static HandlerDef, String, Arc<Counters>)>,
@@ -291,24 +308,29 @@ impl RunningApp {
         self.stop.cancel();
         let mut problems = Vec::new();
         let timeout = self.config.shutdown_timeout;
-        let drained = tokio::time::timeout(timeout, join_all(&mut self.tasks, &mut problems));
-        if drained.await.is_err() {
-            tracing::warn!(
-                ?timeout,
-                "shutdown timeout: interrupting the calls still running"
-            );
-            self.abort.cancel();
-            let handed_back = join_all(&mut self.tasks, &mut problems);
-            if tokio::time::timeout(SHUTDOWN_MARGIN, handed_back)
-                .await
-                .is_err()
-            {
-                self.tasks.abort_all();
-                problems.push(format!(
-                    "{} handler loops were still handing messages back {SHUTDOWN_MARGIN:?} after the calls were interrupted, and were stopped; their messages are redelivered after ack_wait",
-                    self.tasks.len()
-                ));
+        let supervisor = &mut self.supervisor;
+        let joined = match tokio::time::timeout(timeout, &mut *supervisor).await {
+            Ok(joined) => Some(joined),
+            Err(_) => {
+                tracing::warn!(
+                    ?timeout,
+                    "shutdown timeout: interrupting the calls still running"
+                );
+                self.abort.cancel();
+                let handed_back = tokio::time::timeout(SHUTDOWN_MARGIN, &mut *supervisor).await;
+                if handed_back.is_err() {
+                    supervisor.abort();
+                    problems.push(format!(
+                        "handler loops were still handing messages back {SHUTDOWN_MARGIN:?} after the calls were interrupted, and were stopped; their messages are redelivered after ack_wait"
+                    ));
+                }
+                handed_back.ok()
             }
+        };
+        if let Some(joined) = joined {
+            problems.extend(
+                joined.unwrap_or_else(|e| vec![format!("the task supervisor failed: {e}")]),
+            );
         }
         match tokio::time::timeout(SHUTDOWN_MARGIN, self.client.flush()).await {
             Ok(Ok(())) => {}
@@ -331,21 +353,40 @@ impl RunningApp {
 /// to be handed back, and then for the final flush.
 const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
 
-/// Waits for every task, noting in `problems` each one that panicked.
-async fn join_all(tasks: &mut JoinSet<()>, problems: &mut Vec<String>) {
+/// Owns the app's background tasks until they have all ended. One that
+/// panics, or ends before shutdown has begun, stops the app: it is logged,
+/// `failed` says why, and `stop` ends every other. Returns what went wrong.
+async fn supervise(
+    mut tasks: JoinSet<()>,
+    stop: CancellationToken,
+    failed: tokio::sync::watch::Sender<Option<String>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined
-            && e.is_panic()
-        {
-            tracing::error!(error = %e, "a background task panicked");
-            problems.push(format!("a background task panicked: {e}"));
-        }
+        let why = match joined {
+            Err(e) if e.is_panic() => format!(
+                "a background task panicked: {}",
+                text::bounded(&e.to_string(), 1024)
+            ),
+            Ok(()) if !stop.is_cancelled() => {
+                "a background task ended while the app was running".to_owned()
+            }
+            // Cancelled at shutdown, or ended because shutdown began.
+            Err(_) | Ok(()) => continue,
+        };
+        tracing::error!(problem = %why, "stopping the app");
+        failed.send_replace(Some(why.clone()));
+        problems.push(why);
+        stop.cancel();
     }
+    problems
 }
 
 impl Drop for RunningApp {
     fn drop(&mut self) {
         self.stop.cancel();
         self.abort.cancel();
+        // Drops the tasks' set, which aborts them: at once, as documented.
+        self.supervisor.abort();
     }
 }
