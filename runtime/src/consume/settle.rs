@@ -184,7 +184,6 @@ async fn settle_failure(
         }
         Action::DeadLetter(reason) => {
             let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
-            let letter = letter::fit(letter, shared.client.max_payload());
             match dlq::stream::store(&shared.js, &shared.outlet, &shared.config, letter).await {
                 Ok(_) => {
                     Counters::count(&counters.dead_lettered);

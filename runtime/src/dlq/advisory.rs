@@ -215,7 +215,6 @@ impl Capture {
             sequence: claim.stream_seq,
             failed_at: SystemTime::now(),
         });
-        let letter = letter::fit(letter, js.client().max_payload());
         dlq_stream::store(js, &self.outlet, &self.config, letter).await?;
         tracing::warn!(stream = %claim.stream, sequence = claim.stream_seq, durable = %claim.durable, "dead-lettered after max deliveries without an answer");
         let info = stream.cached_info();

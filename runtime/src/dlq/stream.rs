@@ -4,6 +4,7 @@
 use async_nats::jetstream::{self, stream::RetentionPolicy};
 
 use crate::config::Config;
+use crate::dlq::letter;
 use crate::error::{Error, PublishError};
 use crate::names;
 use crate::publish::message::Outbound;
@@ -38,7 +39,8 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &Config) -> Result<(
     Ok(())
 }
 
-/// Stores `letter` and waits for the server's ack. When that fails, the
+/// Stores `letter`, cut to the server's `max_payload` if need be
+/// ([`letter::fit`]), and waits for the server's ack. When that fails, the
 /// dead-letter stream may have been deleted under the running app: it is
 /// made again (a no-op when it exists) and the letter sent once more,
 /// under the same message id, so it is stored once at most.
@@ -48,6 +50,7 @@ pub(crate) async fn store(
     config: &Config,
     letter: Outbound,
 ) -> Result<Receipt, PublishError> {
+    let letter = letter::fit(letter, js.client().max_payload());
     match outlet.send_confirmed(letter.clone()).await {
         Ok(receipt) => Ok(receipt),
         Err(first) => match ensure(js, config).await {
