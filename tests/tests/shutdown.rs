@@ -79,6 +79,21 @@ async fn operator_deletes_the_durable(
     (stream, durable)
 }
 
+/// Publishes messages `0..n` to `subject` and waits until every call
+/// has started.
+async fn start_calls(app: &RunningApp, subject: &str, n: u64, log: &Log) {
+    for id in 0..n {
+        app.publisher()
+            .publish(subject, &id)
+            .await
+            .expect("published");
+    }
+    eventually(Duration::from_secs(10), "every call to start", || async {
+        (log.count("start") == n as usize).then_some(())
+    })
+    .await;
+}
+
 fn cfg(prefix: &str, shutdown: Duration) -> Config {
     let mut c = config(shared_server(), prefix, "svc");
     c.shutdown_timeout = shutdown;
@@ -108,16 +123,7 @@ async fn in_flight_calls_finish_and_are_not_redelivered() {
         .start()
         .await
         .expect("starts");
-    for n in 0..50u64 {
-        app.publisher()
-            .publish("queue.sd-gated", &n)
-            .await
-            .expect("published");
-    }
-    eventually(Duration::from_secs(10), "50 calls in flight", || async {
-        (log.count("start") == 50).then_some(())
-    })
-    .await;
+    start_calls(&app, "queue.sd-gated", 50, &log).await;
     assert_eq!(log.count("done"), 0, "all held until shutdown begins");
     // `join` polls shutdown first, which begins it (stop pulling) before
     // its first wait; only then does the gate open.
@@ -283,16 +289,7 @@ async fn shutdown_during_an_outage_finishes_within_its_bound() {
         .start()
         .await
         .expect("starts");
-    for n in 0..5u64 {
-        app.publisher()
-            .publish("queue.sd-work", &n)
-            .await
-            .expect("published");
-    }
-    eventually(Duration::from_secs(10), "the calls to start", || async {
-        (log.count("start") == 5).then_some(())
-    })
-    .await;
+    start_calls(&app, "queue.sd-work", 5, &log).await;
     // Down: the client is left reconnecting, and nothing it sends arrives.
     server.stop();
     let t0 = std::time::Instant::now();
