@@ -13,6 +13,18 @@ use jetwire_tests::{dead_letters, eventually, header, started_alone};
 #[queue("queue.adv-own", max_deliver = 2)]
 async fn adv_own(_n: u64) {}
 
+/// The durable of `adv_own` under `prefix`.
+fn own_durable(prefix: &str) -> String {
+    jetwire::topology::durable_for(
+        Some(prefix),
+        "adv",
+        Kind::Queue,
+        "adv_own",
+        "queue.adv-own",
+        None,
+    )
+}
+
 fn advisory_subject(stream: &str, consumer: &str) -> String {
     format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
 }
@@ -104,14 +116,7 @@ async fn forged_malformed_and_foreign_advisories_change_nothing() {
     let (app, prefix, client) = started_alone("adv", &["adv_own"]).await;
     let js = jetstream::new(client.clone());
     let queue = jetwire::topology::queue_stream(Some(&prefix));
-    let durable = jetwire::topology::durable_for(
-        Some(&prefix),
-        "adv",
-        Kind::Queue,
-        "adv_own",
-        "queue.adv-own",
-        None,
-    );
+    let durable = own_durable(&prefix);
 
     let Bystanders {
         crlf,
@@ -200,14 +205,7 @@ async fn an_advisory_capture_deleted_under_a_running_app_is_made_again() {
         }
     })
     .await;
-    let durable = jetwire::topology::durable_for(
-        Some(&prefix),
-        "adv",
-        Kind::Queue,
-        "adv_own",
-        "queue.adv-own",
-        None,
-    );
+    let durable = own_durable(&prefix);
     let seq = store(&js, format!("{prefix}.queue.adv-idle.9")).await;
     client
         .publish(
