@@ -152,6 +152,27 @@ pub(crate) fn advisory_durable(prefix: Option<&str>) -> String {
     prefixed_name(prefix, "jetwire-dead-letters".to_owned())
 }
 
+/// The key-value bucket where each handler loop records the deliveries it
+/// handed back unrun, and the last runs it began.
+pub(crate) fn runs_bucket(prefix: Option<&str>) -> String {
+    default_stream(prefix, "jetwire_runs")
+}
+
+/// The key of one message's record in [`runs_bucket`]: its stream, the
+/// durable it came through, and its stream sequence. Characters a key may
+/// not hold are written as `=` and their code in hex.
+pub(crate) fn run_key(stream: &str, durable: &str, sequence: u64) -> String {
+    let part = |s: &str| {
+        s.chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c.to_string(),
+                c => format!("={:x}", u32::from(c)),
+            })
+            .collect::<String>()
+    };
+    format!("{}.{}.{sequence}", part(stream), part(durable))
+}
+
 /// A name for the app when none is configured: the binary's file name, made
 /// fit for a durable name.
 pub(crate) fn sanitize_app(name: &str) -> String {
@@ -198,6 +219,9 @@ mod tests {
         assert_eq!(default_stream(Some("a.b"), "orders.x"), "A_B_ORDERS");
         assert_eq!(advisory_stream(Some("t1")), "T1_JETWIRE_ADVISORIES");
         assert_eq!(advisory_durable(Some("t1")), "t1_jetwire-dead-letters");
+        assert_eq!(runs_bucket(Some("t1")), "T1_JETWIRE_RUNS");
+        assert_eq!(run_key("QUEUE", "queue_email", 7), "QUEUE.queue_email.7");
+        assert_eq!(run_key("A.B", "x y", 1), "A=2eB.x=20y.1");
         assert_eq!(dlq_stream_subjects(Some("t1")), "t1.dlq.>");
         assert_eq!(
             durable_for(Some("a.b"), "app", Kind::Queue, "f", "queue.x.>", None),

@@ -257,7 +257,7 @@ impl TestApp {
         };
         for attempt in 1.. {
             let delivered = Delivered {
-                attempt,
+                deliveries: attempt,
                 stream_sequence: sequence,
                 published_at: SystemTime::now(),
             };

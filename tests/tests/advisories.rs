@@ -29,6 +29,10 @@ fn advisory_subject(stream: &str, consumer: &str) -> String {
     format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
 }
 
+/// The delivery after which the server gives up on an `adv_own` message,
+/// and advises: its `max_deliver` of 2, and 20 hand-backs.
+const LAST: u64 = 2 + 20;
+
 fn advisory(stream: &str, consumer: &str, seq: u64, deliveries: u64) -> bytes::Bytes {
     serde_json::json!({
         "type": "io.nats.jetstream.advisory.v1.max_deliver",
@@ -131,12 +135,12 @@ async fn forged_malformed_and_foreign_advisories_change_nothing() {
         // A consumer holding CR/LF: once a panic in the reader.
         (
             advisory_subject(&queue, &durable),
-            advisory(&queue, "x\r\nX-Evil: 1", crlf, 2),
+            advisory(&queue, "x\r\nX-Evil: 1", crlf, LAST),
         ),
         // The subject names jetwire's stream, the body another one.
         (
             advisory_subject(&queue, &durable),
-            advisory(&other, &durable, others, 2),
+            advisory(&other, &durable, others, LAST),
         ),
         // Another service's durable on jetwire's stream.
         (
@@ -146,13 +150,13 @@ async fn forged_malformed_and_foreign_advisories_change_nothing() {
         // Fewer deliveries than the durable allows.
         (
             advisory_subject(&queue, &durable),
-            advisory(&queue, &durable, few, 1),
+            advisory(&queue, &durable, few, LAST - 1),
         ),
         (advisory_subject(&queue, &durable), "{not json".into()),
         // Last, one that adds up: the reader must still be there for it.
         (
             advisory_subject(&queue, &durable),
-            advisory(&queue, &durable, genuine, 2),
+            advisory(&queue, &durable, genuine, LAST),
         ),
     ];
     for (subject, body) in forged {
@@ -210,7 +214,7 @@ async fn an_advisory_capture_deleted_under_a_running_app_is_made_again() {
     client
         .publish(
             advisory_subject(&queue, &durable),
-            advisory(&queue, &durable, seq, 2),
+            advisory(&queue, &durable, seq, LAST),
         )
         .await
         .expect("publish");

@@ -52,7 +52,7 @@ pub(super) fn span_for(ctx: &Context) -> tracing::Span {
         subject = meta.subject(),
         stream = &*meta.stream,
         sequence = meta.delivered().stream_sequence,
-        attempt = meta.delivered().attempt,
+        delivery = meta.delivered().deliveries,
         message_id = meta.message_id(),
     )
 }

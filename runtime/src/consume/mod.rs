@@ -6,6 +6,7 @@
 //!   and recovers when one fails.
 //! - `puller`: one stretch: drain the backlog, then wait for messages.
 //! - `settle`: a delivery from its call to its ack, nak or dead letter.
+//! - `tally`: which run of its handler a delivery is, hand-backs aside.
 //! - `events`: the durable's advisories the loop acts on.
 //! - `resume`: where a deleted durable is recreated, and recovering.
 //!
@@ -32,6 +33,7 @@ mod events;
 mod puller;
 mod resume;
 mod settle;
+mod tally;
 
 use puller::{Ended, Puller};
 

@@ -20,6 +20,7 @@ use crate::consume::events::{self, ConsumerEvent};
 use crate::consume::settle::{self, Slots};
 use crate::policy::{Inline, RetryPause, Silence, Sizing};
 use crate::protocol::pull::{self, Pull, Pulled, Request, Wait};
+use crate::protocol::reply;
 
 /// A no-wait fetch still waiting for messages after this is given up.
 const FETCH_ANSWERED_WITHIN: Duration = Duration::from_secs(1);
@@ -114,6 +115,13 @@ impl Puller {
         }
     }
 
+    /// A fresh pull subscription on the handler's durable.
+    fn open_pull(&self) -> impl Future<Output = Result<Pull, String>> + Send + 'static {
+        let shared = &self.shared;
+        let handbacks = shared.binding.handbacks.clone();
+        Pull::open(shared.client.clone(), self.next.clone(), handbacks)
+    }
+
     /// Waits for every delivery task.
     pub(super) async fn finish(self) {
         self.in_flight.close();
@@ -125,7 +133,7 @@ impl Puller {
     pub(super) async fn stretch(&mut self, subscription: &mut Option<Pull>) -> Ended {
         let pull = match subscription {
             Some(pull) => pull,
-            None => match Pull::open(self.shared.client.clone(), self.next.clone()).await {
+            None => match self.open_pull().await {
                 Ok(pull) => subscription.insert(pull),
                 Err(e) => return Ended::Failed(e),
             },
@@ -217,7 +225,7 @@ impl Puller {
             };
             let asked = places.num_permits();
             pull.hand_back().await;
-            *pull = match Pull::open(self.shared.client.clone(), self.next.clone()).await {
+            *pull = match self.open_pull().await {
                 Ok(fresh) => fresh,
                 Err(e) => return Drained::Ended(Ended::Failed(e)),
             };
@@ -361,8 +369,9 @@ impl Puller {
         }
     }
 
-    /// Takes one pulled message: runs the call here if a slot is free and
-    /// it finishes at its first poll, else gives the delivery a task.
+    /// Takes one pulled message: runs the call here if a slot is free, it
+    /// is the message's first delivery and not its last allowed run, and it
+    /// finishes at its first poll; else gives the delivery a task.
     async fn take(&mut self, msg: async_nats::Message, hold: OwnedSemaphorePermit) {
         let shared = &self.shared;
         super::Counters::count(&shared.counters.received);
@@ -372,6 +381,12 @@ impl Puller {
         let span = delivery::span_for(&ctx);
         let mut started = None;
         if self.inline.allowed()
+            && ctx.max_deliver() > 1
+            && ctx
+                .meta()
+                .reply
+                .as_deref()
+                .is_some_and(reply::is_first_delivery)
             && let Ok(slot) = self.slots.calls.clone().try_acquire_owned()
         {
             let at = std::time::Instant::now();

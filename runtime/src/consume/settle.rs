@@ -10,8 +10,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Action, Outcome, classify};
+use crate::classify::{Action, DlqReason, Outcome, classify};
 use crate::consume::delivery::Started;
+use crate::consume::tally::Tally;
 use crate::consume::{Counters, Shared};
 use crate::dlq::{
     self,
@@ -19,6 +20,7 @@ use crate::dlq::{
 };
 use crate::handler::context::Context;
 use crate::handler::invoke::{Call, Called};
+use crate::policy::runs::Count;
 use crate::protocol::ack::{self, Acker};
 
 /// What every delivery task of one loop shares: the call slots and the
@@ -64,18 +66,42 @@ pub(super) async fn settle(
     // runs: progress every half ack_wait, counted from here.
     let beat = (def.ack_wait() / 2).max(Duration::from_millis(50));
     let first_beat = Instant::now() + beat;
-    let (started, first_beat) = match started {
-        Some(started) => (started, first_beat),
+    // A call the loop started itself is a first delivery that is not the
+    // last: it has no record.
+    let (started, first_beat, tally) = match started {
+        Some(started) => (started, first_beat, None),
         None => {
+            let mut tally = Box::pin(Tally::of(&shared, &ctx)).await;
+            if tally.count(&ctx) == Count::Exhausted {
+                let called = Called {
+                    outcome: Outcome::Transient,
+                    error: Some(letter::NEVER_ANSWERED.to_owned()),
+                };
+                let action = Action::DeadLetter(DlqReason::Exhausted);
+                if Box::pin(settle_failure(
+                    &shared, &ctx, acker, payload, action, called,
+                ))
+                .await
+                {
+                    tally.settled(&shared).await;
+                }
+                return;
+            }
             let (slot, next_beat) = match slots.calls.clone().try_acquire_owned() {
                 Ok(slot) => (slot, first_beat),
                 Err(_) => match Box::pin(wait_for_slot(acker, &slots, first_beat, beat)).await {
                     Some(waited) => waited,
-                    None => return,
+                    None => {
+                        // Shutdown came first: handed back, never started.
+                        tally.hand_back(&shared).await;
+                        let _ = acker.ack_with(AckKind::Nak(None)).await;
+                        return;
+                    }
                 },
             };
+            tally.begin(&shared, &ctx).await;
             let call = Started::call(slot, def, payload.clone(), ctx.clone());
-            (call, next_beat)
+            (call, next_beat, Some(tally))
         }
     };
     let (_slot, called) = match started {
@@ -93,19 +119,22 @@ pub(super) async fn settle(
         Outcome::Ok => Action::Ack,
         ref failed => classify(failed, ctx.attempt(), &def.policy()),
     };
-    if action == Action::Ack {
+    let settled = if action == Action::Ack {
         ack(&shared, &ctx).await;
+        true
     } else {
         Box::pin(settle_failure(
             &shared, &ctx, acker, payload, action, called,
         ))
-        .await;
+        .await
+    };
+    if settled && let Some(tally) = tally {
+        tally.settled(&shared).await;
     }
 }
 
 /// Waits for a call slot, sending progress from `first_beat` on. The slot
-/// and when the next progress is due; `None` if shutdown came first (the
-/// message is handed back, never started).
+/// and when the next progress is due; `None` if shutdown came first.
 async fn wait_for_slot(
     acker: Acker<'_>,
     slots: &Slots,
@@ -118,10 +147,7 @@ async fn wait_for_slot(
     loop {
         tokio::select! {
             biased;
-            _ = slots.stop.cancelled() => {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
-                return None;
-            }
+            _ = slots.stop.cancelled() => return None,
             slot = &mut slot => return slot.ok().map(|s| (s, due)),
             _ = tokio::time::sleep_until(due) => {
                 send_progress(acker).await;
@@ -160,7 +186,8 @@ async fn finish_alive(
     }
 }
 
-/// Carries out a nak or a dead letter.
+/// Carries out a nak or a dead letter; whether the message is settled
+/// (stored as a dead letter and terminated).
 async fn settle_failure(
     shared: &Shared,
     ctx: &Context,
@@ -168,19 +195,19 @@ async fn settle_failure(
     payload: bytes::Bytes,
     action: Action,
     called: Called,
-) {
+) -> bool {
     let counters = &shared.counters;
     let error = called.error.as_deref().unwrap_or_default();
     let meta = ctx.meta();
     let (handler, subject, stream) = (meta.handler, meta.subject(), &meta.stream);
-    let delivered = meta.delivered();
-    let (attempt, sequence) = (delivered.attempt, delivered.stream_sequence);
+    let (attempt, sequence) = (meta.attempt(), meta.delivered().stream_sequence);
     match action {
-        Action::Ack => {}
+        Action::Ack => true,
         Action::Nak { delay } => {
             Counters::count(&counters.retried);
             tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, ?delay, error, "failed; will retry");
             nak(acker, delay).await;
+            false
         }
         Action::DeadLetter(reason) => {
             let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
@@ -191,12 +218,14 @@ async fn settle_failure(
                     if let Err(e) = acker.ack_with(AckKind::Term).await {
                         tracing::warn!(error = %e, "could not terminate a dead-lettered message; the copy is stored and a redelivery is deduplicated");
                     }
+                    true
                 }
                 Err(e) => {
                     // Not stored: keep the original. On the last attempt the
                     // server's max-deliveries advisory moves it later.
                     tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
                     nak(acker, shared.binding.def.policy().delay(attempt)).await;
+                    false
                 }
             }
         }

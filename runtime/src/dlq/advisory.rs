@@ -207,7 +207,7 @@ impl Capture {
             headers: &original.headers,
             payload: original.payload.clone(),
             reason: DlqReason::Exhausted,
-            error: "the last delivery never answered: the process died or hung past ack_wait",
+            error: letter::NEVER_ANSWERED,
             handler: &handler,
             durable: &claim.durable,
             attempts: u32::try_from(claim.deliveries).unwrap_or(u32::MAX),

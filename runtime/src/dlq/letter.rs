@@ -37,6 +37,10 @@ pub const FAILED_AT: &str = "Jetwire-Dlq-Failed-At";
 /// `Jetwire-Dlq-Message-Id`: the original `Nats-Msg-Id`, if it had one.
 pub const MESSAGE_ID: &str = "Jetwire-Dlq-Message-Id";
 
+/// The error of a letter whose last run never answered.
+pub(crate) const NEVER_ANSWERED: &str =
+    "the last delivery never answered: the process died or hung past ack_wait";
+
 /// Everything known about a failed message.
 pub(crate) struct Failed<'a> {
     pub(crate) subject: &'a str,
@@ -71,7 +75,7 @@ impl<'a> Failed<'a> {
             error,
             handler: meta.handler,
             durable: &meta.durable,
-            attempts: delivered.attempt,
+            attempts: meta.attempt(),
             stream: &meta.stream,
             sequence: delivered.stream_sequence,
             failed_at: SystemTime::now(),

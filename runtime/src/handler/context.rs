@@ -33,6 +33,9 @@ pub(crate) struct Meta {
     /// `delivered` on first use.
     pub(crate) reply: Option<Subject>,
     delivered: OnceLock<Delivered>,
+    /// Which run of the handler this is, when it is not the delivery's
+    /// number (deliveries handed back unrun do not count).
+    attempt: OnceLock<u32>,
     pub(crate) max_deliver: u32,
     pub(crate) stream: Arc<str>,
 }
@@ -79,6 +82,7 @@ impl Meta {
             message_id: OnceLock::new(),
             reply,
             delivered,
+            attempt: OnceLock::new(),
             max_deliver: route.max_deliver,
             stream: route.stream.clone(),
         }
@@ -101,6 +105,20 @@ impl Meta {
             })
     }
 
+    /// Which run of the handler this is, from 1: the delivery's number
+    /// unless the loop counted it otherwise ([`Meta::count_attempt`]).
+    pub(crate) fn attempt(&self) -> u32 {
+        match self.attempt.get() {
+            Some(attempt) => *attempt,
+            None => self.delivered().deliveries,
+        }
+    }
+
+    /// Sets which run of the handler this is, once, before it runs.
+    pub(crate) fn count_attempt(&self, attempt: u32) {
+        let _ = self.attempt.set(attempt);
+    }
+
     /// Which delivery this is and where the message sits in its stream.
     pub(crate) fn delivered(&self) -> Delivered {
         *self.delivered.get_or_init(|| {
@@ -111,7 +129,7 @@ impl Meta {
                     "unreadable JetStream reply subject; taking it as a first delivery"
                 );
                 Delivered {
-                    attempt: 1,
+                    deliveries: 1,
                     stream_sequence: 0,
                     published_at: SystemTime::UNIX_EPOCH,
                 }
@@ -187,13 +205,19 @@ impl Context {
         self.inner.meta.message_id()
     }
 
-    /// Which delivery this is, from 1, as the server counts deliveries: a
-    /// message pulled ahead and handed back unrun (at shutdown, on a
-    /// consumer leader change or a reconnect) has used a delivery too, so a
-    /// handler can see its first run of a message at an attempt above 1.
-    /// `classify` decides on this number.
+    /// Which run of this handler on this message this is, from 1: the
+    /// server's count of its deliveries, less those jetwire handed back
+    /// unrun (pulled ahead, then given back at shutdown, on a consumer
+    /// leader change or a reconnect). `classify` decides on this number,
+    /// so a message gets `max_deliver` runs however often it is handed back.
+    ///
+    /// A delivery lost without a hand-back (to a process killed while it
+    /// held the message unstarted) counts as a run, so the number can run
+    /// ahead of the calls a handler saw; it never exceeds `max_deliver`, and
+    /// a message is dead-lettered as `exhausted` only once its handler
+    /// began its last run.
     pub fn attempt(&self) -> u32 {
-        self.inner.meta.delivered().attempt
+        self.inner.meta.attempt()
     }
 
     /// The handler's `max_deliver`: on this attempt, a transient failure
@@ -301,7 +325,7 @@ impl fmt::Debug for Context {
             .field("handler", &m.handler)
             .field("subject", &m.subject())
             .field("message_id", &m.message_id())
-            .field("attempt", &m.delivered().attempt)
+            .field("attempt", &m.attempt())
             .field("max_deliver", &m.max_deliver)
             .field("stream", &m.stream)
             .field("stream_sequence", &m.delivered().stream_sequence)

@@ -5,9 +5,11 @@
 //! - [`Silence`]: when a waiting pull has heard nothing for too long.
 //! - [`Sizing`]: how many messages a pull asks for and a process holds.
 //! - [`Inline`]: whether the loop runs a call itself or gives it a task.
+//! - [`runs`]: which run of its handler a delivery is, hand-backs aside.
 
 mod inline;
 mod pause;
+pub(crate) mod runs;
 mod silence;
 mod sizing;
 

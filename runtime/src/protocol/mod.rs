@@ -1,7 +1,9 @@
 //! JetStream's wire, as jetwire speaks it: what a delivery's reply
 //! subject says ([`reply`]), pull requests and the statuses that answer
-//! them ([`pull`]), and answering a delivery ([`ack`]).
+//! them ([`pull`]), answering a delivery ([`ack`]), and the records of
+//! deliveries handed back unrun ([`runs`]).
 
 pub(crate) mod ack;
 pub(crate) mod pull;
 pub(crate) mod reply;
+pub(crate) mod runs;

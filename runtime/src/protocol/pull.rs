@@ -24,6 +24,8 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::names;
 use crate::protocol::ack::Acker;
+use crate::protocol::reply::Delivered;
+use crate::protocol::runs::{RunKey, Runs};
 use crate::text;
 
 /// What a pull subscription hears.
@@ -84,6 +86,35 @@ pub(crate) struct Pull {
     next: Subject,
     inbox: Subject,
     sub: Subscriber,
+    handbacks: HandBacks,
+}
+
+/// Where a loop records the deliveries it hands back unrun, so that they
+/// do not count as runs ([`crate::policy::runs`]).
+#[derive(Debug, Clone)]
+pub(crate) struct HandBacks {
+    pub(crate) runs: Arc<Runs>,
+    pub(crate) stream: Arc<str>,
+    pub(crate) durable: Arc<str>,
+}
+
+impl HandBacks {
+    /// Records that `msg` goes back unrun. Nothing for a message whose
+    /// reply subject does not say which it is.
+    pub(crate) async fn note(&self, msg: &async_nats::Message) {
+        let Some(delivered) = msg.reply.as_deref().and_then(Delivered::parse) else {
+            return;
+        };
+        let key = RunKey::new(
+            &self.stream,
+            &self.durable,
+            delivered.stream_sequence,
+            delivered.published_at,
+        );
+        self.runs
+            .note_hand_back(&key, delivered.deliveries, None)
+            .await;
+    }
 }
 
 /// The subject pull requests for `durable` of `stream` go to.
@@ -96,7 +127,11 @@ impl Pull {
     /// ([`next_subject`]). Each no-wait fetch gets one of its own: the
     /// server was seen to spend more per message when successive fetches
     /// shared an inbox.
-    pub(crate) async fn open(client: Arc<Client>, next: Subject) -> Result<Pull, String> {
+    pub(crate) async fn open(
+        client: Arc<Client>,
+        next: Subject,
+        handbacks: HandBacks,
+    ) -> Result<Pull, String> {
         let inbox = Subject::from(client.new_inbox());
         let sub = client
             .subscribe(inbox.clone())
@@ -107,6 +142,7 @@ impl Pull {
             client,
             inbox,
             sub,
+            handbacks,
         })
     }
 
@@ -121,15 +157,20 @@ impl Pull {
     /// Naks what has arrived and not been taken, so another replica (or
     /// the next pull) gets it at once.
     pub(crate) async fn hand_back(&mut self) {
+        let mut arrived = Vec::new();
         while let Some(Some(pulled)) = self.next().now_or_never() {
             if let Ok(Pulled::Message(msg)) = pulled {
-                self.hand_back_one(&msg).await;
+                arrived.push(msg);
             }
         }
+        let this = &*self;
+        futures_util::future::join_all(arrived.iter().map(|m| this.hand_back_one(m))).await;
     }
 
-    /// Naks one delivery that will not be taken.
+    /// Naks one delivery that will not be taken, once its hand-back is
+    /// recorded.
     pub(crate) async fn hand_back_one(&self, msg: &async_nats::Message) {
+        self.handbacks.note(msg).await;
         if let Some(reply) = &msg.reply {
             let client = &self.client;
             let _ = Acker { client, reply }.ack_with(AckKind::Nak(None)).await;
@@ -149,11 +190,14 @@ impl Pull {
         // then the end (awaited, not polled once, so that tokio's
         // per-task budget cannot cut the hand-back short).
         let rest = async {
+            let mut arrived = Vec::new();
             while let Some(pulled) = self.next().await {
                 if let Ok(Pulled::Message(msg)) = pulled {
-                    self.hand_back_one(&msg).await;
+                    arrived.push(msg);
                 }
             }
+            let this = &self;
+            futures_util::future::join_all(arrived.iter().map(|m| this.hand_back_one(m))).await;
         };
         let _ = tokio::time::timeout(CLOSED_WITHIN, rest).await;
     }

@@ -15,8 +15,8 @@ pub(crate) fn is_jetstream(reply: &str) -> bool {
 /// What a delivery's reply subject says about it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Delivered {
-    /// Which delivery this is, from 1.
-    pub(crate) attempt: u32,
+    /// Which delivery this is, from 1, as the server counts them.
+    pub(crate) deliveries: u32,
     pub(crate) stream_sequence: u64,
     /// When the server stored the message.
     pub(crate) published_at: SystemTime,
@@ -44,13 +44,27 @@ impl Delivered {
         };
         let number = |i: usize| decimal(tokens.get(i)?);
         Some(Delivered {
-            attempt: u32::try_from(number(delivered_at)?)
+            deliveries: u32::try_from(number(delivered_at)?)
                 .unwrap_or(u32::MAX)
                 .max(1),
             stream_sequence: number(delivered_at + 1)?,
             published_at: UNIX_EPOCH + Duration::from_nanos(number(delivered_at + 3)?),
         })
     }
+}
+
+/// Whether `reply` is a first delivery's: the loop asks for every message,
+/// so this reads only the one token, where [`Delivered::parse`] reads three.
+pub(crate) fn is_first_delivery(reply: &str) -> bool {
+    let Some(rest) = reply.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let at = match rest.bytes().filter(|b| *b == b'.').count() + 1 {
+        7 => 2,
+        n if n >= 9 => 4,
+        _ => return false,
+    };
+    rest.split('.').nth(at) == Some("1")
 }
 
 /// An unsigned decimal of ASCII digits only.
@@ -72,12 +86,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_first_delivery_is_told_from_its_reply_alone() {
+        assert!(is_first_delivery("$JS.ACK.S.c.1.7.3.1700000000000000000.0"));
+        assert!(!is_first_delivery(
+            "$JS.ACK.S.c.2.7.3.1700000000000000000.0"
+        ));
+        assert!(!is_first_delivery(
+            "$JS.ACK.S.c.11.7.3.1700000000000000000.0"
+        ));
+        assert!(is_first_delivery(
+            "$JS.ACK.dom.hash.S.c.1.7.3.1700000000000000000.0.x"
+        ));
+        assert!(!is_first_delivery(
+            "$JS.ACK.dom.hash.S.c.3.7.3.1700000000000000000.0.x"
+        ));
+        assert!(!is_first_delivery("$JS.ACK.S.c.1"));
+        assert!(!is_first_delivery("_INBOX.x"));
+    }
+
+    #[test]
     fn reply_subjects_in_both_forms() {
         let at = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
         assert_eq!(
             Delivered::parse("$JS.ACK.ORDERS.app-on_order.3.42.40.1700000000123456789.7"),
             Some(Delivered {
-                attempt: 3,
+                deliveries: 3,
                 stream_sequence: 42,
                 published_at: at(1_700_000_000_123_456_789),
             })
@@ -87,7 +120,7 @@ mod tests {
                 "$JS.ACK.hub.ACCHASH.ORDERS.app-on_order.1.9.9.1700000000000000000.0.xyz"
             ),
             Some(Delivered {
-                attempt: 1,
+                deliveries: 1,
                 stream_sequence: 9,
                 published_at: at(1_700_000_000_000_000_000),
             })

@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::handler::context::Route;
 use crate::handler::registry::{Deliver, HandlerDef, Kind};
-use crate::policy::Sizing;
+use crate::policy::{Sizing, runs};
+use crate::protocol::pull::HandBacks;
 
 /// One handler bound to its stream and durable.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub(crate) struct Binding {
     /// The handler with its stream and durable, as its deliveries name them.
     pub(crate) route: Route,
     pub(crate) consumer: pull::Config,
+    /// Where its loop records the deliveries it hands back unrun.
+    pub(crate) handbacks: HandBacks,
 }
 
 /// The durable consumer config for a handler. Never sets the consumer's
@@ -35,7 +38,9 @@ pub(crate) fn consumer_config(config: &Config, def: &HandlerDef, durable: &str) 
         deliver_policy,
         ack_policy: AckPolicy::Explicit,
         ack_wait: def.ack_wait(),
-        max_deliver: i64::from(def.max_deliver()),
+        // Room for hand-backs, which the loop does not count as runs: it
+        // enforces `max_deliver` itself (`policy::runs`).
+        max_deliver: i64::from(runs::server_max_deliver(def.max_deliver())),
         filter_subject: with_prefix(config.prefix(), def.subject),
         max_ack_pending: Sizing::of(def.concurrency()).max_ack_pending(),
         ..Default::default()

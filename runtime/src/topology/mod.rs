@@ -7,9 +7,12 @@
 //! | `#[subscribe("orders.created")]` in app `billing` | `orders.created` | `ORDERS` (captures `orders.>`) | `billing-on_order` |
 //! | `#[queue("queue.email")]` | `queue.email` | `QUEUE` (work queue, `queue.>`) | `queue_email` |
 //! | dead letters | `dlq.<subject>` | `DLQ` (`dlq.>`) | — |
+//! | delivery records | key-value bucket `JETWIRE_RUNS` | `KV_JETWIRE_RUNS` | — |
 //!
 //! With a subject prefix `p`, subjects become `p.orders.created`, streams
 //! `P_ORDERS`, `P_QUEUE`, `P_DLQ`, and durables `p_billing-on_order`.
+
+use std::sync::Arc;
 
 use async_nats::jetstream;
 
@@ -17,6 +20,8 @@ use crate::config::Config;
 use crate::dlq;
 use crate::error::Error;
 use crate::handler::registry::HandlerDef;
+use crate::protocol::pull::HandBacks;
+use crate::protocol::runs::Runs;
 
 pub(crate) mod consumers;
 pub(crate) mod streams;
@@ -26,23 +31,33 @@ pub use crate::names::{
 };
 pub(crate) use consumers::Binding;
 
-/// Binds or creates every stream and durable the handlers need, and the
-/// dead-letter stream; returns each binding with its durable, ready to pull.
-/// Fails before anything is consumed.
+/// Binds or creates every stream and durable the handlers need, the
+/// dead-letter stream, and the bucket of delivery records. Fails before
+/// anything is consumed.
 pub(crate) async fn ensure_all(
     js: &jetstream::Context,
     config: &Config,
     handlers: &[&'static HandlerDef],
 ) -> Result<Vec<(Binding, jetstream::consumer::PullConsumer)>, Error> {
     dlq::stream::ensure(js, config).await?;
+    if handlers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runs = Arc::new(Runs::ensure(js, config.prefix(), config.stream_replicas).await?);
     let mut bindings = Vec::with_capacity(handlers.len());
     for def in handlers {
         let stream = streams::ensure_stream(js, config, def).await?;
         let durable = def.durable(config.prefix(), &config.app);
+        let route = def.route(stream.into(), durable.into());
         let binding = Binding {
             def,
-            consumer: consumers::consumer_config(config, def, &durable),
-            route: def.route(stream.into(), durable.into()),
+            consumer: consumers::consumer_config(config, def, &route.durable),
+            handbacks: HandBacks {
+                runs: runs.clone(),
+                stream: route.stream.clone(),
+                durable: route.durable.clone(),
+            },
+            route,
         };
         let consumer = consumers::ensure_consumer(js, &binding).await?;
         bindings.push((binding, consumer));

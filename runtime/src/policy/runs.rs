@@ -1,0 +1,194 @@
+//! Which run of its handler a delivery is.
+//!
+//! The server counts deliveries, and a message pulled ahead and handed
+//! back unrun (at shutdown, on a leader change, a reconnect) is a delivery
+//! too. So jetwire keeps, for a message it has handed back or whose last
+//! run it began, a small record: how many of its deliveries it handed back,
+//! and whether its handler began the last run it is allowed. From the
+//! server's delivery count and that record, [`count`] decides:
+//!
+//! ```text
+//! ran     = deliveries − 1 − hand-backs        runs before this delivery
+//! ran < max_deliver                            run, as attempt ran + 1
+//! ran ≥ max_deliver, last run begun            exhausted: the process died in it
+//! ran ≥ max_deliver, last run never begun      run, as the last attempt
+//! ```
+//!
+//! A delivery lost without a hand-back (to a process killed while holding
+//! it unstarted) counts as a run; the last-run mark keeps even that from
+//! dead-lettering a message whose handler never began its last run.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Hand-backs of one message the server allows on top of `max_deliver`,
+/// after which its max-deliveries advisory dead-letters the message.
+pub(crate) const HANDBACKS_ALLOWED: u32 = 20;
+
+/// The consumer's `max_deliver` on the server for a handler's `max_deliver`.
+pub(crate) fn server_max_deliver(max_deliver: u32) -> u32 {
+    max_deliver.max(1).saturating_add(HANDBACKS_ALLOWED)
+}
+
+/// What jetwire recorded of one message's deliveries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Deliveries handed back unrun.
+    pub(crate) handbacks: u32,
+    /// The handler began the last run it is allowed.
+    pub(crate) last_begun: bool,
+}
+
+impl Record {
+    /// The stored form: `h=<hand-backs> last=<0|1> at=<ns>`, where `at` is
+    /// when the server stored the message, so that a record left from a
+    /// deleted stream whose sequences start over is never read as this
+    /// message's.
+    pub(crate) fn encode(&self, stored_at: SystemTime) -> String {
+        format!(
+            "h={} last={} at={}",
+            self.handbacks,
+            u8::from(self.last_begun),
+            nanos(stored_at)
+        )
+    }
+
+    /// Reads the stored form for a message stored at `stored_at`; anything
+    /// else (another message's record, or unreadable) is no record.
+    pub(crate) fn decode(bytes: &[u8], stored_at: SystemTime) -> Record {
+        let text = std::str::from_utf8(bytes).unwrap_or_default();
+        let mut record = Record::default();
+        let mut at = None;
+        for field in text.split(' ') {
+            match field.split_once('=') {
+                Some(("h", n)) => record.handbacks = n.parse().unwrap_or(0),
+                Some(("last", b)) => record.last_begun = b == "1",
+                Some(("at", t)) => at = t.parse::<u128>().ok(),
+                _ => {}
+            }
+        }
+        if at == Some(nanos(stored_at)) {
+            record
+        } else {
+            Record::default()
+        }
+    }
+
+    /// Whether there is anything to keep.
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Record::default()
+    }
+}
+
+fn nanos(at: SystemTime) -> u128 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos()
+}
+
+/// What to do with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// Run the handler: this is its `attempt`-th run, from 1; a transient
+    /// failure on attempt `max_deliver` dead-letters the message.
+    Run { attempt: u32 },
+    /// The handler began its last run and the message was never settled:
+    /// the process died during that run. Dead-letter it as `exhausted`.
+    Exhausted,
+}
+
+/// Decides on the `deliveries`-th delivery of a message with `record`, for
+/// a handler with `max_deliver`.
+pub(crate) fn count(deliveries: u32, record: Record, max_deliver: u32) -> Count {
+    let max = max_deliver.max(1);
+    let ran = deliveries
+        .saturating_sub(1)
+        .saturating_sub(record.handbacks);
+    if ran >= max {
+        return if record.last_begun {
+            Count::Exhausted
+        } else {
+            Count::Run { attempt: max }
+        };
+    }
+    if deliveries >= server_max_deliver(max) {
+        // The server delivers it no more: whatever its count, this run is
+        // the last.
+        return Count::Run { attempt: max };
+    }
+    Count::Run { attempt: ran + 1 }
+}
+
+/// Whether a delivery must have its record read before it runs: every
+/// redelivery. A first delivery has none.
+pub(crate) fn needs_record(deliveries: u32) -> bool {
+    deliveries > 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AT: Duration = Duration::from_nanos(1_700_000_000_123_456_789);
+
+    fn rec(handbacks: u32, last_begun: bool) -> Record {
+        Record {
+            handbacks,
+            last_begun,
+        }
+    }
+
+    #[test]
+    fn hand_backs_do_not_use_up_attempts() {
+        assert_eq!(count(1, Record::default(), 1), Count::Run { attempt: 1 });
+        // Handed back twice at shutdown, then run: still the first run.
+        assert_eq!(count(3, rec(2, false), 1), Count::Run { attempt: 1 });
+        assert_eq!(count(4, rec(2, false), 5), Count::Run { attempt: 2 });
+        assert_eq!(count(5, Record::default(), 5), Count::Run { attempt: 5 });
+    }
+
+    #[test]
+    fn a_last_run_begun_and_never_settled_is_exhausted() {
+        assert_eq!(count(2, rec(0, true), 1), Count::Exhausted);
+        assert_eq!(count(6, rec(0, true), 5), Count::Exhausted);
+        assert_eq!(count(8, rec(2, true), 5), Count::Exhausted);
+    }
+
+    #[test]
+    fn a_last_run_never_begun_runs() {
+        // Lost unstarted with a killed process: counted as a run, yet the
+        // last run still happens.
+        assert_eq!(count(2, Record::default(), 1), Count::Run { attempt: 1 });
+        assert_eq!(count(9, rec(1, false), 5), Count::Run { attempt: 5 });
+    }
+
+    #[test]
+    fn the_servers_last_delivery_is_the_last_run() {
+        let last = server_max_deliver(3);
+        assert_eq!(last, 23);
+        assert_eq!(
+            count(last, rec(last - 1, false), 3),
+            Count::Run { attempt: 3 }
+        );
+        assert_eq!(
+            count(last - 1, rec(last - 2, false), 3),
+            Count::Run { attempt: 1 }
+        );
+    }
+
+    #[test]
+    fn records_round_trip_for_their_own_message_only() {
+        let at = UNIX_EPOCH + AT;
+        let r = rec(3, true);
+        assert_eq!(Record::decode(r.encode(at).as_bytes(), at), r);
+        let other = at + Duration::from_nanos(1);
+        assert_eq!(
+            Record::decode(r.encode(at).as_bytes(), other),
+            Record::default()
+        );
+        for junk in [&b""[..], b"h=x last=2", b"\xff\xfe", b"h=4294967296 at=1"] {
+            assert_eq!(Record::decode(junk, at), Record::default());
+        }
+        assert!(Record::default().is_empty());
+        assert!(needs_record(2) && !needs_record(1));
+    }
+}
