@@ -49,6 +49,17 @@ pub(crate) async fn record_after(
     Ok(())
 }
 
+/// Allowed one run: a message handed back unrun (leader changes, a paused
+/// node, an app restart) must still get it.
+#[queue("queue.fault-once", concurrency = 4, max_deliver = 1)]
+pub(crate) async fn fault_once(
+    job: Job,
+    ledger: State<Ledger>,
+    delay: State<Delay>,
+) -> Result<(), HandlerError> {
+    record_after(job, &ledger, *delay).await
+}
+
 /// Slower than its ack_wait: only progress keeps it from being redelivered.
 #[queue("queue.fault-slow", ack_wait = "1s", concurrency = 64, max_deliver = 5)]
 pub(crate) async fn fault_slow(job: Job, ledger: State<Ledger>) -> Result<(), HandlerError> {

@@ -13,13 +13,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
+use crate::cluster::{cluster_handbacks, cluster_leader_loss};
 use crate::inputs::{hostile_subjects_refused, many_handlers, poison_corpus, slow_handler};
-use crate::processes::{consumer_killed, last_delivery_killed, sigterm_in_flight};
-use crate::server::{
-    EVENTS, QUEUE, cluster_leader_loss, durable_deleted, server_freeze, server_kill9,
-    server_restart,
-};
+use crate::processes::{Also, consumer_killed, last_delivery_killed, sigterm_in_flight};
+use crate::server::{EVENTS, QUEUE, durable_deleted, server_freeze, server_kill9, server_restart};
 
+mod cluster;
 mod figures;
 mod handlers;
 mod inputs;
@@ -42,7 +41,7 @@ fn main() {
                 "last-delivery-killed",
                 "queue.adv",
                 "adv",
-                false,
+                Also::Nothing,
             ))
         }),
         ("last-delivery-killed-no-replica", || {
@@ -50,7 +49,15 @@ fn main() {
                 "last-delivery-killed-no-replica",
                 "advev.created",
                 "adv_event",
-                true,
+                Also::Wait,
+            ))
+        }),
+        ("last-delivery-killed-path-deleted", || {
+            Box::pin(last_delivery_killed(
+                "last-delivery-killed-path-deleted",
+                "queue.adv",
+                "adv",
+                Also::DeletePath,
             ))
         }),
         ("sigterm-in-flight", || Box::pin(sigterm_in_flight())),
@@ -61,6 +68,7 @@ fn main() {
             Box::pin(durable_deleted("event-durable-deleted", EVENTS))
         }),
         ("cluster-leader-loss", || Box::pin(cluster_leader_loss())),
+        ("cluster-handbacks", || Box::pin(cluster_handbacks())),
         ("poison-corpus", || Box::pin(poison_corpus())),
         ("hostile-subjects", || Box::pin(hostile_subjects_refused())),
         ("many-handlers", || Box::pin(many_handlers())),

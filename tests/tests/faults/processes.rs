@@ -67,13 +67,24 @@ pub(crate) async fn consumer_killed() -> Result<String, String> {
     check("consumer-killed", &f, 0)
 }
 
+/// What else a last-delivery scenario does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Also {
+    Nothing,
+    /// No replica runs for 3 s while the deliveries time out.
+    Wait,
+    /// An operator deletes the dead-letter stream, the advisory capture
+    /// and the bucket of delivery records before the messages come.
+    DeletePath,
+}
+
 /// Scenario 5: a process SIGKILLed during the last delivery of failing
-/// messages; with `wait`, no replica runs while their deliveries time out.
+/// messages.
 pub(crate) async fn last_delivery_killed(
     name: &'static str,
     subject: &str,
     handler: &str,
-    wait: bool,
+    also: Also,
 ) -> Result<String, String> {
     let server = Server::start();
     let prefix = unique_prefix(name);
@@ -84,6 +95,9 @@ pub(crate) async fn last_delivery_killed(
     let publisher = Publisher::connect(&config(&server, &prefix, "test"))
         .await
         .map_err(|e| e.to_string())?;
+    if also == Also::DeletePath {
+        delete_dead_letter_path(publisher.client(), &prefix).await?;
+    }
     let n = if full() { 50 } else { 10 };
     for id in 0..n {
         publisher
@@ -98,7 +112,7 @@ pub(crate) async fn last_delivery_killed(
     });
     worker.kill9();
     let t0 = Instant::now();
-    if wait {
+    if also == Also::Wait {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let _replica =
@@ -162,6 +176,22 @@ pub(crate) async fn last_delivery_killed(
     check(name, &f, n)
 }
 
+/// Deletes, as an operator might, every stream on the dead-letter path.
+async fn delete_dead_letter_path(client: &async_nats::Client, prefix: &str) -> Result<(), String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let named = |what: &str| jetwire::topology::default_stream(Some(prefix), what);
+    for stream in [
+        jetwire::topology::dlq_stream(Some(prefix)),
+        named("jetwire_advisories"),
+        format!("KV_{}", named("jetwire_runs")),
+    ] {
+        js.delete_stream(&stream)
+            .await
+            .map_err(|e| format!("deleting {stream}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Scenario 6: SIGTERM with 50 calls in flight: all finish, exit 0, and
 /// nothing is redelivered after a restart.
 pub(crate) async fn sigterm_in_flight() -> Result<String, String> {
@@ -198,6 +228,7 @@ pub(crate) async fn sigterm_in_flight() -> Result<String, String> {
         return Err(format!("exit status {status:?} after SIGTERM"));
     }
     let done = rest.iter().filter(|l| l.starts_with("DONE")).count() as u64;
+    server_state_after_exit(publisher.client(), &prefix).await?;
     let again = WorkerProcess::spawn(WORKER, &url, &prefix, "slow", &[]);
     publisher
         .publish("queue.slowterm", &1000u64)
@@ -230,4 +261,42 @@ pub(crate) async fn sigterm_in_flight() -> Result<String, String> {
         ));
     }
     check("sigterm-in-flight", &f, 0)
+}
+
+/// What the server holds once the worker exited: its flush at exit means
+/// the server has read every ack, so nothing may be pending, waiting for
+/// an ack, or left in the work-queue stream. (A redelivery check alone
+/// would stop before `ack_wait` and miss an ack that was never sent.)
+async fn server_state_after_exit(client: &async_nats::Client, prefix: &str) -> Result<(), String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream_name = jetwire::topology::queue_stream(Some(prefix));
+    let durable = jetwire::topology::durable_for(
+        Some(prefix),
+        "",
+        jetwire::registry::Kind::Queue,
+        "",
+        "queue.slowterm",
+        None,
+    );
+    let mut stream = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .consumer_info(&durable)
+        .await
+        .map_err(|e| e.to_string())?;
+    let left = stream
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .state
+        .messages;
+    if consumer.num_ack_pending != 0 || consumer.num_pending != 0 || left != 0 {
+        return Err(format!(
+            "after a clean exit the server holds ack_pending={} pending={} messages={left}",
+            consumer.num_ack_pending, consumer.num_pending
+        ));
+    }
+    Ok(())
 }
