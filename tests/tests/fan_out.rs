@@ -33,8 +33,58 @@ impl Tally {
     }
 }
 
+/// Which app instance a call runs in.
+#[derive(Clone, Copy)]
+struct Replica(&'static str);
+
+/// Opens once both billing replicas have started a call, so that sharing
+/// does not hang on scheduling luck: until then the first replica's calls
+/// wait, it stops pulling once its places are full (far fewer than the
+/// events), and the rest can only go to the other replica.
+#[derive(Clone)]
+struct BothStarted {
+    needs: &'static [&'static str],
+    seen: Arc<(Mutex<Vec<&'static str>>, tokio::sync::Notify)>,
+}
+
+impl BothStarted {
+    fn of(needs: &'static [&'static str]) -> Self {
+        BothStarted {
+            needs,
+            seen: Arc::new((Mutex::new(Vec::new()), tokio::sync::Notify::new())),
+        }
+    }
+    async fn started(&self, replica: &'static str) {
+        let (seen, opened) = &*self.seen;
+        {
+            let mut seen = seen.lock().expect("not poisoned");
+            if !seen.contains(&replica) {
+                seen.push(replica);
+            }
+        }
+        loop {
+            let wait = opened.notified();
+            let open = {
+                let seen = seen.lock().expect("not poisoned");
+                self.needs.iter().all(|n| seen.contains(n))
+            };
+            if open {
+                opened.notify_waiters();
+                return;
+            }
+            wait.await;
+        }
+    }
+}
+
 #[subscribe("fan.created", deliver = "all", concurrency = 4)]
-async fn on_created(n: u64, tally: State<Tally>) {
+async fn on_created(
+    n: u64,
+    tally: State<Tally>,
+    replica: State<Replica>,
+    gate: State<BothStarted>,
+) {
+    gate.started(replica.0.0).await;
     tally.add(n);
 }
 
@@ -44,9 +94,22 @@ async fn do_job(n: u64, tally: State<Tally>) {
 }
 
 async fn app(prefix: &str, name: &str, handler: &str, tally: &Tally) -> RunningApp {
+    replica(prefix, name, handler, tally, "-", &BothStarted::of(&[])).await
+}
+
+async fn replica(
+    prefix: &str,
+    name: &str,
+    handler: &str,
+    tally: &Tally,
+    replica: &'static str,
+    gate: &BothStarted,
+) -> RunningApp {
     App::new(config(shared_server(), prefix, name))
         .only(&[handler])
         .state(tally.clone())
+        .state(Replica(replica))
+        .state(gate.clone())
         .start()
         .await
         .expect("app starts")
@@ -66,9 +129,10 @@ const N: u64 = 300;
 async fn every_app_gets_a_copy_and_replicas_share() {
     let prefix = unique_prefix("fan");
     let (billing, shipping) = (Tally::default(), Tally::default());
-    let b1 = app(&prefix, "billing", "on_created", &billing).await;
-    let b2 = app(&prefix, "billing", "on_created", &billing).await;
-    let s1 = app(&prefix, "shipping", "on_created", &shipping).await;
+    let gate = BothStarted::of(&["b1", "b2"]);
+    let b1 = replica(&prefix, "billing", "on_created", &billing, "b1", &gate).await;
+    let b2 = replica(&prefix, "billing", "on_created", &billing, "b2", &gate).await;
+    let s1 = replica(&prefix, "shipping", "on_created", &shipping, "s1", &gate).await;
     let publisher = b1.publisher();
     for n in 0..N {
         publisher
