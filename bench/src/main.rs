@@ -99,6 +99,7 @@ fn main() {
     for (name, kind, count, size) in [
         ("events", Kind::Events, n, 128),
         ("queue", Kind::Queue, n, 128),
+        ("queue-once", Kind::QueueOnce, n / 4, 128),
         ("events-4k", Kind::Events, n4k, 4096),
     ] {
         if want(name) {

@@ -18,10 +18,10 @@ use crate::setup::{
 pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
     let client = async_nats::connect(server().url()).await.expect("connect");
     HANDLED.store(0, Ordering::Relaxed);
-    let handler = if kind == Kind::Events {
-        "bench_event"
-    } else {
-        "bench_queue"
+    let handler = match kind {
+        Kind::Events => "bench_event",
+        Kind::Queue => "bench_queue",
+        Kind::QueueOnce => "bench_queue_once",
     };
     let (t0, cpu0) = (Instant::now(), Cpu::now());
     let app = App::new(config(&prefix))

@@ -71,6 +71,13 @@ pub(crate) async fn bench_queue(m: Msg) {
     seen(&m);
 }
 
+/// The same, allowed one run: every run is its last, so each marks its
+/// start in the delivery-record bucket and removes the mark once settled.
+#[queue("queue.bench-once", concurrency = 64, max_deliver = 1)]
+pub(crate) async fn bench_queue_once(m: Msg) {
+    seen(&m);
+}
+
 include!(concat!(env!("OUT_DIR"), "/startup_handlers.rs"));
 
 pub(crate) fn quick() -> bool {
@@ -189,6 +196,8 @@ pub(crate) fn config(prefix: &str) -> jetwire::Config {
 pub(crate) enum Kind {
     Events,
     Queue,
+    /// A work queue whose handler has `max_deliver = 1`.
+    QueueOnce,
 }
 
 impl Kind {
@@ -196,6 +205,7 @@ impl Kind {
         match self {
             Kind::Events => "bev.data",
             Kind::Queue => "queue.bench",
+            Kind::QueueOnce => "queue.bench-once",
         }
     }
     pub(crate) fn stream(self, prefix: &str) -> String {
@@ -210,6 +220,7 @@ impl Kind {
         let (kind, handler) = match self {
             Kind::Events => (jetwire::registry::Kind::Subscribe, "bench_event"),
             Kind::Queue => (jetwire::registry::Kind::Queue, "bench_queue"),
+            Kind::QueueOnce => (jetwire::registry::Kind::Queue, "bench_queue_once"),
         };
         jetwire::topology::durable_for(Some(prefix), "bench", kind, handler, self.subject(), None)
     }
@@ -252,7 +263,7 @@ pub(crate) async fn create_stream(
     js.create_stream(stream::Config {
         name: kind.stream(prefix),
         subjects: vec![format!("{prefix}.{first}.>")],
-        retention: if kind == Kind::Queue {
+        retention: if kind != Kind::Events {
             stream::RetentionPolicy::WorkQueue
         } else {
             stream::RetentionPolicy::Limits
