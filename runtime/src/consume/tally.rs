@@ -48,9 +48,12 @@ impl Tally {
     /// Decides on the delivery, and sets which run it is on its context.
     pub(super) fn count(&self, ctx: &Context) -> Count {
         let count = runs::count(self.deliveries, self.record, ctx.max_deliver());
-        if let Count::Run { attempt } = count {
-            ctx.meta().count_attempt(attempt);
-        }
+        let attempt = match count {
+            Count::Run { attempt } => attempt,
+            // Its letter says it had every run it was allowed.
+            Count::Exhausted => ctx.max_deliver(),
+        };
+        ctx.meta().count_attempt(attempt);
         count
     }
 
