@@ -1,6 +1,6 @@
 //! Durations as jetwire writes them: an integer and a unit.
 //!
-//! Units: `ms`, `s`, `m`, `h`. `"250ms"`, `"5s"`, `"2m"`, `"1h"`.
+//! Units: `ms`, `s`, `m`, `h`, `d`. `"250ms"`, `"5s"`, `"2m"`, `"1h"`, `"7d"`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -61,7 +61,7 @@ impl fmt::Display for DurationError {
             ),
             DurationError::UnknownUnit { input, unit } => write!(
                 f,
-                "duration \"{}\" has unknown unit `{}`: use ms, s, m or h, e.g. \"250ms\", \"5s\", \"2m\", \"1h\"",
+                "duration \"{}\" has unknown unit `{}`: use ms, s, m, h or d, e.g. \"250ms\", \"5s\", \"2m\", \"1h\", \"7d\"",
                 input.escape_debug(),
                 unit.escape_debug()
             ),
@@ -103,6 +103,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         other => {
             return Err(DurationError::UnknownUnit {
                 input: input.to_owned(),
@@ -148,6 +149,7 @@ mod tests {
             ("5s", 5_000),
             ("2m", 120_000),
             ("1h", 3_600_000),
+            ("7d", 604_800_000),
         ] {
             assert_eq!(parse(s), Ok(Duration::from_millis(ms)), "{s}");
             assert_eq!(
@@ -163,7 +165,7 @@ mod tests {
             ("5", "no unit"),
             ("5 s", "unknown unit"),
             ("5sec", "unknown unit `sec`"),
-            ("1d", "unknown unit `d`"),
+            ("1w", "unknown unit `w`"),
             ("99999999999999999999s", "too large"),
             ("9999999999999999h", "too large"),
         ] {

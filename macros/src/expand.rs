@@ -31,11 +31,14 @@ pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> Token
     valid::signature(&cx, kind, &handler);
     let (subject, options) = match &parsed {
         Some(args) => {
+            let options = valid::options(&cx, kind, args);
+            // A work queue on a stream the operator made may use any namespace.
+            let on_stream = options.stream.is_some();
             let subject = args
                 .subject
                 .as_ref()
-                .and_then(|lit| valid::subject(&cx, kind, lit));
-            (subject, valid::options(&cx, kind, args))
+                .and_then(|lit| valid::subject(&cx, kind, lit, on_stream));
+            (subject, options)
         }
         None => (None, Options::default()),
     };

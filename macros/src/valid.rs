@@ -36,11 +36,14 @@ const MAX_MAX_DELIVER: u64 = 1_000_000;
 const MAX_CONCURRENCY: u64 = 10_000;
 
 /// Checks the subject against the grammar and the namespace of `kind`.
-pub(crate) fn subject(cx: &Ctxt, kind: Kind, lit: &LitStr) -> Option<String> {
+/// A `#[queue]` with `stream = ".."` (`on_stream`) binds a work-queue
+/// stream the operator made, whose subjects need not start with `queue`.
+pub(crate) fn subject(cx: &Ctxt, kind: Kind, lit: &LitStr, on_stream: bool) -> Option<String> {
     let value = lit.value();
-    let usage = match kind {
-        Kind::Subscribe => subject::Usage::Subscribe,
-        Kind::Queue => subject::Usage::Queue,
+    let usage = match (kind, on_stream) {
+        (Kind::Subscribe, _) => subject::Usage::Subscribe,
+        (Kind::Queue, false) => subject::Usage::Queue,
+        (Kind::Queue, true) => subject::Usage::QueueOnStream,
     };
     match subject::check(&value, usage) {
         Ok(()) => Some(value),

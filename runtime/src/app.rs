@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{AppOrigin, Config, StreamSettings, watch_reconnects};
 use crate::consume::{self, Counters, Shared};
 use crate::dlq::advisory;
 use crate::error::Error;
@@ -45,6 +45,8 @@ pub struct App {
     config: Config,
     states: States,
     handlers: Vec<&'static HandlerDef>,
+    /// A connection the user brought ([`App::with_client`]).
+    client: Option<async_nats::Client>,
 }
 
 impl fmt::Debug for App {
@@ -66,7 +68,60 @@ impl App {
             config,
             states: States::default(),
             handlers: registry::handlers(),
+            client: None,
         }
+    }
+
+    /// Runs on a connection the caller made, instead of connecting with
+    /// the config's URL, credentials and TLS (the rest of the config still
+    /// applies). Shutdown flushes it but leaves it open: it is the caller's.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use jetwire::async_nats;
+    ///
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let config = jetwire::Config::from_env()?;
+    /// let running = jetwire::App::new(config).with_client(client).start().await?;
+    /// running.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_client(mut self, client: async_nats::Client) -> App {
+        self.client = Some(client);
+        self
+    }
+
+    /// Settings for one stream jetwire creates, by its name without the
+    /// subject prefix (`ORDERS`, `QUEUE`, `DLQ`), over `Config::streams`.
+    /// An existing stream is never changed: where its settings are weaker,
+    /// startup says so.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jetwire::{App, Config, StreamSettings};
+    ///
+    /// let app = App::new(Config::default()).stream(
+    ///     "ORDERS",
+    ///     StreamSettings { max_age: Some(Duration::from_secs(90 * 86_400)), ..Default::default() },
+    /// );
+    /// # drop(app);
+    /// ```
+    pub fn stream(mut self, name: impl Into<String>, settings: StreamSettings) -> App {
+        self.config.add_stream(name.into(), settings);
+        self
+    }
+
+    /// The NATS permissions this app needs, for its handlers in their
+    /// default streams (or those named with `stream = ..`), as a
+    /// nats-server `permissions` block. Under `JETWIRE_PROVISION=bind`
+    /// startup prints them when something is missing.
+    pub fn permissions(&self) -> topology::Permissions {
+        let places: Vec<topology::Place> = self
+            .handlers
+            .iter()
+            .map(|def| topology::Place::default_of(&self.config, def))
+            .collect();
+        topology::permissions(&self.config, &places)
     }
 
     /// Gives handlers taking `State<T>` this value (cloned into each call).
@@ -89,9 +144,10 @@ impl App {
     /// reached, or a stream or durable cannot be created or bound.
     pub async fn start(self) -> Result<RunningApp, Error> {
         let App {
-            config,
+            mut config,
             states,
             handlers,
+            client,
         } = self;
         config.validate()?;
         registry::check(&handlers, &config.app, &states)?;
@@ -100,7 +156,15 @@ impl App {
                 "no handlers registered: annotate an async fn with #[subscribe] or #[queue]"
             );
         }
-        let (client, reconnects) = config.connect().await?;
+        config.need_duplicate_window(duplicate_window(&handlers));
+        announce(&config, &handlers);
+        let (client, reconnects) = match client {
+            Some(client) => {
+                let reconnects = watch_reconnects(&client);
+                (client, reconnects)
+            }
+            None => config.connect().await?,
+        };
         let js = async_nats::jetstream::new(client.clone());
         let bindings = topology::ensure_all(&js, &config, &handlers).await?;
 
@@ -205,6 +269,36 @@ impl App {
     }
 }
 
+/// The longest a message of these handlers may keep coming back (see
+/// [`StreamSettings`]): what the streams jetwire creates remember message
+/// ids for, unless the operator set a duplicate window. At most an hour:
+/// the server keeps every id for the whole window.
+fn duplicate_window(handlers: &[&'static HandlerDef]) -> Duration {
+    const MOST: Duration = Duration::from_secs(3600);
+    handlers
+        .iter()
+        .map(|def| def.retry_span(MOST))
+        .max()
+        .unwrap_or_default()
+}
+
+/// Logs who the app is: its name, where the name came from, and every
+/// durable it reads through; warns when the name is the binary's, since
+/// renaming the binary then renames the durables.
+fn announce(config: &Config, handlers: &[&'static HandlerDef]) {
+    let durables: Vec<String> = handlers
+        .iter()
+        .map(|def| def.durable(config.prefix(), &config.app))
+        .collect();
+    tracing::info!(app = %config.app, durables = ?durables, provision = ?config.provision, "starting");
+    if config.app_origin() == AppOrigin::Binary && !handlers.is_empty() {
+        tracing::warn!(
+            app = %config.app,
+            "the app name is the binary's file name: renaming the binary renames every durable, and a handler with deliver = \"new\" then skips what was published meanwhile; set JETWIRE_APP"
+        );
+    }
+}
+
 async fn signal() {
     #[cfg(unix)]
     {
@@ -276,7 +370,11 @@ pub struct HandlerStats {
 impl RunningApp {
     /// A publisher sharing this app's connection and subject prefix.
     pub fn publisher(&self) -> Publisher {
-        Publisher::with_outlet(self.client.clone(), self.outlet.clone())
+        Publisher::with_outlet(
+            self.client.clone(),
+            self.outlet.clone(),
+            Arc::new(self.config.clone()),
+        )
     }
 
     /// Each handler's counters in this process.

@@ -230,16 +230,26 @@ pub enum Error {
     /// The handlers, as registered, cannot run together. Every problem is listed.
     #[error("{0}")]
     Handlers(Problems),
-    /// The server could not be reached.
-    #[error(
-        "cannot connect to NATS at {url}: {source}; is nats-server running there, and are NATS_URL and the credentials right?"
-    )]
+    /// The server could not be reached, or refused the credentials or
+    /// the TLS handshake.
+    #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {
-        /// The server URL, without secrets.
+        /// The server URLs, without secrets.
         url: String,
-        /// The client's error.
-        #[source]
-        source: BoxError,
+        /// The client's error, and which variable to check.
+        reason: String,
+    },
+    /// Under `JETWIRE_PROVISION=bind`, what the server lacks: every stream,
+    /// durable and bucket missing, and the permissions the app needs.
+    #[error(
+        "JETWIRE_PROVISION=bind, and the server lacks what the handlers need; create these (or start once with JETWIRE_PROVISION=create):\n  - {}\nThe app's NATS user needs:\n{permissions}",
+        missing.join("\n  - ")
+    )]
+    NotProvisioned {
+        /// Each missing stream, durable or bucket, with the settings jetwire would give it.
+        missing: Vec<String>,
+        /// The permissions the app needs, as a nats-server `permissions` block.
+        permissions: String,
     },
     /// A stream could not be created or bound.
     #[error("stream `{stream}`: {reason}")]

@@ -45,6 +45,14 @@ pub fn default_stream(prefix: Option<&str>, subject: &str) -> String {
     }
 }
 
+/// Stream `name` of the deployment with subject prefix `prefix`: `P_NAME`.
+pub(crate) fn prefixed_stream(prefix: Option<&str>, name: &str) -> String {
+    match name_prefix(prefix) {
+        Some(p) => format!("{}_{name}", p.to_uppercase()),
+        None => name.to_owned(),
+    }
+}
+
 /// The subjects the default stream for `subject` captures, unprefixed:
 /// `<first token>.>`.
 ///

@@ -153,7 +153,7 @@ impl fmt::Display for SubjectError {
             }
             SubjectError::NotInQueueNamespace { subject } => write!(
                 f,
-                "work-queue subject `{subject}` must start with `queue.`, e.g. `queue.{}`; use #[subscribe] for events",
+                "work-queue subject `{subject}` must start with `queue.`, e.g. `queue.{}`, unless it names an existing work-queue stream with `stream = \"..\"`; use #[subscribe] for events",
                 subject.trim_start_matches(['.', '*', '>'])
             ),
             SubjectError::QueueTooShort { subject } => write!(

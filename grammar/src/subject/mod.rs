@@ -46,6 +46,9 @@ pub enum Usage {
     Queue,
     /// A subject a message is published to: no wildcards, any namespace.
     Publish,
+    /// `#[queue(.., stream = "..")]`: a work-queue subject on a stream the
+    /// operator made. Any namespace but `dlq`; wildcards allowed, but not first.
+    QueueOnStream,
 }
 
 /// Checks `subject` against the grammar and the rules of `usage`.
@@ -138,6 +141,19 @@ pub fn check(subject: &str, usage: Usage) -> Result<(), SubjectError> {
                         token: reserved,
                     });
                 }
+            }
+        }
+        Usage::QueueOnStream => {
+            if first == "*" || first == ">" {
+                return Err(SubjectError::LeadingWildcard {
+                    subject: subject.to_owned(),
+                });
+            }
+            if first == DLQ_TOKEN {
+                return Err(SubjectError::Reserved {
+                    subject: subject.to_owned(),
+                    token: DLQ_TOKEN,
+                });
             }
         }
         Usage::Queue => {
@@ -385,7 +401,7 @@ mod tests {
             #[test]
             fn accepted_subjects_are_valid_nats(tokens in prop::collection::vec(token(), 1..20)) {
                 let subject = tokens.join(".");
-                for usage in [Usage::Subscribe, Usage::Queue, Usage::Publish] {
+                for usage in [Usage::Subscribe, Usage::Queue, Usage::Publish, Usage::QueueOnStream] {
                     if check(&subject, usage).is_ok() {
                         let toks: Vec<&str> = subject.split('.').collect();
                         prop_assert!(toks.len() <= MAX_TOKENS);

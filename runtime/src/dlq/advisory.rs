@@ -20,7 +20,7 @@ use jetwire_grammar::subject;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::DlqReason;
-use crate::config::Config;
+use crate::config::{Config, Provision};
 use crate::dlq::letter::{self, Failed};
 use crate::dlq::stream as dlq_stream;
 use crate::dlq::trust::{self, Claim};
@@ -46,6 +46,9 @@ pub(crate) async fn ensure(
         stream: name.clone(),
         reason,
     };
+    if config.provision == Provision::Bind {
+        return bind(js, &name, &durable, &want).await.map_err(stream_err);
+    }
     // Several apps may add their subjects at once: re-read until ours stick.
     for _ in 0..10 {
         let stream = js
@@ -53,8 +56,8 @@ pub(crate) async fn ensure(
                 name: name.clone(),
                 subjects: want.clone(),
                 retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                num_replicas: config.stream_replicas,
+                num_replicas: config.replicas(),
+                storage: config.storage(),
                 description: Some(
                     "jetwire: max-deliveries advisories awaiting dead-lettering".into(),
                 ),
@@ -91,6 +94,31 @@ pub(crate) async fn ensure(
     Err(stream_err(
         "could not add this app's subjects after 10 tries; is another app rewriting it?".into(),
     ))
+}
+
+/// Under `JETWIRE_PROVISION=bind`: the advisory stream and durable as they
+/// are; a stream that lacks this app's subjects is an error, not updated.
+async fn bind(
+    js: &jetstream::Context,
+    name: &str,
+    durable: &str,
+    want: &[String],
+) -> Result<jetstream::consumer::PullConsumer, String> {
+    let stream = js
+        .get_stream(name)
+        .await
+        .map_err(|e| format!("JETWIRE_PROVISION=bind, and it cannot be read: {e}"))?;
+    let have = &stream.cached_info().config.subjects;
+    let lacking: Vec<&String> = want.iter().filter(|w| !have.contains(w)).collect();
+    if !lacking.is_empty() {
+        return Err(format!(
+            "JETWIRE_PROVISION=bind, and it does not capture {lacking:?}: add them"
+        ));
+    }
+    stream
+        .get_consumer(durable)
+        .await
+        .map_err(|e| format!("JETWIRE_PROVISION=bind, and its durable `{durable}` cannot be read: {e}"))
 }
 
 /// What the capture of max-deliveries advisories works with: the server,

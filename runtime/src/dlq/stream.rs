@@ -3,7 +3,7 @@
 
 use async_nats::jetstream::{self, stream::RetentionPolicy};
 
-use crate::config::Config;
+use crate::config::{Config, Provision};
 use crate::dlq::letter;
 use crate::error::{Error, PublishError};
 use crate::names;
@@ -15,13 +15,15 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &Config) -> Result<(
     let name = names::dlq_stream(config.prefix());
     let subjects = names::dlq_stream_subjects(config.prefix());
     let cfg = config.stream_config(name.clone(), subjects.clone(), RetentionPolicy::Limits);
-    let stream = js
-        .get_or_create_stream(cfg)
-        .await
-        .map_err(|e| Error::Stream {
-            stream: name.clone(),
-            reason: format!("cannot create the dead-letter stream on `{subjects}`: {e}"),
-        })?;
+    let stream = match config.provision {
+        Provision::Create => js.get_or_create_stream(cfg).await.map_err(|e| e.to_string()),
+        // Never made here: `topology` listed it if missing.
+        Provision::Bind => js.get_stream(&name).await.map_err(|e| e.to_string()),
+    }
+    .map_err(|e| Error::Stream {
+        stream: name.clone(),
+        reason: format!("cannot create or bind the dead-letter stream on `{subjects}`: {e}"),
+    })?;
     if !stream
         .cached_info()
         .config

@@ -105,6 +105,25 @@ impl HandlerDef {
         }
     }
 
+    /// How long a message of this handler may keep coming back: every
+    /// retry's backoff, plus an `ack_wait` per run. A follow-up it
+    /// publishes on its last run is a republish of the one on its first,
+    /// that long after.
+    /// Counted up to `cap`.
+    pub(crate) fn retry_span(&self, cap: Duration) -> Duration {
+        let policy = self.policy();
+        let mut span = self.ack_wait();
+        for attempt in 1..self.max_deliver() {
+            if span >= cap {
+                break;
+            }
+            span = span
+                .saturating_add(policy.delay(attempt))
+                .saturating_add(self.ack_wait());
+        }
+        span.min(cap)
+    }
+
     /// Its durable consumer's name in `app` ([`names::durable_for`]).
     pub(crate) fn durable(&self, prefix: Option<&str>, app: &str) -> String {
         names::durable_for(

@@ -46,6 +46,8 @@ impl RunKey {
 pub(crate) struct Runs {
     store: kv::Store,
     js: jetstream::Context,
+    /// Whether it may be made again (`JETWIRE_PROVISION=create`).
+    create: bool,
 }
 
 impl std::fmt::Debug for Runs {
@@ -58,20 +60,32 @@ impl std::fmt::Debug for Runs {
 
 impl Runs {
     /// Binds the bucket of the deployment with subject prefix `prefix`,
-    /// making it with `replicas` if need be.
+    /// making it (if `create`) with `replicas` and `storage` if need be.
     pub(crate) async fn ensure(
         js: &jetstream::Context,
         prefix: Option<&str>,
-        replicas: usize,
+        create: bool,
+        (replicas, storage): (usize, jetstream::stream::StorageType),
     ) -> Result<Runs, Error> {
         let bucket = names::runs_bucket(prefix);
+        if !create {
+            let store = js.get_key_value(&bucket).await.map_err(|e| Error::Stream {
+                stream: format!("KV_{bucket}"),
+                reason: format!("cannot bind the bucket where deliveries are counted: {e}"),
+            })?;
+            return Ok(Runs {
+                store,
+                js: js.clone(),
+                create,
+            });
+        }
         let wanted = kv::Config {
             bucket: bucket.clone(),
             description: "jetwire: deliveries handed back unrun, and last runs begun".into(),
             history: 1,
             max_age: RECORDS_KEPT,
             max_value_size: RECORD_SIZE,
-            storage: jetstream::stream::StorageType::File,
+            storage,
             num_replicas: replicas,
             ..Default::default()
         };
@@ -88,6 +102,7 @@ impl Runs {
         Ok(Runs {
             store,
             js: js.clone(),
+            create,
         })
     }
 
@@ -151,6 +166,9 @@ impl Runs {
             error,
             "cannot record a hand-back; making sure the bucket exists"
         );
+        if !self.create {
+            return;
+        }
         let stream = self.store.stream.cached_info().config.clone();
         if let Err(e) = self.js.get_or_create_stream(stream).await {
             tracing::warn!(error = %e, "the delivery-record bucket cannot be made again");

@@ -1,9 +1,12 @@
 //! [`Publisher`]: publishing from outside handlers.
 
+use std::fmt;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Reconnects, watch_reconnects};
 use crate::error::{Error, PublishError};
 use crate::publish::message::{Inherited, PublishOptions, build, build_bytes, fresh_id};
 use crate::publish::outlet::{JetStreamOutlet, PendingReceipt, Receipt};
@@ -28,27 +31,70 @@ use crate::publish::outlet::{JetStreamOutlet, PendingReceipt, Receipt};
 pub struct Publisher {
     outlet: JetStreamOutlet,
     client: async_nats::Client,
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Publisher {
     /// Connects with `config`.
     pub async fn connect(config: &Config) -> Result<Publisher, Error> {
         let (client, reconnects) = config.connect().await?;
+        Ok(Publisher::on(client, reconnects, config))
+    }
+
+    /// A publisher on a connection the caller made; `config` gives the
+    /// subject prefix and stream settings (its URL, credentials and TLS
+    /// are not used).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = jetwire::async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let publisher = jetwire::Publisher::from_client(client, &jetwire::Config::from_env()?);
+    /// publisher.publish("orders.created", &serde_json::json!({"order_id": 1})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_client(client: async_nats::Client, config: &Config) -> Publisher {
+        let reconnects = watch_reconnects(&client);
+        Publisher::on(client, reconnects, config)
+    }
+
+    fn on(client: async_nats::Client, reconnects: Reconnects, config: &Config) -> Publisher {
         let js = async_nats::jetstream::new(client.clone());
         let prefix = config.prefix().map(str::to_owned);
-        Ok(Publisher::with_outlet(
+        Publisher::with_outlet(
             client,
             JetStreamOutlet {
                 js,
                 prefix,
                 reconnects,
             },
-        ))
+            Arc::new(config.clone()),
+        )
     }
 
     /// A publisher on `client` through `outlet` (which sends on it).
-    pub(crate) fn with_outlet(client: async_nats::Client, outlet: JetStreamOutlet) -> Publisher {
-        Publisher { outlet, client }
+    pub(crate) fn with_outlet(
+        client: async_nats::Client,
+        outlet: JetStreamOutlet,
+        config: Arc<Config>,
+    ) -> Publisher {
+        Publisher {
+            outlet,
+            client,
+            config,
+        }
+    }
+
+    /// The JetStream context and config it publishes with.
+    pub(crate) fn parts(&self) -> (&async_nats::jetstream::Context, &Config) {
+        (&self.outlet.js, &self.config)
     }
 
     /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.

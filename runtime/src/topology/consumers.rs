@@ -7,7 +7,7 @@ use async_nats::jetstream::{
 };
 use jetwire_grammar::subject::with_prefix;
 
-use crate::config::Config;
+use crate::config::{Config, Provision};
 use crate::error::Error;
 use crate::handler::context::Route;
 use crate::handler::registry::{Deliver, HandlerDef, Kind};
@@ -23,6 +23,8 @@ pub(crate) struct Binding {
     pub(crate) consumer: pull::Config,
     /// Where its loop records the deliveries it hands back unrun.
     pub(crate) handbacks: HandBacks,
+    /// Whether its durable may be created or updated.
+    pub(crate) provision: Provision,
 }
 
 /// The durable consumer config for a handler. Never sets the consumer's
@@ -87,11 +89,13 @@ pub(crate) async fn ensure_consumer_resuming(
                 )));
             }
             let want = &b.consumer;
-            if have.ack_wait != want.ack_wait
+            let create = b.provision == Provision::Create;
+            if create
+                && (have.ack_wait != want.ack_wait
                 || have.max_deliver != want.max_deliver
                 || have.max_ack_pending != want.max_ack_pending
                 || !have.backoff.is_empty()
-                || have.ack_policy != want.ack_policy
+                || have.ack_policy != want.ack_policy)
             {
                 // The deliver policy of a durable cannot change; keep the server's.
                 let update = pull::Config {
@@ -111,6 +115,17 @@ pub(crate) async fn ensure_consumer_resuming(
                 );
                 return Ok(consumer);
             }
+            if !create && (have.ack_wait != want.ack_wait || have.max_deliver != want.max_deliver)
+            {
+                tracing::warn!(
+                    durable = %b.route.durable,
+                    have_ack_wait = ?have.ack_wait,
+                    want_ack_wait = ?want.ack_wait,
+                    have_max_deliver = have.max_deliver,
+                    want_max_deliver = want.max_deliver,
+                    "JETWIRE_PROVISION=bind: the durable's options differ from the handler's, and are left as they are"
+                );
+            }
             if have.deliver_policy != b.consumer.deliver_policy {
                 tracing::warn!(
                     durable = %b.route.durable,
@@ -122,6 +137,10 @@ pub(crate) async fn ensure_consumer_resuming(
                 .await
                 .map_err(|e| consumer_err(format!("cannot open it: {e}")))
         }
+        Err(e) if b.provision == Provision::Bind => Err(consumer_err(format!(
+            "JETWIRE_PROVISION=bind, and it cannot be read on stream `{}`: {e}; create it, or let jetwire (JETWIRE_PROVISION=create)",
+            b.route.stream
+        ))),
         Err(_) => {
             let mut config = b.consumer.clone();
             if let Some(start_sequence) = resume {

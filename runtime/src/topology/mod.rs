@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 
-use crate::config::Config;
+use crate::config::{Config, Provision};
 use crate::dlq;
 use crate::error::Error;
 use crate::handler::registry::HandlerDef;
@@ -24,12 +24,15 @@ use crate::protocol::pull::HandBacks;
 use crate::protocol::runs::Runs;
 
 pub(crate) mod consumers;
+mod provision;
 pub(crate) mod streams;
 
 pub use crate::names::{
     default_stream, default_stream_subjects, dlq_stream, durable_for, queue_stream,
 };
 pub(crate) use consumers::Binding;
+pub use provision::Permissions;
+pub(crate) use provision::{Place, permissions};
 
 /// Binds or creates every stream and durable the handlers need, the
 /// dead-letter stream, and the bucket of delivery records. Fails before
@@ -39,11 +42,21 @@ pub(crate) async fn ensure_all(
     config: &Config,
     handlers: &[&'static HandlerDef],
 ) -> Result<Vec<(Binding, jetstream::consumer::PullConsumer)>, Error> {
+    if config.provision == Provision::Bind {
+        provision::check_bound(js, config, handlers).await?;
+    }
     dlq::stream::ensure(js, config).await?;
     if handlers.is_empty() {
         return Ok(Vec::new());
     }
-    let runs = Arc::new(Runs::ensure(js, config.prefix(), config.stream_replicas).await?);
+    let runs = Runs::ensure(
+        js,
+        config.prefix(),
+        config.provision == Provision::Create,
+        (config.replicas(), config.storage()),
+    )
+    .await?;
+    let runs = Arc::new(runs);
     let mut bindings = Vec::with_capacity(handlers.len());
     for def in handlers {
         let stream = streams::ensure_stream(js, config, def).await?;
@@ -57,10 +70,38 @@ pub(crate) async fn ensure_all(
                 stream: route.stream.clone(),
                 durable: route.durable.clone(),
             },
+            provision: config.provision,
             route,
         };
         let consumer = consumers::ensure_consumer(js, &binding).await?;
         bindings.push((binding, consumer));
     }
+    let mut streams: Vec<String> = bindings
+        .iter()
+        .map(|(b, _)| b.route.stream.to_string())
+        .chain([crate::names::dlq_stream(config.prefix())])
+        .collect();
+    streams.sort_unstable();
+    streams.dedup();
+    report_settings(js, config, &streams).await;
     Ok(bindings)
+}
+
+/// Warns about each stream whose settings are weaker than the config asks
+/// (see [`crate::StreamSettings`]); changes nothing.
+async fn report_settings(js: &jetstream::Context, config: &Config, streams: &[String]) {
+    for name in streams {
+        let Ok(stream) = js.get_stream(name).await else {
+            continue;
+        };
+        let asked = config.settings_for(name);
+        let short = crate::config::shortfalls(&stream.cached_info().config, &asked);
+        if !short.is_empty() {
+            tracing::warn!(
+                stream = %name,
+                shortfalls = %short.join("; "),
+                "the stream exists with weaker settings than asked; jetwire does not change an existing stream: edit it (`nats stream edit`) if the config is right"
+            );
+        }
+    }
 }

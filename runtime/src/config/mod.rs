@@ -1,0 +1,441 @@
+//! [`Config`]: where the server is, who we are, how to stop, and what
+//! jetwire may do to the server.
+//!
+//! | file | what |
+//! |---|---|
+//! | `env.rs` | [`Config::from_env`] |
+//! | `context.rs` | `NATS_CONTEXT`, a `nats` CLI context |
+//! | `url.rs` | credentials taken out of `NATS_URL` |
+//! | `streams.rs` | [`Provision`] and [`StreamSettings`] |
+//! | `connect.rs` | connecting, and failures explained |
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::stream as js_stream;
+use jetwire_grammar::subject;
+
+use crate::error::Error;
+use crate::names;
+
+mod connect;
+mod context;
+mod env;
+mod streams;
+mod url;
+
+pub(crate) use connect::{Reconnects, watch_reconnects};
+pub(crate) use streams::shortfalls;
+pub use streams::{Provision, Storage, StreamSettings};
+
+/// How jetwire authenticates to NATS. `Debug` shows no secret.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// `NATS_TOKEN`, or a token in `NATS_URL` (`nats://token@host`).
+    Token(String),
+    /// `NATS_USER` and `NATS_PASSWORD`, or `nats://user:password@host`.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// `NATS_CREDS`: a `.creds` file (JWT and seed).
+    CredsFile(PathBuf),
+    /// `NATS_NKEY` holding an NKey seed.
+    NKey(String),
+    /// `NATS_NKEY` holding the path of a seed file, as the `nats` CLI means it.
+    NKeyFile(PathBuf),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Token(_) => f.write_str("Token(***)"),
+            Auth::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
+            Auth::CredsFile(path) => f.debug_tuple("CredsFile").field(path).finish(),
+            Auth::NKey(_) => f.write_str("NKey(***)"),
+            Auth::NKeyFile(path) => f.debug_tuple("NKeyFile").field(path).finish(),
+        }
+    }
+}
+
+/// Whether `s` is an NKey seed (`S` + type + 56 base32 characters), as
+/// opposed to the path of a file holding one.
+pub(crate) fn looks_like_seed(s: &str) -> bool {
+    s.len() == 58
+        && s.starts_with('S')
+        && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// TLS settings: `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY` (or the
+/// `nats` CLI's `NATS_CA`, `NATS_CERT`, `NATS_KEY`). Any of them makes
+/// the connection require TLS.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// A root certificate (PEM) to trust.
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM), with `key`.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// Where the app's name came from: a name taken from the binary changes
+/// when the binary is renamed, and with it every durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppOrigin {
+    Binary,
+    Env,
+    Code,
+}
+
+/// Everything jetwire needs to run. Build it from the environment with
+/// [`Config::from_env`] or with [`Config::builder`]; the fields are public
+/// to read, and to change on a built config.
+///
+/// `Debug` never shows a secret.
+///
+/// ```
+/// use std::time::Duration;
+/// use jetwire::Config;
+///
+/// let config = Config::builder()
+///     .url("nats://127.0.0.1:4222")
+///     .app("billing")
+///     .subject_prefix("staging")
+///     .shutdown_timeout(Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.app, "billing");
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Server URL, or a comma-separated list for a cluster (`NATS_URL`).
+    /// Never holds credentials once built: those go to `auth`.
+    pub url: String,
+    /// Credentials.
+    pub auth: Auth,
+    /// TLS.
+    pub tls: Tls,
+    /// The service's name, used in durable names (`JETWIRE_APP`). Defaults
+    /// to the binary's file name: renaming the binary then renames every
+    /// durable, so set it in production.
+    pub app: String,
+    /// Prepended to every subject, stream and durable (`JETWIRE_SUBJECT_PREFIX`).
+    pub subject_prefix: Option<String>,
+    /// How long shutdown waits for in-flight calls (`JETWIRE_SHUTDOWN_TIMEOUT`).
+    pub shutdown_timeout: Duration,
+    /// Whether jetwire creates what it needs, or only binds (`JETWIRE_PROVISION`).
+    pub provision: Provision,
+    /// Settings of the streams jetwire creates (`JETWIRE_STREAM_*`);
+    /// [`App::stream`](crate::App::stream) overrides them per stream.
+    pub streams: StreamSettings,
+    app_origin: AppOrigin,
+    /// Per stream, by name without the prefix.
+    stream_overrides: Vec<(String, StreamSettings)>,
+    /// The duplicate window the app's handlers need, where none is set.
+    needed_window: Duration,
+}
+
+/// The default server URL.
+pub(crate) const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+/// NATS's own default duplicate window, and jetwire's least.
+pub(crate) const MIN_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: DEFAULT_URL.to_owned(),
+            auth: Auth::None,
+            tls: Tls::default(),
+            app: default_app(),
+            subject_prefix: None,
+            shutdown_timeout: Duration::from_secs(30),
+            provision: Provision::Create,
+            streams: StreamSettings::default(),
+            app_origin: AppOrigin::Binary,
+            stream_overrides: Vec::new(),
+            needed_window: MIN_DUPLICATE_WINDOW,
+        }
+    }
+}
+
+fn default_app() -> String {
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_ref()
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str())
+        .unwrap_or("app");
+    names::sanitize_app(stem)
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// Reads the configuration from the environment:
+    ///
+    /// | variable | `nats` CLI name | field | default |
+    /// |---|---|---|---|
+    /// | `NATS_URL` (may hold `user:password@` or `token@`) | same | `url`, `auth` | `nats://127.0.0.1:4222` |
+    /// | `NATS_TOKEN`, `NATS_USER` + `NATS_PASSWORD`, `NATS_CREDS` | same | `auth` | none |
+    /// | `NATS_NKEY` (a seed file, or a seed) | same | `auth` | none |
+    /// | `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY` | `NATS_CA`, `NATS_CERT`, `NATS_KEY` | `tls` | none |
+    /// | `NATS_CONTEXT` (a context name, or its JSON file) | same | url, auth, TLS not set otherwise | none |
+    /// | `JETWIRE_APP` | | `app` | the binary's name |
+    /// | `JETWIRE_SUBJECT_PREFIX` | | `subject_prefix` | none |
+    /// | `JETWIRE_SHUTDOWN_TIMEOUT` | | `shutdown_timeout` | `30s` |
+    /// | `JETWIRE_PROVISION` (`create`, `bind`) | | `provision` | `create` |
+    /// | `JETWIRE_STREAM_MAX_AGE`, `_MAX_BYTES`, `_DUPLICATE_WINDOW`, `_STORAGE`, `_REPLICAS` | | `streams` | see [`StreamSettings`] |
+    ///
+    /// Fails with a message naming the variable on a bad value, or on more
+    /// than one kind of credentials.
+    ///
+    /// ```
+    /// // SAFETY of the example: no other thread reads the environment.
+    /// # unsafe { std::env::set_var("NATS_URL", "nats://svc:pw@127.0.0.1:4222") };
+    /// let config = jetwire::Config::from_env().unwrap();
+    /// assert_eq!(config.url, "nats://127.0.0.1:4222"); // the password went into `auth`
+    /// assert!(matches!(config.auth, jetwire::Auth::UserPassword { .. }));
+    /// ```
+    pub fn from_env() -> Result<Config, Error> {
+        Config::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Checks every field; `App::start` calls it too.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.url.trim().is_empty() {
+            return Err(Error::Config(format!(
+                "the NATS URL is empty: set NATS_URL, e.g. {DEFAULT_URL}"
+            )));
+        }
+        jetwire_grammar::name::check(&self.app, jetwire_grammar::name::Kind::Durable).map_err(
+            |e| {
+                Error::Config(format!(
+                    "app name (JETWIRE_APP) is used in durable names: {e}"
+                ))
+            },
+        )?;
+        if let Some(p) = &self.subject_prefix {
+            subject::check(p, subject::Usage::Publish).map_err(|e| {
+                Error::Config(format!(
+                    "subject prefix (JETWIRE_SUBJECT_PREFIX) {p:?}: {e}"
+                ))
+            })?;
+            if p.split('.').count() + 1 > subject::MAX_TOKENS {
+                return Err(Error::Config(format!(
+                    "subject prefix {p:?} leaves no room for subjects: use at most a few tokens"
+                )));
+            }
+        }
+        self.streams.check("stream settings")?;
+        for (name, settings) in &self.stream_overrides {
+            settings.check(&format!("settings of stream `{name}`"))?;
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(Error::Config(
+                "NATS_TLS_CERT and NATS_TLS_KEY go together: set both, or neither".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replicas of the streams jetwire creates without an override.
+    pub(crate) fn replicas(&self) -> usize {
+        self.streams.replicas.unwrap_or(1)
+    }
+
+    /// The storage of jetwire's own streams and buckets without an override.
+    pub(crate) fn storage(&self) -> js_stream::StorageType {
+        match self.streams.storage {
+            Some(Storage::Memory) => js_stream::StorageType::Memory,
+            _ => js_stream::StorageType::File,
+        }
+    }
+
+    /// What the operator asked of stream `name` (with or without the
+    /// prefix): its override, then the defaults.
+    pub(crate) fn asked_for(&self, name: &str) -> StreamSettings {
+        let full = |n: &str| names::prefixed_stream(self.prefix(), n);
+        self.stream_overrides
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name || full(n) == name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+            .or(&self.streams)
+    }
+
+    /// [`Config::asked_for`], with the duplicate window the app's handlers
+    /// need where none is set: what a stream jetwire creates gets.
+    pub(crate) fn settings_for(&self, name: &str) -> StreamSettings {
+        let mut s = self.asked_for(name);
+        s.duplicate_window.get_or_insert(self.needed_window);
+        s
+    }
+
+    /// Notes the duplicate window the app's handlers need (see
+    /// [`StreamSettings`]); used where the operator set none.
+    pub(crate) fn need_duplicate_window(&mut self, window: Duration) {
+        self.needed_window = window.max(MIN_DUPLICATE_WINDOW);
+    }
+
+    /// Adds settings for one stream.
+    pub(crate) fn add_stream(&mut self, name: String, settings: StreamSettings) {
+        self.stream_overrides.push((name, settings));
+    }
+
+    /// Where the app's name came from.
+    pub(crate) fn app_origin(&self) -> AppOrigin {
+        self.app_origin
+    }
+
+    /// The config of a stream jetwire creates: its settings, and a
+    /// description that says who made it.
+    pub(crate) fn stream_config(
+        &self,
+        name: String,
+        subjects: String,
+        retention: js_stream::RetentionPolicy,
+    ) -> js_stream::Config {
+        let s = self.settings_for(&name);
+        js_stream::Config {
+            subjects: vec![subjects],
+            retention,
+            storage: match s.storage {
+                Some(Storage::Memory) => js_stream::StorageType::Memory,
+                _ => js_stream::StorageType::File,
+            },
+            num_replicas: s.replicas.unwrap_or(1),
+            max_age: s.max_age.unwrap_or_default(),
+            max_bytes: s
+                .max_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            duplicate_window: s.duplicate_window.unwrap_or(MIN_DUPLICATE_WINDOW),
+            description: Some("created by jetwire".to_owned()),
+            name,
+            ..Default::default()
+        }
+    }
+
+    /// The prefix, if any and not empty.
+    pub(crate) fn prefix(&self) -> Option<&str> {
+        subject::set_prefix(self.subject_prefix.as_deref())
+    }
+
+    /// The URL list with any credentials hidden.
+    pub fn redacted_url(&self) -> String {
+        url::redact(&self.url)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.redacted_url())
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("app", &self.app)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("provision", &self.provision)
+            .field("streams", &self.streams)
+            .field("stream_overrides", &self.stream_overrides)
+            .finish()
+    }
+}
+
+/// Builds a [`Config`]; [`ConfigBuilder::build`] validates it.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// Server URL, or a comma-separated list. Credentials in it
+    /// (`nats://user:password@host`, `nats://token@host`) are moved into
+    /// the auth by [`ConfigBuilder::build`].
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = url.into();
+        self
+    }
+    /// Credentials.
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.config.auth = auth;
+        self
+    }
+    /// TLS files.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.config.tls = tls;
+        self
+    }
+    /// The service's name.
+    pub fn app(mut self, app: impl Into<String>) -> Self {
+        self.config.app = app.into();
+        self.config.app_origin = AppOrigin::Code;
+        self
+    }
+    /// Prepended to every subject, stream and durable.
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.subject_prefix = Some(prefix.into());
+        self
+    }
+    /// How long shutdown waits for in-flight calls.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+    /// Replicas of the streams jetwire creates (`streams.replicas`).
+    pub fn stream_replicas(mut self, replicas: usize) -> Self {
+        self.config.streams.replicas = Some(replicas);
+        self
+    }
+    /// Defaults for the streams jetwire creates.
+    pub fn streams(mut self, settings: StreamSettings) -> Self {
+        self.config.streams = settings;
+        self
+    }
+    /// Settings for one stream, by its name without the prefix (`ORDERS`).
+    pub fn stream(mut self, name: impl Into<String>, settings: StreamSettings) -> Self {
+        self.config.add_stream(name.into(), settings);
+        self
+    }
+    /// Create what is missing, or only bind.
+    pub fn provision(mut self, provision: Provision) -> Self {
+        self.config.provision = provision;
+        self
+    }
+    /// The config, validated, with any credentials in the URL moved into
+    /// the auth.
+    pub fn build(mut self) -> Result<Config, Error> {
+        let (urls, found) = url::take_credentials(&self.config.url)?;
+        if let Some(auth) = found {
+            if !matches!(self.config.auth, Auth::None) {
+                return Err(Error::Config(
+                    "NATS_URL carries credentials and other credentials are set too (NATS_TOKEN, NATS_USER, NATS_CREDS or NATS_NKEY): give one".into(),
+                ));
+            }
+            self.config.auth = auth;
+        }
+        self.config.url = urls;
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}

@@ -1,0 +1,286 @@
+//! Provisioning under the operator's control: with `JETWIRE_PROVISION=bind`
+//! jetwire creates nothing, and startup lists everything missing at once,
+//! with the NATS permissions the app needs ([`Permissions`]).
+
+use std::fmt;
+
+use async_nats::jetstream;
+use jetwire_grammar::subject::with_prefix;
+
+use crate::config::{Config, Provision};
+use crate::error::Error;
+use crate::handler::registry::{HandlerDef, Kind};
+use crate::names;
+use crate::topology::consumers;
+
+/// The NATS permissions an app needs: subjects it publishes to (JetStream
+/// API calls among them) and subscribes to. `Display` writes them as a
+/// nats-server `permissions` block.
+///
+/// Subjects the handlers publish to themselves (`ctx.publish`) are not in
+/// the list: jetwire cannot know them; add them.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), jetwire::Error> {
+/// let app = jetwire::App::new(jetwire::Config::from_env()?);
+/// println!("{}", app.permissions());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Permissions {
+    /// Subjects to allow publishing to.
+    pub publish: Vec<String>,
+    /// Subjects to allow subscribing to.
+    pub subscribe: Vec<String>,
+}
+
+impl fmt::Display for Permissions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |f: &mut fmt::Formatter<'_>, name: &str, subjects: &[String]| {
+            writeln!(f, "  {name}: [")?;
+            for s in subjects {
+                writeln!(f, "    \"{s}\"")?;
+            }
+            writeln!(f, "  ]")
+        };
+        writeln!(f, "permissions {{")?;
+        writeln!(
+            f,
+            "  # and every subject the handlers publish to themselves"
+        )?;
+        list(f, "publish", &self.publish)?;
+        list(f, "subscribe", &self.subscribe)?;
+        write!(f, "}}")
+    }
+}
+
+/// One handler's place on the server, for the permissions it needs.
+pub(crate) struct Place {
+    pub(crate) stream: String,
+    pub(crate) durable: String,
+    pub(crate) work_queue: bool,
+}
+
+impl Place {
+    /// Where `def` lives when nothing else is bound: its `stream` option
+    /// or jetwire's default stream.
+    pub(crate) fn default_of(config: &Config, def: &HandlerDef) -> Place {
+        let prefix = config.prefix();
+        let stream = match (def.options.stream, def.kind) {
+            (Some(name), _) => name.to_owned(),
+            (None, Kind::Queue) => names::queue_stream(prefix),
+            (None, Kind::Subscribe) => names::default_stream(prefix, def.subject),
+        };
+        Place {
+            stream,
+            durable: def.durable(prefix, &config.app),
+            work_queue: def.kind == Kind::Queue,
+        }
+    }
+}
+
+/// The permissions of an app whose handlers live at `places`.
+pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
+    let prefix = config.prefix();
+    let create = config.provision == Provision::Create;
+    let dlq = names::dlq_stream(prefix);
+    let advisories = names::advisory_stream(prefix);
+    let kv = format!("KV_{}", names::runs_bucket(prefix));
+    let mut publish = vec![
+        "$JS.API.STREAM.NAMES".to_owned(),
+        names::dlq_stream_subjects(prefix),
+    ];
+    let mut subscribe = vec!["_INBOX.>".to_owned()];
+    let mut streams: Vec<&str> = vec![&dlq];
+    if !places.is_empty() {
+        streams.extend([advisories.as_str(), kv.as_str()]);
+    }
+    let mut durables: Vec<(&str, String)> = Vec::new();
+    for p in places {
+        streams.push(&p.stream);
+        durables.push((&p.stream, p.durable.clone()));
+        publish.push(format!("$JS.API.STREAM.MSG.GET.{}", p.stream));
+        if p.work_queue {
+            publish.push(format!("$JS.API.STREAM.MSG.DELETE.{}", p.stream));
+        }
+        for event in ["LEADER_ELECTED", "DELETED"] {
+            subscribe.push(names::consumer_advisory(event, &p.stream, &p.durable));
+        }
+    }
+    if !places.is_empty() {
+        durables.push((&advisories, names::advisory_durable(prefix)));
+        let bucket = names::runs_bucket(prefix);
+        publish.extend([
+            format!("$KV.{bucket}.>"),
+            format!("$JS.API.DIRECT.GET.{kv}.>"),
+            format!("$JS.API.STREAM.MSG.GET.{kv}"),
+            format!("$JS.API.STREAM.PURGE.{kv}"),
+        ]);
+    }
+    streams.sort_unstable();
+    streams.dedup();
+    for s in &streams {
+        publish.push(format!("$JS.API.STREAM.INFO.{s}"));
+        if create {
+            publish.push(format!("$JS.API.STREAM.CREATE.{s}"));
+        }
+    }
+    if create && !places.is_empty() {
+        publish.push(format!("$JS.API.STREAM.UPDATE.{advisories}"));
+    }
+    for (s, d) in &durables {
+        publish.extend([
+            format!("$JS.API.CONSUMER.INFO.{s}.{d}"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{s}.{d}"),
+            format!("$JS.ACK.{s}.{d}.>"),
+        ]);
+        if create {
+            publish.extend([
+                format!("$JS.API.CONSUMER.CREATE.{s}.{d}"),
+                format!("$JS.API.CONSUMER.CREATE.{s}.{d}.>"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{s}.{d}"),
+            ]);
+        }
+    }
+    publish.sort_unstable();
+    publish.dedup();
+    subscribe.sort_unstable();
+    subscribe.dedup();
+    Permissions { publish, subscribe }
+}
+
+/// Under `bind`: everything the handlers need that the server lacks, all
+/// at once, with the permissions the app needs. Creates nothing.
+pub(crate) async fn check_bound(
+    js: &jetstream::Context,
+    config: &Config,
+    handlers: &[&'static HandlerDef],
+) -> Result<(), Error> {
+    let prefix = config.prefix();
+    let mut missing = Vec::new();
+    let mut places = Vec::new();
+    let dlq = names::dlq_stream(prefix);
+    if !stream_exists(js, &dlq).await? {
+        missing.push(format!(
+            "stream `{dlq}` capturing `{}` (dead letters; limits retention)",
+            names::dlq_stream_subjects(prefix)
+        ));
+    }
+    for def in handlers {
+        let mut place = Place::default_of(config, def);
+        let subject = with_prefix(prefix, def.subject);
+        let found = match def.options.stream {
+            Some(name) => stream_exists(js, name).await?.then(|| name.to_owned()),
+            None => js.stream_by_subject(subject.clone()).await.ok(),
+        };
+        let Some(stream) = found else {
+            let retention = match def.kind {
+                Kind::Queue => "workqueue",
+                Kind::Subscribe => "limits",
+            };
+            missing.push(format!(
+                "stream `{}` capturing `{}` ({retention} retention), for handler `{}`",
+                place.stream,
+                with_prefix(prefix, &names::default_stream_subjects(def.subject)),
+                def.path()
+            ));
+            missing.push(durable_wanted(config, def, &place));
+            places.push(place);
+            continue;
+        };
+        place.stream = stream;
+        let have = js
+            .get_stream_no_info(&place.stream)
+            .await
+            .map_err(|e| Error::nats(format!("opening stream `{}`", place.stream), e))?;
+        if have.consumer_info(&place.durable).await.is_err() {
+            missing.push(durable_wanted(config, def, &place));
+        }
+        places.push(place);
+    }
+    if !handlers.is_empty() {
+        check_own(js, config, &places, &mut missing).await?;
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NotProvisioned {
+        missing,
+        permissions: permissions(config, &places).to_string(),
+    })
+}
+
+/// The advisory capture and the bucket of delivery records.
+async fn check_own(
+    js: &jetstream::Context,
+    config: &Config,
+    places: &[Place],
+    missing: &mut Vec<String>,
+) -> Result<(), Error> {
+    let prefix = config.prefix();
+    let advisories = names::advisory_stream(prefix);
+    let mut wanted: Vec<String> = places
+        .iter()
+        .map(|p| names::max_deliveries_of(&p.stream))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    match js.get_stream(&advisories).await {
+        Ok(stream) => {
+            let have = &stream.cached_info().config.subjects;
+            let lacking: Vec<&String> = wanted.iter().filter(|w| !have.contains(w)).collect();
+            if !lacking.is_empty() {
+                missing.push(format!(
+                    "subjects {lacking:?} on stream `{advisories}` (max-deliveries advisories, dead-lettered when a process died on a message's last delivery)"
+                ));
+            }
+            let durable = names::advisory_durable(prefix);
+            if stream.consumer_info(&durable).await.is_err() {
+                missing.push(format!(
+                    "durable `{durable}` on stream `{advisories}` (pull, ack explicit)"
+                ));
+            }
+        }
+        Err(_) => missing.push(format!(
+            "stream `{advisories}` capturing {wanted:?} (workqueue retention), and its durable `{}`",
+            names::advisory_durable(prefix)
+        )),
+    }
+    let bucket = names::runs_bucket(prefix);
+    if js.get_key_value(&bucket).await.is_err() {
+        missing.push(format!(
+            "key-value bucket `{bucket}` (history 1, max age 7d, max value size 128): records of deliveries handed back unrun"
+        ));
+    }
+    Ok(())
+}
+
+fn durable_wanted(config: &Config, def: &HandlerDef, place: &Place) -> String {
+    let c = consumers::consumer_config(config, def, &place.durable);
+    format!(
+        "durable `{}` on stream `{}` for handler `{}`: pull, filter `{}`, ack explicit, ack_wait {:?}, max_deliver {}, max_ack_pending {}, deliver {:?}",
+        place.durable,
+        place.stream,
+        def.path(),
+        c.filter_subject,
+        c.ack_wait,
+        c.max_deliver,
+        c.max_ack_pending,
+        c.deliver_policy
+    )
+}
+
+async fn stream_exists(js: &jetstream::Context, name: &str) -> Result<bool, Error> {
+    use async_nats::jetstream::{ErrorCode, context::GetStreamErrorKind};
+    match js.get_stream(name).await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(Error::nats(format!("looking up stream `{name}`"), e)),
+    }
+}
