@@ -101,12 +101,12 @@ pub use jetwire_macros::{queue, subscribe};
 pub use crate::app::{App, HandlerStats, RunningApp, run};
 pub use crate::classify::DlqReason;
 pub use crate::config::{Auth, Config, ConfigBuilder, Provision, Storage, StreamSettings, Tls};
-/// The NATS client jetwire is built on, at the version it uses: for
-/// `HeaderMap`, `Client` and the rest without a second dependency.
-pub use async_nats;
 pub use crate::error::{Error, HandlerError, PublishError, ResultExt};
 pub use crate::handler::context::Context;
 pub use crate::handler::extract::{Raw, State};
 pub use crate::handler::registry;
 pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
+/// The NATS client jetwire is built on, at the version it uses: for
+/// `HeaderMap`, `Client` and the rest without a second dependency.
+pub use async_nats;
 pub use jetwire_grammar::subject::SubjectError;

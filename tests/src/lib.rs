@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod auth;
 mod postgres;
 mod tools;
 
@@ -124,6 +125,12 @@ impl Server {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// What the server logged so far (errors and warnings; permission
+    /// violations among them).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.store.join("nats-server.log")).unwrap_or_default()
+    }
+
     /// The server's process id (for SIGSTOP and SIGKILL).
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().map(|p| p.pid)
@@ -181,6 +188,8 @@ impl Server {
             self.store.display().to_string(),
             "--ports_file_dir".into(),
             self.store.display().to_string(),
+            "-l".into(),
+            self.store.join("nats-server.log").display().to_string(),
         ];
         if let Some(file) = &self.config_file {
             args.extend(["-c".into(), file.display().to_string()]);

@@ -100,8 +100,10 @@ async fn with_auth(
 
 /// Why a file could not be used, without ever showing its contents.
 fn file_problem(path: &Path, e: &std::io::Error) -> String {
+    if !path.exists() {
+        return "no such file".to_owned();
+    }
     match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_owned(),
         std::io::ErrorKind::PermissionDenied => "not readable by this process".to_owned(),
         _ if path.is_file() => "not a valid credentials file".to_owned(),
         _ => "cannot be read".to_owned(),

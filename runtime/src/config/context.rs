@@ -44,7 +44,10 @@ fn path_of(value: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf,
             )));
         }
     };
-    Ok(base.join("nats").join("context").join(format!("{value}.json")))
+    Ok(base
+        .join("nats")
+        .join("context")
+        .join(format!("{value}.json")))
 }
 
 /// `~/x` as the CLI writes paths in contexts.
@@ -157,7 +160,10 @@ mod tests {
         std::fs::write(&file, r#"{"password": "s3cret", oops}"#).expect("write");
         let get = lookup(&[("NATS_CONTEXT", file.display().to_string())]);
         let err = variables(&get).expect_err("broken").to_string();
-        assert!(err.contains("not a nats context") && !err.contains("s3cret"), "{err}");
+        assert!(
+            err.contains("not a nats context") && !err.contains("s3cret"),
+            "{err}"
+        );
         std::fs::remove_file(file).expect("clean up");
     }
 }

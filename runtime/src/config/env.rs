@@ -175,8 +175,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use crate::config::{DEFAULT_URL, Storage, StreamSettings};
+    use std::collections::HashMap;
     use std::time::Duration;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Config, Error> {
@@ -266,13 +266,28 @@ mod tests {
                 "one kind of credentials",
             ),
             (&[("NATS_TLS_CERT", "/c.pem")], "NATS_TLS_KEY"),
-            (&[("NATS_CA", "/a.pem"), ("NATS_TLS_CA", "/b.pem")], "NATS_CA"),
-            (&[("JETWIRE_PROVISION", "maybe")], "JETWIRE_PROVISION"),
-            (&[("JETWIRE_STREAM_MAX_BYTES", "lots")], "JETWIRE_STREAM_MAX_BYTES"),
-            (&[("JETWIRE_STREAM_STORAGE", "disk")], "JETWIRE_STREAM_STORAGE"),
-            (&[("JETWIRE_STREAM_MAX_AGE", "forever")], "JETWIRE_STREAM_MAX_AGE"),
             (
-                &[("JETWIRE_STREAM_MAX_AGE", "1m"), ("JETWIRE_STREAM_DUPLICATE_WINDOW", "5m")],
+                &[("NATS_CA", "/a.pem"), ("NATS_TLS_CA", "/b.pem")],
+                "NATS_CA",
+            ),
+            (&[("JETWIRE_PROVISION", "maybe")], "JETWIRE_PROVISION"),
+            (
+                &[("JETWIRE_STREAM_MAX_BYTES", "lots")],
+                "JETWIRE_STREAM_MAX_BYTES",
+            ),
+            (
+                &[("JETWIRE_STREAM_STORAGE", "disk")],
+                "JETWIRE_STREAM_STORAGE",
+            ),
+            (
+                &[("JETWIRE_STREAM_MAX_AGE", "forever")],
+                "JETWIRE_STREAM_MAX_AGE",
+            ),
+            (
+                &[
+                    ("JETWIRE_STREAM_MAX_AGE", "1m"),
+                    ("JETWIRE_STREAM_DUPLICATE_WINDOW", "5m"),
+                ],
                 "duplicate window",
             ),
             (
@@ -305,8 +320,11 @@ mod tests {
 
     #[test]
     fn credentials_in_the_url_move_into_the_auth() {
-        let c = env(&[("NATS_URL", "nats://svc:p%40ss@h1:4222,nats://svc:p%40ss@h2:4222")])
-            .expect("valid");
+        let c = env(&[(
+            "NATS_URL",
+            "nats://svc:p%40ss@h1:4222,nats://svc:p%40ss@h2:4222",
+        )])
+        .expect("valid");
         assert_eq!(c.url, "nats://h1:4222,nats://h2:4222");
         assert!(
             matches!(c.auth, Auth::UserPassword { ref user, ref password } if user == "svc" && password == "p@ss")
@@ -341,7 +359,8 @@ mod tests {
 
     #[test]
     fn a_context_fills_in_what_the_environment_leaves_out() {
-        let file = std::env::temp_dir().join(format!("jetwire-env-ctx-{}.json", std::process::id()));
+        let file =
+            std::env::temp_dir().join(format!("jetwire-env-ctx-{}.json", std::process::id()));
         std::fs::write(
             &file,
             r#"{"url":"nats://ctx:4222","token":"ctx-token","ca":"/ctx-ca.pem"}"#,
@@ -351,7 +370,10 @@ mod tests {
         let c = env(&[("NATS_CONTEXT", &path)]).expect("valid");
         assert_eq!(c.url, "nats://ctx:4222");
         assert!(matches!(c.auth, Auth::Token(ref t) if t == "ctx-token"));
-        assert_eq!(c.tls.ca.as_deref(), Some(std::path::Path::new("/ctx-ca.pem")));
+        assert_eq!(
+            c.tls.ca.as_deref(),
+            Some(std::path::Path::new("/ctx-ca.pem"))
+        );
         // Explicit variables win, and credentials never mix.
         let c = env(&[
             ("NATS_CONTEXT", &path),
@@ -363,7 +385,10 @@ mod tests {
         .expect("valid");
         assert_eq!(c.url, "nats://mine:4222");
         assert!(matches!(c.auth, Auth::UserPassword { ref user, .. } if user == "me"));
-        assert_eq!(c.tls.ca.as_deref(), Some(std::path::Path::new("/my-ca.pem")));
+        assert_eq!(
+            c.tls.ca.as_deref(),
+            Some(std::path::Path::new("/my-ca.pem"))
+        );
         std::fs::remove_file(file).expect("clean up");
     }
 

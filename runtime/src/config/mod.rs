@@ -75,7 +75,8 @@ impl fmt::Debug for Auth {
 pub(crate) fn looks_like_seed(s: &str) -> bool {
     s.len() == 58
         && s.starts_with('S')
-        && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 /// TLS settings: `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY` (or the

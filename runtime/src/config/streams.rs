@@ -160,7 +160,10 @@ pub(crate) fn shortfalls(
         ));
     }
     if asked.storage == Some(Storage::File) && have.storage == StorageType::Memory {
-        out.push("storage is memory, file asked: a server restart loses it (JETWIRE_STREAM_STORAGE)".to_owned());
+        out.push(
+            "storage is memory, file asked: a server restart loses it (JETWIRE_STREAM_STORAGE)"
+                .to_owned(),
+        );
     }
     if let Some(replicas) = asked.replicas
         && have.num_replicas < replicas

@@ -115,10 +115,9 @@ async fn bind(
             "JETWIRE_PROVISION=bind, and it does not capture {lacking:?}: add them"
         ));
     }
-    stream
-        .get_consumer(durable)
-        .await
-        .map_err(|e| format!("JETWIRE_PROVISION=bind, and its durable `{durable}` cannot be read: {e}"))
+    stream.get_consumer(durable).await.map_err(|e| {
+        format!("JETWIRE_PROVISION=bind, and its durable `{durable}` cannot be read: {e}")
+    })
 }
 
 /// What the capture of max-deliveries advisories works with: the server,

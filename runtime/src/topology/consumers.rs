@@ -92,10 +92,10 @@ pub(crate) async fn ensure_consumer_resuming(
             let create = b.provision == Provision::Create;
             if create
                 && (have.ack_wait != want.ack_wait
-                || have.max_deliver != want.max_deliver
-                || have.max_ack_pending != want.max_ack_pending
-                || !have.backoff.is_empty()
-                || have.ack_policy != want.ack_policy)
+                    || have.max_deliver != want.max_deliver
+                    || have.max_ack_pending != want.max_ack_pending
+                    || !have.backoff.is_empty()
+                    || have.ack_policy != want.ack_policy)
             {
                 // The deliver policy of a durable cannot change; keep the server's.
                 let update = pull::Config {
@@ -115,8 +115,7 @@ pub(crate) async fn ensure_consumer_resuming(
                 );
                 return Ok(consumer);
             }
-            if !create && (have.ack_wait != want.ack_wait || have.max_deliver != want.max_deliver)
-            {
+            if !create && (have.ack_wait != want.ack_wait || have.max_deliver != want.max_deliver) {
                 tracing::warn!(
                     durable = %b.route.durable,
                     have_ack_wait = ?have.ack_wait,
