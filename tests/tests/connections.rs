@@ -190,13 +190,11 @@ async fn creds_file_against_a_server_in_operator_mode() {
 }
 
 fn tls(pki: &Pki, ca: &str, client: bool) -> Tls {
-    let mut t = Tls::default();
-    t.ca = Some(pki.path(ca));
-    if client {
-        t.cert = Some(pki.path("client.pem"));
-        t.key = Some(pki.path("client-key.pem"));
+    Tls {
+        ca: Some(pki.path(ca)),
+        cert: client.then(|| pki.path("client.pem")),
+        key: client.then(|| pki.path("client-key.pem")),
     }
-    t
 }
 
 #[tokio::test]

@@ -58,7 +58,10 @@ fn probe(vars: &[(&str, String)]) -> Probe {
 
 /// Runs each case, checks it connected or failed as it should, and
 /// counts the secrets found in everything it printed.
-fn check(cases: &[(&str, Vec<(&str, String)>, bool)], secrets: &[&str]) {
+/// A case: its name, its variables, and whether it should connect.
+type Case<'a> = (&'a str, Vec<(&'a str, String)>, bool);
+
+fn check(cases: &[Case<'_>], secrets: &[&str]) {
     let mut leaks = Vec::new();
     for (name, vars, should_connect) in cases {
         let p = probe(vars);
