@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jetwire::async_nats;
 use jetwire::{App, Config, Context, HandlerError, RunningApp, State, queue, subscribe};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::filter::{LevelFilter, Targets};
