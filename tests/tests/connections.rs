@@ -20,6 +20,17 @@ fn config(server: &Server) -> ConfigBuilder {
         .shutdown_timeout(Duration::from_secs(5))
 }
 
+fn with_auth(server: &Server, auth: Auth) -> Config {
+    config(server).auth(auth).build().expect("valid")
+}
+
+fn with_tls(server: &Server, pki: &Pki, ca: &str, client: bool) -> Config {
+    config(server)
+        .tls(tls(pki, ca, client))
+        .build()
+        .expect("valid")
+}
+
 /// Starts the app, has it handle one message, and shuts it down: the
 /// connection carries JetStream, pulls and acks.
 async fn round_trip(config: Config) {
@@ -50,25 +61,13 @@ async fn start_error(config: Config) -> String {
 #[tokio::test]
 async fn token() {
     let server = Server::start_with_config("authorization { token: \"s3cret-token\" }\n");
-    round_trip(
-        config(&server)
-            .auth(Auth::Token("s3cret-token".into()))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    round_trip(with_auth(&server, Auth::Token("s3cret-token".into()))).await;
     // The same token in the URL is taken into the auth.
     let url = server.url().replace("nats://", "nats://s3cret-token@");
     let c = config(&server).url(url).build().expect("valid");
     assert!(!c.url.contains("s3cret"), "{}", c.url);
     round_trip(c).await;
-    let err = start_error(
-        config(&server)
-            .auth(Auth::Token("wrong".into()))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    let err = start_error(with_auth(&server, Auth::Token("wrong".into()))).await;
     assert!(err.contains("NATS_TOKEN"), "{err}");
     assert!(!err.contains("wrong") || !err.contains("s3cret"), "{err}");
 }
@@ -79,16 +78,16 @@ async fn user_and_password_even_with_commas_at_signs_and_colons() {
     let server = Server::start_with_config(&format!(
         "authorization {{ users = [ {{ user: svc, password: \"{password}\" }} ] }}\n"
     ));
-    round_trip(
-        config(&server)
-            .auth(Auth::UserPassword {
-                user: "svc".into(),
+    let user = |user: &str, password: &str| {
+        with_auth(
+            &server,
+            Auth::UserPassword {
+                user: user.into(),
                 password: password.into(),
-            })
-            .build()
-            .expect("valid"),
-    )
-    .await;
+            },
+        )
+    };
+    round_trip(user("svc", password)).await;
     // Raw in a URL list, and percent-encoded.
     let host = server.url().replace("nats://", "");
     for url in [
@@ -100,19 +99,10 @@ async fn user_and_password_even_with_commas_at_signs_and_colons() {
         assert!(!c.url.contains("pa"), "{}", c.url);
         round_trip(c).await;
     }
-    let wrong = |user: &str, password: &str| {
-        config(&server)
-            .auth(Auth::UserPassword {
-                user: user.into(),
-                password: password.into(),
-            })
-            .build()
-            .expect("valid")
-    };
-    for (user, pw) in [("svc", "wrong"), ("nobody", password)] {
-        let err = start_error(wrong(user, pw)).await;
+    for (name, pw) in [("svc", "wrong"), ("nobody", password)] {
+        let err = start_error(user(name, pw)).await;
         assert!(
-            err.contains("NATS_USER and NATS_PASSWORD") && err.contains(user),
+            err.contains("NATS_USER and NATS_PASSWORD") && err.contains(name),
             "{err}"
         );
     }
@@ -124,31 +114,13 @@ async fn nkey_as_a_seed_and_as_a_seed_file() {
     let server = Server::start_with_config(&format!(
         "authorization {{ users = [ {{ nkey: {public} }} ] }}\n"
     ));
-    round_trip(
-        config(&server)
-            .auth(Auth::NKey(seed.clone()))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    round_trip(with_auth(&server, Auth::NKey(seed.clone()))).await;
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("svc.nk");
     std::fs::write(&file, format!("{seed}\n")).expect("write seed");
-    round_trip(
-        config(&server)
-            .auth(Auth::NKeyFile(file))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    round_trip(with_auth(&server, Auth::NKeyFile(file))).await;
     let (_, stranger) = user_nkey();
-    let err = start_error(
-        config(&server)
-            .auth(Auth::NKey(stranger))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    let err = start_error(with_auth(&server, Auth::NKey(stranger))).await;
     assert!(err.contains("NATS_NKEY"), "{err}");
 }
 
@@ -158,34 +130,16 @@ async fn creds_file_against_a_server_in_operator_mode() {
     let server = Server::start_with_config(&operator.server_config);
     let dir = tempfile::tempdir().expect("dir");
     let creds = operator.write_creds(dir.path());
-    round_trip(
-        config(&server)
-            .auth(Auth::CredsFile(creds))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    round_trip(with_auth(&server, Auth::CredsFile(creds))).await;
     let missing = dir.path().join("nope.creds");
-    let err = start_error(
-        config(&server)
-            .auth(Auth::CredsFile(missing))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    let err = start_error(with_auth(&server, Auth::CredsFile(missing))).await;
     assert!(
         err.contains("NATS_CREDS") && err.contains("no such file"),
         "{err}"
     );
     // A user of another operator is refused.
     let stranger = Operator::new().write_creds(tempfile::tempdir().expect("dir").path());
-    let err = start_error(
-        config(&server)
-            .auth(Auth::CredsFile(stranger))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    let err = start_error(with_auth(&server, Auth::CredsFile(stranger))).await;
     assert!(err.contains("NATS_CREDS"), "{err}");
 }
 
@@ -201,32 +155,14 @@ fn tls(pki: &Pki, ca: &str, client: bool) -> Tls {
 async fn tls_with_a_private_ca_and_the_failures_that_say_which() {
     let pki = Pki::new();
     let server = Server::start_with_config(&pki.server_tls("server", false));
-    round_trip(
-        config(&server)
-            .tls(tls(&pki, "ca.pem", false))
-            .build()
-            .expect("valid"),
-    )
-    .await;
-    let err = start_error(
-        config(&server)
-            .tls(tls(&pki, "other-ca.pem", false))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    round_trip(with_tls(&server, &pki, "ca.pem", false)).await;
+    let err = start_error(with_tls(&server, &pki, "other-ca.pem", false)).await;
     assert!(
         err.contains("not signed by a CA this app trusts") && err.contains("NATS_TLS_CA"),
         "{err}"
     );
     let expired = Server::start_with_config(&pki.server_tls("expired", false));
-    let err = start_error(
-        config(&expired)
-            .tls(tls(&pki, "ca.pem", false))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    let err = start_error(with_tls(&expired, &pki, "ca.pem", false)).await;
     assert!(err.contains("expired"), "{err}");
 }
 
@@ -234,19 +170,7 @@ async fn tls_with_a_private_ca_and_the_failures_that_say_which() {
 async fn mutual_tls() {
     let pki = Pki::new();
     let server = Server::start_with_config(&pki.server_tls("server", true));
-    round_trip(
-        config(&server)
-            .tls(tls(&pki, "ca.pem", true))
-            .build()
-            .expect("valid"),
-    )
-    .await;
-    let err = start_error(
-        config(&server)
-            .tls(tls(&pki, "ca.pem", false))
-            .build()
-            .expect("valid"),
-    )
-    .await;
+    round_trip(with_tls(&server, &pki, "ca.pem", true)).await;
+    let err = start_error(with_tls(&server, &pki, "ca.pem", false)).await;
     assert!(err.contains("cannot connect"), "{err}");
 }

@@ -197,6 +197,20 @@ fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
     (buf, tracing::subscriber::set_default(subscriber))
 }
 
+/// What an app of [`HANDLERS`] logs as it starts and stops, on this
+/// thread (the test's, where startup runs).
+async fn logs_of_a_run(config: Config) -> String {
+    let (logs, guard) = capture_logs();
+    let running = App::new(config)
+        .only(HANDLERS)
+        .start()
+        .await
+        .expect("starts");
+    running.shutdown().await.expect("shutdown");
+    drop(guard);
+    String::from_utf8_lossy(&logs.lock().expect("lock")).into_owned()
+}
+
 #[tokio::test]
 async fn streams_take_the_configured_settings_and_weaker_ones_are_reported() {
     let server = shared_server();
@@ -263,7 +277,6 @@ async fn streams_take_the_configured_settings_and_weaker_ones_are_reported() {
     );
 
     // Asking more of an existing stream changes nothing, and says so.
-    let (logs, guard) = capture_logs();
     let stricter = config(server, &prefix)
         .stream(
             "PROV",
@@ -275,14 +288,7 @@ async fn streams_take_the_configured_settings_and_weaker_ones_are_reported() {
         )
         .build()
         .expect("valid");
-    let running = App::new(stricter)
-        .only(HANDLERS)
-        .start()
-        .await
-        .expect("starts");
-    running.shutdown().await.expect("shutdown");
-    drop(guard);
-    let logs = String::from_utf8_lossy(&logs.lock().expect("lock")).into_owned();
+    let logs = logs_of_a_run(stricter).await;
     assert!(
         logs.contains("weaker settings than asked") && logs.contains("max age is 259200s"),
         "{logs}"
@@ -297,20 +303,12 @@ async fn streams_take_the_configured_settings_and_weaker_ones_are_reported() {
 async fn the_app_name_and_durables_are_logged_and_a_binary_name_warned_about() {
     let server = shared_server();
     let prefix = unique_prefix("app-name");
-    let (logs, guard) = capture_logs();
     let from_binary = Config::builder()
         .url(server.url())
         .subject_prefix(&prefix)
         .build()
         .expect("valid");
-    let running = App::new(from_binary)
-        .only(HANDLERS)
-        .start()
-        .await
-        .expect("starts");
-    running.shutdown().await.expect("shutdown");
-    drop(guard);
-    let logs = String::from_utf8_lossy(&logs.lock().expect("lock")).into_owned();
+    let logs = logs_of_a_run(from_binary).await;
     assert!(
         logs.contains("starting") && logs.contains("prov_event"),
         "{logs}"
