@@ -399,5 +399,8 @@ mod tests {
         assert_eq!(c.app_origin(), AppOrigin::Env);
         let c = Config::builder().app("billing").build().expect("valid");
         assert_eq!(c.app_origin(), AppOrigin::Code);
+        let mut c = env(&[]).expect("valid");
+        c.app = "billing".into();
+        assert_eq!(c.app_origin(), AppOrigin::Code);
     }
 }

@@ -303,9 +303,13 @@ impl Config {
         self.stream_overrides.push((name, settings));
     }
 
-    /// Where the app's name came from.
+    /// Where the app's name came from; a name set on the public field
+    /// after building counts as set in code.
     pub(crate) fn app_origin(&self) -> AppOrigin {
-        self.app_origin
+        match self.app_origin {
+            AppOrigin::Binary if self.app != default_app() => AppOrigin::Code,
+            origin => origin,
+        }
     }
 
     /// The config of a stream jetwire creates: its settings, and a
