@@ -137,8 +137,12 @@ fn explain(err: async_nats::ConnectError, urls: &str, auth: &Auth, config: &Conf
     let mut chain = err.to_string();
     let mut next = std::error::Error::source(&err);
     while let Some(cause) = next {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
+        // async-nats often repeats its cause in its own message.
+        let text = cause.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
         next = cause.source();
     }
     let lower = chain.to_ascii_lowercase();
