@@ -16,6 +16,7 @@ use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
+use crate::service::{self, Service, ServiceContext};
 use crate::text;
 use crate::topology;
 
@@ -47,6 +48,7 @@ pub struct App {
     handlers: Vec<&'static HandlerDef>,
     /// A connection the user brought ([`App::with_client`]).
     client: Option<async_nats::Client>,
+    services: Vec<Box<dyn Service>>,
 }
 
 impl fmt::Debug for App {
@@ -69,7 +71,16 @@ impl App {
             states: States::default(),
             handlers: registry::handlers(),
             client: None,
+            services: Vec::new(),
         }
+    }
+
+    /// Runs `service` beside the handlers: started once the app is
+    /// connected and its streams bound, told to stop when the app drains,
+    /// and waited for before the final flush. See [`Service`].
+    pub fn service(mut self, service: impl Service) -> App {
+        self.services.push(Box::new(service));
+        self
     }
 
     /// Runs on a connection the caller made, instead of connecting with
@@ -148,6 +159,7 @@ impl App {
             states,
             handlers,
             client,
+            services,
         } = self;
         config.validate()?;
         registry::check(&handlers, &config.app, &states)?;
@@ -192,7 +204,11 @@ impl App {
                 streams,
             };
             let advisories = capture.ensure().await?;
-            tasks.spawn(advisory::run(capture, advisories, stop.clone()));
+            let run = advisory::run(capture, advisories, stop.clone());
+            tasks.spawn(async move {
+                run.await;
+                Ok(())
+            });
         }
         let mut stats = Vec::with_capacity(bindings.len());
         let shared_client = Arc::new(client.clone());
@@ -227,8 +243,23 @@ impl App {
                 config: shared_config.clone(),
                 counters,
             });
-            tasks.spawn(consume::run(shared, consumer, stop.clone(), abort.clone()));
+            let run = consume::run(shared, consumer, stop.clone(), abort.clone());
+            tasks.spawn(async move {
+                run.await;
+                Ok(())
+            });
         }
+        let ctx = ServiceContext {
+            publisher: Publisher::with_outlet(
+                client.clone(),
+                outlet.clone(),
+                shared_config.clone(),
+            ),
+            jetstream: js.clone(),
+            config: shared_config.clone(),
+            stop: stop.clone(),
+        };
+        start_services(&mut tasks, services, &ctx);
         let (failed, failure) = tokio::sync::watch::channel(None);
         let supervisor = tokio::spawn(supervise(tasks, stop.clone(), failed));
         Ok(RunningApp {
@@ -266,6 +297,18 @@ impl App {
                 "second signal: stopped at once; unfinished messages are redelivered after ack_wait".into(),
             )),
         }
+    }
+}
+
+/// Starts each service, supervised beside the handler loops.
+fn start_services(
+    tasks: &mut JoinSet<Result<(), String>>,
+    services: Vec<Box<dyn Service>>,
+    ctx: &ServiceContext,
+) {
+    for service in services {
+        tracing::info!(service = service.name(), "starting service");
+        tasks.spawn(service::supervised(service, ctx.clone()));
     }
 }
 
@@ -455,7 +498,7 @@ const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
 /// panics, or ends before shutdown has begun, stops the app: it is logged,
 /// `failed` says why, and `stop` ends every other. Returns what went wrong.
 async fn supervise(
-    mut tasks: JoinSet<()>,
+    mut tasks: JoinSet<Result<(), String>>,
     stop: CancellationToken,
     failed: tokio::sync::watch::Sender<Option<String>>,
 ) -> Vec<String> {
@@ -466,11 +509,12 @@ async fn supervise(
                 "a background task panicked: {}",
                 text::bounded(&e.to_string(), 1024)
             ),
-            Ok(()) if !stop.is_cancelled() => {
+            Ok(Err(why)) => why,
+            Ok(Ok(())) if !stop.is_cancelled() => {
                 "a background task ended while the app was running".to_owned()
             }
             // Cancelled at shutdown, or ended because shutdown began.
-            Err(_) | Ok(()) => continue,
+            Err(_) | Ok(Ok(())) => continue,
         };
         tracing::error!(problem = %why, "stopping the app");
         failed.send_replace(Some(why.clone()));

@@ -82,8 +82,9 @@ mod text;
 // JetStream's wire, and building and sending messages.
 mod protocol;
 pub mod publish;
-// Handlers as registered, and one call of one.
+// Handlers as registered, and one call of one; services beside them.
 mod handler;
+mod service;
 // Dead letters, and what the server needs.
 pub mod dlq;
 pub mod topology;
@@ -106,6 +107,7 @@ pub use crate::handler::context::Context;
 pub use crate::handler::extract::{Raw, State};
 pub use crate::handler::registry;
 pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
+pub use crate::service::{BoxFuture, Service, ServiceContext};
 /// The NATS client jetwire is built on, at the version it uses: for
 /// `HeaderMap`, `Client` and the rest without a second dependency.
 pub use async_nats;

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 pub mod auth;
 mod postgres;
+pub mod sql;
 mod tools;
 
-pub use postgres::postgres_url;
+pub use postgres::{postgres_sqlx_url, postgres_url};
 pub use tools::free_port;
 use tools::installed;
 

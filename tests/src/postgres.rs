@@ -39,6 +39,27 @@ pub fn postgres_url() -> String {
     .clone()
 }
 
+/// [`postgres_url`] as a URL, the form sqlx takes.
+pub fn postgres_sqlx_url() -> String {
+    let kv = postgres_url();
+    if kv.contains("://") {
+        return kv;
+    }
+    let get = |k: &str| {
+        kv.split_whitespace()
+            .find_map(|p| p.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    format!(
+        "postgres://{}@{}:{}/{}",
+        get("user"),
+        get("host"),
+        get("port"),
+        get("dbname")
+    )
+}
+
 /// A running server; stopped when this process ends, which closes the
 /// watchdog's stdin.
 struct Postgres {

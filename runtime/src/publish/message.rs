@@ -22,6 +22,9 @@ pub const CORRELATION_ID: &str = "Jetwire-Correlation-Id";
 pub const TRACEPARENT: &str = "traceparent";
 /// W3C `tracestate`, carried with `traceparent`.
 pub const TRACESTATE: &str = "tracestate";
+/// `Jetwire-Key`: messages with one key belong together and keep their
+/// order ([`PublishOptions::key`]).
+pub const KEY: &str = "Jetwire-Key";
 
 const JSON: &str = "application/json";
 
@@ -61,6 +64,13 @@ impl PublishOptions {
         self
     }
 
+    /// Sets the message's key (header `Jetwire-Key`): messages with one key
+    /// belong together, and where jetwire orders them (the outbox relay),
+    /// they keep their order.
+    pub fn key(self, key: impl Into<String>) -> Self {
+        self.header(KEY, key)
+    }
+
     /// Adds a header. Names are ASCII without `:` or whitespace; values hold
     /// no CR or LF. A bad one fails the publish with
     /// [`PublishError::InvalidHeader`], and nothing is sent.
@@ -70,17 +80,121 @@ impl PublishOptions {
     }
 }
 
-/// A message ready to send; `subject` is without the subject prefix.
+/// A message built and checked, ready to send: its subject (without the
+/// subject prefix), headers (`Nats-Msg-Id` and the rest of jetwire's
+/// conventions among them) and payload. To keep a message and send it
+/// later, as the outbox does, with [`Publisher::send_message`](crate::Publisher::send_message).
+///
+/// ```
+/// use jetwire::publish::Message;
+/// use jetwire::PublishOptions;
+///
+/// let m = Message::json("orders.created", &42, PublishOptions::new().key("order-42")).unwrap();
+/// assert_eq!(m.subject(), "orders.created");
+/// assert_eq!(m.header("Jetwire-Key"), Some("order-42"));
+/// assert!(Message::json("orders.*", &42, PublishOptions::new()).is_err());
+/// ```
 #[derive(Clone)]
-pub(crate) struct Outbound {
+pub struct Message {
     pub(crate) subject: String,
     pub(crate) headers: HeaderMap,
     pub(crate) payload: Bytes,
 }
 
-impl fmt::Debug for Outbound {
+/// The name the runtime uses inside.
+pub(crate) type Outbound = Message;
+
+impl Message {
+    /// `payload` as JSON to `subject`, with a fresh message id unless
+    /// `options` gives one: checked as every publish is.
+    pub fn json<T: Serialize + ?Sized>(
+        subject: &str,
+        payload: &T,
+        options: PublishOptions,
+    ) -> Result<Message, PublishError> {
+        build(subject, payload, options, &Inherited::default(), fresh_id)
+    }
+
+    /// Bytes as they are (no content type), checked as every publish is.
+    pub fn raw(
+        subject: &str,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<Message, PublishError> {
+        build_bytes(
+            subject,
+            payload.into(),
+            None,
+            options,
+            &Inherited::default(),
+            fresh_id,
+        )
+    }
+
+    /// A message as stored earlier: subject, headers and payload as they
+    /// were built. The subject is checked again; the headers are taken as
+    /// they are.
+    pub fn from_parts(
+        subject: &str,
+        headers: HeaderMap,
+        payload: impl Into<Bytes>,
+    ) -> Result<Message, PublishError> {
+        subject::check(subject, Usage::Publish).map_err(PublishError::InvalidSubject)?;
+        Ok(Message {
+            subject: subject.to_owned(),
+            headers,
+            payload: payload.into(),
+        })
+    }
+
+    /// The subject, without the subject prefix.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// One header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.as_str())
+    }
+
+    /// Mutable headers, to add or remove one before sending.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
+    /// Removes every value of header `name` (compared without case).
+    pub fn remove_header(&mut self, name: &str) {
+        let mut kept = HeaderMap::new();
+        for (key, values) in self.headers.iter() {
+            let key: &str = key.as_ref();
+            if !key.eq_ignore_ascii_case(name) {
+                for v in values {
+                    kept.append(key, v.as_str());
+                }
+            }
+        }
+        self.headers = kept;
+    }
+
+    /// The `Nats-Msg-Id`.
+    pub fn message_id(&self) -> Option<&str> {
+        self.header(MSG_ID)
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+}
+
+impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outbound")
+        f.debug_struct("Message")
             .field("subject", &self.subject)
             .field("payload_len", &self.payload.len())
             .finish_non_exhaustive()

@@ -9,6 +9,8 @@ pub(crate) mod message;
 pub(crate) mod outlet;
 mod publisher;
 
-pub use message::{CONTENT_TYPE, CORRELATION_ID, MSG_ID, PublishOptions, TRACEPARENT, TRACESTATE};
+pub use message::{
+    CONTENT_TYPE, CORRELATION_ID, KEY, MSG_ID, Message, PublishOptions, TRACEPARENT, TRACESTATE,
+};
 pub use outlet::{PendingReceipt, Receipt};
 pub use publisher::Publisher;

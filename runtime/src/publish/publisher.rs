@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Reconnects, watch_reconnects};
 use crate::error::{Error, PublishError};
-use crate::publish::message::{Inherited, PublishOptions, build, build_bytes, fresh_id};
+use crate::publish::message::{Inherited, Message, PublishOptions, build, build_bytes, fresh_id};
 use crate::publish::outlet::{JetStreamOutlet, PendingReceipt, Receipt};
 
 /// Publishes typed messages from outside handlers: an HTTP endpoint, a
@@ -164,6 +164,18 @@ impl Publisher {
             fresh_id,
         )?;
         self.outlet.send_confirmed(msg).await
+    }
+
+    /// Sends a [`Message`] built earlier and returns once it is written,
+    /// with its receipt to await: many in flight, one round trip's wait.
+    pub async fn send_message(&self, message: Message) -> Result<PendingReceipt, PublishError> {
+        self.outlet.send_pending(message).await
+    }
+
+    /// Sends a [`Message`] built earlier and waits for JetStream to store
+    /// it, sending it again under the same id after a reconnect.
+    pub async fn publish_message(&self, message: Message) -> Result<Receipt, PublishError> {
+        self.outlet.send_confirmed(message).await
     }
 
     /// The underlying client, for what jetwire does not wrap.

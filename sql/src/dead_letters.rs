@@ -1,0 +1,202 @@
+//! [`DeadLetterTable`]: every dead letter of the deployment, as a row.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use jetwire::async_nats::jetstream::{self, AckKind, consumer::pull};
+use jetwire::{BoxFuture, Error, Service, ServiceContext, dlq};
+
+use crate::pool::{LetterRow, Pool};
+use crate::tables::Tables;
+use crate::wire::{encode_headers, now_ms};
+
+/// Letters read at once.
+const BATCH: usize = 100;
+
+/// Copies every letter of the deployment's dead-letter stream into the
+/// table `jetwire_dead_letters`, as a [`Service`]: one row per letter
+/// (its id is the letter's message id, unique, so a letter delivered
+/// again after a crash is not stored twice), acked only once the row is
+/// committed. Replicas share one durable (`jetwire-dead-letter-table`),
+/// so each letter is written by one of them.
+///
+/// | column | what |
+/// |---|---|
+/// | `id` | the letter's `Nats-Msg-Id` |
+/// | `subject` | the original subject (without the subject prefix) |
+/// | `reason`, `error`, `handler`, `attempts` | why and where it failed |
+/// | `original_stream`, `original_sequence` | where the original was |
+/// | `headers`, `payload` | the letter as stored (JSON list of `[name, value]`; bytes) |
+/// | `failed_at`, `stored_at` | when it was dead-lettered, and copied (ms since 1970) |
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn demo(pool: sqlx::PgPool) -> Result<(), jetwire::Error> {
+/// jetwire::App::new(jetwire::Config::from_env()?)
+///     .service(jetwire_sql::DeadLetterTable::new(pool))
+///     .run()
+///     .await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct DeadLetterTable {
+    pool: Pool,
+    tables: Tables,
+}
+
+impl DeadLetterTable {
+    /// Copies dead letters into `pool` (a `sqlx::PgPool` or `SqlitePool`).
+    pub fn new(pool: impl Into<Pool>) -> DeadLetterTable {
+        DeadLetterTable {
+            pool: pool.into(),
+            tables: Tables::default(),
+        }
+    }
+
+    /// Table names with a prefix.
+    pub fn tables(mut self, tables: Tables) -> Self {
+        self.tables = tables;
+        self
+    }
+}
+
+impl Service for DeadLetterTable {
+    fn name(&self) -> &str {
+        "dead-letter-table"
+    }
+
+    fn run(self: Box<Self>, ctx: ServiceContext) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(async move { self.copy(ctx).await })
+    }
+}
+
+impl DeadLetterTable {
+    async fn copy(self, ctx: ServiceContext) -> Result<(), Error> {
+        let prefix = ctx
+            .config()
+            .subject_prefix
+            .clone()
+            .filter(|p| !p.is_empty());
+        let stream_name = jetwire::topology::dlq_stream(prefix.as_deref());
+        let durable = match &prefix {
+            Some(p) => format!("{}_jetwire-dead-letter-table", p.replace('.', "_")),
+            None => "jetwire-dead-letter-table".to_owned(),
+        };
+        let stream = ctx
+            .jetstream()
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| Error::Stream {
+                stream: stream_name.clone(),
+                reason: format!("the dead-letter table cannot read it: {e}"),
+            })?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    description: Some("jetwire: copies dead letters into a SQL table".into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| Error::Stream {
+                stream: stream_name.clone(),
+                reason: format!(
+                    "cannot create the durable `{durable}` of the dead-letter table: {e}"
+                ),
+            })?;
+        tracing::info!(stream = %stream_name, durable = %durable, table = %self.tables.dead_letters(), "copying dead letters into the table");
+        let shutdown = ctx.shutdown();
+        tokio::pin!(shutdown);
+        loop {
+            let batch = consumer
+                .batch()
+                .max_messages(BATCH)
+                .expires(Duration::from_secs(1))
+                .messages();
+            let mut messages = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                batch = batch => match batch {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dead-letter table: cannot pull letters; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            };
+            while let Some(message) = messages.next().await {
+                let Ok(message) = message else { break };
+                self.store(prefix.as_deref(), &message).await;
+            }
+        }
+    }
+
+    /// Inserts one letter, then acks it; a failed insert is handed back
+    /// to come again.
+    async fn store(&self, prefix: Option<&str>, message: &jetstream::Message) {
+        let row = letter_row(prefix, message);
+        match self.pool.insert_letter(&self.tables, &row, now_ms()).await {
+            Ok(_) => {
+                if let Err(e) = message.ack().await {
+                    tracing::debug!(error = %e, id = %row.id, "dead-letter table: ack lost; the letter comes again and is not stored twice");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, id = %row.id, "dead-letter table: cannot store a letter; it comes again");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+    }
+}
+
+/// The row of one letter. Nothing in a letter is trusted to be there.
+fn letter_row(prefix: Option<&str>, m: &jetstream::Message) -> LetterRow {
+    let header = |k: &str| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get(k))
+            .map(|v| v.as_str().to_owned())
+    };
+    let info = m.info().ok();
+    let failed_at = info
+        .as_ref()
+        .map(|i| i64::try_from(i.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+        .unwrap_or_else(now_ms);
+    // The id a letter always has; for one without, its place in the stream.
+    let id = header(jetwire::publish::MSG_ID).unwrap_or_else(|| {
+        let (stream, seq) = info
+            .as_ref()
+            .map(|i| (i.stream.to_owned(), i.stream_sequence))
+            .unwrap_or_default();
+        format!("{stream}:{seq}")
+    });
+    let subject = m.subject.as_str();
+    let subject = prefix
+        .and_then(|p| subject.strip_prefix(p))
+        .and_then(|s| s.strip_prefix('.'))
+        .unwrap_or(subject);
+    let subject = subject.strip_prefix("dlq.").unwrap_or(subject);
+    LetterRow {
+        id,
+        subject: subject.to_owned(),
+        reason: header(dlq::REASON),
+        error: header(dlq::ERROR),
+        handler: header(dlq::HANDLER),
+        attempts: header(dlq::ATTEMPTS).and_then(|a| a.parse().ok()),
+        original_stream: header(dlq::STREAM),
+        original_sequence: header(dlq::SEQUENCE).and_then(|s| s.parse().ok()),
+        headers: m
+            .headers
+            .as_ref()
+            .map(encode_headers)
+            .unwrap_or_else(|| "[]".into()),
+        payload: m.payload.to_vec(),
+        failed_at,
+    }
+}

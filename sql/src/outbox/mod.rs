@@ -1,0 +1,155 @@
+//! Enqueuing messages inside the caller's transaction, and the relay that
+//! publishes them ([`Outbox`]).
+//!
+//! A message is checked exactly as a publish is (subject grammar, JSON
+//! encoding, headers) before anything is written, so a bad one is an
+//! error inside the caller's transaction, never a failed row later.
+
+use jetwire::PublishOptions;
+use jetwire::publish::Message;
+use serde::Serialize;
+
+use crate::error::OutboxError;
+use crate::tables::Tables;
+use crate::wire::{encode_headers, now_ms};
+
+mod relay;
+mod wake;
+
+pub use relay::{Outbox, OutboxStats, Route};
+
+/// Header naming the publisher a row goes to ([`Outbox::destination`]);
+/// taken off the message when it is enqueued.
+pub const DESTINATION: &str = "Jetwire-Destination";
+
+/// A connection inside the caller's transaction: `&mut *tx` of a
+/// `sqlx::Transaction` on Postgres or SQLite (or a plain connection).
+pub trait Connection<'c>: Send + sealed::Sealed {
+    #[doc(hidden)]
+    fn insert(self, sql: String, row: NewRow) -> jetwire::BoxFuture<'c, Result<(), sqlx::Error>>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct NewRow {
+    id: String,
+    subject: String,
+    key: Option<String>,
+    destination: Option<String>,
+    headers: String,
+    payload: Vec<u8>,
+    now: i64,
+}
+
+const INSERT: &str = "INSERT INTO {table} (id, subject, key, destination, headers, payload, created_at, next_attempt_at)
+   VALUES ($1, $2, $3, $4, $5, $6, $7, $7)";
+
+macro_rules! connection {
+    ($feature:literal, $conn:ty, $placeholder:literal) => {
+        #[cfg(feature = $feature)]
+        impl sealed::Sealed for &mut $conn {}
+
+        #[cfg(feature = $feature)]
+        impl<'c> Connection<'c> for &'c mut $conn {
+            fn insert(
+                self,
+                sql: String,
+                row: NewRow,
+            ) -> jetwire::BoxFuture<'c, Result<(), sqlx::Error>> {
+                Box::pin(async move {
+                    let sql = sql.replace('$', $placeholder);
+                    sqlx::query(&sql)
+                        .bind(row.id)
+                        .bind(row.subject)
+                        .bind(row.key)
+                        .bind(row.destination)
+                        .bind(row.headers)
+                        .bind(row.payload)
+                        .bind(row.now)
+                        .execute(self)
+                        .await?;
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+
+connection!("postgres", sqlx::PgConnection, "$");
+connection!("sqlite", sqlx::SqliteConnection, "?");
+
+/// Saves `payload`, as JSON to `subject`, in the caller's transaction: it
+/// is published once the transaction commits, never if it rolls back.
+/// Returns the row's id, which is the message's `Nats-Msg-Id`.
+///
+/// ```no_run
+/// # #[cfg(feature = "sqlite")]
+/// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut tx = pool.begin().await?;
+/// let id = jetwire_sql::outbox::enqueue(&mut *tx, "orders.created", &42).await?;
+/// tx.commit().await?;
+/// # let _ = id; Ok(()) }
+/// ```
+pub async fn enqueue<'c, T: Serialize + ?Sized>(
+    conn: impl Connection<'c>,
+    subject: &str,
+    payload: &T,
+) -> Result<String, OutboxError> {
+    enqueue_with(conn, subject, payload, PublishOptions::new()).await
+}
+
+/// [`enqueue`] with options: message id, correlation id, headers, and a
+/// `key` (rows of one key are published in the order they were enqueued;
+/// rows of different keys in parallel). A `Jetwire-Destination` header
+/// picks the publisher ([`Outbox::destination`]).
+pub async fn enqueue_with<'c, T: Serialize + ?Sized>(
+    conn: impl Connection<'c>,
+    subject: &str,
+    payload: &T,
+    options: PublishOptions,
+) -> Result<String, OutboxError> {
+    let message = Message::json(subject, payload, options)?;
+    Tables::default().enqueue_message(conn, message).await
+}
+
+/// [`enqueue_with`] for bytes as they are (no JSON, no content type).
+pub async fn enqueue_raw<'c>(
+    conn: impl Connection<'c>,
+    subject: &str,
+    payload: impl Into<bytes::Bytes>,
+    options: PublishOptions,
+) -> Result<String, OutboxError> {
+    let message = Message::raw(subject, payload, options)?;
+    Tables::default().enqueue_message(conn, message).await
+}
+
+impl Tables {
+    /// Saves a built message in these tables, in the caller's transaction.
+    pub async fn enqueue_message<'c>(
+        &self,
+        conn: impl Connection<'c>,
+        mut message: Message,
+    ) -> Result<String, OutboxError> {
+        let destination = message.header(DESTINATION).map(str::to_owned);
+        if destination.is_some() {
+            message.remove_header(DESTINATION);
+        }
+        let id = message.message_id().map(str::to_owned).unwrap_or_default();
+        let row = NewRow {
+            id: id.clone(),
+            subject: message.subject().to_owned(),
+            key: message.header(jetwire::publish::KEY).map(str::to_owned),
+            destination,
+            headers: encode_headers(message.headers()),
+            payload: message.payload().to_vec(),
+            now: now_ms(),
+        };
+        let sql = INSERT.replace("{table}", &self.outbox());
+        conn.insert(sql, row).await?;
+        Ok(id)
+    }
+}

@@ -1,0 +1,378 @@
+//! [`Outbox`]: the relay, a [`Service`] that claims committed rows,
+//! publishes them and removes them once JetStream has stored them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jetwire::publish::Message;
+use jetwire::{BoxFuture, Error, PublishError, Publisher, Service, ServiceContext};
+
+use crate::pool::{Claimed, Pool};
+use crate::tables::Tables;
+use crate::wire::{decode_headers, now_ms};
+
+/// Chooses the destination of a row that names none, from its subject:
+/// `Some(name)` of a publisher given to [`Outbox::destination`], or `None`
+/// for the app's own connection.
+pub type Route = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What the relay did since it started. Cheap to clone; read while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxStats(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    retried: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl OutboxStats {
+    /// Rows JetStream stored (duplicates of a republish included).
+    pub fn published(&self) -> u64 {
+        self.0.published.load(Ordering::Relaxed)
+    }
+    /// Publishes that failed and will be tried again.
+    pub fn retried(&self) -> u64 {
+        self.0.retried.load(Ordering::Relaxed)
+    }
+    /// Rows given up on: status `failed`, kept in the table.
+    pub fn failed(&self) -> u64 {
+        self.0.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// The relay: publishes committed outbox rows, as a [`Service`] of an
+/// [`App`](jetwire::App). Many replicas may run one on the same database:
+/// they share the work, and a row is claimed by one at a time.
+///
+/// - Claims up to `batch` due rows at once; rows of one key one at a time,
+///   in the order they were enqueued, rows of different keys together.
+/// - Publishes them pipelined with `Nats-Msg-Id` = the row id, waits for
+///   every ack, then deletes them (or keeps them as `published` for
+///   [`Outbox::keep_published`]).
+/// - A failed publish counts an attempt, keeps the error, and tries again
+///   after [`Outbox::backoff`]; after `max_attempts` the row is `failed`,
+///   kept, logged and counted. A subject no stream captures, or a
+///   destination with no publisher, fails the row at once with that
+///   reason. Nothing is dropped.
+/// - Wakes on Postgres `LISTEN/NOTIFY` when a row is committed, and polls
+///   every [`Outbox::poll_interval`] besides (the only way on SQLite).
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn demo(pool: sqlx::PgPool, billing: jetwire::Publisher) -> Result<(), jetwire::Error> {
+/// let relay = jetwire_sql::Outbox::new(pool)
+///     .batch(500)
+///     .max_attempts(10)
+///     .destination("billing", billing); // rows with header Jetwire-Destination: billing
+/// jetwire::App::new(jetwire::Config::from_env()?).service(relay).run().await
+/// # }
+/// ```
+pub struct Outbox {
+    pool: Pool,
+    tables: Tables,
+    batch: i64,
+    max_attempts: u32,
+    backoff: Vec<Duration>,
+    claim_for: Duration,
+    poll_interval: Duration,
+    keep_published: Option<Duration>,
+    destinations: HashMap<String, Publisher>,
+    route: Option<Route>,
+    stats: OutboxStats,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("tables", &self.tables)
+            .field("batch", &self.batch)
+            .field("max_attempts", &self.max_attempts)
+            .field(
+                "destinations",
+                &self.destinations.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// A relay for the outbox in `pool` (a `sqlx::PgPool` or `SqlitePool`).
+    pub fn new(pool: impl Into<Pool>) -> Outbox {
+        Outbox {
+            pool: pool.into(),
+            tables: Tables::default(),
+            batch: 500,
+            max_attempts: 10,
+            backoff: [1, 2, 5, 10, 30, 60].map(Duration::from_secs).to_vec(),
+            claim_for: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            keep_published: None,
+            destinations: HashMap::new(),
+            route: None,
+            stats: OutboxStats::default(),
+        }
+    }
+
+    /// Table names with a prefix.
+    pub fn tables(mut self, tables: Tables) -> Self {
+        self.tables = tables;
+        self
+    }
+
+    /// Rows claimed at once (500).
+    pub fn batch(mut self, rows: u32) -> Self {
+        self.batch = i64::from(rows.max(1));
+        self
+    }
+
+    /// Publishes tried before a row is `failed` (10).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The wait before each retry of a row; the last repeats (1 s, 2 s,
+    /// 5 s, 10 s, 30 s, 60 s).
+    pub fn backoff(mut self, delays: &[Duration]) -> Self {
+        if !delays.is_empty() {
+            self.backoff = delays.to_vec();
+        }
+        self
+    }
+
+    /// How long a claim holds (30 s): a relay that dies leaves its rows to
+    /// others after this. Keep it well inside the streams' duplicate window.
+    pub fn claim_for(mut self, lease: Duration) -> Self {
+        self.claim_for = lease;
+        self
+    }
+
+    /// How often the relay looks for due rows without being woken (500 ms).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Keeps published rows (status `published`) this long instead of
+    /// deleting them at once.
+    pub fn keep_published(mut self, for_how_long: Duration) -> Self {
+        self.keep_published = Some(for_how_long);
+        self
+    }
+
+    /// Rows with header `Jetwire-Destination: <name>` go through `publisher`
+    /// (another cluster, account or prefix).
+    pub fn destination(mut self, name: impl Into<String>, publisher: Publisher) -> Self {
+        self.destinations.insert(name.into(), publisher);
+        self
+    }
+
+    /// Picks a destination for rows that name none, by subject.
+    pub fn route(mut self, route: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.route = Some(Arc::new(route));
+        self
+    }
+
+    /// The relay's counters, to read while it runs.
+    pub fn stats(&self) -> OutboxStats {
+        self.stats.clone()
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        let i = (attempt.max(1) - 1) as usize;
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl Service for Outbox {
+    fn name(&self) -> &str {
+        "outbox"
+    }
+
+    fn run(self: Box<Self>, ctx: ServiceContext) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(async move { self.relay(ctx).await })
+    }
+}
+
+/// Why a row could not be published, and whether trying again can help.
+struct Failure {
+    error: String,
+    final_: bool,
+}
+
+impl Outbox {
+    async fn relay(self, ctx: ServiceContext) -> Result<(), Error> {
+        let mut wake = crate::outbox::wake::Wake::listen(&self.pool, &self.tables).await;
+        let mut purged_at = 0;
+        let mut pause = Duration::from_millis(100);
+        tracing::info!(table = %self.tables.outbox(), "outbox relay running");
+        while !ctx.is_shutting_down() {
+            let now = now_ms();
+            let lease = now + i64::try_from(self.claim_for.as_millis()).unwrap_or(i64::MAX / 2);
+            let rows = match self.pool.claim(&self.tables, now, lease, self.batch).await {
+                Ok(rows) => {
+                    pause = Duration::from_millis(100);
+                    rows
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox: cannot claim rows; trying again");
+                    wake.wait(&ctx, pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                self.purge(&mut purged_at).await;
+                wake.wait(&ctx, self.poll_interval).await;
+                continue;
+            }
+            self.publish(&ctx, rows).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes claimed rows pipelined, waits for every ack, and records
+    /// each outcome.
+    async fn publish(&self, ctx: &ServiceContext, rows: Vec<Claimed>) {
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut outcomes: Vec<(Claimed, Result<(), Failure>)> = Vec::new();
+        for row in rows {
+            match self.send(ctx, &row).await {
+                Ok(pending) => sent.push((row, pending)),
+                Err(f) => outcomes.push((row, Err(f))),
+            }
+        }
+        let acks = futures_util::future::join_all(
+            sent.into_iter()
+                .map(|(row, pending)| async move { (row, pending.await) }),
+        )
+        .await;
+        let mut stored = Vec::new();
+        for (row, ack) in acks {
+            match ack {
+                Ok(_) => stored.push(row.seq),
+                Err(e) => outcomes.push((row, Err(classify(&e)))),
+            }
+        }
+        let keep = self.keep_published.is_some();
+        if let Err(e) = self
+            .pool
+            .published(&self.tables, &stored, keep, now_ms())
+            .await
+        {
+            // The claim lapses and the rows go again, stored once by id.
+            tracing::warn!(error = %e, rows = stored.len(), "outbox: cannot remove published rows; they will be published again, and dropped as duplicates");
+        } else {
+            self.stats
+                .0
+                .published
+                .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        }
+        for (row, outcome) in outcomes {
+            if let Err(f) = outcome {
+                self.record_failure(&row, f).await;
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        ctx: &ServiceContext,
+        row: &Claimed,
+    ) -> Result<jetwire::PendingReceipt, Failure> {
+        let publisher = self.publisher_for(ctx, row)?;
+        let headers = decode_headers(&row.headers).ok_or_else(|| Failure {
+            error: "the row's headers are not a JSON list of [name, value] pairs".into(),
+            final_: true,
+        })?;
+        let message =
+            Message::from_parts(&row.subject, headers, row.payload.clone()).map_err(|e| {
+                Failure {
+                    error: e.to_string(),
+                    final_: true,
+                }
+            })?;
+        publisher.send_message(message).await.map_err(|e| Failure {
+            error: e.to_string(),
+            final_: false,
+        })
+    }
+
+    fn publisher_for<'a>(
+        &'a self,
+        ctx: &'a ServiceContext,
+        row: &Claimed,
+    ) -> Result<&'a Publisher, Failure> {
+        let name = row
+            .destination
+            .clone()
+            .or_else(|| self.route.as_ref().and_then(|r| r(&row.subject)));
+        match name {
+            None => Ok(ctx.publisher()),
+            Some(name) => self.destinations.get(&name).ok_or_else(|| Failure {
+                error: format!(
+                    "no publisher for destination `{name}`: register one with Outbox::destination(\"{name}\", publisher)"
+                ),
+                final_: true,
+            }),
+        }
+    }
+
+    async fn record_failure(&self, row: &Claimed, f: Failure) {
+        let attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
+        let give_up = f.final_ || attempts >= self.max_attempts;
+        let next = now_ms() + i64::try_from(self.delay(attempts).as_millis()).unwrap_or(0);
+        if give_up {
+            self.stats.0.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(id = %row.id, subject = %row.subject, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`");
+        } else {
+            self.stats.0.retried.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(id = %row.id, subject = %row.subject, key = ?row.key, attempts, error = %f.error, "outbox: publish failed; trying again");
+        }
+        if let Err(e) = self
+            .pool
+            .failed(&self.tables, row.seq, &f.error, next, give_up)
+            .await
+        {
+            tracing::warn!(id = %row.id, error = %e, "outbox: cannot record a failed publish; the claim lapses and the row goes again");
+        }
+    }
+
+    /// Removes rows kept past `keep_published`, at most once a minute.
+    async fn purge(&self, purged_at: &mut i64) {
+        let Some(keep) = self.keep_published else {
+            return;
+        };
+        let now = now_ms();
+        if now - *purged_at < 60_000 {
+            return;
+        }
+        *purged_at = now;
+        let before = now - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX / 2);
+        if let Err(e) = self.pool.purge_published(&self.tables, before).await {
+            tracing::warn!(error = %e, "outbox: cannot remove old published rows");
+        }
+    }
+}
+
+/// A failed ack: final when no stream captures the subject.
+fn classify(e: &PublishError) -> Failure {
+    let text = e.to_string();
+    let no_stream = text.contains("no stream found") || text.contains("no responders");
+    Failure {
+        error: if no_stream {
+            format!("no stream captures the subject: {text}")
+        } else {
+            text
+        },
+        final_: no_stream,
+    }
+}

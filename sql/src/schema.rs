@@ -1,0 +1,145 @@
+//! The tables, their names (with an optional prefix), and the migrations
+//! that make them: plain SQL run once each, recorded in a table of their
+//! own, safe to run from many replicas at once.
+
+use crate::error::OutboxError;
+use crate::pool::{Pool, on_pool};
+use crate::tables::Tables;
+use crate::wire::now_ms;
+
+impl Tables {
+    /// Runs the migrations not yet run, for these names.
+    pub async fn migrate(&self, pool: &(impl Into<Pool> + Clone)) -> Result<(), OutboxError> {
+        let pool: Pool = pool.clone().into();
+        let steps = self.steps(&pool);
+        let schema = self.schema();
+        on_pool!(&pool, p => {
+            let mut tx = p.begin().await?;
+            lock(&pool, &mut tx).await?;
+            sqlx::query(&format!(
+                "CREATE TABLE IF NOT EXISTS {schema} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            let done: Vec<i64> = sqlx::query_scalar(&format!("SELECT CAST(version AS BIGINT) FROM {schema}"))
+                .fetch_all(&mut *tx)
+                .await?;
+            for (version, statements) in steps.iter().enumerate() {
+                let version = version as i64 + 1;
+                if done.contains(&version) {
+                    continue;
+                }
+                for statement in statements {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                sqlx::query(&pool.sql(&format!("INSERT INTO {schema} (version, applied_at) VALUES ($1, $2)")))
+                    .bind(version)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The migrations, in order: each a list of statements.
+    fn steps(&self, pool: &Pool) -> Vec<Vec<String>> {
+        let (outbox, letters) = (self.outbox(), self.dead_letters());
+        let (serial, blob) = match pool {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+        };
+        let mut first = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {outbox} (
+                   seq {serial},
+                   id TEXT NOT NULL UNIQUE,
+                   subject TEXT NOT NULL,
+                   key TEXT,
+                   destination TEXT,
+                   headers TEXT NOT NULL,
+                   payload {blob} NOT NULL,
+                   status TEXT NOT NULL DEFAULT 'pending',
+                   attempts INTEGER NOT NULL DEFAULT 0,
+                   last_error TEXT,
+                   created_at BIGINT NOT NULL,
+                   next_attempt_at BIGINT NOT NULL,
+                   claimed_until BIGINT NOT NULL DEFAULT 0,
+                   published_at BIGINT)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {outbox}_due ON {outbox} (status, next_attempt_at, seq)"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {outbox}_key ON {outbox} (key, seq)"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {letters} (
+                   id TEXT PRIMARY KEY,
+                   subject TEXT NOT NULL,
+                   reason TEXT,
+                   error TEXT,
+                   handler TEXT,
+                   attempts BIGINT,
+                   original_stream TEXT,
+                   original_sequence BIGINT,
+                   headers TEXT NOT NULL,
+                   payload {blob} NOT NULL,
+                   failed_at BIGINT NOT NULL,
+                   stored_at BIGINT NOT NULL)"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {letters}_failed ON {letters} (failed_at)"),
+        ];
+        #[cfg(feature = "postgres")]
+        if let Pool::Postgres(_) = pool {
+            let channel = self.channel();
+            first.extend([
+                format!(
+                    "CREATE OR REPLACE FUNCTION {outbox}_notify() RETURNS trigger AS $$
+                     BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END $$ LANGUAGE plpgsql"
+                ),
+                format!("DROP TRIGGER IF EXISTS {outbox}_notify ON {outbox}"),
+                format!(
+                    "CREATE TRIGGER {outbox}_notify AFTER INSERT ON {outbox}
+                     FOR EACH STATEMENT EXECUTE FUNCTION {outbox}_notify()"
+                ),
+            ]);
+        }
+        vec![first]
+    }
+}
+
+/// Serializes migrations of one database across processes: an advisory
+/// lock on Postgres; SQLite's write lock, taken at once, on SQLite.
+async fn lock<DB: sqlx::Database>(
+    pool: &Pool,
+    tx: &mut sqlx::Transaction<'_, DB>,
+) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let sql = match pool {
+        #[cfg(feature = "postgres")]
+        Pool::Postgres(_) => "SELECT pg_advisory_xact_lock(7254896310)",
+        // Any write takes the database's one write lock until commit.
+        #[cfg(feature = "sqlite")]
+        Pool::Sqlite(_) => "CREATE TABLE IF NOT EXISTS jetwire_migration_lock (x INTEGER)",
+    };
+    sqlx::raw_sql(sql).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Runs the migrations with the default table names. Safe to call from
+/// every replica at startup.
+///
+/// ```no_run
+/// # #[cfg(feature = "sqlite")]
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = sqlx::SqlitePool::connect("sqlite://app.db?mode=rwc").await?;
+/// jetwire_sql::migrate(&pool).await?;
+/// # Ok(()) }
+/// ```
+pub async fn migrate(pool: &(impl Into<Pool> + Clone)) -> Result<(), OutboxError> {
+    Tables::default().migrate(pool).await
+}

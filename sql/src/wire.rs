@@ -1,0 +1,30 @@
+//! How rows hold what the tables cannot type: headers as JSON, times as
+//! milliseconds since 1970.
+
+/// Headers as stored: a JSON list of `[name, value]`.
+pub(crate) fn encode_headers(headers: &jetwire::async_nats::HeaderMap) -> String {
+    let mut pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
+        .collect();
+    pairs.sort_unstable();
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Headers from their stored form; `None` if it is not that form.
+pub(crate) fn decode_headers(text: &str) -> Option<jetwire::async_nats::HeaderMap> {
+    let pairs: Vec<(String, String)> = serde_json::from_str(text).ok()?;
+    let mut headers = jetwire::async_nats::HeaderMap::new();
+    for (name, value) in pairs {
+        let name: jetwire::async_nats::HeaderName = name.parse().ok()?;
+        headers.append(name, value.as_str());
+    }
+    Some(headers)
+}
+
+/// Milliseconds since 1970: the tables' clock.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,170 @@
+//! Databases for the outbox tests: the tests' PostgreSQL ([`postgres_url`])
+//! and SQLite files in temporary directories, each with its own table
+//! prefix so that tests sharing a server never meet.
+//!
+//! [`postgres_url`]: crate::postgres_url
+
+use std::time::Duration;
+
+use jetwire::PublishOptions;
+use jetwire_sql::Tables;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+/// A database of one kind, and the tables of one test in it.
+pub enum TestDb {
+    /// PostgreSQL.
+    Postgres(sqlx::PgPool, Tables),
+    /// A SQLite file, removed with its directory.
+    Sqlite(sqlx::SqlitePool, Tables, tempfile::TempDir),
+}
+
+/// What to enqueue: subject, JSON payload, options.
+pub type Row = (String, serde_json::Value, PublishOptions);
+
+impl TestDb {
+    /// The tests' PostgreSQL, with tables prefixed by a name unique to `name`.
+    pub async fn postgres(name: &str) -> TestDb {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&crate::postgres::postgres_sqlx_url())
+            .await
+            .expect("connect to the tests' PostgreSQL");
+        let tables = Tables::with_prefix(table_prefix(name));
+        tables.migrate(&pool).await.expect("migrate");
+        TestDb::Postgres(pool, tables)
+    }
+
+    /// A fresh SQLite file in WAL mode (several processes may share it).
+    pub async fn sqlite(name: &str) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("outbox.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .expect("open SQLite");
+        let tables = Tables::with_prefix(table_prefix(name));
+        tables.migrate(&pool).await.expect("migrate");
+        TestDb::Sqlite(pool, tables, dir)
+    }
+
+    /// Both kinds, for tests that run on each.
+    pub async fn both(name: &str) -> Vec<TestDb> {
+        vec![TestDb::postgres(name).await, TestDb::sqlite(name).await]
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TestDb::Postgres(..) => "postgres",
+            TestDb::Sqlite(..) => "sqlite",
+        }
+    }
+
+    /// The pool, for the relay.
+    pub fn pool(&self) -> jetwire_sql::Pool {
+        match self {
+            TestDb::Postgres(p, ..) => p.clone().into(),
+            TestDb::Sqlite(p, ..) => p.clone().into(),
+        }
+    }
+
+    /// The test's table names.
+    pub fn tables(&self) -> &Tables {
+        match self {
+            TestDb::Postgres(_, t) | TestDb::Sqlite(_, t, _) => t,
+        }
+    }
+
+    /// The SQLite file, for another process.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        match self {
+            TestDb::Sqlite(_, _, dir) => Some(dir.path().join("outbox.db")),
+            TestDb::Postgres(..) => None,
+        }
+    }
+
+    /// Enqueues `rows` in one transaction, committed or rolled back; the
+    /// ids, or the first error (the transaction then rolls back).
+    pub async fn enqueue(
+        &self,
+        rows: Vec<Row>,
+        commit: bool,
+    ) -> Result<Vec<String>, jetwire_sql::OutboxError> {
+        macro_rules! run {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
+                let mut ids = Vec::new();
+                for (subject, payload, options) in rows {
+                    let message = jetwire::publish::Message::json(&subject, &payload, options)?;
+                    ids.push(self.tables().enqueue_message(&mut *tx, message).await?);
+                }
+                if commit {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok(ids)
+            }};
+        }
+        match self {
+            TestDb::Postgres(p, ..) => run!(p),
+            TestDb::Sqlite(p, ..) => run!(p),
+        }
+    }
+
+    /// Rows in the outbox table, by status.
+    pub async fn count(&self, status: &str) -> i64 {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE status = '{status}'",
+            self.tables().outbox()
+        );
+        match self {
+            TestDb::Postgres(p, ..) => sqlx::query_scalar(&sql).fetch_one(p).await,
+            TestDb::Sqlite(p, ..) => sqlx::query_scalar(&sql).fetch_one(p).await,
+        }
+        .expect("count rows")
+    }
+
+    /// `last_error` of every `failed` row.
+    pub async fn failures(&self) -> Vec<String> {
+        let sql = format!(
+            "SELECT COALESCE(last_error, '') FROM {} WHERE status = 'failed' ORDER BY seq",
+            self.tables().outbox()
+        );
+        match self {
+            TestDb::Postgres(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
+            TestDb::Sqlite(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
+        }
+        .expect("read failures")
+    }
+
+    /// The ids in the dead-letter table.
+    pub async fn letter_ids(&self) -> Vec<String> {
+        let sql = format!(
+            "SELECT id FROM {} ORDER BY id",
+            self.tables().dead_letters()
+        );
+        match self {
+            TestDb::Postgres(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
+            TestDb::Sqlite(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
+        }
+        .expect("read letters")
+    }
+}
+
+/// A table prefix unique in this process: letters, digits and `_`.
+fn table_prefix(name: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("t{}_{n}_{clean}_", std::process::id()).to_ascii_lowercase()
+}

@@ -1,0 +1,367 @@
+//! The transactional outbox on a real PostgreSQL and a real SQLite file,
+//! relayed into a real nats-server: commit and rollback, relays sharing
+//! work, per-key order through publish failures, failures that end a row,
+//! NATS down mid-run, and bad input refused before commit.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use jetwire::async_nats::{self, jetstream};
+use jetwire::{App, Config, PublishOptions, Publisher, RunningApp};
+use jetwire_sql::Outbox;
+use jetwire_sql::outbox::OutboxStats;
+use jetwire_tests::sql::{Row, TestDb};
+use jetwire_tests::{Server, eventually, header, shared_server, stream_messages, unique_prefix};
+use serde_json::json;
+
+fn config(server: &Server, prefix: &str) -> Config {
+    Config::builder()
+        .url(server.url())
+        .app("relay")
+        .subject_prefix(prefix)
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid")
+}
+
+/// An app with no handlers, running the relay of `db`'s outbox.
+async fn relay(
+    server: &Server,
+    prefix: &str,
+    db: &TestDb,
+    tune: impl FnOnce(Outbox) -> Outbox,
+) -> (RunningApp, OutboxStats) {
+    let outbox = tune(
+        Outbox::new(db.pool())
+            .tables(db.tables().clone())
+            .poll_interval(Duration::from_millis(20)),
+    );
+    let stats = outbox.stats();
+    let running = App::new(config(server, prefix))
+        .only(&[])
+        .service(outbox)
+        .start()
+        .await
+        .expect("the relay's app starts");
+    (running, stats)
+}
+
+fn row(subject: &str, payload: serde_json::Value) -> Row {
+    (subject.to_owned(), payload, PublishOptions::new())
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_publishes_nothing_and_a_committed_one_publishes_once() {
+    let server = shared_server();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    for db in TestDb::both("commit").await {
+        let prefix = unique_prefix(&format!("commit-{}", db.kind()));
+        let (running, stats) = relay(server, &prefix, &db, |o| o).await;
+        let streams = running
+            .publisher()
+            .ensure_streams(&["outbox.created"])
+            .await
+            .expect("streams");
+        db.enqueue(vec![row("outbox.created", json!({"n": 0}))], false)
+            .await
+            .expect("enqueued, then rolled back");
+        let ids = db
+            .enqueue(
+                (1..=10)
+                    .map(|n| row("outbox.created", json!({"n": n})))
+                    .collect(),
+                true,
+            )
+            .await
+            .expect("committed");
+        let stored = eventually(
+            Duration::from_secs(20),
+            "10 stored, none pending",
+            || async {
+                let m = stream_messages(&client, &streams[0]).await;
+                (m.len() >= 10 && db.count("pending").await == 0).then_some(m)
+            },
+        )
+        .await;
+        assert_eq!(stored.len(), 10, "{}", db.kind());
+        for (n, (m, id)) in stored.iter().zip(&ids).enumerate() {
+            assert_eq!(header(m, "Nats-Msg-Id"), Some(id.as_str()));
+            let payload: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
+            assert_eq!(payload, json!({"n": n + 1}));
+        }
+        assert_eq!(stats.published(), 10);
+        assert_eq!(db.count("published").await + db.count("failed").await, 0);
+        running.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test]
+async fn relays_in_three_replicas_share_the_work_and_publish_each_row_once() {
+    let server = shared_server();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let db = TestDb::postgres("three").await;
+    let prefix = unique_prefix("three");
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(relay(server, &prefix, &db, |o| o.batch(20)).await);
+    }
+    let streams = relays[0]
+        .0
+        .publisher()
+        .ensure_streams(&["shared.work"])
+        .await
+        .expect("streams");
+    const ROWS: usize = 3000;
+    let mut ids = HashSet::new();
+    for chunk in 0..30 {
+        let rows = (0..100)
+            .map(|n| row("shared.work", json!({"n": chunk * 100 + n})))
+            .collect();
+        ids.extend(db.enqueue(rows, true).await.expect("committed"));
+    }
+    let stored = eventually(Duration::from_secs(60), "every row stored", || async {
+        let m = stream_messages(&client, &streams[0]).await;
+        (m.len() >= ROWS && db.count("pending").await == 0).then_some(m)
+    })
+    .await;
+    let stored_ids: HashSet<String> = stored
+        .iter()
+        .filter_map(|m| header(m, "Nats-Msg-Id").map(str::to_owned))
+        .collect();
+    assert_eq!(stored.len(), ROWS);
+    assert_eq!(stored_ids, ids);
+    let each: Vec<u64> = relays.iter().map(|(_, s)| s.published()).collect();
+    // Every publish any relay made is counted: a row published twice by
+    // two relays would count twice, although the stream keeps it once.
+    assert_eq!(each.iter().sum::<u64>(), ROWS as u64, "{each:?}");
+    assert!(each.iter().all(|n| *n > 0), "a relay did nothing: {each:?}");
+    for (app, _) in relays {
+        app.shutdown().await.expect("shutdown");
+    }
+}
+
+/// Rows of 50 keys, 200 each, into a work queue that holds 30 messages
+/// and refuses more: the relay's publishes fail again and again while a
+/// slow reader frees room, and each key's messages still arrive in order.
+#[tokio::test]
+async fn rows_of_one_key_keep_their_order_through_publish_failures() {
+    let server = shared_server();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    for db in TestDb::both("order").await {
+        let prefix = unique_prefix(&format!("order-{}", db.kind()));
+        let stream = format!("KEYED_{}", db.kind().to_uppercase());
+        let stream = format!(
+            "{}_{stream}",
+            prefix.to_uppercase().replace(['.', '-'], "_")
+        );
+        js.create_stream(jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("{prefix}.keyed.>")],
+            retention: jetstream::stream::RetentionPolicy::WorkQueue,
+            max_messages: 30,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .expect("a small work queue");
+        const KEYS: usize = 50;
+        const PER_KEY: usize = 200;
+        for n in 0..PER_KEY {
+            let rows = (0..KEYS)
+                .map(|k| {
+                    (
+                        format!("keyed.k{k}"),
+                        json!({"key": k, "n": n}),
+                        PublishOptions::new().key(format!("k{k}")),
+                    )
+                })
+                .collect();
+            db.enqueue(rows, true).await.expect("committed");
+        }
+        let (running, stats) = relay(server, &prefix, &db, |o| {
+            o.backoff(&[Duration::from_millis(20)])
+                .max_attempts(100_000)
+        })
+        .await;
+        let consumer: jetstream::consumer::PullConsumer = js
+            .get_stream(&stream)
+            .await
+            .expect("stream")
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some("reader".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("reader");
+        let mut next: HashMap<u64, u64> = HashMap::new();
+        let mut read = 0;
+        let mut messages = consumer.messages().await.expect("messages");
+        while read < KEYS * PER_KEY {
+            let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+                .await
+                .expect("a message within 30 s")
+                .expect("a message")
+                .expect("no error");
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
+            let (k, n) = (v["key"].as_u64().expect("key"), v["n"].as_u64().expect("n"));
+            let want = next.entry(k).or_default();
+            assert_eq!(n, *want, "{}: key {k} out of order", db.kind());
+            *want += 1;
+            read += 1;
+            // A slow reader: the queue stays full, and publishes fail.
+            if read % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            m.ack().await.expect("ack");
+        }
+        assert!(stats.retried() > 0, "{}: no publish failed", db.kind());
+        assert_eq!(db.count("pending").await, 0);
+        running.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test]
+async fn rows_that_cannot_go_fail_with_their_reason_and_others_route() {
+    let server = shared_server();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    for db in TestDb::both("fail").await {
+        let prefix = unique_prefix(&format!("fail-{}", db.kind()));
+        let other_prefix = format!("{prefix}-other");
+        let other = Publisher::connect(&config(server, &other_prefix))
+            .await
+            .expect("the other publisher");
+        let other_streams = other
+            .ensure_streams(&["routed.here"])
+            .await
+            .expect("streams");
+        let (running, stats) = relay(server, &prefix, &db, |o| {
+            o.destination("other", other.clone())
+        })
+        .await;
+        let dest = |name: &str| PublishOptions::new().header("Jetwire-Destination", name);
+        db.enqueue(
+            vec![
+                row("nostream.anywhere", json!(1)),
+                ("routed.here".into(), json!(2), dest("nowhere")),
+                ("routed.here".into(), json!(3), dest("other")),
+            ],
+            true,
+        )
+        .await
+        .expect("committed");
+        let failures = eventually(Duration::from_secs(20), "two rows failed", || async {
+            let f = db.failures().await;
+            (f.len() == 2 && db.count("pending").await == 0).then_some(f)
+        })
+        .await;
+        assert!(failures[0].contains("no stream captures"), "{failures:?}");
+        assert!(
+            failures[1].contains("no publisher for destination `nowhere`"),
+            "{failures:?}"
+        );
+        let routed = stream_messages(&client, &other_streams[0]).await;
+        assert_eq!(routed.len(), 1);
+        assert_eq!(
+            header(&routed[0], "Jetwire-Destination"),
+            None,
+            "routing header removed"
+        );
+        assert_eq!((stats.published(), stats.failed()), (1, 2));
+        running.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test]
+async fn nats_down_for_ten_seconds_delays_rows_and_loses_none() {
+    let mut server = Server::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    for db in TestDb::both("down").await {
+        let prefix = unique_prefix(&format!("down-{}", db.kind()));
+        let (running, stats) = relay(&server, &prefix, &db, |o| {
+            o.backoff(&[Duration::from_millis(200)])
+                .max_attempts(10_000)
+        })
+        .await;
+        let streams = running
+            .publisher()
+            .ensure_streams(&["down.work"])
+            .await
+            .expect("streams");
+        let mut ids = HashSet::new();
+        let batch = |from: usize| {
+            (from..from + 100)
+                .map(|n| row("down.work", json!(n)))
+                .collect()
+        };
+        ids.extend(db.enqueue(batch(0), true).await.expect("committed"));
+        server.stop();
+        ids.extend(
+            db.enqueue(batch(100), true)
+                .await
+                .expect("committed while NATS is down"),
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        server.restart();
+        ids.extend(db.enqueue(batch(200), true).await.expect("committed"));
+        let stored = eventually(Duration::from_secs(60), "every row stored", || async {
+            let m = stream_messages(&client, &streams[0]).await;
+            (m.len() >= 300 && db.count("pending").await == 0).then_some(m)
+        })
+        .await;
+        let stored_ids: HashSet<String> = stored
+            .iter()
+            .filter_map(|m| header(m, "Nats-Msg-Id").map(str::to_owned))
+            .collect();
+        assert_eq!((stored.len(), &stored_ids), (300, &ids), "{}", db.kind());
+        assert_eq!(db.count("failed").await, 0);
+        assert!(
+            stats.retried() > 0,
+            "{}: nothing failed while NATS was down",
+            db.kind()
+        );
+        running.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_an_error_before_commit() {
+    for db in TestDb::both("bad").await {
+        let mut headers = HashMap::new();
+        headers.insert((1u8, 2u8), 3u8); // not a JSON object key
+        let cases: Vec<(Row, &str)> = vec![
+            (row("orders.*", json!(1)), "without `*`"),
+            (
+                (
+                    "orders.created".into(),
+                    json!(1),
+                    PublishOptions::new().header("X:Y", "1"),
+                ),
+                "header name",
+            ),
+            (
+                (
+                    "orders.created".into(),
+                    json!(1),
+                    PublishOptions::new().header("X", "a\r\nb"),
+                ),
+                "CR or LF",
+            ),
+        ];
+        for ((subject, payload, options), needle) in cases {
+            let err = db
+                .enqueue(vec![(subject, payload, options)], true)
+                .await
+                .expect_err(needle)
+                .to_string();
+            assert!(err.contains(needle), "{}: {err}", db.kind());
+        }
+        let err =
+            jetwire::publish::Message::json("orders.created", &headers, PublishOptions::new())
+                .expect_err("a map with tuple keys is no JSON")
+                .to_string();
+        assert!(err.contains("cannot encode"), "{err}");
+        assert_eq!(db.count("pending").await, 0, "{}", db.kind());
+    }
+}
