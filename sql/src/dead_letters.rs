@@ -42,6 +42,7 @@ const BATCH: usize = 100;
 pub struct DeadLetterTable {
     pool: Pool,
     tables: Tables,
+    ack_wait: Duration,
 }
 
 impl DeadLetterTable {
@@ -50,7 +51,15 @@ impl DeadLetterTable {
         DeadLetterTable {
             pool: pool.into(),
             tables: Tables::default(),
+            ack_wait: Duration::from_secs(30),
         }
+    }
+
+    /// How long a letter read by a replica that died waits before another
+    /// reads it (30 s): the durable's `ack_wait`, set when it is created.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
     }
 
     /// Table names with a prefix.
@@ -97,7 +106,7 @@ impl DeadLetterTable {
                     durable_name: Some(durable.clone()),
                     description: Some("jetwire: copies dead letters into a SQL table".into()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait: self.ack_wait,
                     ..Default::default()
                 },
             )
