@@ -145,7 +145,10 @@ impl TestDb {
 
     /// One text column of every row of the dead-letter table.
     pub async fn letter_column(&self, column: &str) -> Vec<Option<String>> {
-        let sql = format!("SELECT {column} FROM {} ORDER BY id", self.tables().dead_letters());
+        let sql = format!(
+            "SELECT {column} FROM {} ORDER BY id",
+            self.tables().dead_letters()
+        );
         match self {
             TestDb::Postgres(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
             TestDb::Sqlite(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,

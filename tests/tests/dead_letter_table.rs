@@ -47,20 +47,29 @@ async fn every_letter_lands_once_even_when_the_writer_dies_mid_run() {
         let publisher = first.publisher();
         const LETTERS: usize = 400;
         for n in 0..LETTERS as u64 {
-            publisher.publish("tablepoison.created", &n).await.expect("publish");
+            publisher
+                .publish("tablepoison.created", &n)
+                .await
+                .expect("publish");
         }
         // Dies with letters read and not yet acked (dropping stops at once).
-        eventually(Duration::from_secs(20), "some letters in the table", || async {
-            (db.letter_ids().await.len() >= 50).then_some(())
-        })
+        eventually(
+            Duration::from_secs(20),
+            "some letters in the table",
+            || async { (db.letter_ids().await.len() >= 50).then_some(()) },
+        )
         .await;
         drop(first);
         let second = app(&prefix, &db).await;
         let dlq = jetwire::topology::dlq_stream(Some(&prefix));
-        let ids = eventually(Duration::from_secs(30), "every letter in the table", || async {
-            let ids = db.letter_ids().await;
-            (ids.len() >= LETTERS).then_some(ids)
-        })
+        let ids = eventually(
+            Duration::from_secs(30),
+            "every letter in the table",
+            || async {
+                let ids = db.letter_ids().await;
+                (ids.len() >= LETTERS).then_some(ids)
+            },
+        )
         .await;
         let letters = stream_messages(&client, &dlq).await;
         let want: HashSet<String> = letters
@@ -75,7 +84,10 @@ async fn every_letter_lands_once_even_when_the_writer_dies_mid_run() {
             ("subject", "tablepoison.created"),
             ("reason", "permanent"),
             ("handler", "poisoned"),
-            ("original_stream", &jetwire::topology::default_stream(Some(&prefix), "tablepoison.created")),
+            (
+                "original_stream",
+                &jetwire::topology::default_stream(Some(&prefix), "tablepoison.created"),
+            ),
         ] {
             let values = db.letter_column(column).await;
             assert!(

@@ -30,9 +30,7 @@ impl Service for Announcer {
     }
     fn run(self: Box<Self>, ctx: ServiceContext) -> BoxFuture<'static, Result<(), Error>> {
         Box::pin(async move {
-            ctx.publisher()
-                .ensure_streams(&["svc.hello"])
-                .await?;
+            ctx.publisher().ensure_streams(&["svc.hello"]).await?;
             ctx.publisher().publish("svc.hello", &"up").await?;
             ctx.shutdown().await;
             self.stopped.store(true, Ordering::SeqCst);
@@ -61,7 +59,10 @@ async fn a_service_runs_on_the_apps_connection_and_stops_when_it_drains() {
     .await;
     assert!(!stopped.load(Ordering::SeqCst));
     running.shutdown().await.expect("a clean shutdown");
-    assert!(stopped.load(Ordering::SeqCst), "shutdown did not wait for the service");
+    assert!(
+        stopped.load(Ordering::SeqCst),
+        "shutdown did not wait for the service"
+    );
 }
 
 /// Fails in one of three ways once started.
@@ -85,14 +86,20 @@ impl Service for Broken {
 #[tokio::test]
 async fn an_error_a_panic_or_an_early_end_stops_the_app_naming_the_service() {
     for (how, needle) in [
-        ("error", "service `broken` failed: invalid configuration: boom"),
+        (
+            "error",
+            "service `broken` failed: invalid configuration: boom",
+        ),
         ("panic", "service `broken` panicked: kaboom"),
         ("end", "service `broken` ended while the app was running"),
     ] {
         let prefix = unique_prefix(&format!("svc-{how}"));
         let result = tokio::time::timeout(
             Duration::from_secs(20),
-            App::new(config(&prefix)).only(&[]).service(Broken(how)).run(),
+            App::new(config(&prefix))
+                .only(&[])
+                .service(Broken(how))
+                .run(),
         )
         .await
         .expect("run returns, not hangs");

@@ -1,0 +1,42 @@
+//! An outbox relay in its own process, for the test that kills it.
+//!
+//! Reads `Config::from_env()`, `OUTBOX_DB` (a `postgres://` URL, or the
+//! path of a SQLite file) and `OUTBOX_TABLES` (the table prefix); prints
+//! `READY` once the relay runs; runs until killed or SIGTERM.
+
+use std::io::Write;
+use std::time::Duration;
+
+use jetwire::{App, Config};
+use jetwire_sql::{Outbox, Pool, Tables};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let db = std::env::var("OUTBOX_DB")?;
+    let tables = Tables::with_prefix(std::env::var("OUTBOX_TABLES")?);
+    let pool: Pool = if db.starts_with("postgres://") {
+        sqlx::PgPool::connect(&db).await?.into()
+    } else {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        sqlx::SqlitePool::connect_with(options).await?.into()
+    };
+    let relay = Outbox::new(pool)
+        .tables(tables)
+        .claim_for(Duration::from_secs(2))
+        .poll_interval(Duration::from_millis(20))
+        .batch(200);
+    let running = App::new(Config::from_env()?)
+        .only(&[])
+        .service(relay)
+        .start()
+        .await?;
+    let mut out = std::io::stdout();
+    writeln!(out, "READY")?;
+    out.flush()?;
+    tokio::signal::ctrl_c().await?;
+    running.shutdown().await?;
+    Ok(())
+}
