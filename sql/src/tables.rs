@@ -53,3 +53,14 @@ impl Tables {
         format!("{}jetwire_outbox", self.prefix)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "table prefix")]
+    fn a_prefix_that_could_inject_sql_is_refused() {
+        let _ = Tables::with_prefix("x; drop table users; --");
+    }
+}

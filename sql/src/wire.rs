@@ -28,3 +28,22 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_survive_the_table() {
+        let mut h = jetwire::async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", "0190-abc");
+        h.append("X-Many", "1");
+        h.append("X-Many", "2");
+        let text = encode_headers(&h);
+        let back = decode_headers(&text).expect("decodes");
+        assert_eq!(back.get("Nats-Msg-Id").map(|v| v.as_str()), Some("0190-abc"));
+        assert_eq!(back.get_all("X-Many").count(), 2);
+        assert!(decode_headers("{not a list").is_none());
+        assert!(decode_headers(r#"[["bad name", "x"]]"#).is_none());
+    }
+}
