@@ -16,6 +16,7 @@ use crate::setup::{
     CONCURRENCY, Kind, Throughput, loaded, median, on_own_runtime, quick, runs, server,
 };
 
+mod outbox;
 mod rss;
 mod scenarios;
 mod setup;
@@ -56,6 +57,11 @@ fn median_of<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
         return f64::NAN;
     }
     median(runs.iter().map(f).collect())
+}
+
+/// A rate measured on both sides, interleaved: its line.
+fn throughput_rate(name: &str, raw: impl Fn() -> f64, jw: impl Fn() -> f64) {
+    interleaved(name, "rows/s", raw, jw);
 }
 
 fn interleaved(name: &str, unit: &str, raw: impl Fn() -> f64, jw: impl Fn() -> f64) {
@@ -159,6 +165,30 @@ fn main() {
             "scenario=memory raw={raw_big:.1}MiB jetwire={jw_big:.1}MiB ratio={:.3} jetwire_backlog_{small}={jw_small:.1}MiB growth={:.1}MiB",
             jw_big / raw_big,
             jw_big - jw_small
+        );
+    }
+    if want("outbox") {
+        let rows = if q { 5_000 } else { 50_000 };
+        throughput_rate(
+            "outbox-postgres",
+            || on_own_runtime("raw", move || Box::pin(outbox::raw_relay(rows))),
+            || on_own_runtime("jetwire", move || Box::pin(outbox::postgres_relay(rows))),
+        );
+        let sqlite: Vec<f64> = (0..runs())
+            .map(|_| on_own_runtime("jetwire", move || Box::pin(outbox::sqlite_relay(rows))))
+            .collect();
+        println!("scenario=outbox-sqlite jetwire={:.1}rows/s", median(sqlite));
+        let dur = Duration::from_secs(if q { 3 } else { 10 });
+        let (mut p50, mut p99) = (vec![], vec![]);
+        for _ in 0..runs() {
+            let (a, b) = on_own_runtime("jetwire", move || Box::pin(outbox::latency(1000, dur)));
+            p50.push(a);
+            p99.push(b);
+        }
+        println!(
+            "scenario=outbox-latency-1000rows/s p50={:.2}ms p99={:.2}ms",
+            median(p50),
+            median(p99)
         );
     }
     if want("startup") {

@@ -29,12 +29,13 @@
 //! ```
 //!
 //! **Effectively once.** Each row is published with `Nats-Msg-Id` = its
-//! id (a UUIDv7). A relay that dies after JetStream stored a row but
-//! before removing it leaves the row to be published again, under the
-//! same id, which the stream drops as a duplicate as long as it comes
-//! within the stream's duplicate window. A claimed row is published again
-//! only once its claim lapses ([`Outbox::claim_for`], 30 s by default),
-//! well inside the 2 minutes jetwire's streams remember ids at least.
+//! id (a UUIDv7), and removed only after JetStream acked it. A relay that
+//! dies in between leaves the row to be published again, under the same
+//! id, which the stream drops as a duplicate as long as it comes within
+//! the stream's duplicate window: on PostgreSQL at once (the claim was a
+//! row lock, gone with the relay's connection), on SQLite once the claim
+//! lapses ([`Outbox::claim_for`], 30 s by default), well inside the 2
+//! minutes jetwire's streams remember ids at least.
 //!
 //! **The dead-letter table.** [`DeadLetterTable`] copies every letter of
 //! the deployment's `DLQ` stream into `jetwire_dead_letters`, once each,

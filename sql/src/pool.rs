@@ -61,6 +61,23 @@ pub(crate) struct Claimed {
     pub(crate) attempts: i32,
 }
 
+/// Rows claimed by one relay, and on Postgres the transaction holding
+/// their locks.
+pub(crate) struct Claim {
+    pub(crate) rows: Vec<Claimed>,
+    #[cfg(feature = "postgres")]
+    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+/// A failed publish, as recorded.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) seq: i64,
+    pub(crate) error: String,
+    pub(crate) next_at: i64,
+    pub(crate) give_up: bool,
+}
+
 /// A dead letter as stored in the table.
 #[derive(Debug, Clone)]
 pub(crate) struct LetterRow {
@@ -78,105 +95,158 @@ pub(crate) struct LetterRow {
 }
 
 impl Pool {
-    /// `sql` for this database: `$N` placeholders become `?N` on SQLite,
-    /// and `FOR UPDATE SKIP LOCKED` is kept on Postgres only.
+    /// `sql` for this database: `$N` placeholders become `?N` on SQLite.
     pub(crate) fn sql<'a>(&self, sql: &'a str) -> Cow<'a, str> {
         match self {
             #[cfg(feature = "postgres")]
             Pool::Postgres(_) => Cow::Borrowed(sql),
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(_) => {
-                Cow::Owned(sql.replace('$', "?").replace("FOR UPDATE SKIP LOCKED", ""))
-            }
+            Pool::Sqlite(_) => Cow::Owned(sql.replace('$', "?")),
         }
     }
 
-    /// Claims up to `batch` due rows until `lease_until` (ms): pending,
-    /// due, not claimed by another relay, and first of their key among
-    /// pending rows. One statement, so a claim is atomic on both
-    /// databases; on Postgres, rows another relay is claiming right now
-    /// are skipped instead of waited for.
+    /// Claims up to `batch` due rows: pending, due, and first of their
+    /// key among pending rows.
+    ///
+    /// On Postgres the rows are locked in a transaction (`FOR UPDATE SKIP
+    /// LOCKED`: another relay skips them instead of waiting) that
+    /// [`Pool::settle`] commits; a relay that dies rolls back, and its rows
+    /// are due again at once. On SQLite, which has no row locks, one
+    /// statement marks them claimed until `lease_until` (ms); a relay that
+    /// dies leaves them to others once the lease lapses.
     pub(crate) async fn claim(
         &self,
         t: &Tables,
         now: i64,
         lease_until: i64,
         batch: i64,
-    ) -> Result<Vec<Claimed>, sqlx::Error> {
+    ) -> Result<Claim, sqlx::Error> {
         let table = t.outbox();
-        let text = format!(
-            "UPDATE {table} SET claimed_until = $1 WHERE seq IN (
-               SELECT o.seq FROM {table} o
-               WHERE o.status = 'pending' AND o.next_attempt_at <= $2 AND o.claimed_until <= $2
-                 AND (o.key IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM {table} e WHERE e.key = o.key AND e.seq < o.seq AND e.status = 'pending'))
-               ORDER BY o.seq LIMIT $3
-               FOR UPDATE SKIP LOCKED)
-             RETURNING seq, id, subject, key, destination, headers, payload, attempts"
+        let due = format!(
+            "o.status = 'pending' AND o.next_attempt_at <= $1 AND o.claimed_until <= $1
+             AND (o.key IS NULL OR NOT EXISTS (
+               SELECT 1 FROM {table} e WHERE e.key = o.key AND e.seq < o.seq AND e.status = 'pending'))"
         );
-        let sql = self.sql(&text);
-        let rows = on_pool!(self, p => {
-            sqlx::query(&sql).bind(lease_until).bind(now).bind(batch).fetch_all(p).await?
-                .into_iter().map(|r| Ok(Claimed {
-                    seq: r.try_get("seq")?,
-                    id: r.try_get("id")?,
-                    subject: r.try_get("subject")?,
-                    key: r.try_get("key")?,
-                    destination: r.try_get("destination")?,
-                    headers: r.try_get("headers")?,
-                    payload: r.try_get("payload")?,
-                    attempts: r.try_get("attempts")?,
-                })).collect::<Result<Vec<_>, sqlx::Error>>()?
-        });
-        let mut rows = rows;
-        rows.sort_by_key(|r| r.seq);
-        Ok(rows)
+        let columns = "seq, id, subject, key, destination, headers, payload, attempts";
+        macro_rules! rows {
+            ($query:expr) => {
+                $query
+                    .into_iter()
+                    .map(|r| {
+                        Ok(Claimed {
+                            seq: r.try_get("seq")?,
+                            id: r.try_get("id")?,
+                            subject: r.try_get("subject")?,
+                            key: r.try_get("key")?,
+                            destination: r.try_get("destination")?,
+                            headers: r.try_get("headers")?,
+                            payload: r.try_get("payload")?,
+                            attempts: r.try_get("attempts")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+            };
+        }
+        let mut claim = match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => {
+                let text = format!(
+                    "SELECT {columns} FROM {table} o WHERE {due}
+                     ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+                );
+                let mut tx = p.begin().await?;
+                let found = sqlx::query(&text)
+                    .bind(now)
+                    .bind(batch)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let rows = rows!(found);
+                Claim { rows, tx: Some(tx) }
+            }
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => {
+                let text = format!(
+                    "UPDATE {table} SET claimed_until = ?2 WHERE seq IN (
+                       SELECT o.seq FROM {table} o WHERE {} ORDER BY o.seq LIMIT ?3)
+                     RETURNING {columns}",
+                    due.replace('$', "?")
+                );
+                let found = sqlx::query(&text)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(batch)
+                    .fetch_all(p)
+                    .await?;
+                Claim {
+                    rows: rows!(found),
+                    #[cfg(feature = "postgres")]
+                    tx: None,
+                }
+            }
+        };
+        claim.rows.sort_by_key(|r| r.seq);
+        Ok(claim)
     }
 
-    /// Rows JetStream stored: deleted, or kept as `published` at `now`.
-    pub(crate) async fn published(
+    /// Records what became of a claim: `stored` rows deleted (or kept as
+    /// `published` at `now`), each failure counted with its error and
+    /// either its next try or status `failed`; then ends the claim.
+    pub(crate) async fn settle(
         &self,
         t: &Tables,
-        seqs: &[i64],
+        claim: Claim,
+        stored: &[i64],
         keep: bool,
         now: i64,
+        failures: &[Failed],
     ) -> Result<(), sqlx::Error> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
         let table = t.outbox();
-        let text = if keep {
-            format!(
+        let list: Vec<String> = stored.iter().map(i64::to_string).collect();
+        let done = match keep {
+            true => format!(
                 "UPDATE {table} SET status = 'published', published_at = {now}, claimed_until = 0 WHERE seq IN ({})",
                 list.join(",")
-            )
-        } else {
-            format!("DELETE FROM {table} WHERE seq IN ({})", list.join(","))
+            ),
+            false => format!("DELETE FROM {table} WHERE seq IN ({})", list.join(",")),
         };
-        on_pool!(self, p => sqlx::query(&text).execute(p).await.map(|_| ())?);
-        Ok(())
-    }
-
-    /// A failed publish: one attempt more, its error, and either the next
-    /// try at `next_at` or, with `give_up`, status `failed`.
-    pub(crate) async fn failed(
-        &self,
-        t: &Tables,
-        seq: i64,
-        error: &str,
-        next_at: i64,
-        give_up: bool,
-    ) -> Result<(), sqlx::Error> {
-        let text = format!(
-            "UPDATE {} SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2,
-               claimed_until = 0, status = $3 WHERE seq = $4",
-            t.outbox()
+        let fail = format!(
+            "UPDATE {table} SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2,
+               claimed_until = 0, status = $3 WHERE seq = $4"
         );
-        let sql = self.sql(&text);
-        let status = if give_up { "failed" } else { "pending" };
-        on_pool!(self, p => sqlx::query(&sql).bind(error).bind(next_at).bind(status).bind(seq)
-            .execute(p).await.map(|_| ())?);
+        let fail = self.sql(&fail);
+        macro_rules! settle {
+            ($tx:expr) => {{
+                if !stored.is_empty() {
+                    sqlx::query(&done).execute(&mut *$tx).await?;
+                }
+                for f in failures {
+                    let status = if f.give_up { "failed" } else { "pending" };
+                    sqlx::query(&fail)
+                        .bind(&f.error)
+                        .bind(f.next_at)
+                        .bind(status)
+                        .bind(f.seq)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                $tx.commit().await?;
+            }};
+        }
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => match claim.tx {
+                Some(mut tx) => settle!(tx),
+                None => {
+                    let mut tx = p.begin().await?;
+                    settle!(tx)
+                }
+            },
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                settle!(tx)
+            }
+        }
         Ok(())
     }
 

@@ -70,9 +70,7 @@ impl Tables {
                    claimed_until BIGINT NOT NULL DEFAULT 0,
                    published_at BIGINT)"
             ),
-            format!(
-                "CREATE INDEX IF NOT EXISTS {outbox}_due ON {outbox} (status, next_attempt_at, seq)"
-            ),
+            format!("CREATE INDEX IF NOT EXISTS {outbox}_due ON {outbox} (status, seq)"),
             format!("CREATE INDEX IF NOT EXISTS {outbox}_key ON {outbox} (key, seq)"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {letters} (

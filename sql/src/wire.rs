@@ -41,7 +41,10 @@ mod tests {
         h.append("X-Many", "2");
         let text = encode_headers(&h);
         let back = decode_headers(&text).expect("decodes");
-        assert_eq!(back.get("Nats-Msg-Id").map(|v| v.as_str()), Some("0190-abc"));
+        assert_eq!(
+            back.get("Nats-Msg-Id").map(|v| v.as_str()),
+            Some("0190-abc")
+        );
         assert_eq!(back.get_all("X-Many").count(), 2);
         assert!(decode_headers("{not a list").is_none());
         assert!(decode_headers(r#"[["bad name", "x"]]"#).is_none());

@@ -365,3 +365,31 @@ async fn bad_input_is_an_error_before_commit() {
         assert_eq!(db.count("pending").await, 0, "{}", db.kind());
     }
 }
+
+#[tokio::test]
+async fn published_rows_are_kept_when_asked() {
+    let server = shared_server();
+    for db in TestDb::both("keep").await {
+        let prefix = unique_prefix(&format!("keep-{}", db.kind()));
+        let (running, stats) = relay(server, &prefix, &db, |o| {
+            o.keep_published(Duration::from_secs(3600))
+        })
+        .await;
+        running
+            .publisher()
+            .ensure_streams(&["kept.rows"])
+            .await
+            .expect("streams");
+        db.enqueue((0..5).map(|n| row("kept.rows", json!(n))).collect(), true)
+            .await
+            .expect("committed");
+        eventually(
+            Duration::from_secs(20),
+            "5 rows kept as published",
+            || async { (db.count("published").await == 5).then_some(()) },
+        )
+        .await;
+        assert_eq!((db.count("pending").await, stats.published()), (0, 5));
+        running.shutdown().await.expect("shutdown");
+    }
+}

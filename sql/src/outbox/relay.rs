@@ -9,7 +9,7 @@ use std::time::Duration;
 use jetwire::publish::Message;
 use jetwire::{BoxFuture, Error, PublishError, Publisher, Service, ServiceContext};
 
-use crate::pool::{Claimed, Pool};
+use crate::pool::{Claim, Claimed, Failed, Pool};
 use crate::tables::Tables;
 use crate::wire::{decode_headers, now_ms};
 
@@ -144,8 +144,9 @@ impl Outbox {
         self
     }
 
-    /// How long a claim holds (30 s): a relay that dies leaves its rows to
-    /// others after this. Keep it well inside the streams' duplicate window.
+    /// How long a claim holds on SQLite (30 s): a relay that dies leaves its
+    /// rows to others after this. Keep it well inside the streams' duplicate
+    /// window. (On PostgreSQL a claim is a row lock, released at once.)
     pub fn claim_for(mut self, lease: Duration) -> Self {
         self.claim_for = lease;
         self
@@ -217,10 +218,10 @@ impl Outbox {
         while !ctx.is_shutting_down() {
             let now = now_ms();
             let lease = now + i64::try_from(self.claim_for.as_millis()).unwrap_or(i64::MAX / 2);
-            let rows = match self.pool.claim(&self.tables, now, lease, self.batch).await {
-                Ok(rows) => {
+            let claim = match self.pool.claim(&self.tables, now, lease, self.batch).await {
+                Ok(claim) => {
                     pause = Duration::from_millis(100);
-                    rows
+                    claim
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox: cannot claim rows; trying again");
@@ -229,25 +230,27 @@ impl Outbox {
                     continue;
                 }
             };
-            if rows.is_empty() {
+            if claim.rows.is_empty() {
+                drop(claim);
                 self.purge(&mut purged_at).await;
                 wake.wait(&ctx, self.poll_interval).await;
                 continue;
             }
-            self.publish(&ctx, rows).await;
+            self.publish(&ctx, claim).await;
         }
         Ok(())
     }
 
     /// Publishes claimed rows pipelined, waits for every ack, and records
     /// each outcome.
-    async fn publish(&self, ctx: &ServiceContext, rows: Vec<Claimed>) {
+    async fn publish(&self, ctx: &ServiceContext, mut claim: Claim) {
+        let rows = std::mem::take(&mut claim.rows);
         let mut sent = Vec::with_capacity(rows.len());
-        let mut outcomes: Vec<(Claimed, Result<(), Failure>)> = Vec::new();
+        let mut failed: Vec<(Claimed, Failure)> = Vec::new();
         for row in rows {
             match self.send(ctx, &row).await {
                 Ok(pending) => sent.push((row, pending)),
-                Err(f) => outcomes.push((row, Err(f))),
+                Err(f) => failed.push((row, f)),
             }
         }
         let acks = futures_util::future::join_all(
@@ -259,26 +262,30 @@ impl Outbox {
         for (row, ack) in acks {
             match ack {
                 Ok(_) => stored.push(row.seq),
-                Err(e) => outcomes.push((row, Err(classify(&e)))),
+                Err(e) => failed.push((row, classify(&e))),
             }
         }
+        let failures: Vec<Failed> = failed.iter().map(|(row, f)| self.failure(row, f)).collect();
         let keep = self.keep_published.is_some();
-        if let Err(e) = self
+        let settled = self
             .pool
-            .published(&self.tables, &stored, keep, now_ms())
-            .await
-        {
-            // The claim lapses and the rows go again, stored once by id.
-            tracing::warn!(error = %e, rows = stored.len(), "outbox: cannot remove published rows; they will be published again, and dropped as duplicates");
-        } else {
-            self.stats
-                .0
-                .published
-                .fetch_add(stored.len() as u64, Ordering::Relaxed);
-        }
-        for (row, outcome) in outcomes {
-            if let Err(f) = outcome {
-                self.record_failure(&row, f).await;
+            .settle(&self.tables, claim, &stored, keep, now_ms(), &failures)
+            .await;
+        match settled {
+            Ok(()) => {
+                let count = |n: usize| n as u64;
+                let s = &self.stats.0;
+                s.published
+                    .fetch_add(count(stored.len()), Ordering::Relaxed);
+                let given_up = failures.iter().filter(|f| f.give_up).count();
+                s.failed.fetch_add(count(given_up), Ordering::Relaxed);
+                s.retried
+                    .fetch_add(count(failures.len() - given_up), Ordering::Relaxed);
+            }
+            // The claim ends unrecorded: the rows go again, and what was
+            // stored is dropped as a duplicate by its id.
+            Err(e) => {
+                tracing::warn!(error = %e, rows = stored.len() + failures.len(), "outbox: cannot record what was published; the rows go again")
             }
         }
     }
@@ -326,23 +333,20 @@ impl Outbox {
         }
     }
 
-    async fn record_failure(&self, row: &Claimed, f: Failure) {
+    /// How a failed row is recorded: its next try, or given up; logged.
+    fn failure(&self, row: &Claimed, f: &Failure) -> Failed {
         let attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
         let give_up = f.final_ || attempts >= self.max_attempts;
-        let next = now_ms() + i64::try_from(self.delay(attempts).as_millis()).unwrap_or(0);
         if give_up {
-            self.stats.0.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(id = %row.id, subject = %row.subject, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`");
         } else {
-            self.stats.0.retried.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(id = %row.id, subject = %row.subject, key = ?row.key, attempts, error = %f.error, "outbox: publish failed; trying again");
         }
-        if let Err(e) = self
-            .pool
-            .failed(&self.tables, row.seq, &f.error, next, give_up)
-            .await
-        {
-            tracing::warn!(id = %row.id, error = %e, "outbox: cannot record a failed publish; the claim lapses and the row goes again");
+        Failed {
+            seq: row.seq,
+            error: f.error.clone(),
+            next_at: now_ms() + i64::try_from(self.delay(attempts).as_millis()).unwrap_or(0),
+            give_up,
         }
     }
 
