@@ -357,10 +357,22 @@ async fn bad_input_is_an_error_before_commit() {
                 .to_string();
             assert!(err.contains(needle), "{}: {err}", db.kind());
         }
-        let err =
-            jetwire::publish::Message::json("orders.created", &headers, PublishOptions::new())
-                .expect_err("a map with tuple keys is no JSON")
-                .to_string();
+        // A payload that does not serialize, through `outbox::enqueue` itself.
+        macro_rules! unserializable {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await.expect("begin");
+                let err = jetwire_sql::outbox::enqueue(&mut *tx, "orders.created", &headers)
+                    .await
+                    .expect_err("a map with tuple keys is no JSON")
+                    .to_string();
+                tx.commit().await.expect("the transaction is still usable");
+                err
+            }};
+        }
+        let err = match &db {
+            TestDb::Postgres(p, _) => unserializable!(p),
+            TestDb::Sqlite(p, ..) => unserializable!(p),
+        };
         assert!(err.contains("cannot encode"), "{err}");
         assert_eq!(db.count("pending").await, 0, "{}", db.kind());
     }
