@@ -316,6 +316,15 @@ async fn the_app_name_and_durables_are_logged_and_a_binary_name_warned_about() {
     assert!(logs.contains("set JETWIRE_APP"), "{logs}");
 }
 
+/// Waits until the app's one handler acked a message, then shuts it down.
+async fn one_acked_then_shutdown(running: jetwire::RunningApp) {
+    eventually(Duration::from_secs(10), "the job done", || async {
+        (running.stats()[0].acked == 1).then_some(())
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn a_publish_only_service_ensures_its_streams() {
     let server = shared_server();
@@ -391,11 +400,7 @@ async fn an_app_and_a_publisher_on_a_connection_the_caller_made() {
         .publish("queue.prov", &7u64)
         .await
         .expect("publish");
-    eventually(Duration::from_secs(10), "the job done", || async {
-        (running.stats()[0].acked == 1).then_some(())
-    })
-    .await;
-    running.shutdown().await.expect("shutdown");
+    one_acked_then_shutdown(running).await;
     // The caller's client stays open.
     client.flush().await.expect("still connected");
 }
@@ -438,11 +443,7 @@ async fn a_work_queue_on_a_stream_the_operator_made() {
         .publish("legacyjobs.render", &1u64)
         .await
         .expect("publish");
-    eventually(Duration::from_secs(10), "the job done", || async {
-        (running.stats()[0].acked == 1).then_some(())
-    })
-    .await;
-    running.shutdown().await.expect("shutdown");
+    one_acked_then_shutdown(running).await;
     let left = stream_messages(&client, "LEGACYJOBS").await;
     assert!(left.is_empty(), "the work queue kept {} jobs", left.len());
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Reconnects, watch_reconnects};
 use crate::error::{Error, PublishError};
-use crate::publish::message::{Inherited, Message, PublishOptions, build, build_bytes, fresh_id};
+use crate::publish::message::{Inherited, Message, PublishOptions, build, fresh_id};
 use crate::publish::outlet::{JetStreamOutlet, PendingReceipt, Receipt};
 
 /// Publishes typed messages from outside handlers: an HTTP endpoint, a
@@ -155,15 +155,9 @@ impl Publisher {
         payload: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<Receipt, PublishError> {
-        let msg = build_bytes(
-            subject,
-            payload.into(),
-            None,
-            options,
-            &Inherited::default(),
-            fresh_id,
-        )?;
-        self.outlet.send_confirmed(msg).await
+        self.outlet
+            .send_confirmed(Message::raw(subject, payload, options)?)
+            .await
     }
 
     /// Sends a [`Message`] built earlier and returns once it is written,
