@@ -420,6 +420,11 @@ impl RunningApp {
         )
     }
 
+    /// The deployment's dead letters, on this app's connection.
+    pub fn dead_letters(&self) -> crate::dlq::DeadLetters {
+        crate::dlq::DeadLetters::on(self.publisher())
+    }
+
     /// Each handler's counters in this process.
     pub fn stats(&self) -> Vec<HandlerStats> {
         self.stats

@@ -251,6 +251,15 @@ pub enum Error {
         /// The permissions the app needs, as a nats-server `permissions` block.
         permissions: String,
     },
+    /// A dead-letter operation on one letter failed; the letter is where
+    /// it was, unless the message says otherwise.
+    #[error("dead letter #{sequence}: {reason}")]
+    DeadLetter {
+        /// The letter's sequence in the dead-letter stream.
+        sequence: u64,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
     /// A stream could not be created or bound.
     #[error("stream `{stream}`: {reason}")]
     Stream {

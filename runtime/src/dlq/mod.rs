@@ -13,11 +13,15 @@
 
 pub(crate) mod advisory;
 pub(crate) mod letter;
+mod ops;
 pub(crate) mod stream;
 mod trust;
+mod view;
 
 pub use crate::classify::{DlqReason, UnknownReason};
 pub use crate::names::dlq_subject as subject_for;
 pub use letter::{
     ATTEMPTS, ERROR, FAILED_AT, HANDLER, MESSAGE_ID, ORIGINAL, REASON, SEQUENCE, STREAM, TRUNCATED,
 };
+pub use ops::{DeadLetters, REPLAYED_FROM};
+pub use view::{DeadLetter, Filter};

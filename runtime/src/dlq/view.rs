@@ -1,0 +1,214 @@
+//! [`DeadLetter`], one letter as an operator sees it, and [`Filter`], which
+//! letters an operation applies to.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::classify::DlqReason;
+use crate::dlq::letter;
+use crate::publish::MSG_ID;
+
+/// One dead letter: where it failed, why, and the original message.
+///
+/// ```no_run
+/// # async fn demo(dlq: jetwire::dlq::DeadLetters) -> Result<(), jetwire::Error> {
+/// let letter = dlq.get(7).await?;
+/// println!("{} failed in {:?}: {:?}", letter.subject(), letter.handler(), letter.error());
+/// let order: serde_json::Value = letter.decode().map_err(|e| jetwire::Error::Config(e.to_string()))?;
+/// # let _ = order; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DeadLetter {
+    pub(crate) sequence: u64,
+    pub(crate) subject: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) payload: Bytes,
+    pub(crate) stored_at: SystemTime,
+}
+
+impl std::fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("sequence", &self.sequence)
+            .field("subject", &self.subject)
+            .field("reason", &self.header(letter::REASON))
+            .field("handler", &self.handler())
+            .field("payload_len", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeadLetter {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.as_str())
+    }
+
+    /// Its sequence in the dead-letter stream: what `get`, `replay` and
+    /// `purge` take.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+    /// The original subject (without the subject prefix).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+    /// Why it was dead-lettered; `None` for a letter jetwire did not write.
+    pub fn reason(&self) -> Option<DlqReason> {
+        self.header(letter::REASON)?.parse().ok()
+    }
+    /// The handler's error.
+    pub fn error(&self) -> Option<&str> {
+        self.header(letter::ERROR)
+    }
+    /// The handler's fn name.
+    pub fn handler(&self) -> Option<&str> {
+        self.header(letter::HANDLER)
+    }
+    /// How many runs the handler had.
+    pub fn attempts(&self) -> Option<u32> {
+        self.header(letter::ATTEMPTS)?.parse().ok()
+    }
+    /// When it was dead-lettered (when the dead-letter stream stored it).
+    pub fn failed_at(&self) -> SystemTime {
+        self.stored_at
+    }
+    /// The stream the original was in.
+    pub fn original_stream(&self) -> Option<&str> {
+        self.header(letter::STREAM)
+    }
+    /// The original's sequence there.
+    pub fn original_sequence(&self) -> Option<u64> {
+        self.header(letter::SEQUENCE)?.parse().ok()
+    }
+    /// The original's `Nats-Msg-Id`, if it had one.
+    pub fn message_id(&self) -> Option<&str> {
+        self.header(letter::MESSAGE_ID)
+    }
+    /// The letter's own `Nats-Msg-Id`.
+    pub fn letter_id(&self) -> Option<&str> {
+        self.header(MSG_ID)
+    }
+    /// Every header of the letter, `Jetwire-Dlq-*` ones included.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    /// The original payload (cut to fit, when the letter says
+    /// `Jetwire-Dlq-Truncated`).
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+    /// The payload decoded from JSON.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+
+    /// The original message's headers as they were: the `Jetwire-Dlq-*`
+    /// headers gone, the `Jetwire-Dlq-Orig-*` ones restored under their
+    /// own names, except `Nats-Expected-*` (which would refuse the replay)
+    /// and `Nats-Msg-Id` (which would be taken for the original).
+    pub(crate) fn original_headers(&self) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for (name, values) in self.headers.iter() {
+            let name: &str = name.as_ref();
+            let restored = name.strip_prefix(letter::ORIGINAL);
+            let keep = match restored {
+                Some(n) => !n.starts_with("Nats-Expected-") && !n.eq_ignore_ascii_case(MSG_ID),
+                None => !name.starts_with("Jetwire-Dlq-") && !name.eq_ignore_ascii_case(MSG_ID),
+            };
+            if keep {
+                for v in values {
+                    out.append(restored.unwrap_or(name), v.as_str());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Which letters an operation applies to; every condition given must
+/// hold. Oldest first.
+///
+/// ```
+/// use std::time::Duration;
+/// use jetwire::DlqReason;
+/// use jetwire::dlq::Filter;
+///
+/// let f = Filter::new().reason(DlqReason::Decode).handler("send_email").limit(100);
+/// assert_eq!(f.max(), Some(100));
+/// let recent = Filter::new().within(Duration::from_secs(2 * 3600));
+/// # let _ = recent;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub(crate) reason: Option<DlqReason>,
+    pub(crate) handler: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) since: Option<SystemTime>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) sequences: Option<Vec<u64>>,
+}
+
+impl Filter {
+    /// Every letter.
+    pub fn new() -> Filter {
+        Filter::default()
+    }
+    /// Letters dead-lettered for `reason`.
+    pub fn reason(mut self, reason: DlqReason) -> Filter {
+        self.reason = Some(reason);
+        self
+    }
+    /// Letters of handler `name` (its fn name).
+    pub fn handler(mut self, name: impl Into<String>) -> Filter {
+        self.handler = Some(name.into());
+        self
+    }
+    /// Letters of original subject `subject` (wildcards allowed).
+    pub fn subject(mut self, subject: impl Into<String>) -> Filter {
+        self.subject = Some(subject.into());
+        self
+    }
+    /// Letters dead-lettered at or after `time`.
+    pub fn since(mut self, time: SystemTime) -> Filter {
+        self.since = Some(time);
+        self
+    }
+    /// Letters dead-lettered within the last `window`.
+    pub fn within(self, window: Duration) -> Filter {
+        let since = SystemTime::now()
+            .checked_sub(window)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.since(since)
+    }
+    /// At most `n` letters.
+    pub fn limit(mut self, n: usize) -> Filter {
+        self.limit = Some(n);
+        self
+    }
+    /// Only these sequences.
+    pub fn sequences(mut self, sequences: impl IntoIterator<Item = u64>) -> Filter {
+        self.sequences = Some(sequences.into_iter().collect());
+        self
+    }
+    /// The limit, if any.
+    pub fn max(&self) -> Option<usize> {
+        self.limit
+    }
+
+    /// Whether `letter` passes the conditions read from its headers.
+    pub(crate) fn admits(&self, letter: &DeadLetter) -> bool {
+        self.reason.is_none_or(|r| letter.reason() == Some(r))
+            && self
+                .handler
+                .as_deref()
+                .is_none_or(|h| letter.handler() == Some(h))
+            && self.since.is_none_or(|t| letter.stored_at >= t)
+            && self
+                .sequences
+                .as_ref()
+                .is_none_or(|s| s.contains(&letter.sequence))
+    }
+}

@@ -1,0 +1,216 @@
+//! Dead letters as an operation, against a real server: list with each
+//! filter, get, replay once a bug is fixed, replay twice, replay to a
+//! subject whose stream is gone, purge by filter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use jetwire::dlq::{DeadLetters, Filter};
+use jetwire::{App, Config, DlqReason, HandlerError, PublishOptions, State, queue, subscribe};
+use jetwire_tests::{eventually, shared_server, stream_messages, unique_prefix};
+
+#[subscribe("ops.created", max_deliver = 1)]
+async fn ops_event(n: u64) -> Result<(), HandlerError> {
+    match n % 2 {
+        0 => Err(HandlerError::permanent(format!("refused {n}"))),
+        _ => Err(HandlerError::transient(format!("flaky {n}"))),
+    }
+}
+
+/// Whether the bug is fixed; how many jobs ran to the end.
+#[derive(Clone, Default)]
+struct Fix(Arc<AtomicBool>, Arc<AtomicU64>);
+
+#[queue("queue.opsjob")]
+async fn ops_job(_n: u64, fix: State<Fix>) -> Result<(), HandlerError> {
+    if !fix.0.0.load(Ordering::SeqCst) {
+        return Err(HandlerError::permanent("the bug"));
+    }
+    fix.0.1.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+async fn started(prefix: &str, fix: &Fix) -> jetwire::RunningApp {
+    let config = Config::builder()
+        .url(shared_server().url())
+        .app("ops")
+        .subject_prefix(prefix)
+        .shutdown_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid");
+    App::new(config)
+        .only(&["ops_event", "ops_job"])
+        .state(fix.clone())
+        .start()
+        .await
+        .expect("starts")
+}
+
+fn seqs(letters: &[jetwire::dlq::DeadLetter]) -> Vec<u64> {
+    letters.iter().map(|l| l.sequence()).collect()
+}
+
+#[tokio::test]
+async fn list_get_replay_and_purge() {
+    let prefix = unique_prefix("ops");
+    let fix = Fix::default();
+    let running = started(&prefix, &fix).await;
+    let publisher = running.publisher();
+    for n in 0..6u64 {
+        publisher.publish("ops.created", &n).await.expect("publish");
+    }
+    publisher
+        .publish_raw("ops.created", "not json", PublishOptions::new())
+        .await
+        .expect("publish");
+    let before_jobs = SystemTime::now();
+    for n in 0..4u64 {
+        publisher
+            .publish("queue.opsjob", &n)
+            .await
+            .expect("publish");
+    }
+    let dlq: DeadLetters = running.dead_letters();
+    let all = eventually(Duration::from_secs(20), "11 letters", || async {
+        let l = dlq.list(&Filter::new()).await.expect("list");
+        (l.len() == 11).then_some(l)
+    })
+    .await;
+    let count = |f: Filter| {
+        let dlq = dlq.clone();
+        async move { dlq.list(&f).await.expect("list").len() }
+    };
+    assert_eq!(
+        count(Filter::new().reason(DlqReason::Permanent)).await,
+        3 + 4
+    );
+    assert_eq!(count(Filter::new().reason(DlqReason::Exhausted)).await, 3);
+    assert_eq!(count(Filter::new().reason(DlqReason::Decode)).await, 1);
+    assert_eq!(count(Filter::new().handler("ops_job")).await, 4);
+    assert_eq!(count(Filter::new().subject("queue.opsjob")).await, 4);
+    assert_eq!(count(Filter::new().subject("ops.*")).await, 7);
+    assert_eq!(
+        count(Filter::new().since(before_jobs).subject("queue.opsjob")).await,
+        4
+    );
+    assert_eq!(count(Filter::new().limit(5)).await, 5);
+    let sorted = {
+        let mut s = seqs(&all);
+        s.sort_unstable();
+        s
+    };
+    assert_eq!(seqs(&all), sorted, "oldest first");
+
+    // One letter, read back whole.
+    let job = dlq
+        .list(&Filter::new().handler("ops_job").limit(1))
+        .await
+        .expect("list")
+        .remove(0);
+    let again = dlq.get(job.sequence()).await.expect("get");
+    assert_eq!(again.subject(), "queue.opsjob");
+    assert_eq!(again.reason(), Some(DlqReason::Permanent));
+    assert_eq!(again.error(), Some("the bug"));
+    assert_eq!(again.decode::<u64>().expect("json"), 0);
+    assert!(again.original_sequence().is_some());
+
+    // The bug is fixed: its letters go back, are handled once, and are gone.
+    fix.0.store(true, Ordering::SeqCst);
+    let replayed = dlq
+        .replay_all(&Filter::new().handler("ops_job"))
+        .await
+        .expect("replay");
+    assert_eq!(replayed, 4);
+    eventually(Duration::from_secs(20), "4 jobs done", || async {
+        (fix.1.load(Ordering::SeqCst) == 4).then_some(())
+    })
+    .await;
+    assert_eq!(count(Filter::new().handler("ops_job")).await, 0);
+
+    // Purge by filter removes only those.
+    assert_eq!(
+        dlq.purge(&Filter::new().reason(DlqReason::Exhausted))
+            .await
+            .expect("purge"),
+        3
+    );
+    assert_eq!(count(Filter::new()).await, 4);
+    assert_eq!(count(Filter::new().reason(DlqReason::Permanent)).await, 3);
+    let err = dlq
+        .get(999_999)
+        .await
+        .expect_err("no such letter")
+        .to_string();
+    assert!(err.contains("no such letter"), "{err}");
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_letter_replayed_twice_is_stored_once_and_a_failed_replay_keeps_it() {
+    let prefix = unique_prefix("ops-twice");
+    let fix = Fix::default();
+    let running = started(&prefix, &fix).await;
+    let publisher = running.publisher();
+    publisher
+        .publish("queue.opsjob", &1u64)
+        .await
+        .expect("publish");
+    let dlq = running.dead_letters();
+    let letter = eventually(Duration::from_secs(20), "a letter", || async {
+        dlq.list(&Filter::new()).await.expect("list").pop()
+    })
+    .await;
+    // Stop the handler so the replays stay in the stream to be counted.
+    running.shutdown().await.expect("shutdown");
+    let client = publisher.client().clone();
+    let (a, b) = tokio::join!(dlq.replay(letter.sequence()), dlq.replay(letter.sequence()));
+    assert!(a.is_ok() || b.is_ok(), "{a:?} {b:?}");
+    let queue = jetwire::topology::queue_stream(Some(&prefix));
+    let replays: Vec<_> = stream_messages(&client, &queue)
+        .await
+        .into_iter()
+        .filter(|m| m.headers.get("Jetwire-Replayed-From").is_some())
+        .collect();
+    assert_eq!(replays.len(), 1, "stored {} times", replays.len());
+    assert_eq!(
+        replays[0].headers.get("Nats-Msg-Id").map(|v| v.to_string()),
+        Some(format!(
+            "replay:{}:{}",
+            dlq.stream_name(),
+            letter.sequence()
+        ))
+    );
+    assert!(replays[0].headers.get("Jetwire-Dlq-Reason").is_none());
+
+    // A letter whose subject no stream captures any more stays.
+    publisher
+        .publish("ops.created", &2u64)
+        .await
+        .expect("publish");
+    let running = started(&prefix, &fix).await;
+    let event = eventually(Duration::from_secs(20), "an event letter", || async {
+        dlq.list(&Filter::new().handler("ops_event"))
+            .await
+            .expect("list")
+            .pop()
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+    let js = jetwire::async_nats::jetstream::new(client.clone());
+    js.delete_stream(jetwire::topology::default_stream(
+        Some(&prefix),
+        "ops.created",
+    ))
+    .await
+    .expect("delete the stream");
+    let err = dlq
+        .replay(event.sequence())
+        .await
+        .expect_err("no stream")
+        .to_string();
+    assert!(err.contains("not replayed, and kept"), "{err}");
+    dlq.get(event.sequence())
+        .await
+        .expect("the letter is still there");
+}
