@@ -108,6 +108,7 @@ pub use crate::handler::extract::{Raw, State};
 pub use crate::handler::registry;
 pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
 pub use crate::service::{BoxFuture, Service, ServiceContext};
+pub use crate::topology::status;
 /// The NATS client jetwire is built on, at the version it uses: for
 /// `HeaderMap`, `Client` and the rest without a second dependency.
 pub use async_nats;

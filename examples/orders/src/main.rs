@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jetwire::async_nats;
 use jetwire::{App, Config, Context, HandlerError, RunningApp, State, queue, subscribe};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -224,30 +223,21 @@ async fn demo(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         "\ndead letters (stream {}):",
         jetwire::topology::dlq_stream(config.subject_prefix.as_deref())
     );
-    let js = async_nats::jetstream::new(publisher.client().clone());
-    let mut dlq = js
-        .get_stream(jetwire::topology::dlq_stream(
-            config.subject_prefix.as_deref(),
-        ))
-        .await?;
-    let last = dlq.info().await?.state.last_sequence;
-    for seq in 1..=last {
-        let m = dlq.get_raw_message(seq).await?;
-        let h = |k: &str| {
-            m.headers
-                .get(k)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default()
-        };
+    let dlq = jetwire::dlq::DeadLetters::on(publisher.clone());
+    for letter in dlq.list(&jetwire::dlq::Filter::new()).await? {
         println!(
-            "  {:<32} reason={:<9} handler={:<10} attempts={} error={}",
-            m.subject.as_str(),
-            h("Jetwire-Dlq-Reason"),
-            h("Jetwire-Dlq-Handler"),
-            h("Jetwire-Dlq-Attempts"),
-            h("Jetwire-Dlq-Error"),
+            "  #{:<3} {:<22} reason={:<9} handler={:<10} attempts={} error={}",
+            letter.sequence(),
+            letter.subject(),
+            letter.reason().map_or("-", |r| r.as_str()),
+            letter.handler().unwrap_or("-"),
+            letter.attempts().unwrap_or(0),
+            letter.error().unwrap_or(""),
         );
     }
+    println!(
+        "  (the same with the CLI: `jetwire dlq ls`, `jetwire dlq show <seq>`, `jetwire dlq replay --all --reason decode`)"
+    );
     for (_, app) in running {
         app.shutdown().await?;
     }

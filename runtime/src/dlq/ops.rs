@@ -55,6 +55,16 @@ impl DeadLetters {
         }
     }
 
+    /// How many letters the dead-letter stream holds, and its last sequence.
+    pub async fn count(&self) -> Result<(u64, u64), Error> {
+        let mut stream = self.stream().await?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| Error::nats("reading the dead-letter stream's state", e))?;
+        Ok((info.state.messages, info.state.last_sequence))
+    }
+
     /// The dead-letter stream's name.
     pub fn stream_name(&self) -> &str {
         &self.stream
@@ -179,7 +189,8 @@ impl DeadLetters {
         let mut at = match filter.since {
             Some(since) => self.first_since(&stream, since, &subject).await?,
             None => 1,
-        };
+        }
+        .max(filter.from.unwrap_or(1));
         while seen < limit {
             let Some(letter) = self.next(&stream, at, &subject).await? else {
                 break;

@@ -149,6 +149,7 @@ pub struct Filter {
     pub(crate) since: Option<SystemTime>,
     pub(crate) limit: Option<usize>,
     pub(crate) sequences: Option<Vec<u64>>,
+    pub(crate) from: Option<u64>,
 }
 
 impl Filter {
@@ -191,6 +192,12 @@ impl Filter {
     /// Only these sequences.
     pub fn sequences(mut self, sequences: impl IntoIterator<Item = u64>) -> Filter {
         self.sequences = Some(sequences.into_iter().collect());
+        self
+    }
+    /// Letters at or after sequence `seq`: to page through the stream,
+    /// pass the last sequence seen plus one.
+    pub fn from_sequence(mut self, seq: u64) -> Filter {
+        self.from = Some(seq);
         self
     }
     /// The limit, if any.

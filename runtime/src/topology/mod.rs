@@ -25,6 +25,7 @@ use crate::protocol::runs::Runs;
 
 pub(crate) mod consumers;
 mod provision;
+mod status;
 pub(crate) mod streams;
 
 pub use crate::names::{
@@ -33,6 +34,7 @@ pub use crate::names::{
 pub(crate) use consumers::Binding;
 pub use provision::Permissions;
 pub(crate) use provision::{Place, permissions};
+pub use status::{ConsumerStatus, LetterCounts, Status, StreamStatus, status};
 
 /// Binds or creates every stream and durable the handlers need, the
 /// dead-letter stream, and the bucket of delivery records. Fails before

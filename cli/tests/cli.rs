@@ -1,0 +1,154 @@
+//! The real `jetwire` binary against a real nats-server: exit codes, JSON
+//! that parses, `--dry-run` that changes nothing, confirmation, and a
+//! missing server named in one line.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use jetwire::{App, Config, HandlerError, subscribe};
+use jetwire_tests::{eventually, shared_server, unique_prefix};
+
+#[subscribe("clipoison.created", max_deliver = 1)]
+async fn cli_poison(n: u64) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent(format!("poison {n}")))
+}
+
+fn jetwire(prefix: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_jetwire"))
+        .args(args)
+        .env("NATS_URL", shared_server().url())
+        .env("JETWIRE_SUBJECT_PREFIX", prefix)
+        .env_remove("NATS_CONTEXT")
+        .output()
+        .expect("run jetwire")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+fn count(prefix: &str) -> usize {
+    json(&jetwire(prefix, &["dlq", "ls", "--json"]))["letters"]
+        .as_array()
+        .expect("letters")
+        .len()
+}
+
+#[test]
+fn a_missing_server_is_one_line_naming_nats_url_and_bad_usage_is_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_jetwire"))
+        .args(["dlq", "ls"])
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("NATS_URL"), "{err}");
+    let out = jetwire("x", &["dlq", "replay"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = jetwire("x", &["dlq", "ls", "--reason", "sunspots"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn list_show_replay_purge_and_status_from_the_binary() {
+    let prefix = unique_prefix("cli");
+    let config = Config::builder()
+        .url(shared_server().url())
+        .app("cli")
+        .subject_prefix(&prefix)
+        .build()
+        .expect("valid");
+    let running = App::new(config)
+        .only(&["cli_poison"])
+        .start()
+        .await
+        .expect("starts");
+    for n in 0..5u64 {
+        running
+            .publisher()
+            .publish("clipoison.created", &n)
+            .await
+            .expect("publish");
+    }
+    let dlq = running.dead_letters();
+    eventually(Duration::from_secs(20), "5 letters", || async {
+        (dlq.list(&jetwire::dlq::Filter::new())
+            .await
+            .expect("list")
+            .len()
+            == 5)
+            .then_some(())
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+    let p = prefix.as_str();
+
+    let ls = json(&jetwire(
+        p,
+        &[
+            "dlq",
+            "ls",
+            "--json",
+            "--reason",
+            "permanent",
+            "--limit",
+            "2",
+        ],
+    ));
+    let letters = ls["letters"].as_array().expect("letters");
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["handler"], "cli_poison");
+    let seq = letters[0]["seq"].as_u64().expect("seq");
+    let table = jetwire(p, &["dlq", "ls"]);
+    assert!(table.status.success());
+    assert!(String::from_utf8_lossy(&table.stdout).contains("clipoison.created"));
+
+    let shown = json(&jetwire(p, &["dlq", "show", &seq.to_string(), "--json"]));
+    assert_eq!(shown["payload"], 0);
+    assert_eq!(shown["error"], "poison 0");
+
+    let dry = jetwire(p, &["dlq", "replay", "--all", "--dry-run", "--json"]);
+    assert_eq!(json(&dry)["letters"].as_array().expect("letters").len(), 5);
+    assert_eq!(count(p), 5, "--dry-run changed something");
+
+    let unconfirmed = jetwire(p, &["dlq", "purge", "--all"]);
+    assert_eq!(unconfirmed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
+    assert_eq!(count(p), 5);
+
+    let purged = json(&jetwire(p, &["dlq", "purge", &seq.to_string(), "--json"]));
+    assert_eq!(purged["count"], 1);
+    assert_eq!(count(p), 4);
+
+    let replayed = json(&jetwire(p, &["dlq", "replay", "--all", "--yes", "--json"]));
+    assert_eq!(replayed["count"], 4);
+    assert_eq!(count(p), 0, "replayed letters are deleted");
+
+    let status = json(&jetwire(p, &["status", "--json"]));
+    let streams = status["streams"].as_array().expect("streams");
+    let names: Vec<&str> = streams.iter().filter_map(|s| s["name"].as_str()).collect();
+    let dlq_name = jetwire::topology::dlq_stream(Some(p));
+    assert!(names.contains(&dlq_name.as_str()), "{names:?}");
+    let durables: Vec<&str> = streams
+        .iter()
+        .flat_map(|s| s["consumers"].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        durables.iter().any(|d| d.ends_with("cli-cli_poison")),
+        "{durables:?}"
+    );
+    assert!(jetwire(p, &["status"]).status.success());
+}
