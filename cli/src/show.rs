@@ -39,11 +39,20 @@ fn unix_ms(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
+/// A table as wide as the terminal, or as `COLUMNS` (120) when the
+/// output is not one.
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(120);
+        t.set_width(width);
+    }
     t
 }
 
@@ -114,10 +123,14 @@ pub(crate) fn letter(l: &DeadLetter, json: bool) {
         return;
     }
     let mut t = table(&["header", "value"]);
-    for (k, vs) in l.headers().iter() {
-        for v in vs {
-            t.add_row(vec![k.to_string(), v.to_string()]);
-        }
+    let mut rows: Vec<(String, String)> = l
+        .headers()
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+        .collect();
+    rows.sort();
+    for (k, v) in rows {
+        t.add_row(vec![k, v]);
     }
     println!(
         "letter #{} of {} ({})",
@@ -160,15 +173,7 @@ pub(crate) fn status(s: &Status, json: bool) -> Result<(), jetwire::Error> {
         return Ok(());
     }
     let mut t = table(&[
-        "stream",
-        "messages",
-        "bytes",
-        "durable",
-        "pending",
-        "ack pending",
-        "redelivered",
-        "waiting",
-        "last active",
+        "stream", "msgs", "bytes", "durable", "pending", "unacked", "redeliv", "waiting", "active",
     ]);
     for st in &s.streams {
         if st.consumers.is_empty() {

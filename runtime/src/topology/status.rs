@@ -94,7 +94,13 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
     let js = publisher.parts().0.clone();
     let prefix = config.prefix();
     let own = |name: &str| match prefix {
-        Some(p) => name.starts_with(&names::prefixed_stream(Some(p), "")),
+        Some(p) => {
+            let mine = names::prefixed_stream(Some(p), "");
+            name.starts_with(&mine)
+                || name
+                    .strip_prefix("KV_")
+                    .is_some_and(|n| n.starts_with(&mine))
+        }
         None => true,
     };
     let mut streams = Vec::new();
