@@ -191,6 +191,11 @@ fn main() {
             median(p99)
         );
     }
+    if want("dlq-ls") {
+        let n = if q { 20_000 } else { 100_000 };
+        let (secs, mib) = on_own_runtime("jetwire", move || Box::pin(outbox::dlq_ls(n)));
+        println!("scenario=dlq-ls-{n} jetwire_dlq_ls_limit_20={secs:.3}s peak_rss={mib:.1}MiB");
+    }
     if want("startup") {
         interleaved(
             "startup-200-handlers",
