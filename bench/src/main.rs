@@ -81,6 +81,33 @@ fn throughput(name: &str, raw: impl Fn() -> Throughput, jw: impl Fn() -> Through
     line(&format!("{name}-server-cpu"), rs, js, "us/msg");
 }
 
+/// The outbox relay against a hand-written one, on SQLite, and its latency.
+#[allow(clippy::print_stdout)]
+fn outbox_scenarios(q: bool) {
+    let rows = if q { 5_000 } else { 50_000 };
+    throughput_rate(
+        "outbox-postgres",
+        || on_own_runtime("raw", move || Box::pin(outbox::raw_relay(rows))),
+        || on_own_runtime("jetwire", move || Box::pin(outbox::postgres_relay(rows))),
+    );
+    let sqlite: Vec<f64> = (0..runs())
+        .map(|_| on_own_runtime("jetwire", move || Box::pin(outbox::sqlite_relay(rows))))
+        .collect();
+    println!("scenario=outbox-sqlite jetwire={:.1}rows/s", median(sqlite));
+    let dur = Duration::from_secs(if q { 3 } else { 10 });
+    let (mut p50, mut p99) = (vec![], vec![]);
+    for _ in 0..runs() {
+        let (a, b) = on_own_runtime("jetwire", move || Box::pin(outbox::latency(1000, dur)));
+        p50.push(a);
+        p99.push(b);
+    }
+    println!(
+        "scenario=outbox-latency-1000rows/s p50={:.2}ms p99={:.2}ms",
+        median(p50),
+        median(p99)
+    );
+}
+
 #[allow(clippy::print_stdout)]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -168,28 +195,7 @@ fn main() {
         );
     }
     if want("outbox") {
-        let rows = if q { 5_000 } else { 50_000 };
-        throughput_rate(
-            "outbox-postgres",
-            || on_own_runtime("raw", move || Box::pin(outbox::raw_relay(rows))),
-            || on_own_runtime("jetwire", move || Box::pin(outbox::postgres_relay(rows))),
-        );
-        let sqlite: Vec<f64> = (0..runs())
-            .map(|_| on_own_runtime("jetwire", move || Box::pin(outbox::sqlite_relay(rows))))
-            .collect();
-        println!("scenario=outbox-sqlite jetwire={:.1}rows/s", median(sqlite));
-        let dur = Duration::from_secs(if q { 3 } else { 10 });
-        let (mut p50, mut p99) = (vec![], vec![]);
-        for _ in 0..runs() {
-            let (a, b) = on_own_runtime("jetwire", move || Box::pin(outbox::latency(1000, dur)));
-            p50.push(a);
-            p99.push(b);
-        }
-        println!(
-            "scenario=outbox-latency-1000rows/s p50={:.2}ms p99={:.2}ms",
-            median(p50),
-            median(p99)
-        );
+        outbox_scenarios(q);
     }
     if want("dlq-ls") {
         let n = if q { 20_000 } else { 100_000 };

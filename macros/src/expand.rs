@@ -32,12 +32,13 @@ pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> Token
     let (subject, options) = match &parsed {
         Some(args) => {
             let options = valid::options(&cx, kind, args);
-            // A work queue on a stream the operator made may use any namespace.
-            let on_stream = options.stream.is_some();
+            // A work queue on a stream the operator made may use any
+            // namespace; a handler of dead letters reads `dlq.`.
+            let usage = valid::usage(&cx, kind, &handler, options.stream.is_some());
             let subject = args
                 .subject
                 .as_ref()
-                .and_then(|lit| valid::subject(&cx, kind, lit, on_stream));
+                .and_then(|lit| valid::subject(&cx, lit, usage));
             (subject, options)
         }
         None => (None, Options::default()),
@@ -116,7 +117,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
             ) -> ::jetwire::__private::CallFuture {
                 ::std::boxed::Box::pin(async move {
                     let (__jetwire_payload, __jetwire_ctx) = __jetwire_delivery.into_parts();
-                    let __jetwire_msg = #decode(__jetwire_payload)?;
+                    let __jetwire_msg = #decode(__jetwire_payload, &__jetwire_ctx)?;
                     #(#extract)*
                     #into_outcome(#call.await)
                 })

@@ -35,16 +35,50 @@ pub(crate) struct Options {
 const MAX_MAX_DELIVER: u64 = 1_000_000;
 const MAX_CONCURRENCY: u64 = 10_000;
 
-/// Checks the subject against the grammar and the namespace of `kind`.
-/// A `#[queue]` with `stream = ".."` (`on_stream`) binds a work-queue
-/// stream the operator made, whose subjects need not start with `queue`.
-pub(crate) fn subject(cx: &Ctxt, kind: Kind, lit: &LitStr, on_stream: bool) -> Option<String> {
+/// The subject rules a handler's subject follows: an event's, a work
+/// queue's, a work queue's on a stream the operator made (`stream = ".."`,
+/// any namespace), or those of a handler of dead letters (a `DeadLetter`
+/// payload, `dlq.` subjects). A `DeadLetter` payload on `#[queue]` is an
+/// error at the type.
+pub(crate) fn usage(
+    cx: &Ctxt,
+    kind: Kind,
+    handler: &Handler<'_>,
+    on_stream: bool,
+) -> subject::Usage {
+    let dead_letters = handler.payload.is_some_and(|p| is_dead_letter(&p.ty));
+    match (kind, dead_letters, on_stream) {
+        (Kind::Subscribe, true, _) => subject::Usage::DeadLetters,
+        (Kind::Subscribe, false, _) => subject::Usage::Subscribe,
+        (Kind::Queue, true, _) => {
+            if let Some(p) = handler.payload {
+                cx.error_spanned_by(
+                    &p.ty,
+                    "dead letters are read with #[subscribe(\"dlq.>\")], not #[queue]: every letter stays in the dead-letter stream for operators, and a dead-letter handler only watches it",
+                );
+            }
+            subject::Usage::Queue
+        }
+        (Kind::Queue, false, false) => subject::Usage::Queue,
+        (Kind::Queue, false, true) => subject::Usage::QueueOnStream,
+    }
+}
+
+/// Whether `ty` names `DeadLetter` (`jetwire::dlq::DeadLetter`, or imported).
+fn is_dead_letter(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "DeadLetter"),
+        _ => false,
+    }
+}
+
+/// Checks the subject against the grammar and the rules of `usage`.
+pub(crate) fn subject(cx: &Ctxt, lit: &LitStr, usage: subject::Usage) -> Option<String> {
     let value = lit.value();
-    let usage = match (kind, on_stream) {
-        (Kind::Subscribe, _) => subject::Usage::Subscribe,
-        (Kind::Queue, false) => subject::Usage::Queue,
-        (Kind::Queue, true) => subject::Usage::QueueOnStream,
-    };
     match subject::check(&value, usage) {
         Ok(()) => Some(value),
         Err(err) => {

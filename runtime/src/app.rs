@@ -189,12 +189,7 @@ impl App {
             reconnects: reconnects.clone(),
         };
         let mut tasks = JoinSet::new();
-        let mut streams: Vec<String> = bindings
-            .iter()
-            .map(|(b, _)| b.route.stream.to_string())
-            .collect();
-        streams.sort();
-        streams.dedup();
+        let streams = advised_streams(&bindings);
         let shared_config = Arc::new(config.clone());
         if !streams.is_empty() {
             let capture = advisory::Capture {
@@ -298,6 +293,25 @@ impl App {
             )),
         }
     }
+}
+
+/// The streams whose max-deliveries advisories the app captures. A
+/// dead-letter handler's last delivery that never answered is not
+/// dead-lettered again: its letter simply stays where it is.
+fn advised_streams(
+    bindings: &[(
+        topology::Binding,
+        async_nats::jetstream::consumer::PullConsumer,
+    )],
+) -> Vec<String> {
+    let mut streams: Vec<String> = bindings
+        .iter()
+        .filter(|(b, _)| !b.def.reads_dead_letters())
+        .map(|(b, _)| b.route.stream.to_string())
+        .collect();
+    streams.sort();
+    streams.dedup();
+    streams
 }
 
 /// Starts each service, supervised beside the handler loops.

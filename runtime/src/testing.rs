@@ -278,6 +278,11 @@ impl TestApp {
             match classify(&called.outcome, attempt, &policy) {
                 Action::Ack => break,
                 Action::Nak { delay } => run.delays.push(delay),
+                // A handler of dead letters gives up without a new letter.
+                Action::DeadLetter(reason) if def.reads_dead_letters() => {
+                    run.dlq_reason = Some(reason);
+                    break;
+                }
                 Action::DeadLetter(reason) => {
                     run.dlq_reason = Some(reason);
                     let error = called.error.as_deref().unwrap_or_default();

@@ -214,3 +214,81 @@ async fn a_letter_replayed_twice_is_stored_once_and_a_failed_replay_keeps_it() {
         .await
         .expect("the letter is still there");
 }
+
+#[subscribe("opsalert.created", max_deliver = 1)]
+async fn alert_source(n: u64) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent(format!("bad order {n}")))
+}
+
+/// What the pager saw of a letter: subject, reason, handler.
+type Alert = (String, Option<DlqReason>, Option<String>);
+
+static ALERTS: std::sync::Mutex<Vec<Alert>> = std::sync::Mutex::new(Vec::new());
+
+#[subscribe("dlq.opsalert.created")]
+async fn page_on_call(letter: jetwire::dlq::DeadLetter) -> Result<(), HandlerError> {
+    ALERTS.lock().expect("lock").push((
+        letter.subject().to_owned(),
+        letter.reason(),
+        letter.handler().map(str::to_owned),
+    ));
+    Ok(())
+}
+
+#[subscribe("dlq.opsalert.created", max_deliver = 2, backoff = ["10ms"])]
+async fn broken_pager(_letter: jetwire::dlq::DeadLetter) -> Result<(), HandlerError> {
+    Err(HandlerError::transient("the pager is down"))
+}
+
+#[tokio::test]
+async fn a_dead_letter_handler_sees_each_letter_and_its_own_failures_do_not_loop() {
+    let prefix = unique_prefix("ops-alert");
+    let config = Config::builder()
+        .url(shared_server().url())
+        .app("ops")
+        .subject_prefix(&prefix)
+        .shutdown_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid");
+    let running = App::new(config)
+        .only(&["alert_source", "page_on_call", "broken_pager"])
+        .start()
+        .await
+        .expect("starts");
+    for n in 0..3u64 {
+        running
+            .publisher()
+            .publish("opsalert.created", &n)
+            .await
+            .expect("publish");
+    }
+    let stats = eventually(
+        Duration::from_secs(20),
+        "3 alerts, 3 pager give-ups",
+        || async {
+            let s = running.stats();
+            let pager = s.iter().find(|h| h.handler == "broken_pager")?.clone();
+            (ALERTS.lock().expect("lock").len() == 3 && pager.dead_lettered == 3).then_some(pager)
+        },
+    )
+    .await;
+    assert_eq!(
+        stats.received, 6,
+        "each letter tried twice by the broken pager"
+    );
+    for (subject, reason, handler) in ALERTS.lock().expect("lock").iter() {
+        assert_eq!(subject, "opsalert.created");
+        assert_eq!(*reason, Some(DlqReason::Permanent));
+        assert_eq!(handler.as_deref(), Some("alert_source"));
+    }
+    // No letter about a letter, and the three letters are still there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let letters = running
+        .dead_letters()
+        .list(&Filter::new())
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert!(letters.iter().all(|l| l.subject() == "opsalert.created"));
+    running.shutdown().await.expect("shutdown");
+}

@@ -77,6 +77,11 @@ pub enum SubjectError {
         /// The subject as given.
         subject: String,
     },
+    /// A dead-letter handler's subject outside `dlq.`.
+    NotDeadLetters {
+        /// The subject as given.
+        subject: String,
+    },
     /// A work-queue subject with no token after `queue`.
     QueueTooShort {
         /// The subject as given.
@@ -147,7 +152,7 @@ impl fmt::Display for SubjectError {
                 } else {
                     write!(
                         f,
-                        "subject `{subject}` starts with `dlq`, which is reserved for dead letters (jetwire writes them): rename the subject"
+                        "subject `{subject}` starts with `dlq`, which is reserved for dead letters (jetwire writes them): rename the subject, or, to handle dead letters, take `jetwire::dlq::DeadLetter` as the payload"
                     )
                 }
             }
@@ -155,6 +160,10 @@ impl fmt::Display for SubjectError {
                 f,
                 "work-queue subject `{subject}` must start with `queue.`, e.g. `queue.{}`, unless it names an existing work-queue stream with `stream = \"..\"`; use #[subscribe] for events",
                 subject.trim_start_matches(['.', '*', '>'])
+            ),
+            SubjectError::NotDeadLetters { subject } => write!(
+                f,
+                "a handler taking `DeadLetter` reads dead letters, whose subjects start with `dlq.`: write #[subscribe(\"dlq.>\")] for every letter, or `dlq.<subject>` for one subject's, not `{subject}`"
             ),
             SubjectError::QueueTooShort { subject } => write!(
                 f,
@@ -190,7 +199,8 @@ impl SubjectError {
             | SubjectError::WildcardInPublish { subject }
             | SubjectError::LeadingWildcard { subject }
             | SubjectError::Reserved { subject, .. }
-            | SubjectError::NotInQueueNamespace { subject } => subject,
+            | SubjectError::NotInQueueNamespace { subject }
+            | SubjectError::NotDeadLetters { subject } => subject,
         };
         let mut tokens = tokens_at(subject);
         let (at, token) = match self {

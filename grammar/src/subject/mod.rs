@@ -49,6 +49,9 @@ pub enum Usage {
     /// `#[queue(.., stream = "..")]`: a work-queue subject on a stream the
     /// operator made. Any namespace but `dlq`; wildcards allowed, but not first.
     QueueOnStream,
+    /// `#[subscribe]` with a `DeadLetter` payload: a subject of dead
+    /// letters, `dlq.` and at least one more token.
+    DeadLetters,
 }
 
 /// Checks `subject` against the grammar and the rules of `usage`.
@@ -141,6 +144,13 @@ pub fn check(subject: &str, usage: Usage) -> Result<(), SubjectError> {
                         token: reserved,
                     });
                 }
+            }
+        }
+        Usage::DeadLetters => {
+            if first != DLQ_TOKEN || count < 2 {
+                return Err(SubjectError::NotDeadLetters {
+                    subject: subject.to_owned(),
+                });
             }
         }
         Usage::QueueOnStream => {
@@ -401,7 +411,7 @@ mod tests {
             #[test]
             fn accepted_subjects_are_valid_nats(tokens in prop::collection::vec(token(), 1..20)) {
                 let subject = tokens.join(".");
-                for usage in [Usage::Subscribe, Usage::Queue, Usage::Publish, Usage::QueueOnStream] {
+                for usage in [Usage::Subscribe, Usage::Queue, Usage::Publish, Usage::QueueOnStream, Usage::DeadLetters] {
                     if check(&subject, usage).is_ok() {
                         let toks: Vec<&str> = subject.split('.').collect();
                         prop_assert!(toks.len() <= MAX_TOKENS);

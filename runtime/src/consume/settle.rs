@@ -209,6 +209,16 @@ async fn settle_failure(
             nak(acker, delay).await;
             false
         }
+        Action::DeadLetter(reason) if shared.binding.def.reads_dead_letters() => {
+            // A handler of dead letters failed: the letter stays in the
+            // dead-letter stream; writing another would only feed it again.
+            Counters::count(&counters.dead_lettered);
+            tracing::error!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "a dead-letter handler gave up on a letter; the letter stays in the dead-letter stream");
+            if let Err(e) = acker.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "could not terminate the letter's delivery; it comes again");
+            }
+            true
+        }
         Action::DeadLetter(reason) => {
             let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
             match dlq::stream::store(&shared.js, &shared.outlet, &shared.config, letter).await {

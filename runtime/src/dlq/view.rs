@@ -128,6 +128,26 @@ impl DeadLetter {
     }
 }
 
+/// A handler of dead letters takes one as its payload:
+/// `#[subscribe("dlq.>")] async fn alert(letter: DeadLetter)`. Its
+/// failures are logged, never dead-lettered again, and the letter stays in
+/// the dead-letter stream.
+impl crate::handler::extract::Payload for DeadLetter {
+    fn decode(
+        bytes: Bytes,
+        ctx: &crate::handler::context::Context,
+    ) -> Result<Self, crate::handler::extract::Failure> {
+        let subject = ctx.subject();
+        Ok(DeadLetter {
+            sequence: ctx.stream_sequence(),
+            subject: subject.strip_prefix("dlq.").unwrap_or(subject).to_owned(),
+            headers: ctx.headers().clone(),
+            payload: bytes,
+            stored_at: ctx.published_at(),
+        })
+    }
+}
+
 /// Which letters an operation applies to; every condition given must
 /// hold. Oldest first.
 ///

@@ -142,17 +142,18 @@ impl<T> Deref for State<T> {
     note = "the first parameter of a handler is the message, decoded from JSON: add `#[derive(serde::Deserialize)]` to `{Self}`, or take `jetwire::Raw` for the bytes as they came"
 )]
 pub trait Payload: Sized + Send + 'static {
-    fn decode(bytes: Bytes) -> Result<Self, Failure>;
+    /// The payload of the delivery `ctx` describes.
+    fn decode(bytes: Bytes, ctx: &Context) -> Result<Self, Failure>;
 }
 
 impl<T: DeserializeOwned + Send + 'static> Payload for T {
-    fn decode(bytes: Bytes) -> Result<Self, Failure> {
+    fn decode(bytes: Bytes, _ctx: &Context) -> Result<Self, Failure> {
         serde_json::from_slice(&bytes).map_err(|e| Failure::Decode(decode_error(&e, &bytes)))
     }
 }
 
 impl Payload for Raw {
-    fn decode(bytes: Bytes) -> Result<Self, Failure> {
+    fn decode(bytes: Bytes, _ctx: &Context) -> Result<Self, Failure> {
         Ok(Raw(bytes))
     }
 }

@@ -105,6 +105,13 @@ impl HandlerDef {
         }
     }
 
+    /// Whether it reads dead letters (`#[subscribe("dlq.>")]`): its own
+    /// failures are never dead-lettered, or every failure would feed it
+    /// another letter.
+    pub fn reads_dead_letters(&self) -> bool {
+        self.subject.split('.').next() == Some(jetwire_grammar::subject::DLQ_TOKEN)
+    }
+
     /// How long a message of this handler may keep coming back: every
     /// retry's backoff, plus an `ack_wait` per run. A follow-up it
     /// publishes on its last run is a republish of the one on its first,
