@@ -12,6 +12,9 @@ use crate::wire::{encode_headers, now_ms};
 
 /// Letters read at once.
 const BATCH: usize = 100;
+/// How long a batch (asked to end after 1 s) may go without a letter or
+/// its end before it is given up on.
+const BATCH_GIVEN_UP: Duration = Duration::from_secs(5);
 
 /// Copies every letter of the deployment's dead-letter stream into the
 /// table `jetwire_dead_letters`, as a [`Service`]: one row per letter
@@ -137,9 +140,18 @@ impl DeadLetterTable {
                     }
                 },
             };
-            while let Some(message) = messages.next().await {
-                let Ok(message) = message else { break };
-                self.store(prefix.as_deref(), &message).await;
+            // Shutdown stops it between letters: one read and not acked
+            // comes again, to a replica, and is not stored twice. A batch
+            // whose end never comes (a lost status) is given up on.
+            loop {
+                let next = tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    next = tokio::time::timeout(BATCH_GIVEN_UP, messages.next()) => next,
+                };
+                match next {
+                    Ok(Some(Ok(message))) => self.store(prefix.as_deref(), &message).await,
+                    _ => break,
+                }
             }
         }
     }
