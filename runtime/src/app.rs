@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -199,11 +200,7 @@ impl App {
                 streams,
             };
             let advisories = capture.ensure().await?;
-            let run = advisory::run(capture, advisories, stop.clone());
-            tasks.spawn(async move {
-                run.await;
-                Ok(())
-            });
+            tasks.spawn(advisory::run(capture, advisories, stop.clone()).map(Ok));
         }
         let mut stats = Vec::with_capacity(bindings.len());
         let shared_client = Arc::new(client.clone());
@@ -238,11 +235,7 @@ impl App {
                 config: shared_config.clone(),
                 counters,
             });
-            let run = consume::run(shared, consumer, stop.clone(), abort.clone());
-            tasks.spawn(async move {
-                run.await;
-                Ok(())
-            });
+            tasks.spawn(consume::run(shared, consumer, stop.clone(), abort.clone()).map(Ok));
         }
         let ctx = ServiceContext {
             publisher: Publisher::with_outlet(
