@@ -31,7 +31,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use jetwire_grammar::subject;
@@ -46,7 +45,7 @@ use crate::handler::invoke::invoke;
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::protocol::reply::Delivered;
-use crate::publish::message::{self, Inherited, Outbound, PublishOptions};
+use crate::publish::message::{self, Inherited, Message, Outbound, PublishOptions};
 use crate::publish::outlet::Outlet;
 
 /// How many deliveries one `publish` may cause, follow-ups included, before
@@ -84,11 +83,7 @@ impl Outlet for TestOutlet {
 
 impl Log {
     fn record(&self, msg: &Outbound) {
-        lock(&self.published).push(Published {
-            subject: msg.subject.clone(),
-            headers: msg.headers.clone(),
-            payload: msg.payload.clone(),
-        });
+        lock(&self.published).push(Published(msg.clone()));
     }
 
     fn next_sequence(&self, stream: &str) -> u64 {
@@ -409,51 +404,37 @@ impl Run {
     }
 }
 
-/// A message a handler published (or jetwire dead-lettered) in a `TestApp`.
+/// A message a handler published (or jetwire dead-lettered) in a `TestApp`:
+/// the [`Message`] as built, so `subject()`, `headers()`, `header()` and
+/// `payload()` are the ones every publish path has.
 #[derive(Clone)]
-pub struct Published {
-    subject: String,
-    headers: HeaderMap,
-    payload: Bytes,
+pub struct Published(Message);
+
+impl std::ops::Deref for Published {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        &self.0
+    }
 }
 
 impl Published {
-    /// The subject, without prefix.
-    pub fn subject(&self) -> &str {
-        &self.subject
-    }
-
-    /// The headers.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    /// One header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.as_str())
-    }
-
-    /// The bytes.
-    pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
-
-    /// The bytes (the same as [`Published::payload`]).
+    /// The bytes (the same as [`Message::payload`]).
     pub fn bytes(&self) -> &Bytes {
-        &self.payload
+        self.0.payload()
     }
 
     /// The payload decoded from JSON.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.payload)
+        serde_json::from_slice(self.0.payload())
     }
 }
 
 impl fmt::Debug for Published {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Published")
-            .field("subject", &self.subject)
-            .field("payload", &String::from_utf8_lossy(&self.payload))
+            .field("subject", &self.0.subject())
+            .field("payload", &String::from_utf8_lossy(self.0.payload()))
             .finish_non_exhaustive()
     }
 }
