@@ -16,6 +16,7 @@ use crate::setup::{
     CONCURRENCY, Kind, Throughput, loaded, median, on_own_runtime, quick, runs, server,
 };
 
+mod dlq;
 mod outbox;
 mod rss;
 mod scenarios;
@@ -199,7 +200,7 @@ fn main() {
     }
     if want("dlq-ls") {
         let n = if q { 20_000 } else { 100_000 };
-        let (secs, mib) = on_own_runtime("jetwire", move || Box::pin(outbox::dlq_ls(n)));
+        let (secs, mib) = on_own_runtime("jetwire", move || Box::pin(dlq::dlq_ls(n)));
         println!("scenario=dlq-ls-{n} jetwire_dlq_ls_limit_20={secs:.3}s peak_rss={mib:.1}MiB");
     }
     if want("startup") {
