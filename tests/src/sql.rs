@@ -10,6 +10,16 @@ use jetwire::PublishOptions;
 use jetwire_sql::Tables;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
+/// Query `$sql` for one column, `$fetch`ed, on whichever database `$db` is.
+macro_rules! scalar {
+    ($db:expr, $sql:expr, $fetch:ident) => {
+        match $db {
+            TestDb::Postgres(p, ..) => sqlx::query_scalar(&$sql).$fetch(p).await,
+            TestDb::Sqlite(p, ..) => sqlx::query_scalar(&$sql).$fetch(p).await,
+        }
+    };
+}
+
 /// A database of one kind, and the tables of one test in it.
 pub enum TestDb {
     /// PostgreSQL.
@@ -123,11 +133,7 @@ impl TestDb {
             "SELECT COUNT(*) FROM {} WHERE status = '{status}'",
             self.tables().outbox()
         );
-        match self {
-            TestDb::Postgres(p, ..) => sqlx::query_scalar(&sql).fetch_one(p).await,
-            TestDb::Sqlite(p, ..) => sqlx::query_scalar(&sql).fetch_one(p).await,
-        }
-        .expect("count rows")
+        scalar!(self, sql, fetch_one).expect("count rows")
     }
 
     /// `last_error` of every `failed` row.
@@ -136,11 +142,7 @@ impl TestDb {
             "SELECT COALESCE(last_error, '') FROM {} WHERE status = 'failed' ORDER BY seq",
             self.tables().outbox()
         );
-        match self {
-            TestDb::Postgres(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
-            TestDb::Sqlite(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
-        }
-        .expect("read failures")
+        scalar!(self, sql, fetch_all).expect("read failures")
     }
 
     /// One text column of every row of the dead-letter table.
@@ -149,24 +151,16 @@ impl TestDb {
             "SELECT {column} FROM {} ORDER BY id",
             self.tables().dead_letters()
         );
-        match self {
-            TestDb::Postgres(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
-            TestDb::Sqlite(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
-        }
-        .expect("read letters")
+        scalar!(self, sql, fetch_all).expect("read letters")
     }
 
-    /// The ids in the dead-letter table.
+    /// The ids in the dead-letter table (never null).
     pub async fn letter_ids(&self) -> Vec<String> {
-        let sql = format!(
-            "SELECT id FROM {} ORDER BY id",
-            self.tables().dead_letters()
-        );
-        match self {
-            TestDb::Postgres(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
-            TestDb::Sqlite(p, ..) => sqlx::query_scalar(&sql).fetch_all(p).await,
-        }
-        .expect("read letters")
+        self.letter_column("id")
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
