@@ -15,6 +15,8 @@ use crate::dlq::advisory;
 use crate::error::Error;
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
+use crate::observe::health::{Health, Phase, Readiness};
+use crate::observe::http;
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
 use crate::service::{self, Service, ServiceContext};
@@ -171,6 +173,10 @@ impl App {
         }
         config.need_duplicate_window(duplicate_window(&handlers));
         announce(&config, &handlers);
+        // Before anything is counted: the Prometheus recorder is installed
+        // with the listener.
+        let readiness = Arc::new(Readiness::default());
+        let listener = listen(&config, &readiness).await?;
         let (client, reconnects) = match client {
             Some(client) => {
                 let reconnects = watch_reconnects(&client);
@@ -178,6 +184,7 @@ impl App {
             }
             None => config.connect().await?,
         };
+        readiness.connected_through(client.clone());
         let js = async_nats::jetstream::new(client.clone());
         let bindings = topology::ensure_all(&js, &config, &handlers).await?;
 
@@ -217,7 +224,7 @@ impl App {
                 timeout = ?binding.def.options.timeout,
                 "consuming"
             );
-            let counters = Arc::new(Counters::default());
+            let counters = Arc::new(Counters::new(binding.def.name));
             stats.push((
                 binding.def,
                 binding.route.durable.to_string(),
@@ -248,6 +255,13 @@ impl App {
             stop: stop.clone(),
         };
         start_services(&mut tasks, services, &ctx);
+        readiness.handlers(
+            stats
+                .iter()
+                .map(|(def, _, c)| (def.name, c.consuming.clone()))
+                .collect(),
+        );
+        readiness.set_phase(Phase::Running);
         let (failed, failure) = tokio::sync::watch::channel(None);
         let supervisor = tokio::spawn(supervise(tasks, stop.clone(), failed));
         Ok(RunningApp {
@@ -259,6 +273,8 @@ impl App {
             stop,
             abort,
             stats,
+            readiness,
+            listener,
         })
     }
 
@@ -305,6 +321,24 @@ fn advised_streams(
     streams.sort();
     streams.dedup();
     streams
+}
+
+/// The HTTP listener, when `JETWIRE_HTTP_ADDR` is set.
+async fn listen(
+    config: &Config,
+    readiness: &Arc<Readiness>,
+) -> Result<Option<http::Listener>, Error> {
+    let Some(addr) = config.http_addr else {
+        return Ok(None);
+    };
+    http::listen(addr, readiness.clone())
+        .await
+        .map(Some)
+        .map_err(|e| {
+            Error::Config(format!(
+                "JETWIRE_HTTP_ADDR={addr}: cannot listen there: {e}; choose a free port or unset it"
+            ))
+        })
 }
 
 /// Starts each service, supervised beside the handler loops.
@@ -385,6 +419,9 @@ pub struct RunningApp {
     stop: CancellationToken,
     abort: CancellationToken,
     stats: Vec<(&'static HandlerDef, String, Arc<Counters>)>,
+    readiness: Arc<Readiness>,
+    /// Serves `/healthz`, `/readyz` and `/metrics` until dropped.
+    listener: Option<http::Listener>,
 }
 
 impl fmt::Debug for RunningApp {
@@ -449,6 +486,27 @@ impl RunningApp {
             .collect()
     }
 
+    /// Whether the app is ready, and what keeps it from being so: what
+    /// `/readyz` answers.
+    ///
+    /// ```no_run
+    /// # async fn f(config: jetwire::Config) -> Result<(), jetwire::Error> {
+    /// let running = jetwire::App::new(config).start().await?;
+    /// let health = running.health();
+    /// assert!(health.live);
+    /// println!("ready: {}, because: {:?}", health.ready, health.reasons);
+    /// # Ok(()) }
+    /// ```
+    pub fn health(&self) -> Health {
+        self.readiness.health()
+    }
+
+    /// The address `/healthz`, `/readyz` and `/metrics` are served on
+    /// (`JETWIRE_HTTP_ADDR`, with the port the system chose for `:0`).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.as_ref().map(http::Listener::addr)
+    }
+
     /// Stops pulling, lets in-flight calls finish for up to
     /// `shutdown_timeout`, hands back (naks) what did not finish so a live
     /// replica gets it at once, flushes acks, and closes.
@@ -458,6 +516,7 @@ impl RunningApp {
     /// then is named in the error, and comes back from the server after
     /// `ack_wait`; so is any background task that panicked.
     pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.readiness.set_phase(Phase::Draining);
         self.stop.cancel();
         let mut problems = Vec::new();
         let timeout = self.config.shutdown_timeout;

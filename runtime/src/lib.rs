@@ -77,6 +77,7 @@ pub mod classify;
 mod config;
 mod error;
 mod names;
+mod observe;
 mod policy;
 mod text;
 // JetStream's wire, and building and sending messages.
@@ -106,6 +107,7 @@ pub use crate::error::{Error, HandlerError, PublishError, ResultExt};
 pub use crate::handler::context::Context;
 pub use crate::handler::extract::{Raw, State};
 pub use crate::handler::registry;
+pub use crate::observe::health::{HandlerHealth, Health};
 pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
 pub use crate::service::{BoxFuture, Service, ServiceContext};
 pub use crate::topology::status;

@@ -150,6 +150,17 @@ impl Config {
         if let Some(p) = vars.var("JETWIRE_PROVISION") {
             b = b.provision(Provision::parse(&p)?);
         }
+        b.config.http_addr = vars.parsed(
+            "JETWIRE_HTTP_ADDR",
+            |v| v.trim().parse().ok(),
+            "write an address and port, such as 0.0.0.0:9090 or 127.0.0.1:9090",
+        )?;
+        if let Some(d) = vars.duration("JETWIRE_METRICS_INTERVAL")? {
+            b = b.metrics_interval(d);
+        }
+        if let Some(path) = vars.var("JETWIRE_ASYNCAPI") {
+            b = b.asyncapi(path);
+        }
         let streams = &mut b.config.streams;
         streams.replicas = vars.parsed(
             "JETWIRE_STREAM_REPLICAS",

@@ -143,6 +143,15 @@ pub struct Config {
     /// Settings of the streams jetwire creates (`JETWIRE_STREAM_*`);
     /// [`App::stream`](crate::App::stream) overrides them per stream.
     pub streams: StreamSettings,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served
+    /// (`JETWIRE_HTTP_ADDR`, e.g. `0.0.0.0:9090`); off when `None`.
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// How often each durable's backlog is read for the lag gauges
+    /// (`JETWIRE_METRICS_INTERVAL`; feature `metrics`).
+    pub metrics_interval: Duration,
+    /// Where [`App::run`](crate::App::run) writes the AsyncAPI document
+    /// instead of running (`JETWIRE_ASYNCAPI`).
+    pub asyncapi: Option<std::path::PathBuf>,
     app_origin: AppOrigin,
     /// Per stream, by name without the prefix.
     stream_overrides: Vec<(String, StreamSettings)>,
@@ -166,6 +175,9 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             provision: Provision::Create,
             streams: StreamSettings::default(),
+            http_addr: None,
+            metrics_interval: Duration::from_secs(15),
+            asyncapi: None,
             app_origin: AppOrigin::Binary,
             stream_overrides: Vec::new(),
             needed_window: MIN_DUPLICATE_WINDOW,
@@ -205,6 +217,9 @@ impl Config {
     /// | `JETWIRE_SHUTDOWN_TIMEOUT` | | `shutdown_timeout` | `30s` |
     /// | `JETWIRE_PROVISION` (`create`, `bind`) | | `provision` | `create` |
     /// | `JETWIRE_STREAM_MAX_AGE`, `_MAX_BYTES`, `_DUPLICATE_WINDOW`, `_STORAGE`, `_REPLICAS` | | `streams` | see [`StreamSettings`] |
+    /// | `JETWIRE_HTTP_ADDR` (`host:port`) | | `http_addr` | off |
+    /// | `JETWIRE_METRICS_INTERVAL` | | `metrics_interval` | `15s` |
+    /// | `JETWIRE_ASYNCAPI` (a file path) | | `asyncapi` | none |
     ///
     /// Fails with a message naming the variable on a bad value, or on more
     /// than one kind of credentials.
@@ -247,6 +262,11 @@ impl Config {
             }
         }
         self.streams.check("stream settings")?;
+        if self.metrics_interval.is_zero() {
+            return Err(Error::Config(
+                "JETWIRE_METRICS_INTERVAL is zero: write a duration such as 15s".into(),
+            ));
+        }
         for (name, settings) in &self.stream_overrides {
             settings.check(&format!("settings of stream `{name}`"))?;
         }
@@ -363,6 +383,9 @@ impl fmt::Debug for Config {
             .field("provision", &self.provision)
             .field("streams", &self.streams)
             .field("stream_overrides", &self.stream_overrides)
+            .field("http_addr", &self.http_addr)
+            .field("metrics_interval", &self.metrics_interval)
+            .field("asyncapi", &self.asyncapi)
             .finish()
     }
 }
@@ -420,6 +443,22 @@ impl ConfigBuilder {
     /// Settings for one stream, by its name without the prefix (`ORDERS`).
     pub fn stream(mut self, name: impl Into<String>, settings: StreamSettings) -> Self {
         self.config.add_stream(name.into(), settings);
+        self
+    }
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this address.
+    pub fn http_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.http_addr = Some(addr);
+        self
+    }
+    /// How often the lag gauges are refreshed.
+    pub fn metrics_interval(mut self, every: Duration) -> Self {
+        self.config.metrics_interval = every;
+        self
+    }
+    /// Make [`App::run`](crate::App::run) write the AsyncAPI document to
+    /// this file and return, instead of running.
+    pub fn asyncapi(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.asyncapi = Some(path.into());
         self
     }
     /// Create what is missing, or only bind.

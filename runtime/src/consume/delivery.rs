@@ -7,7 +7,11 @@ use crate::consume::Shared;
 use crate::handler::context::{Context, Meta, Origin};
 use crate::handler::invoke::{Call, Called};
 use crate::handler::registry::HandlerDef;
+use crate::observe::metrics::{CallTimer, HandlerMetrics};
+use crate::observe::trace;
 use crate::protocol::reply;
+#[cfg(feature = "otel")]
+use crate::publish::message::CORRELATION_ID;
 
 /// The context of one delivery, and its payload; `None` (and logged) for a
 /// message without a JetStream reply subject, which is left to `ack_wait`.
@@ -46,7 +50,8 @@ pub(super) fn open(shared: &Shared, msg: async_nats::Message) -> Option<(Context
 /// subscriber wants it.
 pub(super) fn span_for(ctx: &Context) -> tracing::Span {
     let meta = ctx.meta();
-    tracing::info_span!(
+    #[cfg(not(feature = "otel"))]
+    let span = tracing::info_span!(
         "jetwire.handle",
         handler = meta.handler,
         subject = meta.subject(),
@@ -54,13 +59,36 @@ pub(super) fn span_for(ctx: &Context) -> tracing::Span {
         sequence = meta.delivered().stream_sequence,
         delivery = meta.delivered().deliveries,
         message_id = meta.message_id(),
-    )
+    );
+    // The same, plus OpenTelemetry's messaging conventions: a consumer
+    // span named `process <subject>`.
+    #[cfg(feature = "otel")]
+    let span = tracing::info_span!(
+        "jetwire.handle",
+        handler = meta.handler,
+        subject = meta.subject(),
+        stream = &*meta.stream,
+        sequence = meta.delivered().stream_sequence,
+        delivery = meta.delivered().deliveries,
+        message_id = meta.message_id(),
+        otel.name = format!("process {}", meta.subject()),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = meta.subject(),
+        messaging.message.id = meta.message_id(),
+        messaging.consumer.group.name = &*meta.durable,
+        messaging.message.conversation_id = ctx.headers().get(CORRELATION_ID).map(|v| v.as_str()),
+    );
+    trace::continue_trace(&span, ctx.headers());
+    span
 }
 
 /// A call started while holding a slot, as its first poll left it.
 pub(super) enum Started {
-    /// Waiting on something.
-    Running(OwnedSemaphorePermit, Call),
+    /// Waiting on something; timed until settled.
+    Running(OwnedSemaphorePermit, Call, CallTimer),
     /// Done.
     Finished(OwnedSemaphorePermit, Called),
 }
@@ -72,11 +100,13 @@ impl Started {
         def: &HandlerDef,
         payload: bytes::Bytes,
         ctx: Context,
+        metrics: &HandlerMetrics,
     ) -> Started {
+        let timer = metrics.call();
         let mut call = Call::start(def, payload, ctx);
         match call.now() {
             Some(called) => Started::Finished(slot, called),
-            None => Started::Running(slot, call),
+            None => Started::Running(slot, call, timer),
         }
     }
 }

@@ -16,13 +16,15 @@
 //! [`classify`]: crate::classify::classify
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 
+use crate::classify::DlqReason;
 use crate::config::Config;
 use crate::handler::state::States;
+use crate::observe::metrics::{HandlerMetrics, Settled};
 use crate::policy::Sizing;
 use crate::protocol::pull::Pull;
 use crate::publish::outlet::{JetStreamOutlet, Outlet};
@@ -30,6 +32,8 @@ use crate::topology::Binding;
 
 mod delivery;
 mod events;
+#[cfg(feature = "metrics")]
+mod lag;
 mod puller;
 mod resume;
 mod settle;
@@ -37,19 +41,68 @@ mod tally;
 
 use puller::{Ended, Puller};
 
-/// Counters of one handler's outcomes in this process.
-#[derive(Debug, Default)]
+/// Counters of one handler's outcomes in this process, what `metrics`
+/// records of them, and whether its loop is consuming.
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) received: AtomicU64,
     pub(crate) acked: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) interrupted: AtomicU64,
+    /// The same events, and each call's duration, for the `metrics`
+    /// recorder (nothing without the feature).
+    pub(crate) metrics: HandlerMetrics,
+    /// The loop is pulling: readiness reads it.
+    pub(crate) consuming: Arc<AtomicBool>,
 }
 
 impl Counters {
-    pub(crate) fn count(counter: &AtomicU64) {
+    pub(crate) fn new(handler: &'static str) -> Counters {
+        Counters {
+            received: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            interrupted: AtomicU64::new(0),
+            metrics: HandlerMetrics::new(handler),
+            consuming: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received(&self) {
+        Counters::count(&self.received);
+        self.metrics.received();
+    }
+
+    pub(crate) fn acked(&self) {
+        Counters::count(&self.acked);
+        self.metrics.settled(Settled::Ack);
+    }
+
+    pub(crate) fn retried(&self) {
+        Counters::count(&self.retried);
+        self.metrics.settled(Settled::Nak);
+    }
+
+    pub(crate) fn dead_lettered(&self, reason: DlqReason) {
+        Counters::count(&self.dead_lettered);
+        self.metrics.dead_lettered(reason.as_str());
+    }
+
+    pub(crate) fn interrupted(&self) {
+        Counters::count(&self.interrupted);
+    }
+
+    /// The loop heard from the server, or lost it.
+    pub(crate) fn consuming(&self, yes: bool) {
+        if self.consuming.load(Ordering::Relaxed) != yes {
+            self.consuming.store(yes, Ordering::Relaxed);
+        }
     }
 }
 
@@ -100,6 +153,8 @@ pub(crate) async fn run(
     abort: CancellationToken,
 ) {
     let noting = resume::note_resume_points(&shared, consumer.clone(), stop.clone());
+    #[cfg(feature = "metrics")]
+    let sampling = lag::sample(&shared, consumer.clone(), stop.clone());
     let mut puller = Puller::new(shared, stop.clone(), abort).await;
     // The inbox the loop pulls on: each drain fetch opens one of its own
     // and the waiting pull keeps the last.
@@ -109,6 +164,7 @@ pub(crate) async fn run(
             Ended::Stopped => break,
             Ended::Again => {}
             Ended::Failed(error) => {
+                puller.shared.counters.consuming(false);
                 // A pull the server no longer knows of (its durable
                 // deleted in a race, say) is replaced on a fresh inbox,
                 // once the durable is there again.
@@ -123,6 +179,8 @@ pub(crate) async fn run(
     if let Some(noting) = noting {
         noting.abort();
     }
+    #[cfg(feature = "metrics")]
+    sampling.abort();
     // Before waiting for the calls in flight: an interrupted call's nak
     // must not go back to a request still waiting on this inbox.
     if let Some(pull) = subscription.take() {

@@ -352,6 +352,7 @@ impl Puller {
                 Wake::Interrupted(other) => return self.interrupted(pull, other).await,
             };
             silence.heard();
+            self.shared.counters.consuming(true);
             match next {
                 Some(Ok(Pulled::Message(msg))) => {
                     asked = asked.saturating_sub(1);
@@ -374,7 +375,7 @@ impl Puller {
     /// finishes at its first poll; else gives the delivery a task.
     async fn take(&mut self, msg: async_nats::Message, hold: OwnedSemaphorePermit) {
         let shared = &self.shared;
-        super::Counters::count(&shared.counters.received);
+        shared.counters.received();
         let Some((ctx, payload)) = delivery::open(shared, msg) else {
             return;
         };
@@ -391,7 +392,15 @@ impl Puller {
         {
             let at = std::time::Instant::now();
             let def = shared.binding.def;
-            let call = span.in_scope(|| Started::call(slot, def, payload.clone(), ctx.clone()));
+            let call = span.in_scope(|| {
+                Started::call(
+                    slot,
+                    def,
+                    payload.clone(),
+                    ctx.clone(),
+                    &shared.counters.metrics,
+                )
+            });
             self.inline.took(at.elapsed());
             match call {
                 Started::Finished(slot, called) if called.outcome == Outcome::Ok => {

@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::{Action, DlqReason, Outcome, classify};
+use crate::consume::Shared;
 use crate::consume::delivery::Started;
 use crate::consume::tally::Tally;
-use crate::consume::{Counters, Shared};
 use crate::dlq::{
     self,
     letter::{self, Failed},
@@ -36,7 +36,7 @@ pub(super) struct Slots {
 
 /// Acks a delivery whose call succeeded.
 pub(super) async fn ack(shared: &Shared, ctx: &Context) {
-    Counters::count(&shared.counters.acked);
+    shared.counters.acked();
     tracing::debug!("acked");
     if let Some(acker) = ctx.acker()
         && let Err(e) = acker.ack_with(AckKind::Ack).await
@@ -100,17 +100,23 @@ pub(super) async fn settle(
                 },
             };
             tally.begin(&shared, &ctx).await;
-            let call = Started::call(slot, def, payload.clone(), ctx.clone());
+            let call = Started::call(
+                slot,
+                def,
+                payload.clone(),
+                ctx.clone(),
+                &shared.counters.metrics,
+            );
             (call, next_beat, Some(tally))
         }
     };
     let (_slot, called) = match started {
         Started::Finished(slot, called) => (slot, called),
-        Started::Running(slot, call) => {
+        Started::Running(slot, call, _timed) => {
             let finished = finish_alive(call, acker, &slots.abort, first_beat, beat);
             match Box::pin(finished).await {
                 Some(called) => (slot, called),
-                None => return Counters::count(&shared.counters.interrupted),
+                None => return shared.counters.interrupted(),
             }
         }
     };
@@ -204,7 +210,7 @@ async fn settle_failure(
     match action {
         Action::Ack => true,
         Action::Nak { delay } => {
-            Counters::count(&counters.retried);
+            counters.retried();
             tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, ?delay, error, "failed; will retry");
             nak(acker, delay).await;
             false
@@ -212,7 +218,7 @@ async fn settle_failure(
         Action::DeadLetter(reason) if shared.binding.def.reads_dead_letters() => {
             // A handler of dead letters failed: the letter stays in the
             // dead-letter stream; writing another would only feed it again.
-            Counters::count(&counters.dead_lettered);
+            counters.dead_lettered(reason);
             tracing::error!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "a dead-letter handler gave up on a letter; the letter stays in the dead-letter stream");
             if let Err(e) = acker.ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "could not terminate the letter's delivery; it comes again");
@@ -223,7 +229,7 @@ async fn settle_failure(
             let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
             match dlq::stream::store(&shared.js, &shared.outlet, &shared.config, letter).await {
                 Ok(_) => {
-                    Counters::count(&counters.dead_lettered);
+                    counters.dead_lettered(reason);
                     tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "dead-lettered");
                     if let Err(e) = acker.ack_with(AckKind::Term).await {
                         tracing::warn!(error = %e, "could not terminate a dead-lettered message; the copy is stored and a redelivery is deduplicated");

@@ -26,6 +26,7 @@ use crate::dlq::stream as dlq_stream;
 use crate::dlq::trust::{self, Claim};
 use crate::error::Error;
 use crate::names;
+use crate::observe::metrics;
 use crate::policy::RetryPause;
 use crate::publish::outlet::JetStreamOutlet;
 
@@ -243,7 +244,8 @@ impl Capture {
             failed_at: SystemTime::now(),
         });
         dlq_stream::store(js, &self.outlet, &self.config, letter).await?;
-        tracing::warn!(stream = %claim.stream, sequence = claim.stream_seq, durable = %claim.durable, "dead-lettered after max deliveries without an answer");
+        metrics::dead_letter(&handler, DlqReason::Exhausted.as_str());
+        tracing::warn!(handler = %handler, stream = %claim.stream, sequence = claim.stream_seq, durable = %claim.durable, "dead-lettered after max deliveries without an answer");
         let info = stream.cached_info();
         if info.config.retention == stream::RetentionPolicy::WorkQueue
             && let Err(e) = stream.delete_message(claim.stream_seq).await

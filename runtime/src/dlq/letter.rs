@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::classify::DlqReason;
 use crate::handler::context::Meta;
 use crate::names;
+use crate::observe::trace;
 use crate::publish::message::{MSG_ID, Outbound};
 use crate::text;
 
@@ -164,6 +165,8 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     headers.insert(STREAM, failed.stream);
     headers.insert(SEQUENCE, failed.sequence.to_string().as_str());
     headers.insert(FAILED_AT, rfc3339(failed.failed_at).as_str());
+    // The letter continues the trace of the call that failed.
+    trace::inject_current(&mut headers);
     Outbound {
         subject: names::dlq_subject(failed.subject),
         headers,

@@ -10,6 +10,7 @@ use jetwire_grammar::subject::{self, Usage};
 use serde::Serialize;
 
 use crate::error::PublishError;
+use crate::observe::trace;
 
 /// `Nats-Msg-Id`: JetStream stores a message id once per duplicate window.
 pub const MSG_ID: &str = "Nats-Msg-Id";
@@ -279,8 +280,11 @@ pub(crate) fn build_bytes(
         headers.insert(CONTENT_TYPE, ct);
     }
     headers.insert(CORRELATION_ID, correlation);
-    if let Some(tp) = &inherited.traceparent
-        && headers.get(TRACEPARENT).is_none()
+    // Trace context: one the caller set wins; else the current span's
+    // (feature `otel`); else the inbound message's, carried as it was.
+    if headers.get(TRACEPARENT).is_none()
+        && !trace::inject_current(&mut headers)
+        && let Some(tp) = &inherited.traceparent
     {
         headers.insert(TRACEPARENT, tp.as_str());
         if let Some(ts) = &inherited.tracestate {

@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use jetwire_grammar::subject;
 
 use crate::error::PublishError;
+use crate::observe::metrics;
 use crate::publish::message::Outbound;
 
 /// Where a context's publishes go: JetStream in the live runtime, an
@@ -110,6 +111,7 @@ impl std::future::IntoFuture for PendingReceipt {
                 subject: self.subject,
                 source: Box::new(e),
             })?;
+            metrics::published(&ack.stream);
             Ok(Receipt {
                 stream: ack.stream,
                 sequence: ack.sequence,
