@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod auth;
 mod postgres;
+pub mod scrape;
 pub mod sql;
 mod tools;
 

@@ -1,0 +1,312 @@
+//! What an operator sees, scraped over real HTTP from a running app:
+//! `/metrics` counts every outcome per handler exactly, the lag gauges
+//! follow a backlog, and `/readyz` follows the app from starting through a
+//! server outage to draining while `/healthz` stays 200.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jetwire::{App, Config, Context, HandlerError, State, queue};
+use jetwire_tests::scrape::{get, sample, total};
+use jetwire_tests::{Server, dlq_stream, eventually, free_port, shared_server, unique_prefix};
+use tokio::sync::Semaphore;
+
+#[queue("queue.obsok")]
+async fn obs_ok(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.obsretry", backoff = ["10ms"], max_deliver = 3)]
+async fn obs_retry(_n: u64, ctx: Context) -> Result<(), HandlerError> {
+    if ctx.attempt() == 1 {
+        return Err(HandlerError::transient("first attempt fails"));
+    }
+    Ok(())
+}
+
+#[queue("queue.obsdead", max_deliver = 3)]
+async fn obs_dead(_n: u64) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent("never"))
+}
+
+/// Calls wait for a permit: none, and a backlog builds.
+#[derive(Clone)]
+struct Gate(Arc<Semaphore>);
+
+#[queue("queue.obsslow", concurrency = 2)]
+async fn obs_slow(_n: u64, gate: State<Gate>) -> Result<(), HandlerError> {
+    gate.0.0.acquire().await.expect("open").forget();
+    Ok(())
+}
+
+#[queue("queue.obsready")]
+async fn obs_ready(_n: u64, gate: State<Gate>) -> Result<(), HandlerError> {
+    gate.0.0.acquire().await.expect("open").forget();
+    Ok(())
+}
+
+fn config(url: &str, prefix: &str, http: SocketAddr) -> Config {
+    Config::builder()
+        .url(url)
+        .app("obs")
+        .subject_prefix(prefix)
+        .http_addr(http)
+        .metrics_interval(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid")
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn metrics(addr: SocketAddr) -> String {
+    let (status, body) = get(addr, "/metrics").await.expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn metrics_count_every_outcome_per_handler() {
+    let prefix = unique_prefix("obsm");
+    let running = App::new(config(&shared_server().url(), &prefix, loopback()))
+        .only(&["obs_ok", "obs_retry", "obs_dead"])
+        .start()
+        .await
+        .expect("starts");
+    let addr = running.http_addr().expect("listening");
+    let publisher = running.publisher();
+    let mut published = std::collections::HashMap::<String, u64>::new();
+    for (subject, n) in [
+        ("queue.obsok", 5),
+        ("queue.obsretry", 3),
+        ("queue.obsdead", 2),
+    ] {
+        for i in 0..n {
+            let receipt = publisher.publish(subject, &i).await.expect("publish");
+            *published.entry(receipt.stream).or_default() += 1;
+        }
+    }
+    let settled = |text: &str, handler: &str, outcome: &str| {
+        sample(
+            text,
+            "jetwire_messages_settled_total",
+            &[("handler", handler), ("outcome", outcome)],
+        )
+    };
+    let text = eventually(Duration::from_secs(20), "every message settled", || async {
+        let text = metrics(addr).await;
+        let done = settled(&text, "obs_ok", "ack") == Some(5.0)
+            && settled(&text, "obs_retry", "ack") == Some(3.0)
+            && settled(&text, "obs_dead", "dead_letter") == Some(2.0);
+        done.then_some(text)
+    })
+    .await;
+    let received = |h: &str| sample(&text, "jetwire_messages_received_total", &[("handler", h)]);
+    assert_eq!(received("obs_ok"), Some(5.0));
+    assert_eq!(received("obs_retry"), Some(6.0), "3 failures and 3 retries");
+    assert_eq!(received("obs_dead"), Some(2.0));
+    assert_eq!(settled(&text, "obs_retry", "nak"), Some(3.0));
+    assert_eq!(settled(&text, "obs_ok", "nak").unwrap_or(0.0), 0.0);
+    assert_eq!(settled(&text, "obs_dead", "ack").unwrap_or(0.0), 0.0);
+    assert_eq!(
+        sample(
+            &text,
+            "jetwire_dead_letters_total",
+            &[("handler", "obs_dead"), ("reason", "permanent")]
+        ),
+        Some(2.0)
+    );
+    // One observation per call.
+    let calls = |h: &str| {
+        sample(
+            &text,
+            "jetwire_handler_duration_seconds_count",
+            &[("handler", h)],
+        )
+    };
+    assert_eq!(calls("obs_ok"), Some(5.0));
+    assert_eq!(calls("obs_retry"), Some(6.0));
+    assert_eq!(calls("obs_dead"), Some(2.0));
+    assert_eq!(
+        sample(
+            &text,
+            "jetwire_handlers_in_flight",
+            &[("handler", "obs_ok")]
+        ),
+        Some(0.0)
+    );
+    // Each publish counted under the stream that stored it, and each letter
+    // under the dead-letter stream.
+    for (stream, n) in &published {
+        assert_eq!(
+            sample(&text, "jetwire_published_total", &[("stream", stream)]),
+            Some(*n as f64),
+            "{stream}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "jetwire_published_total",
+            &[("stream", &dlq_stream(&prefix))]
+        ),
+        Some(2.0)
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn lag_gauges_follow_a_backlog() {
+    let prefix = unique_prefix("obsl");
+    let gate = Gate(Arc::new(Semaphore::new(0)));
+    let running = App::new(config(&shared_server().url(), &prefix, loopback()))
+        .only(&["obs_slow"])
+        .state(gate.clone())
+        .start()
+        .await
+        .expect("starts");
+    let addr = running.http_addr().expect("listening");
+    let publisher = running.publisher();
+    // More than the loop may hold (its places plus a batch in flight).
+    const BACKLOG: u64 = 200;
+    for i in 0..BACKLOG {
+        publisher
+            .publish("queue.obsslow", &i)
+            .await
+            .expect("publish");
+    }
+    let lag = |text: &str| {
+        let h = [("handler", "obs_slow")];
+        (
+            total(text, "jetwire_consumer_pending", &h),
+            total(text, "jetwire_consumer_ack_pending", &h),
+        )
+    };
+    // Nothing is acked while the gate is shut: the backlog is all there,
+    // part waiting at the server, part delivered and not yet acked.
+    let (pending, ack_pending) =
+        eventually(Duration::from_secs(20), "the backlog seen", || async {
+            let (p, a) = lag(&metrics(addr).await);
+            (p + a == BACKLOG as f64 && a > 0.0).then_some((p, a))
+        })
+        .await;
+    assert!(
+        pending > 0.0,
+        "the loop holds a bounded part: {ack_pending} delivered"
+    );
+    assert_eq!(
+        sample(
+            &metrics(addr).await,
+            "jetwire_handlers_in_flight",
+            &[("handler", "obs_slow")]
+        ),
+        Some(2.0),
+        "concurrency 2"
+    );
+    gate.0.add_permits(BACKLOG as usize);
+    eventually(Duration::from_secs(20), "the backlog gone", || async {
+        (lag(&metrics(addr).await) == (0.0, 0.0)).then_some(())
+    })
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+}
+
+async fn readyz(addr: SocketAddr) -> Option<(u16, serde_json::Value)> {
+    let (status, body) = get(addr, "/readyz").await?;
+    Some((
+        status,
+        serde_json::from_str(&body).expect("/readyz answers JSON"),
+    ))
+}
+
+async fn healthz_ok(addr: SocketAddr) {
+    assert_eq!(get(addr, "/healthz").await.map(|(s, _)| s), Some(200));
+}
+
+/// Waits until `/readyz` answers `status` with a reason starting so.
+async fn readyz_becomes(addr: SocketAddr, status: u16, reason: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(30),
+        &format!("/readyz {status} {reason}"),
+        || async {
+            let (s, body) = readyz(addr).await?;
+            let reasons = body["reasons"].as_array().cloned().unwrap_or_default();
+            let said = reason.is_empty()
+                || reasons
+                    .iter()
+                    .any(|r| r.as_str().is_some_and(|r| r.starts_with(reason)));
+            (s == status && said).then_some(body)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn readyz_follows_start_an_outage_and_draining() {
+    let mut server = Server::start();
+    let prefix = unique_prefix("obsr");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let gate = Gate(Arc::new(Semaphore::new(0)));
+    // A frozen server holds the connect: the listener already answers.
+    server.pause();
+    let app = App::new(config(&server.url(), &prefix, addr))
+        .only(&["obs_ready"])
+        .state(gate.clone());
+    let starting = tokio::spawn(app.start());
+    let body = readyz_becomes(addr, 503, "starting").await;
+    assert_eq!(body["ready"], false);
+    healthz_ok(addr).await;
+    server.resume();
+    let running = starting.await.expect("joins").expect("starts");
+    let body = readyz_becomes(addr, 200, "").await;
+    assert_eq!(body["handlers"][0]["handler"], "obs_ready");
+    assert_eq!(body["handlers"][0]["consuming"], true);
+    assert_eq!(running.health().ready, true);
+    healthz_ok(addr).await;
+
+    server.stop();
+    let body = readyz_becomes(addr, 503, "connection").await;
+    assert_eq!(body["connected"], false);
+    assert!(!running.health().ready);
+    healthz_ok(addr).await;
+    server.restart();
+    readyz_becomes(addr, 200, "").await;
+
+    // A call in flight keeps the app draining until the gate opens.
+    let publisher = running.publisher();
+    publisher
+        .publish("queue.obsready", &1u64)
+        .await
+        .expect("publish");
+    eventually(Duration::from_secs(10), "the call in flight", || async {
+        (running.stats()[0].received == 1).then_some(())
+    })
+    .await;
+    let stopping = tokio::spawn(running.shutdown());
+    let body = readyz_becomes(addr, 503, "draining").await;
+    assert_eq!(body["draining"], true);
+    healthz_ok(addr).await;
+    gate.0.add_permits(1);
+    stopping.await.expect("joins").expect("clean shutdown");
+    // Gone with the app.
+    assert!(get(addr, "/healthz").await.is_none());
+}
+
+#[tokio::test]
+async fn a_busy_address_fails_start_naming_the_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let err = App::new(config(&shared_server().url(), &unique_prefix("obsb"), addr))
+        .only(&["obs_ok"])
+        .start()
+        .await
+        .expect_err("the address is taken");
+    let text = err.to_string();
+    assert!(
+        text.contains("JETWIRE_HTTP_ADDR") && text.contains(&addr.to_string()),
+        "{text}"
+    );
+}
