@@ -1,0 +1,149 @@
+//! OpenTelemetry (feature `otel`), recorded in memory: a handler's span
+//! continues the producer's trace, a handler's publish carries its span to
+//! the next handler, dead letters carry it too, a message without trace
+//! headers starts a new trace, and the spans follow the messaging
+//! conventions.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use jetwire::{App, Config, Context, HandlerError, queue};
+use jetwire_tests::{
+    dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
+};
+use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[queue("queue.otfirst")]
+async fn ot_first(n: u64, ctx: Context) -> Result<(), HandlerError> {
+    ctx.publish("queue.otsecond", &n).await?;
+    Ok(())
+}
+
+#[queue("queue.otsecond")]
+async fn ot_second(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.otfail", max_deliver = 1)]
+async fn ot_fail(_n: u64) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent("refused"))
+}
+
+/// Every span of this test binary, exported as it ends.
+fn exporter() -> &'static InMemorySpanExporter {
+    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
+    EXPORTER.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("tests"));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("the only subscriber");
+        exporter
+    })
+}
+
+fn config(prefix: &str) -> Config {
+    Config::builder()
+        .url(shared_server().url())
+        .app("otel")
+        .subject_prefix(prefix)
+        .build()
+        .expect("valid")
+}
+
+async fn span_named(name: &str) -> SpanData {
+    eventually(Duration::from_secs(20), name, || async {
+        exporter()
+            .get_finished_spans()
+            .expect("spans")
+            .into_iter()
+            .find(|s| s.name == name)
+    })
+    .await
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+}
+
+#[tokio::test]
+async fn handler_spans_continue_the_producers_trace() {
+    exporter();
+    let prefix = unique_prefix("otel");
+    let running = App::new(config(&prefix))
+        .only(&["ot_first", "ot_second", "ot_fail"])
+        .start()
+        .await
+        .expect("starts");
+    let publisher = running.publisher();
+
+    let producer = tracing::info_span!("produce");
+    let producer_cx = producer.context();
+    let producer_span = producer_cx.span().span_context().clone();
+    assert!(producer_span.is_valid());
+    publisher
+        .publish("queue.otfirst", &1u64)
+        .instrument(producer)
+        .await
+        .expect("publish");
+
+    let first = span_named("process queue.otfirst").await;
+    assert_eq!(first.span_context.trace_id(), producer_span.trace_id());
+    assert_eq!(first.parent_span_id, producer_span.span_id());
+    assert!(first.parent_span_is_remote);
+    assert_eq!(first.span_kind, SpanKind::Consumer);
+    let second = span_named("process queue.otsecond").await;
+    assert_eq!(second.span_context.trace_id(), producer_span.trace_id());
+    assert_eq!(second.parent_span_id, first.span_context.span_id());
+
+    assert_eq!(
+        attribute(&first, "messaging.system").as_deref(),
+        Some("nats")
+    );
+    assert_eq!(
+        attribute(&first, "messaging.destination.name").as_deref(),
+        Some("queue.otfirst")
+    );
+    assert_eq!(
+        attribute(&first, "messaging.operation.type").as_deref(),
+        Some("process")
+    );
+    assert!(attribute(&first, "messaging.message.id").is_some());
+    assert!(
+        attribute(&first, "messaging.consumer.group.name").is_some_and(|d| d.contains("otel")),
+        "the durable"
+    );
+
+    // No trace headers: a new trace, with no parent.
+    publisher
+        .publish("queue.otfail", &2u64)
+        .await
+        .expect("publish");
+    let failed = span_named("process queue.otfail").await;
+    assert_ne!(failed.span_context.trace_id(), producer_span.trace_id());
+    assert_eq!(failed.parent_span_id, SpanId::INVALID);
+    // Its dead letter carries the failed call's span.
+    let client = async_nats::connect(shared_server().url())
+        .await
+        .expect("connects");
+    let letters = eventually(Duration::from_secs(20), "the letter", || async {
+        let l = stream_messages(&client, &dlq_stream(&prefix)).await;
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    let traceparent = header(&letters[0], "traceparent").expect("the letter has a traceparent");
+    assert!(
+        traceparent.contains(&failed.span_context.span_id().to_string()),
+        "{traceparent} names the failed call's span"
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
