@@ -135,6 +135,17 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
                     options: #options,
                     requires: &[#(#requirements),*],
                     call: #adapter,
+                    schema: {
+                        fn __jetwire_schema(
+                            __jetwire_schemas: &mut ::jetwire::__private::schema::Schemas,
+                        ) -> ::core::option::Option<::jetwire::__private::serde_json::Value> {
+                            #[allow(unused_imports)]
+                            use ::jetwire::__private::schema::{Described as _, Undescribed as _};
+                            (&::jetwire::__private::schema::Probe::<#payload_ty>::new())
+                                .schema(__jetwire_schemas)
+                        }
+                        __jetwire_schema
+                    },
                 }
             }
         };

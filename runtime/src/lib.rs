@@ -87,6 +87,7 @@ pub mod publish;
 mod handler;
 mod service;
 // Dead letters, and what the server needs.
+mod asyncapi;
 pub mod dlq;
 pub mod topology;
 // The live loop, and the two ways to run handlers.

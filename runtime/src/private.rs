@@ -12,3 +12,48 @@ pub use crate::handler::registry::{Deliver, HandlerDef, HandlerOptions, Kind};
 pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
     f
 }
+
+pub use serde_json;
+
+/// A handler's payload schema for the AsyncAPI document, where its type
+/// implements `schemars::JsonSchema` (feature `asyncapi`); `None` else.
+///
+/// The expansion calls `(&Probe::<T>::new()).schema(..)` with both traits
+/// in scope: method lookup takes [`Described`] when `T` has a schema, and
+/// falls back to [`Undescribed`] (one reference further) when it has not.
+pub mod schema {
+    use std::marker::PhantomData;
+
+    pub use crate::handler::registry::Schemas;
+
+    /// Names a payload type without a value of it.
+    pub struct Probe<T>(PhantomData<fn() -> T>);
+
+    impl<T> Probe<T> {
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    /// A payload type with a JSON Schema.
+    pub trait Described {
+        fn schema(&self, schemas: &mut Schemas) -> Option<serde_json::Value>;
+    }
+
+    #[cfg(feature = "asyncapi")]
+    impl<T: schemars::JsonSchema> Described for Probe<T> {
+        fn schema(&self, schemas: &mut Schemas) -> Option<serde_json::Value> {
+            Some(schemas.generator.subschema_for::<T>().to_value())
+        }
+    }
+
+    /// A payload type without one.
+    pub trait Undescribed {
+        fn schema(&self, _schemas: &mut Schemas) -> Option<serde_json::Value> {
+            None
+        }
+    }
+
+    impl<T> Undescribed for &Probe<T> {}
+}

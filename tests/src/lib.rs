@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod asyncapi;
 pub mod auth;
 mod postgres;
 pub mod scrape;

@@ -55,6 +55,41 @@ pub struct HandlerDef {
     pub options: HandlerOptions,
     pub requires: &'static [fn() -> Option<StateKey>],
     pub call: fn(Delivery) -> CallFuture,
+    /// The payload's JSON Schema, added to `schemas`, where its type has
+    /// one (feature `asyncapi`).
+    pub schema: fn(&mut Schemas) -> Option<serde_json::Value>,
+}
+
+/// The payload schemas of an AsyncAPI document as they are generated,
+/// shared types defined once (feature `asyncapi`; empty without it).
+#[doc(hidden)]
+pub struct Schemas {
+    #[cfg(feature = "asyncapi")]
+    pub(crate) generator: schemars::SchemaGenerator,
+}
+
+impl Schemas {
+    /// Definitions go to `#/components/schemas/`, in JSON Schema draft 7
+    /// (what AsyncAPI's default schema format extends).
+    pub(crate) fn new() -> Schemas {
+        Schemas {
+            #[cfg(feature = "asyncapi")]
+            generator: schemars::generate::SchemaSettings::draft07()
+                .with(|s| {
+                    s.definitions_path = "/components/schemas".into();
+                    s.meta_schema = None;
+                })
+                .into_generator(),
+        }
+    }
+
+    /// Every shared definition, by name.
+    pub(crate) fn definitions(&mut self) -> serde_json::Map<String, serde_json::Value> {
+        #[cfg(feature = "asyncapi")]
+        return self.generator.take_definitions(true);
+        #[cfg(not(feature = "asyncapi"))]
+        serde_json::Map::new()
+    }
 }
 
 inventory::collect!(HandlerDef);

@@ -2,26 +2,31 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::asyncapi;
 use crate::config::{AppOrigin, Config, StreamSettings, watch_reconnects};
 use crate::consume::{self, Counters, Shared};
 use crate::dlq::advisory;
 use crate::error::Error;
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
-use crate::observe::health::{Health, Phase, Readiness};
+use crate::observe::health::{Phase, Readiness};
 use crate::observe::http;
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
 use crate::service::{self, Service, ServiceContext};
-use crate::text;
 use crate::topology;
+
+mod running;
+
+use running::supervise;
+pub use running::{HandlerStats, RunningApp};
 
 /// Runs every handler linked into the binary until SIGINT or SIGTERM.
 ///
@@ -52,6 +57,8 @@ pub struct App {
     /// A connection the user brought ([`App::with_client`]).
     client: Option<async_nats::Client>,
     services: Vec<Box<dyn Service>>,
+    /// The app's own version, for the AsyncAPI document.
+    version: Option<String>,
 }
 
 impl fmt::Debug for App {
@@ -74,6 +81,7 @@ impl App {
             states: States::default(),
             handlers: registry::handlers(),
             client: None,
+            version: None,
             services: Vec::new(),
         }
     }
@@ -152,6 +160,37 @@ impl App {
         self
     }
 
+    /// The app's version, shown as `info.version` in [`App::asyncapi`]
+    /// (`0.0.0` unless given).
+    pub fn version(mut self, version: impl Into<String>) -> App {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// The AsyncAPI 3.0 document of this app's handlers: a channel per
+    /// subject (with the subject prefix), a `receive` operation per
+    /// handler with its options (in `x-jetwire`; a work queue's durable as
+    /// the NATS binding's `queue`), and the payload's JSON Schema where its
+    /// type derives `schemars::JsonSchema` (feature `asyncapi`; a handler
+    /// whose payload has none is listed without one).
+    ///
+    /// ```
+    /// let config = jetwire::Config::builder().app("billing").build().unwrap();
+    /// let doc = jetwire::App::new(config).version("1.4.0").asyncapi();
+    /// assert_eq!(doc["asyncapi"], "3.0.0");
+    /// assert_eq!(doc["info"]["title"], "billing");
+    /// ```
+    ///
+    /// With `JETWIRE_ASYNCAPI=<path>` set, [`App::run`] and [`run`] write
+    /// this document there and return without connecting.
+    pub fn asyncapi(&self) -> serde_json::Value {
+        asyncapi::document(
+            &self.config,
+            self.version.as_deref().unwrap_or("0.0.0"),
+            &self.handlers,
+        )
+    }
+
     /// Connects, binds every stream and durable, and starts consuming.
     /// Returns once every handler is consuming. Fails before consuming
     /// anything if the config or handlers are wrong, the server cannot be
@@ -163,6 +202,7 @@ impl App {
             handlers,
             client,
             services,
+            version: _,
         } = self;
         config.validate()?;
         registry::check(&handlers, &config.app, &states)?;
@@ -212,18 +252,7 @@ impl App {
         let mut stats = Vec::with_capacity(bindings.len());
         let shared_client = Arc::new(client.clone());
         for (binding, consumer) in bindings {
-            tracing::info!(
-                handler = %binding.def.path(),
-                subject = binding.def.subject,
-                stream = %binding.route.stream,
-                durable = %binding.route.durable,
-                max_deliver = binding.def.max_deliver(),
-                backoff = ?binding.def.backoff(),
-                ack_wait = ?binding.def.ack_wait(),
-                concurrency = binding.def.concurrency(),
-                timeout = ?binding.def.options.timeout,
-                "consuming"
-            );
+            log_consuming(&binding);
             let counters = Arc::new(Counters::new(binding.def.name));
             stats.push((
                 binding.def,
@@ -287,6 +316,9 @@ impl App {
     /// down and returns an error naming it, so the process ends instead of
     /// running on without a part it needs.
     pub async fn run(self) -> Result<(), Error> {
+        if let Some(path) = &self.config.asyncapi {
+            return write_asyncapi(path, &self.asyncapi());
+        }
         let running = self.start().await?;
         let mut failure = running.failure.clone();
         tokio::select! {
@@ -321,6 +353,35 @@ fn advised_streams(
     streams.sort();
     streams.dedup();
     streams
+}
+
+/// Logs a handler's binding and options as its loop starts.
+fn log_consuming(binding: &topology::Binding) {
+    tracing::info!(
+        handler = %binding.def.path(),
+        subject = binding.def.subject,
+        stream = %binding.route.stream,
+        durable = %binding.route.durable,
+        max_deliver = binding.def.max_deliver(),
+        backoff = ?binding.def.backoff(),
+        ack_wait = ?binding.def.ack_wait(),
+        concurrency = binding.def.concurrency(),
+        timeout = ?binding.def.options.timeout,
+        "consuming"
+    );
+}
+
+/// Writes the AsyncAPI document for `JETWIRE_ASYNCAPI`.
+fn write_asyncapi(path: &std::path::Path, document: &serde_json::Value) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(document).unwrap_or_default();
+    std::fs::write(path, text + "\n").map_err(|e| {
+        Error::Config(format!(
+            "JETWIRE_ASYNCAPI={}: cannot write the AsyncAPI document there: {e}",
+            path.display()
+        ))
+    })?;
+    tracing::info!(path = %path.display(), "wrote the AsyncAPI document; not running");
+    Ok(())
 }
 
 /// The HTTP listener, when `JETWIRE_HTTP_ADDR` is set.
@@ -402,204 +463,5 @@ async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// A started app. Dropping it stops consuming at once; call
-/// [`RunningApp::shutdown`] to drain first.
-pub struct RunningApp {
-    config: Config,
-    client: async_nats::Client,
-    /// What publishers of this app send through: the app's connection.
-    outlet: JetStreamOutlet,
-    /// Owns the handler loops and the advisory reader ([`supervise`]).
-    supervisor: tokio::task::JoinHandle<Vec<String>>,
-    /// Why the supervisor stopped the app, once it has.
-    failure: tokio::sync::watch::Receiver<Option<String>>,
-    stop: CancellationToken,
-    abort: CancellationToken,
-    stats: Vec<(&'static HandlerDef, String, Arc<Counters>)>,
-    readiness: Arc<Readiness>,
-    /// Serves `/healthz`, `/readyz` and `/metrics` until dropped.
-    listener: Option<http::Listener>,
-}
-
-impl fmt::Debug for RunningApp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunningApp")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What one handler did in this process so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HandlerStats {
-    /// The handler's fn name.
-    pub handler: &'static str,
-    /// Its subject.
-    pub subject: &'static str,
-    /// Its durable consumer.
-    pub durable: String,
-    /// Deliveries received.
-    pub received: u64,
-    /// Deliveries acked.
-    pub acked: u64,
-    /// Deliveries nak'ed for a retry.
-    pub retried: u64,
-    /// Messages dead-lettered.
-    pub dead_lettered: u64,
-    /// Calls interrupted by the shutdown timeout and handed back.
-    pub interrupted: u64,
-}
-
-impl RunningApp {
-    /// A publisher sharing this app's connection and subject prefix.
-    pub fn publisher(&self) -> Publisher {
-        Publisher::with_outlet(
-            self.client.clone(),
-            self.outlet.clone(),
-            Arc::new(self.config.clone()),
-        )
-    }
-
-    /// The deployment's dead letters, on this app's connection.
-    pub fn dead_letters(&self) -> crate::dlq::DeadLetters {
-        crate::dlq::DeadLetters::on(self.publisher())
-    }
-
-    /// Each handler's counters in this process.
-    pub fn stats(&self) -> Vec<HandlerStats> {
-        self.stats
-            .iter()
-            .map(|(def, durable, c)| HandlerStats {
-                handler: def.name,
-                subject: def.subject,
-                durable: durable.clone(),
-                received: c.received.load(Ordering::Relaxed),
-                acked: c.acked.load(Ordering::Relaxed),
-                retried: c.retried.load(Ordering::Relaxed),
-                dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
-                interrupted: c.interrupted.load(Ordering::Relaxed),
-            })
-            .collect()
-    }
-
-    /// Whether the app is ready, and what keeps it from being so: what
-    /// `/readyz` answers.
-    ///
-    /// ```no_run
-    /// # async fn f(config: jetwire::Config) -> Result<(), jetwire::Error> {
-    /// let running = jetwire::App::new(config).start().await?;
-    /// let health = running.health();
-    /// assert!(health.live);
-    /// println!("ready: {}, because: {:?}", health.ready, health.reasons);
-    /// # Ok(()) }
-    /// ```
-    pub fn health(&self) -> Health {
-        self.readiness.health()
-    }
-
-    /// The address `/healthz`, `/readyz` and `/metrics` are served on
-    /// (`JETWIRE_HTTP_ADDR`, with the port the system chose for `:0`).
-    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
-        self.listener.as_ref().map(http::Listener::addr)
-    }
-
-    /// Stops pulling, lets in-flight calls finish for up to
-    /// `shutdown_timeout`, hands back (naks) what did not finish so a live
-    /// replica gets it at once, flushes acks, and closes.
-    ///
-    /// Returns within `shutdown_timeout` plus 6 s whatever the server does
-    /// (down, frozen, slow): what could not be handed back or flushed by
-    /// then is named in the error, and comes back from the server after
-    /// `ack_wait`; so is any background task that panicked.
-    pub async fn shutdown(mut self) -> Result<(), Error> {
-        self.readiness.set_phase(Phase::Draining);
-        self.stop.cancel();
-        let mut problems = Vec::new();
-        let timeout = self.config.shutdown_timeout;
-        let supervisor = &mut self.supervisor;
-        let joined = match tokio::time::timeout(timeout, &mut *supervisor).await {
-            Ok(joined) => Some(joined),
-            Err(_) => {
-                tracing::warn!(
-                    ?timeout,
-                    "shutdown timeout: interrupting the calls still running"
-                );
-                self.abort.cancel();
-                let handed_back = tokio::time::timeout(SHUTDOWN_MARGIN, &mut *supervisor).await;
-                if handed_back.is_err() {
-                    supervisor.abort();
-                    problems.push(format!(
-                        "handler loops were still handing messages back {SHUTDOWN_MARGIN:?} after the calls were interrupted, and were stopped; their messages are redelivered after ack_wait"
-                    ));
-                }
-                handed_back.ok()
-            }
-        };
-        if let Some(joined) = joined {
-            problems.extend(
-                joined.unwrap_or_else(|e| vec![format!("the task supervisor failed: {e}")]),
-            );
-        }
-        match tokio::time::timeout(SHUTDOWN_MARGIN, self.client.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => problems.push(format!(
-                "could not flush acks to the server: {e}; unacked messages are redelivered after ack_wait"
-            )),
-            Err(_) => problems.push(format!(
-                "the server took no final flush within {SHUTDOWN_MARGIN:?}; unacked messages are redelivered after ack_wait"
-            )),
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Shutdown(problems.join("; ")))
-        }
-    }
-}
-
-/// How long shutdown waits, past `shutdown_timeout`, for interrupted calls
-/// to be handed back, and then for the final flush.
-const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
-
-/// Owns the app's background tasks until they have all ended. One that
-/// panics, or ends before shutdown has begun, stops the app: it is logged,
-/// `failed` says why, and `stop` ends every other. Returns what went wrong.
-async fn supervise(
-    mut tasks: JoinSet<Result<(), String>>,
-    stop: CancellationToken,
-    failed: tokio::sync::watch::Sender<Option<String>>,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let why = match joined {
-            Err(e) if e.is_panic() => format!(
-                "a background task panicked: {}",
-                text::bounded(&e.to_string(), 1024)
-            ),
-            Ok(Err(why)) => why,
-            Ok(Ok(())) if !stop.is_cancelled() => {
-                "a background task ended while the app was running".to_owned()
-            }
-            // Cancelled at shutdown, or ended because shutdown began.
-            Err(_) | Ok(Ok(())) => continue,
-        };
-        tracing::error!(problem = %why, "stopping the app");
-        failed.send_replace(Some(why.clone()));
-        problems.push(why);
-        stop.cancel();
-    }
-    problems
-}
-
-impl Drop for RunningApp {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.abort.cancel();
-        // Drops the tasks' set, which aborts them: at once, as documented.
-        self.supervisor.abort();
     }
 }

@@ -1,0 +1,219 @@
+//! A started app: its handle, what it reports (stats, health), and how it
+//! shuts down; the supervisor of its background tasks.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::consume::Counters;
+use crate::error::Error;
+use crate::handler::registry::HandlerDef;
+use crate::observe::health::{Health, Phase, Readiness};
+use crate::observe::http;
+use crate::publish::Publisher;
+use crate::publish::outlet::JetStreamOutlet;
+use crate::text;
+
+/// A started app. Dropping it stops consuming at once; call
+/// [`RunningApp::shutdown`] to drain first.
+pub struct RunningApp {
+    pub(super) config: Config,
+    pub(super) client: async_nats::Client,
+    /// What publishers of this app send through: the app's connection.
+    pub(super) outlet: JetStreamOutlet,
+    /// Owns the handler loops and the advisory reader ([`supervise`]).
+    pub(super) supervisor: tokio::task::JoinHandle<Vec<String>>,
+    /// Why the supervisor stopped the app, once it has.
+    pub(super) failure: tokio::sync::watch::Receiver<Option<String>>,
+    pub(super) stop: CancellationToken,
+    pub(super) abort: CancellationToken,
+    pub(super) stats: Vec<(&'static HandlerDef, String, Arc<Counters>)>,
+    pub(super) readiness: Arc<Readiness>,
+    /// Serves `/healthz`, `/readyz` and `/metrics` until dropped.
+    pub(super) listener: Option<http::Listener>,
+}
+
+impl fmt::Debug for RunningApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningApp")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one handler did in this process so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandlerStats {
+    /// The handler's fn name.
+    pub handler: &'static str,
+    /// Its subject.
+    pub subject: &'static str,
+    /// Its durable consumer.
+    pub durable: String,
+    /// Deliveries received.
+    pub received: u64,
+    /// Deliveries acked.
+    pub acked: u64,
+    /// Deliveries nak'ed for a retry.
+    pub retried: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
+    /// Calls interrupted by the shutdown timeout and handed back.
+    pub interrupted: u64,
+}
+
+impl RunningApp {
+    /// A publisher sharing this app's connection and subject prefix.
+    pub fn publisher(&self) -> Publisher {
+        Publisher::with_outlet(
+            self.client.clone(),
+            self.outlet.clone(),
+            Arc::new(self.config.clone()),
+        )
+    }
+
+    /// The deployment's dead letters, on this app's connection.
+    pub fn dead_letters(&self) -> crate::dlq::DeadLetters {
+        crate::dlq::DeadLetters::on(self.publisher())
+    }
+
+    /// Each handler's counters in this process.
+    pub fn stats(&self) -> Vec<HandlerStats> {
+        self.stats
+            .iter()
+            .map(|(def, durable, c)| HandlerStats {
+                handler: def.name,
+                subject: def.subject,
+                durable: durable.clone(),
+                received: c.received.load(Ordering::Relaxed),
+                acked: c.acked.load(Ordering::Relaxed),
+                retried: c.retried.load(Ordering::Relaxed),
+                dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+                interrupted: c.interrupted.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Whether the app is ready, and what keeps it from being so: what
+    /// `/readyz` answers.
+    ///
+    /// ```no_run
+    /// # async fn f(config: jetwire::Config) -> Result<(), jetwire::Error> {
+    /// let running = jetwire::App::new(config).start().await?;
+    /// let health = running.health();
+    /// assert!(health.live);
+    /// println!("ready: {}, because: {:?}", health.ready, health.reasons);
+    /// # Ok(()) }
+    /// ```
+    pub fn health(&self) -> Health {
+        self.readiness.health()
+    }
+
+    /// The address `/healthz`, `/readyz` and `/metrics` are served on
+    /// (`JETWIRE_HTTP_ADDR`, with the port the system chose for `:0`).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.as_ref().map(http::Listener::addr)
+    }
+
+    /// Stops pulling, lets in-flight calls finish for up to
+    /// `shutdown_timeout`, hands back (naks) what did not finish so a live
+    /// replica gets it at once, flushes acks, and closes.
+    ///
+    /// Returns within `shutdown_timeout` plus 6 s whatever the server does
+    /// (down, frozen, slow): what could not be handed back or flushed by
+    /// then is named in the error, and comes back from the server after
+    /// `ack_wait`; so is any background task that panicked.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.readiness.set_phase(Phase::Draining);
+        self.stop.cancel();
+        let mut problems = Vec::new();
+        let timeout = self.config.shutdown_timeout;
+        let supervisor = &mut self.supervisor;
+        let joined = match tokio::time::timeout(timeout, &mut *supervisor).await {
+            Ok(joined) => Some(joined),
+            Err(_) => {
+                tracing::warn!(
+                    ?timeout,
+                    "shutdown timeout: interrupting the calls still running"
+                );
+                self.abort.cancel();
+                let handed_back = tokio::time::timeout(SHUTDOWN_MARGIN, &mut *supervisor).await;
+                if handed_back.is_err() {
+                    supervisor.abort();
+                    problems.push(format!(
+                        "handler loops were still handing messages back {SHUTDOWN_MARGIN:?} after the calls were interrupted, and were stopped; their messages are redelivered after ack_wait"
+                    ));
+                }
+                handed_back.ok()
+            }
+        };
+        if let Some(joined) = joined {
+            problems.extend(
+                joined.unwrap_or_else(|e| vec![format!("the task supervisor failed: {e}")]),
+            );
+        }
+        match tokio::time::timeout(SHUTDOWN_MARGIN, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!(
+                "could not flush acks to the server: {e}; unacked messages are redelivered after ack_wait"
+            )),
+            Err(_) => problems.push(format!(
+                "the server took no final flush within {SHUTDOWN_MARGIN:?}; unacked messages are redelivered after ack_wait"
+            )),
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Shutdown(problems.join("; ")))
+        }
+    }
+}
+
+/// How long shutdown waits, past `shutdown_timeout`, for interrupted calls
+/// to be handed back, and then for the final flush.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
+
+/// Owns the app's background tasks until they have all ended. One that
+/// panics, or ends before shutdown has begun, stops the app: it is logged,
+/// `failed` says why, and `stop` ends every other. Returns what went wrong.
+pub(super) async fn supervise(
+    mut tasks: JoinSet<Result<(), String>>,
+    stop: CancellationToken,
+    failed: tokio::sync::watch::Sender<Option<String>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let why = match joined {
+            Err(e) if e.is_panic() => format!(
+                "a background task panicked: {}",
+                text::bounded(&e.to_string(), 1024)
+            ),
+            Ok(Err(why)) => why,
+            Ok(Ok(())) if !stop.is_cancelled() => {
+                "a background task ended while the app was running".to_owned()
+            }
+            // Cancelled at shutdown, or ended because shutdown began.
+            Err(_) | Ok(Ok(())) => continue,
+        };
+        tracing::error!(problem = %why, "stopping the app");
+        failed.send_replace(Some(why.clone()));
+        problems.push(why);
+        stop.cancel();
+    }
+    problems
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.abort.cancel();
+        // Drops the tasks' set, which aborts them: at once, as documented.
+        self.supervisor.abort();
+    }
+}
