@@ -19,8 +19,8 @@ pub use serde_json;
 /// implements `schemars::JsonSchema` (feature `asyncapi`); `None` else.
 ///
 /// The expansion calls `(&Probe::<T>::new()).schema(..)` with both traits
-/// in scope: method lookup takes [`Described`] when `T` has a schema, and
-/// falls back to [`Undescribed`] (one reference further) when it has not.
+/// in scope: method lookup takes `Described` when `T` has a schema, and
+/// falls back to `Undescribed` (one reference further) when it has not.
 pub mod schema {
     use std::marker::PhantomData;
 

@@ -70,7 +70,10 @@ fn the_document_is_valid_and_describes_every_handler() {
         assert_eq!(op["action"], "receive", "{handler}: {doc:#}");
     }
     // Channels carry the prefixed subject, wildcards included.
-    assert_eq!(doc["channels"]["docs.created"]["address"], "stage.docs.created");
+    assert_eq!(
+        doc["channels"]["docs.created"]["address"],
+        "stage.docs.created"
+    );
     assert_eq!(doc["channels"]["docs._.raw"]["address"], "stage.docs.*.raw");
     assert_eq!(
         doc["operations"]["docs_created"]["channel"]["$ref"],
@@ -81,7 +84,10 @@ fn the_document_is_valid_and_describes_every_handler() {
     assert_eq!(job["x-jetwire"]["kind"], "queue");
     assert_eq!(job["x-jetwire"]["max_deliver"], 4);
     assert_eq!(job["x-jetwire"]["backoff"], serde_json::json!(["1s", "5s"]));
-    assert_eq!(job["bindings"]["nats"]["queue"], job["x-jetwire"]["durable"]);
+    assert_eq!(
+        job["bindings"]["nats"]["queue"],
+        job["x-jetwire"]["durable"]
+    );
     assert!(doc["operations"]["docs_created"]["bindings"].is_null());
     // Payload schemas: each type defined once in components, and referred to.
     let messages = &doc["components"]["messages"];
@@ -92,8 +98,7 @@ fn the_document_is_valid_and_describes_every_handler() {
     );
     for (ty, field) in [("DocCreated", "author"), ("DocJob", "reviewer")] {
         assert_eq!(
-            schemas[ty]["properties"][field]["$ref"],
-            "#/components/schemas/Author",
+            schemas[ty]["properties"][field]["$ref"], "#/components/schemas/Author",
             "{ty}"
         );
     }
@@ -130,7 +135,11 @@ async fn jetwire_asyncapi_writes_the_document_without_connecting() {
         .asyncapi(dir.path().join("missing-dir/asyncapi.json"))
         .build()
         .expect("valid");
-    let err = App::new(bad).only(&HANDLERS).run().await.expect_err("cannot write");
+    let err = App::new(bad)
+        .only(&HANDLERS)
+        .run()
+        .await
+        .expect_err("cannot write");
     assert!(err.to_string().contains("JETWIRE_ASYNCAPI"), "{err}");
 }
 

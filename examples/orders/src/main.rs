@@ -9,18 +9,27 @@
 //! configured from the environment (`NATS_URL`, `JETWIRE_*`).
 //! `orders demo` runs all three against `NATS_URL`, publishes traffic
 //! (one payload is not even JSON), prints what happened, and exits.
+//! With `JETWIRE_ASYNCAPI=<file>`, any command writes the AsyncAPI document
+//! of all three handlers there and exits without connecting.
+//! With `JETWIRE_HTTP_ADDR=127.0.0.1:9090`, `serve` answers `/healthz`,
+//! `/readyz` and `/metrics`.
+//!
+//! Logs go to stderr, one line per outcome (`RUST_LOG=debug` shows acks;
+//! retries and dead letters are warnings), each with the handler, subject,
+//! attempt and message id.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jetwire::{App, Config, Context, HandlerError, RunningApp, State, queue, subscribe};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
 /// An order was placed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCreated {
     /// The order.
     pub order_id: u64,
@@ -31,7 +40,7 @@ pub struct OrderCreated {
 }
 
 /// A job: send one email.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SendEmail {
     /// The order it is about.
     pub order_id: u64,
@@ -121,6 +130,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::registry().with(log).with(filter).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = Config::from_env()?;
+    if config.asyncapi.is_some() {
+        // Every handler of the example, described; nothing connects.
+        return Ok(App::new(config)
+            .version(env!("CARGO_PKG_VERSION"))
+            .run()
+            .await?);
+    }
     match args.first().map(String::as_str) {
         Some("demo") => demo(config).await,
         Some("serve") | None => {

@@ -37,7 +37,7 @@ pub(super) struct Slots {
 /// Acks a delivery whose call succeeded.
 pub(super) async fn ack(shared: &Shared, ctx: &Context) {
     shared.counters.acked();
-    tracing::debug!("acked");
+    tracing::debug!(attempt = ctx.attempt(), "acked");
     if let Some(acker) = ctx.acker()
         && let Err(e) = acker.ack_with(AckKind::Ack).await
     {
