@@ -17,6 +17,7 @@ use crate::setup::{
 };
 
 mod dlq;
+mod observed;
 mod outbox;
 mod rss;
 mod scenarios;
@@ -124,10 +125,12 @@ fn main() {
     } else {
         (200_000, 50_000, 200_000)
     };
+    observed::install();
     println!(
-        "# jetwire-bench: nats-server at {}, concurrency {CONCURRENCY}, {} interleaved runs, medians",
+        "# jetwire-bench: nats-server at {}, concurrency {CONCURRENCY}, {} interleaved runs, medians; observing: {}",
         server().url(),
-        runs()
+        runs(),
+        observed::describe()
     );
 
     for (name, kind, count, size) in [

@@ -184,12 +184,14 @@ pub(crate) fn fresh_prefix(name: &str) -> String {
 }
 
 pub(crate) fn config(prefix: &str) -> jetwire::Config {
-    jetwire::Config::builder()
+    let mut b = jetwire::Config::builder()
         .url(server().url())
         .subject_prefix(prefix)
-        .app("bench")
-        .build()
-        .expect("config")
+        .app("bench");
+    if let Some(addr) = crate::observed::http_addr() {
+        b = b.http_addr(addr);
+    }
+    b.build().expect("config")
 }
 
 #[derive(Clone, Copy, PartialEq)]

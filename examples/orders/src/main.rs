@@ -12,7 +12,8 @@
 //! With `JETWIRE_ASYNCAPI=<file>`, any command writes the AsyncAPI document
 //! of all three handlers there and exits without connecting.
 //! With `JETWIRE_HTTP_ADDR=127.0.0.1:9090`, `serve` answers `/healthz`,
-//! `/readyz` and `/metrics`.
+//! `/readyz` and `/metrics`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, every
+//! handler's span goes there (OTLP over HTTP), in the publisher's trace.
 //!
 //! Logs go to stderr, one line per outcome (`RUST_LOG=debug` shows acks;
 //! retries and dead letters are warnings), each with the handler, subject,
@@ -27,6 +28,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
+
+mod traces;
 
 /// An order was placed.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -127,7 +130,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .with_target(false);
-    tracing_subscriber::registry().with(log).with(filter).init();
+    let (traces, provider) = traces::layer()?.unzip();
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(traces)
+        .init();
+    let result = run().await;
+    if let Some(provider) = provider {
+        // Sends what the batch still holds.
+        provider.shutdown()?;
+    }
+    result
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = Config::from_env()?;
     if config.asyncapi.is_some() {
