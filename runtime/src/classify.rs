@@ -100,6 +100,9 @@ pub enum Outcome {
     Panic,
     /// It ran past its `timeout`.
     Timeout,
+    /// It returned [`HandlerError::discard`](crate::HandlerError::discard):
+    /// drop the message on purpose.
+    Discard,
 }
 
 /// The handler's retry options.
@@ -135,6 +138,8 @@ pub enum Action {
     },
     /// Copy to the dead-letter queue, then terminate.
     DeadLetter(DlqReason),
+    /// Terminate without a dead letter: the handler dropped it on purpose.
+    Discard,
 }
 
 /// Decides what happens to a message after delivery `attempt` (1-based) of
@@ -143,6 +148,7 @@ pub fn classify(outcome: &Outcome, attempt: u32, policy: &Policy) -> Action {
     let last = attempt >= policy.max_deliver;
     match *outcome {
         Outcome::Ok => Action::Ack,
+        Outcome::Discard => Action::Discard,
         Outcome::Permanent => Action::DeadLetter(DlqReason::Permanent),
         Outcome::Decode => Action::DeadLetter(DlqReason::Decode),
         Outcome::Transient | Outcome::RetryAfter(_) if last => {
@@ -187,6 +193,8 @@ mod tests {
             (Outcome::Panic, 3, dl(DlqReason::Panic)),
             (Outcome::Timeout, 2, nak(30)),
             (Outcome::Timeout, 3, dl(DlqReason::Timeout)),
+            (Outcome::Discard, 1, Action::Discard),
+            (Outcome::Discard, 3, Action::Discard),
         ];
         for (outcome, attempt, want) in rows {
             assert_eq!(

@@ -48,6 +48,7 @@ pub(crate) enum ErrorKind {
     Transient,
     RetryAfter(Duration),
     Permanent,
+    Discard,
 }
 
 impl HandlerError {
@@ -76,6 +77,34 @@ impl HandlerError {
             kind: ErrorKind::RetryAfter(delay),
             source: err.into(),
         }
+    }
+
+    /// Not a failure to keep: the message is dropped on purpose
+    /// (terminated without a dead letter), logged with `reason` and
+    /// counted as discarded. For a message that is stale, a duplicate the
+    /// handler recognised, or meant for someone else.
+    ///
+    /// ```
+    /// use jetwire::{queue, HandlerError};
+    ///
+    /// #[queue("queue.price-update")]
+    /// async fn update(version: u64) -> Result<(), HandlerError> {
+    ///     if version < 10 {
+    ///         return Err(HandlerError::discard("older than the price we have"));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn discard(reason: impl Into<BoxError>) -> Self {
+        HandlerError {
+            kind: ErrorKind::Discard,
+            source: reason.into(),
+        }
+    }
+
+    /// Whether this error drops the message without a dead letter.
+    pub fn is_discard(&self) -> bool {
+        self.kind == ErrorKind::Discard
     }
 
     /// Whether this error dead-letters the message at once.
@@ -127,6 +156,7 @@ impl fmt::Display for HandlerError {
         match self.kind {
             ErrorKind::Transient => write!(f, "transient: {}", self.source),
             ErrorKind::Permanent => write!(f, "permanent: {}", self.source),
+            ErrorKind::Discard => write!(f, "discard: {}", self.source),
             ErrorKind::RetryAfter(d) => write!(f, "retry after {d:?}: {}", self.source),
         }
     }

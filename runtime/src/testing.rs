@@ -36,6 +36,7 @@ use futures_util::future::BoxFuture;
 use jetwire_grammar::subject;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use crate::classify::{Action, DlqReason, Outcome, classify};
 use crate::dlq::letter::{self, Failed};
@@ -58,6 +59,8 @@ pub struct TestApp {
     handlers: Vec<&'static HandlerDef>,
     states: States,
     log: Arc<Log>,
+    /// Cancelled by [`TestApp::draining`]: what `ctx.shutdown()` awaits.
+    draining: CancellationToken,
 }
 
 #[derive(Default)]
@@ -108,7 +111,15 @@ impl TestApp {
             handlers: registry::handlers(),
             states: States::default(),
             log: Arc::default(),
+            draining: CancellationToken::new(),
         }
+    }
+
+    /// Runs handlers as if the app had started to drain: `ctx.shutdown()`
+    /// resolves at once and `ctx.is_shutting_down()` is true.
+    pub fn draining(self) -> TestApp {
+        self.draining.cancel();
+        self
     }
 
     /// Gives handlers taking `State<T>` this value.
@@ -249,6 +260,7 @@ impl TestApp {
             errors: Vec::new(),
             delays: Vec::new(),
             dlq_reason: None,
+            discarded: false,
         };
         for attempt in 1.. {
             let delivered = Delivered {
@@ -263,7 +275,13 @@ impl TestApp {
                 msg.headers.clone(),
                 Origin::Known(delivered),
             );
-            let ctx = Context::new(meta, states.clone(), outlet.clone(), None);
+            let ctx = Context::new(
+                meta,
+                states.clone(),
+                outlet.clone(),
+                None,
+                self.draining.clone(),
+            );
             let called = invoke(def, msg.payload.clone(), ctx.clone()).await;
             run.attempts = attempt;
             run.outcomes.push(called.outcome);
@@ -272,6 +290,10 @@ impl TestApp {
             }
             match classify(&called.outcome, attempt, &policy) {
                 Action::Ack => break,
+                Action::Discard => {
+                    run.discarded = true;
+                    break;
+                }
                 Action::Nak { delay } => run.delays.push(delay),
                 // A handler of dead letters gives up without a new letter.
                 Action::DeadLetter(reason) if def.reads_dead_letters() => {
@@ -321,6 +343,11 @@ impl Report {
         self.runs.iter().any(|r| r.dlq_reason.is_some())
     }
 
+    /// Whether any handler dropped it on purpose.
+    pub fn discarded(&self) -> bool {
+        self.runs.iter().any(|r| r.discarded)
+    }
+
     /// The reason of the first dead letter.
     pub fn dlq_reason(&self) -> Option<DlqReason> {
         self.runs.iter().find_map(|r| r.dlq_reason)
@@ -365,6 +392,7 @@ pub struct Run {
     errors: Vec<String>,
     delays: Vec<Duration>,
     dlq_reason: Option<DlqReason>,
+    discarded: bool,
 }
 
 impl Run {
@@ -401,6 +429,12 @@ impl Run {
     /// Why it was dead-lettered, if it was.
     pub fn dlq_reason(&self) -> Option<DlqReason> {
         self.dlq_reason
+    }
+
+    /// Whether the handler dropped it on purpose
+    /// ([`HandlerError::discard`](crate::HandlerError::discard)).
+    pub fn discarded(&self) -> bool {
+        self.discarded
     }
 }
 

@@ -270,6 +270,7 @@ impl App {
                 states: states.clone(),
                 config: shared_config.clone(),
                 counters,
+                draining: stop.clone(),
             });
             tasks.spawn(consume::run(shared, consumer, stop.clone(), abort.clone()).map(Ok));
         }

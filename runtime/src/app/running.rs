@@ -64,6 +64,8 @@ pub struct HandlerStats {
     pub retried: u64,
     /// Messages dead-lettered.
     pub dead_lettered: u64,
+    /// Messages dropped on purpose ([`HandlerError::discard`](crate::HandlerError::discard)).
+    pub discarded: u64,
     /// Calls interrupted by the shutdown timeout and handed back.
     pub interrupted: u64,
 }
@@ -95,6 +97,7 @@ impl RunningApp {
                 acked: c.acked.load(Ordering::Relaxed),
                 retried: c.retried.load(Ordering::Relaxed),
                 dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+                discarded: c.discarded.load(Ordering::Relaxed),
                 interrupted: c.interrupted.load(Ordering::Relaxed),
             })
             .collect()

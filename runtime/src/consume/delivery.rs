@@ -40,6 +40,7 @@ pub(super) fn open(shared: &Shared, msg: async_nats::Message) -> Option<(Context
         shared.states.clone(),
         shared.contexts_outlet.clone(),
         Some(shared.client.clone()),
+        shared.draining.clone(),
     );
     Some((ctx, payload))
 }

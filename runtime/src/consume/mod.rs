@@ -49,6 +49,7 @@ pub(crate) struct Counters {
     pub(crate) acked: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+    pub(crate) discarded: AtomicU64,
     pub(crate) interrupted: AtomicU64,
     /// The same events, and each call's duration, for the `metrics`
     /// recorder (nothing without the feature).
@@ -64,6 +65,7 @@ impl Counters {
             acked: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
             interrupted: AtomicU64::new(0),
             metrics: HandlerMetrics::new(handler),
             consuming: Arc::new(AtomicBool::new(false)),
@@ -92,6 +94,11 @@ impl Counters {
     pub(crate) fn dead_lettered(&self, reason: DlqReason) {
         Counters::count(&self.dead_lettered);
         self.metrics.dead_lettered(reason.as_str());
+    }
+
+    pub(crate) fn discarded(&self) {
+        Counters::count(&self.discarded);
+        self.metrics.settled(Settled::Discard);
     }
 
     pub(crate) fn interrupted(&self) {
@@ -127,6 +134,8 @@ pub(crate) struct Shared {
     /// dead-letter stream again should it be deleted.
     pub(crate) config: Arc<Config>,
     pub(crate) counters: Arc<Counters>,
+    /// Cancelled when the app starts to drain: what `ctx.shutdown()` awaits.
+    pub(crate) draining: CancellationToken,
 }
 
 impl Shared {

@@ -209,6 +209,14 @@ async fn settle_failure(
     let (attempt, sequence) = (meta.attempt(), meta.delivered().stream_sequence);
     match action {
         Action::Ack => true,
+        Action::Discard => {
+            counters.discarded();
+            tracing::info!(handler = %handler, %subject, %stream, sequence, attempt, reason = error, "discarded by the handler; no dead letter");
+            if let Err(e) = acker.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "could not terminate a discarded message; it comes again");
+            }
+            true
+        }
         Action::Nak { delay } => {
             counters.retried();
             tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, ?delay, error, "failed; will retry");

@@ -10,6 +10,7 @@ use async_nats::jetstream::AckKind;
 use async_nats::{Client, HeaderMap, Subject};
 use jetwire_grammar::subject::{self, SubjectError};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, PublishError};
 use crate::handler::state::States;
@@ -168,6 +169,8 @@ struct Inner {
     /// The client a live delivery is answered through (on `meta.reply`);
     /// `TestApp`'s have none.
     acks: Option<Arc<Client>>,
+    /// Cancelled when the app starts to drain.
+    draining: CancellationToken,
 }
 
 impl Context {
@@ -176,6 +179,7 @@ impl Context {
         states: Arc<States>,
         outlet: Arc<dyn Outlet>,
         acks: Option<Arc<Client>>,
+        draining: CancellationToken,
     ) -> Context {
         Context {
             inner: Arc::new(Inner {
@@ -184,6 +188,7 @@ impl Context {
                 states,
                 outlet,
                 acks,
+                draining,
             }),
         }
     }
@@ -203,6 +208,51 @@ impl Context {
     /// every redelivery.
     pub fn message_id(&self) -> &str {
         self.inner.meta.message_id()
+    }
+
+    /// The conversation this message belongs to: its
+    /// `Jetwire-Correlation-Id`, or, for a message that started one, its
+    /// own message id. What this handler publishes carries the same.
+    pub fn correlation_id(&self) -> &str {
+        let meta = &self.inner.meta;
+        match meta.headers.get(message::CORRELATION_ID) {
+            Some(id) => id.as_str(),
+            None => meta.message_id(),
+        }
+    }
+
+    /// Resolves when the app starts to drain (a signal, or
+    /// [`RunningApp::shutdown`](crate::RunningApp::shutdown)): a long call
+    /// can save its state (a checkpoint, a follow-up) and return before
+    /// `shutdown_timeout` interrupts it. What it returns is settled as
+    /// usual: `Ok` is acked.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jetwire::{queue, Context, HandlerError};
+    ///
+    /// #[queue("queue.crawl")]
+    /// async fn crawl(site: String, ctx: Context) -> Result<(), HandlerError> {
+    ///     for page in 0..1000u32 {
+    ///         tokio::select! {
+    ///             _ = ctx.shutdown() => {
+    ///                 // Hand the rest back as a new job, and finish this one.
+    ///                 ctx.publish("queue.crawl-from", &(site.as_str(), page)).await?;
+    ///                 return Ok(());
+    ///             }
+    ///             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.draining.clone().cancelled_owned()
+    }
+
+    /// Whether the app has started to drain.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.draining.is_cancelled()
     }
 
     /// Which run of this handler on this message this is, from 1: the

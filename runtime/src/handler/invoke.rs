@@ -101,6 +101,7 @@ fn from_failure(failure: Failure) -> Called {
                 ErrorKind::Transient => Outcome::Transient,
                 ErrorKind::Permanent => Outcome::Permanent,
                 ErrorKind::RetryAfter(d) => Outcome::RetryAfter(d),
+                ErrorKind::Discard => Outcome::Discard,
             };
             Called::failed(outcome, &err.report())
         }

@@ -34,6 +34,7 @@ pub(crate) enum Settled {
     Ack,
     Nak,
     DeadLetter,
+    Discard,
 }
 
 /// One handler's instruments, registered once when its loop starts, so
@@ -62,6 +63,7 @@ struct Instruments {
     acked: metrics::Counter,
     naked: metrics::Counter,
     dead_lettered: metrics::Counter,
+    discarded: metrics::Counter,
     duration: metrics::Histogram,
     in_flight: metrics::Gauge,
     pending: metrics::Gauge,
@@ -82,6 +84,7 @@ impl HandlerMetrics {
                     acked: settled("ack"),
                     naked: settled("nak"),
                     dead_lettered: settled("dead_letter"),
+                    discarded: settled("discard"),
                     duration: metrics::histogram!(DURATION, "handler" => handler),
                     in_flight: metrics::gauge!(IN_FLIGHT, "handler" => handler),
                     pending: metrics::gauge!(PENDING, "handler" => handler),
@@ -109,6 +112,7 @@ impl HandlerMetrics {
             Settled::Ack => self.on.acked.increment(1),
             Settled::Nak => self.on.naked.increment(1),
             Settled::DeadLetter => self.on.dead_lettered.increment(1),
+            Settled::Discard => self.on.discarded.increment(1),
         }
     }
 
