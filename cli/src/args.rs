@@ -21,6 +21,12 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every running app instance, from the worker directory.
+    Workers {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

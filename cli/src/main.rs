@@ -36,6 +36,10 @@ async fn run(cli: Cli) -> Result<(), jetwire::Error> {
     let config = jetwire::Config::from_env()?;
     match cli.command {
         Command::Status { json } => show::status(&jetwire::status(&config).await?, json),
+        Command::Workers { json } => {
+            show::workers(&jetwire::directory::list(&config).await?, json);
+            Ok(())
+        }
         Command::Dlq(cmd) => {
             let dlq = jetwire::dlq::DeadLetters::connect(&config).await?;
             match cmd {

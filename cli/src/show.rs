@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use jetwire::directory::Worker;
 use jetwire::dlq::DeadLetter;
 use jetwire::topology::Status;
 
@@ -210,4 +211,33 @@ pub(crate) fn status(s: &Status, json: bool) -> Result<(), jetwire::Error> {
         }
     }
     Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn workers(workers: &[Worker], json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "workers": workers }));
+        return;
+    }
+    let mut t = table(&[
+        "instance", "app", "host", "pid", "version", "started", "handlers",
+    ]);
+    for w in workers {
+        let handlers: Vec<String> = w
+            .handlers
+            .iter()
+            .map(|h| format!("{} {} {} x{}", h.name, h.kind, h.subject, h.concurrency))
+            .collect();
+        t.add_row(vec![
+            w.instance.clone(),
+            w.app.clone(),
+            w.host.clone(),
+            w.pid.to_string(),
+            w.app_version.clone().unwrap_or_else(|| "-".into()),
+            w.started_at.clone(),
+            handlers.join("\n"),
+        ]);
+    }
+    println!("{t}");
+    println!("{} running", workers.len());
 }

@@ -92,8 +92,16 @@ async fn list_show_replay_purge_and_status_from_the_binary() {
             .then_some(())
     })
     .await;
-    running.shutdown().await.expect("shutdown");
     let p = prefix.as_str();
+    // The app serving the letters is in the worker directory.
+    let workers = json(&jetwire(p, &["workers", "--json"]));
+    let workers = workers["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0]["pid"], std::process::id());
+    assert_eq!(workers[0]["handlers"][0]["name"], "cli_poison");
+    let table = jetwire(p, &["workers"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("1 running"));
+    running.shutdown().await.expect("shutdown");
 
     let ls = json(&jetwire(
         p,
@@ -151,4 +159,8 @@ async fn list_show_replay_purge_and_status_from_the_binary() {
         "{durables:?}"
     );
     assert!(jetwire(p, &["status"]).status.success());
+
+    // Shutdown removed the app from the worker directory.
+    let after = json(&jetwire(p, &["workers", "--json"]));
+    assert_eq!(after["workers"].as_array().map(Vec::len), Some(0));
 }

@@ -88,6 +88,7 @@ mod handler;
 mod service;
 // Dead letters, and what the server needs.
 mod asyncapi;
+pub mod directory;
 pub mod dlq;
 pub mod topology;
 // The live loop, and the two ways to run handlers.

@@ -166,6 +166,12 @@ pub(crate) fn runs_bucket(prefix: Option<&str>) -> String {
     default_stream(prefix, "jetwire_runs")
 }
 
+/// The key-value bucket of the worker directory: one record per running
+/// app instance.
+pub(crate) fn workers_bucket(prefix: Option<&str>) -> String {
+    default_stream(prefix, "jetwire_workers")
+}
+
 /// The key of one message's record in [`runs_bucket`]: its stream, the
 /// durable it came through, and its stream sequence. Characters a key may
 /// not hold are written as `=` and their code in hex.

@@ -80,6 +80,7 @@ async fn bind_creates_nothing_and_lists_what_is_missing() {
         format!("durable `{prefix}_queue_prov`"),
         format!("stream `{upper}_JETWIRE_ADVISORIES`"),
         format!("bucket `{upper}_JETWIRE_RUNS`"),
+        format!("bucket `{upper}_JETWIRE_WORKERS`"),
     ] {
         assert!(
             missing.iter().any(|m| m.contains(&want)),

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::asyncapi;
 use crate::config::{AppOrigin, Config, StreamSettings, watch_reconnects};
 use crate::consume::{self, Counters, Shared};
+use crate::directory::Registration;
 use crate::dlq::advisory;
 use crate::error::Error;
 use crate::handler::registry::{self, HandlerDef};
@@ -202,7 +203,7 @@ impl App {
             handlers,
             client,
             services,
-            version: _,
+            version,
         } = self;
         config.validate()?;
         registry::check(&handlers, &config.app, &states)?;
@@ -285,6 +286,8 @@ impl App {
             stop: stop.clone(),
         };
         start_services(&mut tasks, services, &ctx);
+        let registration = Registration::open(&js, &config, version.as_deref(), &handlers).await?;
+        tasks.spawn(registration.keep(stop.clone()));
         readiness.handlers(
             stats
                 .iter()

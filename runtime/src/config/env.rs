@@ -158,6 +158,9 @@ impl Config {
         if let Some(d) = vars.duration("JETWIRE_METRICS_INTERVAL")? {
             b = b.metrics_interval(d);
         }
+        if let Some(d) = vars.duration("JETWIRE_WORKER_TTL")? {
+            b = b.worker_ttl(d);
+        }
         if let Some(path) = vars.var("JETWIRE_ASYNCAPI") {
             b = b.asyncapi(path);
         }

@@ -152,6 +152,9 @@ pub struct Config {
     /// Where [`App::run`](crate::App::run) writes the AsyncAPI document
     /// instead of running (`JETWIRE_ASYNCAPI`).
     pub asyncapi: Option<std::path::PathBuf>,
+    /// How long a worker directory record outlives its last refresh
+    /// (`JETWIRE_WORKER_TTL`): a crashed instance is gone within it.
+    pub worker_ttl: Duration,
     app_origin: AppOrigin,
     /// Per stream, by name without the prefix.
     stream_overrides: Vec<(String, StreamSettings)>,
@@ -178,6 +181,7 @@ impl Default for Config {
             http_addr: None,
             metrics_interval: Duration::from_secs(15),
             asyncapi: None,
+            worker_ttl: Duration::from_secs(30),
             app_origin: AppOrigin::Binary,
             stream_overrides: Vec::new(),
             needed_window: MIN_DUPLICATE_WINDOW,
@@ -220,6 +224,7 @@ impl Config {
     /// | `JETWIRE_HTTP_ADDR` (`host:port`) | | `http_addr` | off |
     /// | `JETWIRE_METRICS_INTERVAL` | | `metrics_interval` | `15s` |
     /// | `JETWIRE_ASYNCAPI` (a file path) | | `asyncapi` | none |
+    /// | `JETWIRE_WORKER_TTL` | | `worker_ttl` | `30s` |
     ///
     /// Fails with a message naming the variable on a bad value, or on more
     /// than one kind of credentials.
@@ -262,6 +267,11 @@ impl Config {
             }
         }
         self.streams.check("stream settings")?;
+        if self.worker_ttl < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "JETWIRE_WORKER_TTL is under a second: write a duration such as 30s".into(),
+            ));
+        }
         if self.metrics_interval.is_zero() {
             return Err(Error::Config(
                 "JETWIRE_METRICS_INTERVAL is zero: write a duration such as 15s".into(),
@@ -386,6 +396,7 @@ impl fmt::Debug for Config {
             .field("http_addr", &self.http_addr)
             .field("metrics_interval", &self.metrics_interval)
             .field("asyncapi", &self.asyncapi)
+            .field("worker_ttl", &self.worker_ttl)
             .finish()
     }
 }
@@ -459,6 +470,11 @@ impl ConfigBuilder {
     /// this file and return, instead of running.
     pub fn asyncapi(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.config.asyncapi = Some(path.into());
+        self
+    }
+    /// How long a worker directory record outlives its last refresh.
+    pub fn worker_ttl(mut self, ttl: Duration) -> Self {
+        self.config.worker_ttl = ttl;
         self
     }
     /// Create what is missing, or only bind.

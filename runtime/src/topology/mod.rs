@@ -8,6 +8,7 @@
 //! | `#[queue("queue.email")]` | `queue.email` | `QUEUE` (work queue, `queue.>`) | `queue_email` |
 //! | dead letters | `dlq.<subject>` | `DLQ` (`dlq.>`) | — |
 //! | delivery records | key-value bucket `JETWIRE_RUNS` | `KV_JETWIRE_RUNS` | — |
+//! | the worker directory | key-value bucket `JETWIRE_WORKERS` | `KV_JETWIRE_WORKERS` | — |
 //!
 //! With a subject prefix `p`, subjects become `p.orders.created`, streams
 //! `P_ORDERS`, `P_QUEUE`, `P_DLQ`, and durables `p_billing-on_order`.

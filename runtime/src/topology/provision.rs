@@ -87,12 +87,16 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
     let dlq = names::dlq_stream(prefix);
     let advisories = names::advisory_stream(prefix);
     let kv = format!("KV_{}", names::runs_bucket(prefix));
+    let workers = names::workers_bucket(prefix);
+    let workers_kv = format!("KV_{workers}");
     let mut publish = vec![
         "$JS.API.STREAM.NAMES".to_owned(),
         names::dlq_stream_subjects(prefix),
     ];
     let mut subscribe = vec!["_INBOX.>".to_owned()];
-    let mut streams: Vec<&str> = vec![&dlq];
+    let mut streams: Vec<&str> = vec![&dlq, &workers_kv];
+    // The worker directory: writing and removing this instance's record.
+    publish.push(format!("$KV.{workers}.>"));
     if !places.is_empty() {
         streams.extend([advisories.as_str(), kv.as_str()]);
     }
@@ -201,6 +205,13 @@ pub(crate) async fn check_bound(
     }
     if !handlers.is_empty() {
         check_own(js, config, &places, &mut missing).await?;
+    }
+    let workers = names::workers_bucket(prefix);
+    if js.get_key_value(&workers).await.is_err() {
+        missing.push(format!(
+            "key-value bucket `{workers}` (history 1, max age {:?}): the worker directory",
+            config.worker_ttl
+        ));
     }
     if missing.is_empty() {
         return Ok(());
