@@ -39,6 +39,7 @@ pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> Token
                 .subject
                 .as_ref()
                 .and_then(|lit| valid::subject(&cx, lit, usage));
+            valid::output_type(&cx, &handler, &options);
             (subject, options)
         }
         None => (None, Options::default()),
@@ -104,6 +105,24 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
     let call = quote_spanned! {fn_name.span()=>
         ::jetwire::__private::assert_send(#fn_name(__jetwire_msg #(, #extractor_idents)*))
     };
+    // With `output`, the `Ok` value is published before the ack; `T` must
+    // be `Serialize`, checked at `T`.
+    let settle = match (
+        &options.output,
+        handler.output.and_then(valid::result_ok_type),
+    ) {
+        (Some(output), Some(ok_ty)) => {
+            // Encoding is spanned at `T`, so a `T` that is not `Serialize`
+            // is one error, there; the error type is checked at the
+            // return type, as without `output`.
+            let encode = quote_spanned! {ok_ty.span()=>
+                |__jetwire_value| ::jetwire::__private::encode_output::<#ok_ty>(&__jetwire_value)
+            };
+            let publish = quote_spanned! {output_span=> ::jetwire::__private::publish_output };
+            quote!(#publish(&__jetwire_ctx, #output, (#call.await).map(#encode)).await)
+        }
+        _ => quote!(#into_outcome(#call.await)),
+    };
     let options = options_tokens(options);
     let call_site = Span::call_site();
     let adapter = format_ident!("__jetwire_call", span = call_site);
@@ -119,7 +138,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
                     let (__jetwire_payload, __jetwire_ctx) = __jetwire_delivery.into_parts();
                     let __jetwire_msg = #decode(__jetwire_payload, &__jetwire_ctx)?;
                     #(#extract)*
-                    #into_outcome(#call.await)
+                    #settle
                 })
             }
 
@@ -186,6 +205,7 @@ fn options_tokens(o: &Options) -> TokenStream {
             }),
             Key::Durable => opt(o.durable.as_deref(), |s| quote!(#s)),
             Key::Stream => opt(o.stream.as_deref(), |s| quote!(#s)),
+            Key::Output => opt(o.output.as_deref(), |s| quote!(#s)),
         };
         quote!(#field: #value)
     });

@@ -16,11 +16,12 @@ pub(crate) enum Key {
     Deliver,
     Durable,
     Stream,
+    Output,
 }
 
 impl Key {
     /// Every key, in the order error messages list them.
-    pub(crate) const ALL: [Key; 8] = [
+    pub(crate) const ALL: [Key; 9] = [
         Key::MaxDeliver,
         Key::Backoff,
         Key::AckWait,
@@ -29,6 +30,7 @@ impl Key {
         Key::Deliver,
         Key::Durable,
         Key::Stream,
+        Key::Output,
     ];
 
     /// The key as written, and the `HandlerOptions` field it fills.
@@ -42,6 +44,7 @@ impl Key {
             Key::Deliver => "deliver",
             Key::Durable => "durable",
             Key::Stream => "stream",
+            Key::Output => "output",
         }
     }
 
@@ -54,7 +57,8 @@ impl Key {
             | Key::AckWait
             | Key::Concurrency
             | Key::Timeout
-            | Key::Stream => None,
+            | Key::Stream
+            | Key::Output => None,
         }
     }
 
@@ -81,7 +85,7 @@ mod tests {
             assert_eq!(Key::named(key.name()), Some(key));
             assert!(!Key::ALL[..i].contains(&key), "{key:?} listed twice");
         }
-        assert_eq!(Key::of(Kind::Queue).count(), 6);
-        assert_eq!(Key::of(Kind::Subscribe).count(), 8);
+        assert_eq!(Key::of(Kind::Queue).count(), 7);
+        assert_eq!(Key::of(Kind::Subscribe).count(), 9);
     }
 }

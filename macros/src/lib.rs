@@ -28,7 +28,7 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// Options: `max_deliver`, `backoff`, `ack_wait`, `concurrency`, `timeout`,
-/// `deliver` (`"new"` or `"all"`), `durable`, `stream`. See the `jetwire`
+/// `deliver` (`"new"` or `"all"`), `durable`, `stream`, `output`. See the `jetwire`
 /// crate docs for their meaning and defaults.
 #[proc_macro_attribute]
 pub fn subscribe(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -46,7 +46,7 @@ pub fn subscribe(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// Options: `max_deliver`, `backoff`, `ack_wait`, `concurrency`, `timeout`,
-/// `stream`. See the `jetwire` crate docs for their meaning and defaults.
+/// `stream`, `output`. See the `jetwire` crate docs for their meaning and defaults.
 #[proc_macro_attribute]
 pub fn queue(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::handler(attr::Kind::Queue, args.into(), item.into()).into()

@@ -30,6 +30,10 @@ pub(crate) struct Options {
     pub(crate) deliver: Option<Deliver>,
     pub(crate) durable: Option<String>,
     pub(crate) stream: Option<String>,
+    pub(crate) output: Option<String>,
+    /// `output` was written, valid or not: the return type is then checked
+    /// for a value to publish, never for having one.
+    pub(crate) output_given: bool,
 }
 
 const MAX_MAX_DELIVER: u64 = 1_000_000;
@@ -144,6 +148,10 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
             }
             Key::Durable => out.durable = checked_name(cx, &name, value, name::Kind::Durable),
             Key::Stream => out.stream = checked_name(cx, &name, value, name::Kind::Stream),
+            Key::Output => {
+                out.output_given = true;
+                out.output = output_subject(cx, &name, value);
+            }
         }
     }
 
@@ -339,6 +347,77 @@ fn checked_name(cx: &Ctxt, key: &str, value: &Expr, kind: name::Kind) -> Option<
             None
         }
     }
+}
+
+/// The subject an `output` goes to: one a handler may publish to.
+fn output_subject(cx: &Ctxt, key: &str, value: &Expr) -> Option<String> {
+    let lit = string(cx, key, value, "\"images.resized\"")?;
+    let value = lit.value();
+    if value.split('.').next() == Some(subject::DLQ_TOKEN) {
+        cx.error_spanned_by(
+            &lit,
+            "an output cannot go to `dlq.`: dead letters are jetwire's to write; return an error to dead-letter the message",
+        );
+        return None;
+    }
+    match subject::check(&value, subject::Usage::Publish) {
+        Ok(()) => Some(value),
+        Err(err) => {
+            crate::spans::error_in_literal(cx, &lit, err.location(), &err);
+            None
+        }
+    }
+}
+
+/// What the return type must be with and without `output`: with it,
+/// `Result<T, E>` with a `T` to publish; without it, nothing to publish.
+pub(crate) fn output_type(cx: &Ctxt, handler: &Handler<'_>, options: &Options) {
+    let ok = handler.output.and_then(result_ok_type);
+    let output = options
+        .output_given
+        .then(|| options.output.as_deref().unwrap_or("..."));
+    match (output, ok) {
+        (Some(subject), None) => {
+            let message = format!(
+                "`output = \"{subject}\"` publishes the handler's `Ok` value: return `Result<T, HandlerError>` with `T: Serialize`"
+            );
+            match handler.output {
+                Some(ty) => cx.error_spanned_by(ty, message),
+                None => cx.error_spanned_by(handler.name(), message),
+            }
+        }
+        (Some(subject), Some(ty)) if is_unit(ty) => cx.error_spanned_by(
+            ty,
+            format!(
+                "`()` gives `output = \"{subject}\"` nothing to publish: return the value, e.g. `Result<Resized, HandlerError>`, or remove `output`"
+            ),
+        ),
+        (None, Some(ty)) if !is_unit(ty) => cx.error_spanned_by(
+            ty,
+            "the handler returns a value but has nowhere to send it: add `output = \"subject\"` to publish it, or return `Result<(), HandlerError>`",
+        ),
+        _ => {}
+    }
+}
+
+/// `T` of a return type written `Result<T, E>`.
+pub(crate) fn result_ok_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
 }
 
 /// Checks the fn's signature: async, free, not generic, a payload first,

@@ -34,10 +34,12 @@ pub(crate) fn document(config: &Config, version: &str, handlers: &[&'static Hand
             })
         });
         entry["messages"][&message] = json!({ "$ref": format!("#/components/messages/{message}") });
-        operations.insert(
-            operation_id(&operations, def),
-            operation(config, def, &channel, &message),
-        );
+        let op_id = operation_id(&operations, def);
+        operations.insert(op_id.clone(), operation(config, def, &channel, &message));
+        if let Some(output) = def.options.output {
+            let parts = (&mut channels, &mut operations, &mut messages);
+            send_output(config, parts, &op_id, output);
+        }
     }
     json!({
         "asyncapi": VERSION,
@@ -88,6 +90,45 @@ fn operation(config: &Config, def: &HandlerDef, channel: &str, message: &str) ->
         op["bindings"] = json!({ "nats": { "queue": durable, "bindingVersion": "0.1.0" } });
     }
     op
+}
+
+/// The channels, operations and messages of a document being built.
+type Parts<'a> = (
+    &'a mut Map<String, Value>,
+    &'a mut Map<String, Value>,
+    &'a mut Map<String, Value>,
+);
+
+/// A handler's `output`: a channel, and a send operation with a message
+/// of its own (the `Ok` type is not described).
+fn send_output(
+    config: &Config,
+    (channels, operations, messages): Parts<'_>,
+    handler_op: &str,
+    output: &str,
+) {
+    let channel = id(output);
+    let message = format!("{handler_op}.output");
+    messages.insert(
+        message.clone(),
+        json!({ "name": message, "contentType": "application/json" }),
+    );
+    let entry = channels.entry(channel.clone()).or_insert_with(|| {
+        json!({
+            "address": jetwire_grammar::subject::with_prefix(config.prefix(), output),
+            "messages": {},
+        })
+    });
+    entry["messages"][&message] = json!({ "$ref": format!("#/components/messages/{message}") });
+    operations.insert(
+        format!("{handler_op}.output"),
+        json!({
+            "action": "send",
+            "channel": { "$ref": format!("#/channels/{channel}") },
+            "messages": [{ "$ref": format!("#/channels/{channel}/messages/{message}") }],
+            "summary": format!("what `{handler_op}` returns, published before its message is acked"),
+        }),
+    );
 }
 
 /// The servers of a URL list (credentials were taken out when the config

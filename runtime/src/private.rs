@@ -8,6 +8,35 @@ pub use crate::handler::extract::{
 };
 pub use crate::handler::registry::{Deliver, HandlerDef, HandlerOptions, Kind};
 
+/// Settles a handler with `output`: its `Ok` value is published to `subject`
+/// (as `ctx.publish` would, so a retried handler's output is stored once)
+/// before the ack; a publish that fails is a transient error.
+pub async fn publish_output<E: Into<crate::error::HandlerError>>(
+    ctx: &crate::handler::context::Context,
+    subject: &'static str,
+    returned: Result<Result<serde_json::Value, serde_json::Error>, E>,
+) -> Result<(), Failure> {
+    let transient = |e: Box<dyn std::error::Error + Send + Sync>| {
+        Failure::Handler(crate::error::HandlerError::transient(e))
+    };
+    let value = returned
+        .map_err(|e| Failure::Handler(e.into()))?
+        .map_err(|e| {
+            transient(format!("the output for `{subject}` does not encode as JSON: {e}").into())
+        })?;
+    ctx.publish(subject, &value)
+        .await
+        .map_err(|e| transient(e.into()))
+}
+
+/// A handler's `Ok` value as JSON, for [`publish_output`]; `T: Serialize`
+/// is checked here, at the `T` the handler returns.
+pub fn encode_output<T: serde::Serialize>(
+    value: &T,
+) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(value)
+}
+
 /// Checks, at the handler's name, that its future can move between threads.
 pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {
     f

@@ -204,7 +204,7 @@ impl<T: Clone + Send + Sync + 'static> FromContext for State<T> {
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a handler return type",
-    label = "return `Result<(), E>` with `E: Into<jetwire::HandlerError>`, or `()`",
+    label = "return `Result<(), E>` with `E: Into<jetwire::HandlerError>`, or `()`; a value goes out with `output = \"subject\"` and `Result<T, E>`",
     note = "any `std::error::Error + Send + Sync + 'static` converts into `HandlerError` as a transient error"
 )]
 pub trait IntoOutcome {

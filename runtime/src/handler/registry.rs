@@ -40,6 +40,8 @@ pub struct HandlerOptions {
     pub deliver: Option<Deliver>,
     pub durable: Option<&'static str>,
     pub stream: Option<&'static str>,
+    /// Where the `Ok` value goes.
+    pub output: Option<&'static str>,
 }
 
 /// One registered handler, built by `#[subscribe]`/`#[queue]`.

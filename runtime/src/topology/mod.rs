@@ -52,6 +52,11 @@ pub(crate) async fn ensure_all(
     if handlers.is_empty() {
         return Ok(Vec::new());
     }
+    // Outputs go where a stream keeps them, from the first call on.
+    let outputs: Vec<&str> = handlers.iter().filter_map(|d| d.options.output).collect();
+    if !outputs.is_empty() {
+        streams::ensure_for_subjects(js, config, &outputs).await?;
+    }
     let runs = Runs::ensure(
         js,
         config.prefix(),

@@ -134,46 +134,56 @@ impl Publisher {
     /// ```
     pub async fn ensure_streams(&self, subjects: &[&str]) -> Result<Vec<String>, Error> {
         let (js, config) = self.parts();
-        let prefix = config.prefix();
-        let mut found = Vec::with_capacity(subjects.len());
-        let mut missing = Vec::new();
-        for s in subjects {
-            subject::check(s, subject::Usage::Publish)
-                .map_err(|e| Error::Config(format!("ensure_streams: {e}")))?;
-            let full = with_prefix(prefix, s);
-            match js.stream_by_subject(full.clone()).await {
-                Ok(name) => found.push(name),
-                Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
-                    let queue = s.split('.').next() == Some(subject::QUEUE_TOKEN);
-                    let (name, retention) = match queue {
-                        true => (names::queue_stream(prefix), RetentionPolicy::WorkQueue),
-                        false => (names::default_stream(prefix, s), RetentionPolicy::Limits),
-                    };
-                    let captures = with_prefix(prefix, &names::default_stream_subjects(s));
-                    if config.provision == Provision::Bind {
-                        missing.push(format!("stream `{name}` capturing `{captures}`"));
-                        found.push(name);
-                        continue;
-                    }
-                    let cfg = config.stream_config(name.clone(), captures.clone(), retention);
-                    js.get_or_create_stream(cfg)
-                        .await
-                        .map_err(|e| Error::Stream {
-                            stream: name.clone(),
-                            reason: format!("cannot create it capturing `{captures}`: {e}"),
-                        })?;
-                    found.push(name);
-                }
-                Err(e) => return Err(Error::nats(format!("looking up the stream of `{full}`"), e)),
-            }
-        }
-        if missing.is_empty() {
-            crate::dlq::stream::ensure(js, config).await?;
-            return Ok(found);
-        }
-        Err(Error::NotProvisioned {
-            missing,
-            permissions: "publish to the subjects above, and to $JS.API.STREAM.NAMES and $JS.API.STREAM.INFO.<stream>; subscribe to _INBOX.>".to_owned(),
-        })
+        ensure_for_subjects(js, config, subjects).await
     }
+}
+
+/// [`Publisher::ensure_streams`] on a connection: also what an app does
+/// for its handlers' `output` subjects.
+pub(crate) async fn ensure_for_subjects(
+    js: &jetstream::Context,
+    config: &Config,
+    subjects: &[&str],
+) -> Result<Vec<String>, Error> {
+    let prefix = config.prefix();
+    let mut found = Vec::with_capacity(subjects.len());
+    let mut missing = Vec::new();
+    for s in subjects {
+        subject::check(s, subject::Usage::Publish)
+            .map_err(|e| Error::Config(format!("ensure_streams: {e}")))?;
+        let full = with_prefix(prefix, s);
+        match js.stream_by_subject(full.clone()).await {
+            Ok(name) => found.push(name),
+            Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
+                let queue = s.split('.').next() == Some(subject::QUEUE_TOKEN);
+                let (name, retention) = match queue {
+                    true => (names::queue_stream(prefix), RetentionPolicy::WorkQueue),
+                    false => (names::default_stream(prefix, s), RetentionPolicy::Limits),
+                };
+                let captures = with_prefix(prefix, &names::default_stream_subjects(s));
+                if config.provision == Provision::Bind {
+                    missing.push(format!("stream `{name}` capturing `{captures}`"));
+                    found.push(name);
+                    continue;
+                }
+                let cfg = config.stream_config(name.clone(), captures.clone(), retention);
+                js.get_or_create_stream(cfg)
+                    .await
+                    .map_err(|e| Error::Stream {
+                        stream: name.clone(),
+                        reason: format!("cannot create it capturing `{captures}`: {e}"),
+                    })?;
+                found.push(name);
+            }
+            Err(e) => return Err(Error::nats(format!("looking up the stream of `{full}`"), e)),
+        }
+    }
+    if missing.is_empty() {
+        crate::dlq::stream::ensure(js, config).await?;
+        return Ok(found);
+    }
+    Err(Error::NotProvisioned {
+        missing,
+        permissions: "publish to the subjects above, and to $JS.API.STREAM.NAMES and $JS.API.STREAM.INFO.<stream>; subscribe to _INBOX.>".to_owned(),
+    })
 }
