@@ -281,6 +281,9 @@ pub enum Error {
         /// The permissions the app needs, as a nats-server `permissions` block.
         permissions: String,
     },
+    /// A checkpoint could not be saved or read.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A dead-letter operation on one letter failed; the letter is where
     /// it was, unless the message says otherwise.
     #[error("dead letter #{sequence}: {reason}")]

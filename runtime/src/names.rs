@@ -172,6 +172,11 @@ pub(crate) fn workers_bucket(prefix: Option<&str>) -> String {
     default_stream(prefix, "jetwire_workers")
 }
 
+/// The key-value bucket of handlers' checkpoints.
+pub(crate) fn checkpoints_bucket(prefix: Option<&str>) -> String {
+    default_stream(prefix, "jetwire_checkpoints")
+}
+
 /// The key of one message's record in [`runs_bucket`]: its stream, the
 /// durable it came through, and its stream sequence. Characters a key may
 /// not hold are written as `=` and their code in hex.

@@ -41,10 +41,11 @@ use tokio_util::sync::CancellationToken;
 use crate::classify::{Action, DlqReason, Outcome, classify};
 use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
-use crate::handler::context::{Context, Meta, Origin};
+use crate::handler::context::{Context, Env, Meta, Origin};
 use crate::handler::invoke::invoke;
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
+use crate::protocol::checkpoints::Checkpoints;
 use crate::protocol::reply::Delivered;
 use crate::publish::message::{self, Inherited, Message, Outbound, PublishOptions};
 use crate::publish::outlet::Outlet;
@@ -65,6 +66,8 @@ pub struct TestApp {
 
 #[derive(Default)]
 struct Log {
+    /// Checkpoints by key: they outlive a run, as in the bucket.
+    checkpoints: Mutex<HashMap<String, Bytes>>,
     published: Mutex<Vec<Published>>,
     pending: Mutex<VecDeque<Outbound>>,
     sequences: Mutex<HashMap<String, u64>>,
@@ -251,8 +254,13 @@ impl TestApp {
         let route = def.route(def.stream(None).into(), def.durable(None, &self.app).into());
         let sequence = self.log.next_sequence(&route.stream);
         let policy = def.policy();
-        let states = Arc::new(self.states.clone());
-        let outlet: Arc<dyn Outlet> = Arc::new(TestOutlet(self.log.clone()));
+        let env = Env {
+            states: Arc::new(self.states.clone()),
+            outlet: Arc::new(TestOutlet(self.log.clone())),
+            acks: None,
+            draining: self.draining.clone(),
+            checkpoints: self.log.clone(),
+        };
         let mut run = Run {
             handler: def.name,
             attempts: 0,
@@ -275,20 +283,19 @@ impl TestApp {
                 msg.headers.clone(),
                 Origin::Known(delivered),
             );
-            let ctx = Context::new(
-                meta,
-                states.clone(),
-                outlet.clone(),
-                None,
-                self.draining.clone(),
-            );
+            let ctx = Context::new(meta, env.clone());
             let called = invoke(def, msg.payload.clone(), ctx.clone()).await;
             run.attempts = attempt;
             run.outcomes.push(called.outcome);
             if let Some(e) = &called.error {
                 run.errors.push(e.clone());
             }
-            match classify(&called.outcome, attempt, &policy) {
+            let action = classify(&called.outcome, attempt, &policy);
+            if !matches!(action, Action::Nak { .. }) {
+                // Settled: its checkpoint goes, as in the live runtime.
+                ctx.clear_checkpoint().await;
+            }
+            match action {
                 Action::Ack => break,
                 Action::Discard => {
                     run.discarded = true;
@@ -310,6 +317,23 @@ impl TestApp {
             }
         }
         run
+    }
+}
+
+impl Checkpoints for Log {
+    fn save(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
+        lock(&self.checkpoints).insert(key, value);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn load(&self, key: String) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        let found = lock(&self.checkpoints).get(&key).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn remove(&self, key: String) -> BoxFuture<'_, ()> {
+        lock(&self.checkpoints).remove(&key);
+        Box::pin(async {})
     }
 }
 

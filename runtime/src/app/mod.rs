@@ -10,15 +10,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::asyncapi;
-use crate::config::{AppOrigin, Config, StreamSettings, watch_reconnects};
+use crate::config::{AppOrigin, Config, Provision, StreamSettings, watch_reconnects};
 use crate::consume::{self, Counters, Shared};
 use crate::directory::Registration;
 use crate::dlq::advisory;
 use crate::error::Error;
+use crate::handler::context::Env;
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::observe::health::{Phase, Readiness};
 use crate::observe::http;
+use crate::protocol::checkpoints;
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
 use crate::service::{self, Service, ServiceContext};
@@ -250,8 +252,9 @@ impl App {
             let advisories = capture.ensure().await?;
             tasks.spawn(advisory::run(capture, advisories, stop.clone()).map(Ok));
         }
-        let mut stats = Vec::with_capacity(bindings.len());
         let shared_client = Arc::new(client.clone());
+        let calls = call_env(&config, &js, states.clone(), &outlet, &shared_client, &stop);
+        let mut stats = Vec::with_capacity(bindings.len());
         for (binding, consumer) in bindings {
             log_consuming(&binding);
             let counters = Arc::new(Counters::new(binding.def.name));
@@ -267,11 +270,9 @@ impl App {
                 binding,
                 js: js.clone(),
                 outlet: outlet.clone(),
-                contexts_outlet: Arc::new(outlet.clone()),
-                states: states.clone(),
+                calls: calls.clone(),
                 config: shared_config.clone(),
                 counters,
-                draining: stop.clone(),
             });
             tasks.spawn(consume::run(shared, consumer, stop.clone(), abort.clone()).map(Ok));
         }
@@ -357,6 +358,29 @@ fn advised_streams(
     streams.sort();
     streams.dedup();
     streams
+}
+
+/// What every handler call's context shares.
+fn call_env(
+    config: &Config,
+    js: &async_nats::jetstream::Context,
+    states: Arc<States>,
+    outlet: &JetStreamOutlet,
+    client: &Arc<async_nats::Client>,
+    stop: &CancellationToken,
+) -> Env {
+    let create = config.provision == Provision::Create;
+    Env {
+        states,
+        outlet: Arc::new(outlet.clone()),
+        acks: Some(client.clone()),
+        draining: stop.clone(),
+        checkpoints: Arc::new(checkpoints::Bucket::new(
+            js.clone(),
+            config.prefix(),
+            create.then(|| (config.replicas(), config.storage())),
+        )),
+    }
 }
 
 /// Logs a handler's binding and options as its loop starts.

@@ -35,13 +35,7 @@ pub(super) fn open(shared: &Shared, msg: async_nats::Message) -> Option<(Context
         headers.unwrap_or_default(),
         Origin::Reply(reply),
     );
-    let ctx = Context::new(
-        meta,
-        shared.states.clone(),
-        shared.contexts_outlet.clone(),
-        Some(shared.client.clone()),
-        shared.draining.clone(),
-    );
+    let ctx = Context::new(meta, shared.calls.clone());
     Some((ctx, payload))
 }
 

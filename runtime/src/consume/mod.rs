@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::classify::DlqReason;
 use crate::config::Config;
-use crate::handler::state::States;
+use crate::handler::context::Env;
 use crate::observe::metrics::{HandlerMetrics, Settled};
 use crate::policy::Sizing;
 use crate::protocol::pull::Pull;
-use crate::publish::outlet::{JetStreamOutlet, Outlet};
+use crate::publish::outlet::JetStreamOutlet;
 use crate::topology::Binding;
 
 mod delivery;
@@ -127,15 +127,13 @@ pub(crate) struct Shared {
     pub(crate) js: jetstream::Context,
     /// Where dead letters go, waiting for the server's ack.
     pub(crate) outlet: JetStreamOutlet,
-    /// The same outlet as handlers' contexts take it, allocated once.
-    pub(crate) contexts_outlet: Arc<dyn Outlet>,
-    pub(crate) states: Arc<States>,
+    /// What every call's context shares: state, the outlet, the acking
+    /// client, the drain signal, the checkpoint store.
+    pub(crate) calls: Env,
     /// The app's config: the subject prefix, and how to make the
     /// dead-letter stream again should it be deleted.
     pub(crate) config: Arc<Config>,
     pub(crate) counters: Arc<Counters>,
-    /// Cancelled when the app starts to drain: what `ctx.shutdown()` awaits.
-    pub(crate) draining: CancellationToken,
 }
 
 impl Shared {

@@ -43,6 +43,7 @@ pub(super) async fn ack(shared: &Shared, ctx: &Context) {
     {
         tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
     }
+    ctx.clear_checkpoint().await;
 }
 
 /// A delivery in a task of its own, from wherever the loop left it to
@@ -215,6 +216,7 @@ async fn settle_failure(
             if let Err(e) = acker.ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "could not terminate a discarded message; it comes again");
             }
+            ctx.clear_checkpoint().await;
             true
         }
         Action::Nak { delay } => {
@@ -242,6 +244,7 @@ async fn settle_failure(
                     if let Err(e) = acker.ack_with(AckKind::Term).await {
                         tracing::warn!(error = %e, "could not terminate a dead-lettered message; the copy is stored and a redelivery is deduplicated");
                     }
+                    ctx.clear_checkpoint().await;
                     true
                 }
                 Err(e) => {

@@ -2,7 +2,7 @@
 //! it publishes follow-ups.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -10,11 +10,13 @@ use async_nats::jetstream::AckKind;
 use async_nats::{Client, HeaderMap, Subject};
 use jetwire_grammar::subject::{self, SubjectError};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, PublishError};
 use crate::handler::state::States;
 use crate::protocol::ack::Acker;
+use crate::protocol::checkpoints::{self, Checkpoints, MAX_CHECKPOINT};
 use crate::protocol::reply::Delivered;
 use crate::publish::message::{self, Inherited, PublishOptions};
 use crate::publish::outlet::Outlet;
@@ -164,31 +166,35 @@ pub struct Context {
 struct Inner {
     meta: Meta,
     published: AtomicU32,
-    states: Arc<States>,
-    outlet: Arc<dyn Outlet>,
+    /// A checkpoint of this message was saved or found: it is removed
+    /// once the message is settled.
+    checkpointed: AtomicBool,
+    env: Env,
+}
+
+/// What every call of a handler shares.
+#[derive(Clone)]
+pub(crate) struct Env {
+    pub(crate) states: Arc<States>,
+    /// Where publishes go.
+    pub(crate) outlet: Arc<dyn Outlet>,
     /// The client a live delivery is answered through (on `meta.reply`);
     /// `TestApp`'s have none.
-    acks: Option<Arc<Client>>,
+    pub(crate) acks: Option<Arc<Client>>,
     /// Cancelled when the app starts to drain.
-    draining: CancellationToken,
+    pub(crate) draining: CancellationToken,
+    /// Where checkpoints are kept.
+    pub(crate) checkpoints: Arc<dyn Checkpoints>,
 }
 
 impl Context {
-    pub(crate) fn new(
-        meta: Meta,
-        states: Arc<States>,
-        outlet: Arc<dyn Outlet>,
-        acks: Option<Arc<Client>>,
-        draining: CancellationToken,
-    ) -> Context {
+    pub(crate) fn new(meta: Meta, env: Env) -> Context {
         Context {
             inner: Arc::new(Inner {
                 meta,
                 published: AtomicU32::new(0),
-                states,
-                outlet,
-                acks,
-                draining,
+                checkpointed: AtomicBool::new(false),
+                env,
             }),
         }
     }
@@ -247,12 +253,12 @@ impl Context {
     /// }
     /// ```
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.inner.draining.clone().cancelled_owned()
+        self.inner.env.draining.clone().cancelled_owned()
     }
 
     /// Whether the app has started to drain.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.draining.is_cancelled()
+        self.inner.env.draining.is_cancelled()
     }
 
     /// Which run of this handler on this message this is, from 1: the
@@ -303,13 +309,13 @@ impl Context {
     /// How the delivery is answered; `None` in `TestApp`.
     pub(crate) fn acker(&self) -> Option<Acker<'_>> {
         Some(Acker {
-            client: self.inner.acks.as_deref()?,
+            client: self.inner.env.acks.as_deref()?,
             reply: self.inner.meta.reply.as_ref()?,
         })
     }
 
     pub(crate) fn state<T: Clone + 'static>(&self) -> Option<T> {
-        self.inner.states.get::<T>()
+        self.inner.env.states.get::<T>()
     }
 
     /// Publishes `payload` as JSON to `subject` and waits for JetStream to
@@ -351,7 +357,84 @@ impl Context {
             let meta = &self.inner.meta;
             format!("{}:{}:{n}", meta.message_id(), meta.durable)
         })?;
-        self.inner.outlet.publish(msg).await
+        self.inner.env.outlet.publish(msg).await
+    }
+
+    /// Saves how far the handler got with this message, so a run after a
+    /// crash, a timeout or a retry can resume there
+    /// ([`Context::last_checkpoint`]). Each save replaces the last; the
+    /// checkpoint is removed once the message is acked, dead-lettered or
+    /// discarded. At most 128 KiB of JSON: progress, not data.
+    ///
+    /// ```
+    /// use jetwire::{queue, Context, HandlerError};
+    ///
+    /// #[queue("queue.import")]
+    /// async fn import(file: String, ctx: Context) -> Result<(), HandlerError> {
+    ///     let start: u64 = ctx.last_checkpoint().await?.unwrap_or(0);
+    ///     for chunk in start..100 {
+    ///         // import chunk `chunk` of `file`
+    ///         ctx.checkpoint(&(chunk + 1)).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn checkpoint<T: Serialize + ?Sized>(&self, progress: &T) -> Result<(), Error> {
+        let value = serde_json::to_vec(progress)
+            .map_err(|e| Error::Checkpoint(format!("does not encode as JSON: {e}")))?;
+        if value.len() > MAX_CHECKPOINT {
+            return Err(Error::Checkpoint(format!(
+                "{} bytes is over the limit of {MAX_CHECKPOINT}: keep what the handler needs to resume (an offset, an id), not the data",
+                value.len()
+            )));
+        }
+        self.inner
+            .env
+            .checkpoints
+            .save(self.checkpoint_key(), value.into())
+            .await?;
+        self.inner.checkpointed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The last checkpoint saved for this message by any run of this
+    /// handler, in this process or one before it; `None` on a first run.
+    pub async fn last_checkpoint<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        let Some(bytes) = self
+            .inner
+            .env
+            .checkpoints
+            .load(self.checkpoint_key())
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.inner.checkpointed.store(true, Ordering::Relaxed);
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::Checkpoint(format!(
+                "the saved checkpoint does not decode into this type: {e}"
+            ))
+        })
+    }
+
+    /// Removes this message's checkpoint, if a run saved or found one.
+    pub(crate) async fn clear_checkpoint(&self) {
+        if self.inner.checkpointed.load(Ordering::Relaxed) {
+            self.inner
+                .env
+                .checkpoints
+                .remove(self.checkpoint_key())
+                .await;
+        }
+    }
+
+    fn checkpoint_key(&self) -> String {
+        let meta = &self.inner.meta;
+        checkpoints::key(
+            &meta.stream,
+            &meta.durable,
+            meta.delivered().stream_sequence,
+        )
     }
 
     /// Tells the server the handler is still working, pushing the ack

@@ -4,6 +4,7 @@
 //! deliveries handed back unrun ([`runs`]).
 
 pub(crate) mod ack;
+pub(crate) mod checkpoints;
 pub(crate) mod pull;
 pub(crate) mod reply;
 pub(crate) mod runs;

@@ -97,8 +97,16 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
     let mut streams: Vec<&str> = vec![&dlq, &workers_kv];
     // The worker directory: writing and removing this instance's record.
     publish.push(format!("$KV.{workers}.>"));
+    let checkpoints = names::checkpoints_bucket(prefix);
+    let checkpoints_kv = format!("KV_{checkpoints}");
     if !places.is_empty() {
-        streams.extend([advisories.as_str(), kv.as_str()]);
+        streams.extend([advisories.as_str(), kv.as_str(), checkpoints_kv.as_str()]);
+        // Checkpoints, for handlers that save them.
+        publish.extend([
+            format!("$KV.{checkpoints}.>"),
+            format!("$JS.API.DIRECT.GET.{checkpoints_kv}.>"),
+            format!("$JS.API.STREAM.MSG.GET.{checkpoints_kv}"),
+        ]);
     }
     let mut durables: Vec<(&str, String)> = Vec::new();
     for p in places {

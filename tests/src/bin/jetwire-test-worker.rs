@@ -6,7 +6,8 @@
 //! `ok` (ack everything), `slow` (`jetwire::App::run` until SIGTERM, with a
 //! handler that prints `START <id>`, works 1s, then prints `DONE <id>`),
 //! `ledger` (records every `queue.killme` job in the Postgres ledger named
-//! by `LEDGER_RUN` and `LEDGER_SCENARIO`).
+//! by `LEDGER_RUN` and `LEDGER_SCENARIO`), `checkpoint` (a job of six
+//! steps that saves a checkpoint after each and resumes from the last).
 
 use std::io::Write;
 
@@ -47,6 +48,24 @@ async fn slow_job(id: u64) {
     say(&format!("DONE {id}"));
 }
 
+/// Resumes from its checkpoint, then saves one per step of six, 200 ms
+/// apart; job 99 then fails for good.
+#[queue("queue.ckpt", ack_wait = "2s", max_deliver = 5)]
+async fn ckpt_job(id: u64, ctx: Context) -> Result<(), HandlerError> {
+    let start: u32 = ctx.last_checkpoint().await?.unwrap_or(0);
+    say(&format!("RESUME {id} {start}"));
+    for step in start..6 {
+        ctx.checkpoint(&(step + 1)).await?;
+        say(&format!("STEP {id} {}", step + 1));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    if id == 99 {
+        return Err(HandlerError::permanent("job 99 fails after its steps"));
+    }
+    say(&format!("DONE {id}"));
+    Ok(())
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -69,6 +88,12 @@ async fn hang_or_fail(id: u64, ctx: &Context, mode: &str) -> Result<(), HandlerE
 async fn main() -> Result<(), jetwire::Error> {
     let mode = Mode(std::env::var("WORKER_MODE").unwrap_or_else(|_| "ok".into()));
     let config = Config::from_env()?;
+    if mode.0 == "checkpoint" {
+        let running = App::new(config).only(&["ckpt_job"]).start().await?;
+        say("READY");
+        tokio::signal::ctrl_c().await.ok();
+        return running.shutdown().await;
+    }
     if mode.0 == "slow" {
         return App::new(config).only(&["slow_job"]).run().await;
     }

@@ -1,0 +1,146 @@
+//! Checkpoints against a real server: a job killed with SIGKILL mid-way
+//! resumes from its last checkpoint in the next process, and the
+//! checkpoint is gone once the job is acked, and once it is dead-lettered.
+
+use std::time::Duration;
+
+use jetwire::testing::TestApp;
+use jetwire::{Context, HandlerError, queue};
+use jetwire_tests::{WorkerProcess, eventually, shared_server, unique_prefix};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
+
+/// The keys in the deployment's checkpoint bucket; none if it is not made yet.
+async fn checkpoint_keys(prefix: &str) -> Vec<String> {
+    let client = async_nats::connect(shared_server().url())
+        .await
+        .expect("connects");
+    let js = async_nats::jetstream::new(client);
+    let bucket = format!(
+        "{}_JETWIRE_CHECKPOINTS",
+        prefix.to_uppercase().replace('.', "_")
+    );
+    let Ok(store) = js.get_key_value(bucket).await else {
+        return Vec::new();
+    };
+    let Ok(mut keys) = store.keys().await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Some(Ok(k)) = futures_util::StreamExt::next(&mut keys).await {
+        out.push(k);
+    }
+    out
+}
+
+fn number(line: &str) -> u32 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a number")
+}
+
+#[tokio::test]
+async fn a_killed_job_resumes_from_its_last_checkpoint_and_settling_removes_it() {
+    let prefix = unique_prefix("ckpt");
+    let url = shared_server().url();
+    let first = WorkerProcess::ready(WORKER, &url, &prefix, "checkpoint", &[]);
+    let publisher = jetwire::Publisher::connect(
+        &jetwire::Config::builder()
+            .url(&url)
+            .subject_prefix(&prefix)
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("connects");
+    publisher
+        .publish("queue.ckpt", &7u64)
+        .await
+        .expect("publish");
+    assert_eq!(number(&first.expect_line(|l| l.starts_with("RESUME 7"))), 0);
+    first.expect_line(|l| l == "STEP 7 3");
+    first.kill9();
+    assert_eq!(
+        checkpoint_keys(&prefix).await.len(),
+        1,
+        "the checkpoint outlives the process"
+    );
+
+    // The next process gets the job after ack_wait and resumes at step 3
+    // or later (a save may land just before the kill).
+    let second = WorkerProcess::ready(WORKER, &url, &prefix, "checkpoint", &[]);
+    let resumed = number(&second.expect_line(|l| l.starts_with("RESUME 7")));
+    assert!((3..=4).contains(&resumed), "resumed at {resumed}");
+    second.expect_line(|l| l == "DONE 7");
+    eventually(
+        Duration::from_secs(10),
+        "the checkpoint removed at ack",
+        || async { checkpoint_keys(&prefix).await.is_empty().then_some(()) },
+    )
+    .await;
+
+    // Dead-lettered after its steps: its checkpoint goes too.
+    publisher
+        .publish("queue.ckpt", &99u64)
+        .await
+        .expect("publish");
+    second.expect_line(|l| l == "STEP 99 6");
+    eventually(
+        Duration::from_secs(10),
+        "the checkpoint removed at the dead letter",
+        || async {
+            let (letters, _) = jetwire::dlq::DeadLetters::on(publisher.clone())
+                .count()
+                .await
+                .unwrap_or((0, 0));
+            (letters == 1 && checkpoint_keys(&prefix).await.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let (_, _) = second.terminate();
+}
+
+#[queue("queue.ckptmem", max_deliver = 3, backoff = ["10ms"])]
+async fn ckpt_mem(_job: u64, ctx: Context) -> Result<(), HandlerError> {
+    let done: u32 = ctx.last_checkpoint().await?.unwrap_or(0);
+    ctx.checkpoint(&(done + 1)).await?;
+    if done < 2 {
+        // A crash in all but name: the redelivery sees the checkpoint.
+        return Err(HandlerError::transient(format!(
+            "stopped after step {}",
+            done + 1
+        )));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn testapp_keeps_checkpoints_across_redeliveries() {
+    let app = TestApp::new().only(&["ckpt_mem"]);
+    let report = app.publish("queue.ckptmem", &1u64).await;
+    assert!(report.acked());
+    assert_eq!(report.attempts(), 3, "each run resumed one step further");
+}
+
+#[queue("queue.ckptbig")]
+async fn ckpt_big(_job: u64, ctx: Context) -> Result<(), HandlerError> {
+    let big = "x".repeat(200 * 1024);
+    match ctx.checkpoint(&big).await {
+        Err(e) if e.to_string().contains("over the limit") => Err(HandlerError::permanent(e)),
+        other => other.map_err(HandlerError::transient),
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_over_the_limit_is_refused_with_why() {
+    let app = TestApp::new().only(&["ckpt_big"]);
+    let report = app.publish("queue.ckptbig", &1u64).await;
+    assert!(report.dead_lettered());
+    let runs = report.runs();
+    assert!(
+        runs[0].errors()[0].contains("not the data"),
+        "{:?}",
+        runs[0].errors()
+    );
+}
