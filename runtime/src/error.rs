@@ -281,6 +281,9 @@ pub enum Error {
         /// The permissions the app needs, as a nats-server `permissions` block.
         permissions: String,
     },
+    /// A signal was not received in time, or could not be sent or awaited.
+    #[error("signal: {0}")]
+    Signal(String),
     /// A checkpoint could not be saved or read.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

@@ -177,6 +177,11 @@ pub(crate) fn checkpoints_bucket(prefix: Option<&str>) -> String {
     default_stream(prefix, "jetwire_checkpoints")
 }
 
+/// The key-value bucket of signals awaited by handlers.
+pub(crate) fn signals_bucket(prefix: Option<&str>) -> String {
+    default_stream(prefix, "jetwire_signals")
+}
+
 /// The key of one message's record in [`runs_bucket`]: its stream, the
 /// durable it came through, and its stream sequence. Characters a key may
 /// not hold are written as `=` and their code in hex.

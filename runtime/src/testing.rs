@@ -47,6 +47,7 @@ use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::protocol::checkpoints::Checkpoints;
 use crate::protocol::reply::Delivered;
+use crate::protocol::signals::{self, Signals};
 use crate::publish::message::{self, Inherited, Message, Outbound, PublishOptions};
 use crate::publish::outlet::Outlet;
 
@@ -68,6 +69,8 @@ pub struct TestApp {
 struct Log {
     /// Checkpoints by key: they outlive a run, as in the bucket.
     checkpoints: Mutex<HashMap<String, Bytes>>,
+    /// Signals sent ([`TestApp::signal`]), by key.
+    signals: Mutex<HashMap<String, Bytes>>,
     published: Mutex<Vec<Published>>,
     pending: Mutex<VecDeque<Outbound>>,
     sequences: Mutex<HashMap<String, u64>>,
@@ -116,6 +119,16 @@ impl TestApp {
             log: Arc::default(),
             draining: CancellationToken::new(),
         }
+    }
+
+    /// Sends signal `name` to the handler of the message with id
+    /// `message_id`, as [`Publisher::signal`](crate::Publisher::signal)
+    /// does: a handler waiting for it (now or on a later publish) gets it.
+    /// A signal not sent when a handler waits is a timeout at once
+    /// (virtual time).
+    pub fn signal<T: Serialize + ?Sized>(&self, message_id: &str, name: &str, value: &T) {
+        let value = serde_json::to_vec(value).unwrap_or_default();
+        lock(&self.log.signals).insert(signals::key(message_id, name), value.into());
     }
 
     /// Runs handlers as if the app had started to drain: `ctx.shutdown()`
@@ -260,6 +273,7 @@ impl TestApp {
             acks: None,
             draining: self.draining.clone(),
             checkpoints: self.log.clone(),
+            signals: self.log.clone(),
         };
         let mut run = Run {
             handler: def.name,
@@ -293,7 +307,7 @@ impl TestApp {
             let action = classify(&called.outcome, attempt, &policy);
             if !matches!(action, Action::Nak { .. }) {
                 // Settled: its checkpoint goes, as in the live runtime.
-                ctx.clear_checkpoint().await;
+                ctx.clear_kept().await;
             }
             match action {
                 Action::Ack => break,
@@ -317,6 +331,25 @@ impl TestApp {
             }
         }
         run
+    }
+}
+
+impl Signals for Log {
+    fn send(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
+        lock(&self.signals).insert(key, value);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Virtual time: a signal not sent yet never comes, so the timeout
+    /// passes at once.
+    fn wait(&self, key: String, _timeout: Duration) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        let found = lock(&self.signals).get(&key).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn remove(&self, key: String) -> BoxFuture<'_, ()> {
+        lock(&self.signals).remove(&key);
+        Box::pin(async {})
     }
 }
 

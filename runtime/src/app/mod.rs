@@ -20,7 +20,7 @@ use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::observe::health::{Phase, Readiness};
 use crate::observe::http;
-use crate::protocol::checkpoints;
+use crate::protocol::{checkpoints, signals};
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
 use crate::service::{self, Service, ServiceContext};
@@ -376,6 +376,11 @@ fn call_env(
         acks: Some(client.clone()),
         draining: stop.clone(),
         checkpoints: Arc::new(checkpoints::Bucket::new(
+            js.clone(),
+            config.prefix(),
+            create.then(|| (config.replicas(), config.storage())),
+        )),
+        signals: Arc::new(signals::Bucket::new(
             js.clone(),
             config.prefix(),
             create.then(|| (config.replicas(), config.storage())),

@@ -18,6 +18,7 @@ use crate::handler::state::States;
 use crate::protocol::ack::Acker;
 use crate::protocol::checkpoints::{self, Checkpoints, MAX_CHECKPOINT};
 use crate::protocol::reply::Delivered;
+use crate::protocol::signals::{self, Signals};
 use crate::publish::message::{self, Inherited, PublishOptions};
 use crate::publish::outlet::Outlet;
 
@@ -169,6 +170,8 @@ struct Inner {
     /// A checkpoint of this message was saved or found: it is removed
     /// once the message is settled.
     checkpointed: AtomicBool,
+    /// Signals this run received: removed once the message is settled.
+    signals_read: std::sync::Mutex<Vec<String>>,
     env: Env,
 }
 
@@ -185,6 +188,8 @@ pub(crate) struct Env {
     pub(crate) draining: CancellationToken,
     /// Where checkpoints are kept.
     pub(crate) checkpoints: Arc<dyn Checkpoints>,
+    /// Where signals wait.
+    pub(crate) signals: Arc<dyn Signals>,
 }
 
 impl Context {
@@ -194,6 +199,7 @@ impl Context {
                 meta,
                 published: AtomicU32::new(0),
                 checkpointed: AtomicBool::new(false),
+                signals_read: std::sync::Mutex::new(Vec::new()),
                 env,
             }),
         }
@@ -417,14 +423,64 @@ impl Context {
         })
     }
 
-    /// Removes this message's checkpoint, if a run saved or found one.
-    pub(crate) async fn clear_checkpoint(&self) {
+    /// Waits until signal `name` is sent for this message
+    /// ([`Publisher::signal`](crate::Publisher::signal) with this
+    /// message's id), and returns its value. A signal sent before the wait
+    /// began is found at once, and so is one a previous run received. While
+    /// it waits, jetwire keeps telling the server the handler is working.
+    /// If `timeout` passes first, the error (returned with `?`) is a
+    /// transient failure: the message is retried with the handler's backoff.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jetwire::{queue, Context, HandlerError};
+    ///
+    /// #[queue("queue.payout")]
+    /// async fn payout(amount: u64, ctx: Context) -> Result<(), HandlerError> {
+    ///     // Someone calls publisher.signal(<this message's id>, "approved", &"alice").
+    ///     let approver: String = ctx.wait_for_signal("approved", Duration::from_secs(3600)).await?;
+    ///     tracing::info!(amount, %approver, "paying out");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn wait_for_signal<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<T, Error> {
+        let key = signals::key(self.message_id(), name);
+        let Some(bytes) = self.inner.env.signals.wait(key.clone(), timeout).await? else {
+            return Err(Error::Signal(format!(
+                "`{name}` for message `{}` did not come within {timeout:?}; the message is retried",
+                self.message_id()
+            )));
+        };
+        if let Ok(mut read) = self.inner.signals_read.lock() {
+            read.push(key);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Signal(format!(
+                "`{name}` does not decode into the type awaited: {e}"
+            ))
+        })
+    }
+
+    /// Removes what this message kept: its checkpoint, if a run saved or
+    /// found one, and the signals this run received.
+    pub(crate) async fn clear_kept(&self) {
         if self.inner.checkpointed.load(Ordering::Relaxed) {
             self.inner
                 .env
                 .checkpoints
                 .remove(self.checkpoint_key())
                 .await;
+        }
+        let read = match self.inner.signals_read.lock() {
+            Ok(mut read) => std::mem::take(&mut *read),
+            Err(_) => Vec::new(),
+        };
+        for key in read {
+            self.inner.env.signals.remove(key).await;
         }
     }
 

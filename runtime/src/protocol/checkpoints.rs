@@ -3,21 +3,16 @@
 //! sequence), made on the first checkpoint any handler saves. `TestApp`
 //! keeps them in memory through the same [`Checkpoints`] trait.
 
-use std::time::Duration;
-
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::sync::OnceCell;
 
 use crate::error::Error;
 use crate::names;
+use crate::protocol::kept::Kept;
 
 /// The largest checkpoint, in bytes: progress to resume from, not data.
 pub(crate) const MAX_CHECKPOINT: usize = 128 * 1024;
-/// A checkpoint nobody removed (its message purged by an operator, say)
-/// goes after this.
-const KEPT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Saving, reading and removing one message's checkpoint.
 pub(crate) trait Checkpoints: Send + Sync + 'static {
@@ -32,13 +27,7 @@ pub(crate) fn key(stream: &str, durable: &str, sequence: u64) -> String {
 }
 
 /// The live bucket, bound or made on first use.
-pub(crate) struct Bucket {
-    js: jetstream::Context,
-    name: String,
-    /// Whether it may be made (`JETWIRE_PROVISION=create`), with what.
-    create: Option<(usize, jetstream::stream::StorageType)>,
-    store: OnceCell<kv::Store>,
-}
+pub(crate) struct Bucket(Kept);
 
 impl Bucket {
     pub(crate) fn new(
@@ -46,57 +35,16 @@ impl Bucket {
         prefix: Option<&str>,
         create: Option<(usize, jetstream::stream::StorageType)>,
     ) -> Bucket {
-        Bucket {
-            js,
-            name: names::checkpoints_bucket(prefix),
-            create,
-            store: OnceCell::new(),
-        }
-    }
-
-    async fn store(&self) -> Result<&kv::Store, Error> {
-        self.store
-            .get_or_try_init(|| async {
-                if let Ok(store) = self.js.get_key_value(&self.name).await {
-                    return Ok(store);
-                }
-                let Some((replicas, storage)) = self.create else {
-                    return Err(Error::Stream {
-                        stream: format!("KV_{}", self.name),
-                        reason: format!(
-                            "the checkpoint bucket `{}` does not exist and JETWIRE_PROVISION=bind makes nothing: create it (history 1, max value size {MAX_CHECKPOINT})",
-                            self.name
-                        ),
-                    });
-                };
-                let wanted = kv::Config {
-                    bucket: self.name.clone(),
-                    description: "jetwire: checkpoints of messages being handled".into(),
-                    history: 1,
-                    max_age: KEPT,
-                    max_value_size: MAX_CHECKPOINT as i32,
-                    storage,
-                    num_replicas: replicas,
-                    ..Default::default()
-                };
-                match self.js.create_key_value(wanted).await {
-                    Ok(store) => Ok(store),
-                    Err(create) => self.js.get_key_value(&self.name).await.map_err(|e| {
-                        Error::Stream {
-                            stream: format!("KV_{}", self.name),
-                            reason: format!("cannot make the checkpoint bucket ({create}), nor bind it: {e}"),
-                        }
-                    }),
-                }
-            })
-            .await
+        let name = names::checkpoints_bucket(prefix);
+        Bucket(Kept::new(js, name, "checkpoints", MAX_CHECKPOINT, create))
     }
 }
 
 impl Checkpoints for Bucket {
     fn save(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            self.store()
+            self.0
+                .store()
                 .await?
                 .put(&key, value)
                 .await
@@ -107,7 +55,8 @@ impl Checkpoints for Bucket {
 
     fn load(&self, key: String) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
         Box::pin(async move {
-            self.store()
+            self.0
+                .store()
                 .await?
                 .get(&key)
                 .await
@@ -116,13 +65,6 @@ impl Checkpoints for Bucket {
     }
 
     fn remove(&self, key: String) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let Ok(store) = self.store().await else {
-                return;
-            };
-            if let Err(e) = store.purge(&key).await {
-                tracing::warn!(error = %e, key, "could not remove a settled message's checkpoint; it ages out");
-            }
-        })
+        Box::pin(async move { self.0.remove(&key).await })
     }
 }

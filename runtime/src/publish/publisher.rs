@@ -6,8 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::config::{Config, Reconnects, watch_reconnects};
+use crate::config::{Config, Provision, Reconnects, watch_reconnects};
 use crate::error::{Error, PublishError};
+use crate::protocol::signals::{self, Signals};
 use crate::publish::message::{Inherited, Message, PublishOptions, build, fresh_id};
 use crate::publish::outlet::{JetStreamOutlet, PendingReceipt, Receipt};
 
@@ -95,6 +96,44 @@ impl Publisher {
     /// The JetStream context and config it publishes with.
     pub(crate) fn parts(&self) -> (&async_nats::jetstream::Context, &Config) {
         (&self.outlet.js, &self.config)
+    }
+
+    /// Sends signal `name` with `value` to the handler of the message whose
+    /// id is `message_id` (its `Nats-Msg-Id`, what `ctx.message_id()`
+    /// says), which receives it from
+    /// [`Context::wait_for_signal`](crate::Context::wait_for_signal),
+    /// whether it waits already or starts to later.
+    ///
+    /// ```no_run
+    /// # async fn f(publisher: jetwire::Publisher) -> Result<(), jetwire::Error> {
+    /// publisher.signal("payout-42", "approved", &"alice").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal<T: Serialize + ?Sized>(
+        &self,
+        message_id: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let value = serde_json::to_vec(value)
+            .map_err(|e| Error::Signal(format!("`{name}` does not encode as JSON: {e}")))?;
+        if value.len() > signals::MAX_SIGNAL {
+            return Err(Error::Signal(format!(
+                "`{name}` is {} bytes, over the limit of {}",
+                value.len(),
+                signals::MAX_SIGNAL
+            )));
+        }
+        let (js, config) = self.parts();
+        let create = config.provision == Provision::Create;
+        let bucket = signals::Bucket::new(
+            js.clone(),
+            config.prefix(),
+            create.then(|| (config.replicas(), config.storage())),
+        );
+        bucket
+            .send(signals::key(message_id, name), value.into())
+            .await
     }
 
     /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.

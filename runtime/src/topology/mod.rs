@@ -10,6 +10,7 @@
 //! | delivery records | key-value bucket `JETWIRE_RUNS` | `KV_JETWIRE_RUNS` | — |
 //! | the worker directory | key-value bucket `JETWIRE_WORKERS` | `KV_JETWIRE_WORKERS` | — |
 //! | checkpoints (made on first use) | key-value bucket `JETWIRE_CHECKPOINTS` | `KV_JETWIRE_CHECKPOINTS` | — |
+//! | signals (made on first use) | key-value bucket `JETWIRE_SIGNALS` | `KV_JETWIRE_SIGNALS` | — |
 //!
 //! With a subject prefix `p`, subjects become `p.orders.created`, streams
 //! `P_ORDERS`, `P_QUEUE`, `P_DLQ`, and durables `p_billing-on_order`.

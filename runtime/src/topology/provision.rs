@@ -97,16 +97,24 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
     let mut streams: Vec<&str> = vec![&dlq, &workers_kv];
     // The worker directory: writing and removing this instance's record.
     publish.push(format!("$KV.{workers}.>"));
-    let checkpoints = names::checkpoints_bucket(prefix);
-    let checkpoints_kv = format!("KV_{checkpoints}");
+    let kept = [
+        names::checkpoints_bucket(prefix),
+        names::signals_bucket(prefix),
+    ];
+    let kept_kv = kept.clone().map(|b| format!("KV_{b}"));
     if !places.is_empty() {
-        streams.extend([advisories.as_str(), kv.as_str(), checkpoints_kv.as_str()]);
-        // Checkpoints, for handlers that save them.
-        publish.extend([
-            format!("$KV.{checkpoints}.>"),
-            format!("$JS.API.DIRECT.GET.{checkpoints_kv}.>"),
-            format!("$JS.API.STREAM.MSG.GET.{checkpoints_kv}"),
-        ]);
+        streams.extend([advisories.as_str(), kv.as_str()]);
+        // Checkpoints and signals, for handlers that use them: saving,
+        // reading, and watching a key (an ordered consumer on its stream).
+        for (bucket, stream) in kept.iter().zip(&kept_kv) {
+            streams.push(stream);
+            publish.extend([
+                format!("$KV.{bucket}.>"),
+                format!("$JS.API.DIRECT.GET.{stream}.>"),
+                format!("$JS.API.STREAM.MSG.GET.{stream}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            ]);
+        }
     }
     let mut durables: Vec<(&str, String)> = Vec::new();
     for p in places {

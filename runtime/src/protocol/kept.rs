@@ -1,0 +1,96 @@
+//! A key-value bucket of things kept for a message while it is handled
+//! (checkpoints, signals): bound on first use, or made then where jetwire
+//! may create.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use tokio::sync::OnceCell;
+
+use crate::error::Error;
+
+/// What is kept nobody removed (its message purged by an operator, say)
+/// goes after this.
+const KEPT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The bucket, and how to make it.
+pub(crate) struct Kept {
+    js: jetstream::Context,
+    pub(crate) name: String,
+    /// What it holds, for its description and for errors.
+    what: &'static str,
+    max_value_size: usize,
+    /// Whether it may be made (`JETWIRE_PROVISION=create`), with what.
+    create: Option<(usize, jetstream::stream::StorageType)>,
+    store: OnceCell<kv::Store>,
+}
+
+impl Kept {
+    pub(crate) fn new(
+        js: jetstream::Context,
+        name: String,
+        what: &'static str,
+        max_value_size: usize,
+        create: Option<(usize, jetstream::stream::StorageType)>,
+    ) -> Kept {
+        Kept {
+            js,
+            name,
+            what,
+            max_value_size,
+            create,
+            store: OnceCell::new(),
+        }
+    }
+
+    /// The bucket, bound or made now if this is its first use.
+    pub(crate) async fn store(&self) -> Result<&kv::Store, Error> {
+        self.store.get_or_try_init(|| self.open()).await
+    }
+
+    async fn open(&self) -> Result<kv::Store, Error> {
+        let (name, what) = (&self.name, self.what);
+        let failed = |reason: String| Error::Stream {
+            stream: format!("KV_{name}"),
+            reason,
+        };
+        if let Ok(store) = self.js.get_key_value(name).await {
+            return Ok(store);
+        }
+        let Some((replicas, storage)) = self.create else {
+            return Err(failed(format!(
+                "the bucket of {what} does not exist and JETWIRE_PROVISION=bind makes nothing: create `{name}` (history 1, max value size {})",
+                self.max_value_size
+            )));
+        };
+        let wanted = kv::Config {
+            bucket: name.clone(),
+            description: format!("jetwire: {what}"),
+            history: 1,
+            max_age: KEPT,
+            max_value_size: i32::try_from(self.max_value_size).unwrap_or(i32::MAX),
+            storage,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        match self.js.create_key_value(wanted).await {
+            Ok(store) => Ok(store),
+            // Made meanwhile by another replica: bind it.
+            Err(create) => self.js.get_key_value(name).await.map_err(|e| {
+                failed(format!(
+                    "cannot make the bucket of {what} ({create}), nor bind it: {e}"
+                ))
+            }),
+        }
+    }
+
+    /// Removes `key`, logging (not failing) if it cannot: it ages out.
+    pub(crate) async fn remove(&self, key: &str) {
+        let Ok(store) = self.store().await else {
+            return;
+        };
+        if let Err(e) = store.purge(key).await {
+            tracing::warn!(error = %e, key, bucket = %self.name, "could not remove what a settled message kept; it ages out");
+        }
+    }
+}
