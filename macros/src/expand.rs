@@ -206,6 +206,7 @@ fn options_tokens(o: &Options) -> TokenStream {
             Key::Durable => opt(o.durable.as_deref(), |s| quote!(#s)),
             Key::Stream => opt(o.stream.as_deref(), |s| quote!(#s)),
             Key::Output => opt(o.output.as_deref(), |s| quote!(#s)),
+            Key::Singleton => opt(o.singleton, |b| quote!(#b)),
         };
         quote!(#field: #value)
     });

@@ -17,11 +17,12 @@ pub(crate) enum Key {
     Durable,
     Stream,
     Output,
+    Singleton,
 }
 
 impl Key {
     /// Every key, in the order error messages list them.
-    pub(crate) const ALL: [Key; 9] = [
+    pub(crate) const ALL: [Key; 10] = [
         Key::MaxDeliver,
         Key::Backoff,
         Key::AckWait,
@@ -31,6 +32,7 @@ impl Key {
         Key::Durable,
         Key::Stream,
         Key::Output,
+        Key::Singleton,
     ];
 
     /// The key as written, and the `HandlerOptions` field it fills.
@@ -45,6 +47,7 @@ impl Key {
             Key::Durable => "durable",
             Key::Stream => "stream",
             Key::Output => "output",
+            Key::Singleton => "singleton",
         }
     }
 
@@ -58,7 +61,8 @@ impl Key {
             | Key::Concurrency
             | Key::Timeout
             | Key::Stream
-            | Key::Output => None,
+            | Key::Output
+            | Key::Singleton => None,
         }
     }
 
@@ -85,7 +89,7 @@ mod tests {
             assert_eq!(Key::named(key.name()), Some(key));
             assert!(!Key::ALL[..i].contains(&key), "{key:?} listed twice");
         }
-        assert_eq!(Key::of(Kind::Queue).count(), 7);
-        assert_eq!(Key::of(Kind::Subscribe).count(), 9);
+        assert_eq!(Key::of(Kind::Queue).count(), 8);
+        assert_eq!(Key::of(Kind::Subscribe).count(), 10);
     }
 }

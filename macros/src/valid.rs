@@ -34,6 +34,7 @@ pub(crate) struct Options {
     /// `output` was written, valid or not: the return type is then checked
     /// for a value to publish, never for having one.
     pub(crate) output_given: bool,
+    pub(crate) singleton: Option<bool>,
 }
 
 const MAX_MAX_DELIVER: u64 = 1_000_000;
@@ -148,6 +149,7 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
             }
             Key::Durable => out.durable = checked_name(cx, &name, value, name::Kind::Durable),
             Key::Stream => out.stream = checked_name(cx, &name, value, name::Kind::Stream),
+            Key::Singleton => out.singleton = boolean(cx, &name, value),
             Key::Output => {
                 out.output_given = true;
                 out.output = output_subject(cx, &name, value);
@@ -344,6 +346,19 @@ fn checked_name(cx: &Ctxt, key: &str, value: &Expr, kind: name::Kind) -> Option<
         Ok(()) => Some(lit.value()),
         Err(err) => {
             cx.error_spanned_by(&lit, err);
+            None
+        }
+    }
+}
+
+fn boolean(cx: &Ctxt, name: &str, value: &Expr) -> Option<bool> {
+    match lit(value) {
+        Some(Lit::Bool(b)) => Some(b.value),
+        _ => {
+            cx.error_spanned_by(
+                value,
+                format!("`{name}` takes `true` or `false`, e.g. `{name} = true`"),
+            );
             None
         }
     }

@@ -228,6 +228,7 @@ impl App {
             None => config.connect().await?,
         };
         readiness.connected_through(client.clone());
+        topology::check_server(&client.server_info().version, &handlers)?;
         let js = async_nats::jetstream::new(client.clone());
         let bindings = topology::ensure_all(&js, &config, &handlers).await?;
 

@@ -18,8 +18,9 @@ use crate::consume::Shared;
 use crate::consume::delivery::{self, Started};
 use crate::consume::events::{self, ConsumerEvent};
 use crate::consume::settle::{self, Slots};
+use crate::handler::registry::HandlerDef;
 use crate::policy::{Inline, RetryPause, Silence, Sizing};
-use crate::protocol::pull::{self, Pull, Pulled, Request, Wait};
+use crate::protocol::pull::{self, PinId, Pull, Pulled, Request, Wait};
 use crate::protocol::reply;
 
 /// A no-wait fetch still waiting for messages after this is given up.
@@ -28,6 +29,23 @@ const FETCH_ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// How often an idle pull hears from the server ([`Silence`]).
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How a handler's waiting pulls last. A singleton's pin moves to a standby
+/// replica when the pinned one has not pulled for `ack_wait`, so it pulls
+/// at least three times in that span.
+fn waits(def: &HandlerDef) -> Wait {
+    if !def.singleton() {
+        return Wait {
+            expires: PULL_EXPIRES,
+            heartbeat: PULL_HEARTBEAT,
+        };
+    }
+    let expires = (def.ack_wait() / 3).clamp(Duration::from_millis(300), PULL_EXPIRES);
+    Wait {
+        expires,
+        heartbeat: (expires / 2).min(PULL_HEARTBEAT),
+    }
+}
+
 /// The most messages taken in a row without looking at anything else.
 const FAST_RUN: u32 = 256;
 
@@ -71,6 +89,10 @@ pub(super) struct Puller {
     sizing: Sizing,
     /// The most bytes one pull asks for ([`Sizing::max_bytes`]).
     max_bytes: usize,
+    /// How long a waiting pull lasts, and how often it hears from the server.
+    waits: Wait,
+    /// A singleton's pin, kept across pull subscriptions.
+    pin: Option<Arc<PinId>>,
     /// Places for the messages the process holds ([`Sizing::places`]).
     held: Arc<Semaphore>,
     slots: Arc<Slots>,
@@ -110,6 +132,8 @@ impl Puller {
             stop,
             fast_run: FAST_RUN,
             max_bytes: Sizing::max_bytes(shared.client.server_info().max_payload),
+            pin: b.def.singleton().then(Arc::default),
+            waits: waits(b.def),
             sizing,
             shared,
         }
@@ -119,7 +143,12 @@ impl Puller {
     fn open_pull(&self) -> impl Future<Output = Result<Pull, String>> + Send + 'static {
         let shared = &self.shared;
         let handbacks = shared.binding.handbacks.clone();
-        Pull::open(shared.client.clone(), self.next.clone(), handbacks)
+        Pull::open(
+            shared.client.clone(),
+            self.next.clone(),
+            handbacks,
+            self.pin.clone(),
+        )
     }
 
     /// Waits for every delivery task.
@@ -314,15 +343,12 @@ impl Puller {
         let waiting = Request {
             batch,
             max_bytes: self.max_bytes,
-            wait: Some(Wait {
-                expires: PULL_EXPIRES,
-                heartbeat: PULL_HEARTBEAT,
-            }),
+            wait: Some(self.waits),
         };
+        let beat = self.waits.heartbeat;
         // Messages asked for by the waiting requests and not yet come.
         let mut asked = 0;
-        let mut heartbeats =
-            tokio::time::interval_at(Instant::now() + PULL_HEARTBEAT, PULL_HEARTBEAT);
+        let mut heartbeats = tokio::time::interval_at(Instant::now() + beat, beat);
         heartbeats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut silence = Silence::default();
         loop {

@@ -42,6 +42,7 @@ pub struct HandlerOptions {
     pub stream: Option<&'static str>,
     /// Where the `Ok` value goes.
     pub output: Option<&'static str>,
+    pub singleton: Option<bool>,
 }
 
 /// One registered handler, built by `#[subscribe]`/`#[queue]`.
@@ -124,9 +125,19 @@ impl HandlerDef {
         self.options.ack_wait.unwrap_or(defaults::ACK_WAIT)
     }
 
-    /// Calls in flight per process.
+    /// Calls in flight per process; a singleton's default is one.
     pub fn concurrency(&self) -> u32 {
-        self.options.concurrency.unwrap_or(defaults::CONCURRENCY)
+        let default = if self.singleton() {
+            1
+        } else {
+            defaults::CONCURRENCY
+        };
+        self.options.concurrency.unwrap_or(default)
+    }
+
+    /// One replica consumes at a time (`singleton = true`).
+    pub fn singleton(&self) -> bool {
+        self.options.singleton == Some(true)
     }
 
     /// Where a new event durable starts.

@@ -61,16 +61,52 @@ pub(crate) struct Wait {
     pub(crate) heartbeat: Duration,
 }
 
+/// The priority group a singleton handler's replicas pull in: the server
+/// pins one of them and delivers to it alone.
+pub(crate) const PIN_GROUP: &str = "jetwire";
+/// The header a pinned client's messages carry its pin id in.
+const PIN_ID: &str = "Nats-Pin-Id";
+
+/// A singleton loop's pin: the id the server gave it with its messages,
+/// sent back with every request to keep it; none while on standby.
+#[derive(Debug, Default)]
+pub(crate) struct PinId(std::sync::Mutex<Option<String>>);
+
+impl PinId {
+    fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|id| id.clone())
+    }
+
+    fn set(&self, id: Option<&str>) {
+        if let Ok(mut held) = self.0.lock()
+            && held.as_deref() != id
+        {
+            if id.is_some() {
+                tracing::info!("pinned: this replica now consumes the singleton handler");
+            }
+            *held = id.map(str::to_owned);
+        }
+    }
+}
+
 impl Request {
-    /// The request's JSON, as ADR-13 has it.
-    fn body(&self) -> Bytes {
+    /// The request's JSON, as ADR-13 has it; with the priority group, and
+    /// the pin id if held, for a singleton.
+    fn body(&self, pin: Option<&PinId>) -> Bytes {
         let Request {
             batch, max_bytes, ..
         } = self;
+        let group = match pin {
+            None => String::new(),
+            Some(pin) => match pin.get() {
+                Some(id) => format!(r#","group":"{PIN_GROUP}","id":"{id}""#),
+                None => format!(r#","group":"{PIN_GROUP}""#),
+            },
+        };
         let body = match self.wait {
-            None => format!(r#"{{"batch":{batch},"max_bytes":{max_bytes},"no_wait":true}}"#),
+            None => format!(r#"{{"batch":{batch},"max_bytes":{max_bytes},"no_wait":true{group}}}"#),
             Some(Wait { expires, heartbeat }) => format!(
-                r#"{{"batch":{batch},"max_bytes":{max_bytes},"expires":{},"idle_heartbeat":{}}}"#,
+                r#"{{"batch":{batch},"max_bytes":{max_bytes},"expires":{},"idle_heartbeat":{}{group}}}"#,
                 expires.as_nanos(),
                 heartbeat.as_nanos()
             ),
@@ -87,6 +123,8 @@ pub(crate) struct Pull {
     inbox: Subject,
     sub: Subscriber,
     handbacks: HandBacks,
+    /// A singleton loop's pin, kept across subscriptions.
+    pin: Option<Arc<PinId>>,
 }
 
 /// Where a loop records the deliveries it hands back unrun, so that they
@@ -131,6 +169,7 @@ impl Pull {
         client: Arc<Client>,
         next: Subject,
         handbacks: HandBacks,
+        pin: Option<Arc<PinId>>,
     ) -> Result<Pull, String> {
         let inbox = Subject::from(client.new_inbox());
         let sub = client
@@ -143,13 +182,18 @@ impl Pull {
             inbox,
             sub,
             handbacks,
+            pin,
         })
     }
 
     /// Sends a pull request; its messages arrive on this subscription.
     pub(crate) async fn ask(&self, request: Request) -> Result<(), String> {
         self.client
-            .publish_with_reply(self.next.clone(), self.inbox.clone(), request.body())
+            .publish_with_reply(
+                self.next.clone(),
+                self.inbox.clone(),
+                request.body(self.pin.as_deref()),
+            )
             .await
             .map_err(|e| format!("sending a pull request: {e}"))
     }
@@ -211,9 +255,10 @@ impl Stream for Pull {
     type Item = Result<Pulled, String>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.sub)
+        let pin = self.pin.clone();
+        std::pin::Pin::new(&mut self.sub)
             .poll_next(cx)
-            .map(|m| m.map(Pulled::read))
+            .map(|m| m.map(|m| Pulled::read(m, pin.as_deref())))
     }
 }
 
@@ -229,12 +274,28 @@ impl Pulled {
         Pulled::Ended { unanswered }
     }
 
-    /// What one message on a pull inbox means.
-    fn read(msg: async_nats::Message) -> Result<Pulled, String> {
+    /// What one message on a pull inbox means; a singleton's messages
+    /// carry its pin.
+    fn read(msg: async_nats::Message, pin: Option<&PinId>) -> Result<Pulled, String> {
         let status = match msg.status {
-            None | Some(StatusCode::OK) => return Ok(Pulled::Message(msg)),
+            None | Some(StatusCode::OK) => {
+                if let Some(pin) = pin
+                    && let Some(id) = msg.headers.as_ref().and_then(|h| h.get(PIN_ID))
+                {
+                    pin.set(Some(id.as_str()));
+                }
+                return Ok(Pulled::Message(msg));
+            }
             Some(status) => status,
         };
+        // 423: the pin this request sent is not the server's any more;
+        // pull on standby until the server pins this replica again.
+        if status.as_u16() == 423 {
+            if let Some(pin) = pin {
+                pin.set(None);
+            }
+            return Ok(Pulled::Ended { unanswered: None });
+        }
         let description = msg.description.as_deref().unwrap_or_default();
         match status {
             StatusCode::IDLE_HEARTBEAT => Ok(Pulled::Heartbeat),

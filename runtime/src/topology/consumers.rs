@@ -3,7 +3,7 @@
 
 use async_nats::jetstream::{
     self,
-    consumer::{AckPolicy, DeliverPolicy, pull},
+    consumer::{AckPolicy, DeliverPolicy, PriorityPolicy, pull},
 };
 use jetwire_grammar::subject::with_prefix;
 
@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::handler::context::Route;
 use crate::handler::registry::{Deliver, HandlerDef, Kind};
 use crate::policy::{Sizing, runs};
-use crate::protocol::pull::HandBacks;
+use crate::protocol::pull::{HandBacks, PIN_GROUP};
 
 /// One handler bound to its stream and durable.
 #[derive(Debug, Clone)]
@@ -45,6 +45,20 @@ pub(crate) fn consumer_config(config: &Config, def: &HandlerDef, durable: &str) 
         max_deliver: i64::from(runs::server_max_deliver(def.max_deliver())),
         filter_subject: with_prefix(config.prefix(), def.subject),
         max_ack_pending: Sizing::of(def.concurrency()).max_ack_pending(),
+        ..singleton(def)
+    }
+}
+
+/// A singleton's durable: the server pins one pulling replica and moves
+/// the pin when that one has not pulled for `ack_wait`.
+fn singleton(def: &HandlerDef) -> pull::Config {
+    if !def.singleton() {
+        return pull::Config::default();
+    }
+    pull::Config {
+        priority_policy: PriorityPolicy::PinnedClient,
+        priority_groups: vec![PIN_GROUP.to_owned()],
+        priority_timeout: def.ack_wait(),
         ..Default::default()
     }
 }

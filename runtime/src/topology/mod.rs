@@ -39,6 +39,31 @@ pub use provision::Permissions;
 pub(crate) use provision::{Place, permissions};
 pub use status::{ConsumerStatus, LetterCounts, Status, StreamStatus, status};
 
+/// Fails naming the handler when one needs more than the server offers:
+/// a singleton needs consumer priority groups, from NATS 2.11 on.
+pub(crate) fn check_server(version: &str, handlers: &[&'static HandlerDef]) -> Result<(), Error> {
+    let Some(def) = handlers.iter().find(|d| d.singleton()) else {
+        return Ok(());
+    };
+    if has_priority_groups(version) {
+        return Ok(());
+    }
+    Err(Error::Consumer {
+        durable: def.name.to_owned(),
+        handler: def.path(),
+        reason: format!(
+            "`singleton = true` needs NATS 2.11 or later (consumer priority groups with a pinned client); this server runs {version}: upgrade it, or remove `singleton`"
+        ),
+    })
+}
+
+/// Whether a server of `version` (`2.12.8`) has consumer priority groups.
+fn has_priority_groups(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 11)
+}
+
 /// Binds or creates every stream and durable the handlers need, the
 /// dead-letter stream, and the bucket of delivery records. Fails before
 /// anything is consumed.
@@ -112,6 +137,25 @@ async fn report_settings(js: &jetstream::Context, config: &Config, streams: &[St
                 shortfalls = %short.join("; "),
                 "the stream exists with weaker settings than asked; jetwire does not change an existing stream: edit it (`nats stream edit`) if the config is right"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_groups_come_with_nats_2_11() {
+        for (version, has) in [
+            ("2.11.0", true),
+            ("2.12.8", true),
+            ("3.0.0", true),
+            ("2.10.24", false),
+            ("2.9.0", false),
+            ("", false),
+        ] {
+            assert_eq!(has_priority_groups(version), has, "{version}");
         }
     }
 }

@@ -66,6 +66,20 @@ async fn ckpt_job(id: u64, ctx: Context) -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// Prints when each call starts and ends (µs since 1970), 30 ms apart.
+#[queue("queue.single", singleton = true, ack_wait = "2s")]
+async fn single_job(id: u64) -> Result<(), HandlerError> {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros())
+    };
+    say(&format!("START {id} {}", now()));
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    say(&format!("END {id} {}", now()));
+    Ok(())
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -88,8 +102,13 @@ async fn hang_or_fail(id: u64, ctx: &Context, mode: &str) -> Result<(), HandlerE
 async fn main() -> Result<(), jetwire::Error> {
     let mode = Mode(std::env::var("WORKER_MODE").unwrap_or_else(|_| "ok".into()));
     let config = Config::from_env()?;
-    if mode.0 == "checkpoint" {
-        let running = App::new(config).only(&["ckpt_job"]).start().await?;
+    if mode.0 == "checkpoint" || mode.0 == "singleton" {
+        let handler = if mode.0 == "singleton" {
+            "single_job"
+        } else {
+            "ckpt_job"
+        };
+        let running = App::new(config).only(&[handler]).start().await?;
         say("READY");
         tokio::signal::ctrl_c().await.ok();
         return running.shutdown().await;

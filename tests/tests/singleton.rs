@@ -1,0 +1,138 @@
+//! `singleton = true` with three replicas, each its own process: never two
+//! calls at once across them (their start and end times prove it), and
+//! after the consuming one is killed with SIGKILL another takes over
+//! within about `ack_wait` (2 s).
+
+use std::time::{Duration, Instant};
+
+use jetwire_tests::{WorkerProcess, shared_server, unique_prefix};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
+
+/// `(start, end, replica)` of each call, from `START id t` and `END id t`.
+fn calls(lines: &[(usize, String)]) -> Vec<(u128, u128, usize)> {
+    let mut open = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (replica, line) in lines {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let (Some(kind), Some(id), Some(t)) = (parts.first(), parts.get(1), parts.get(2)) else {
+            continue;
+        };
+        let t: u128 = t.parse().expect("a time");
+        match *kind {
+            "START" => {
+                open.insert((*replica, id.to_string()), t);
+            }
+            "END" => {
+                if let Some(start) = open.remove(&(*replica, id.to_string())) {
+                    out.push((start, t, *replica));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+fn publisher_for(prefix: &str) -> jetwire::Config {
+    jetwire::Config::builder()
+        .url(shared_server().url())
+        .subject_prefix(prefix)
+        .build()
+        .expect("valid")
+}
+
+#[tokio::test]
+#[allow(clippy::print_stdout)]
+async fn one_replica_at_a_time_and_another_takes_over_after_a_kill() {
+    let prefix = unique_prefix("single");
+    let url = shared_server().url();
+    let mut replicas: Vec<Option<WorkerProcess>> = (0..3)
+        .map(|_| {
+            Some(WorkerProcess::ready(
+                WORKER,
+                &url,
+                &prefix,
+                "singleton",
+                &[],
+            ))
+        })
+        .collect();
+    let publisher = jetwire::Publisher::connect(&publisher_for(&prefix))
+        .await
+        .expect("connects");
+    let mut lines: Vec<(usize, String)> = Vec::new();
+    let collect = |replicas: &[Option<WorkerProcess>], lines: &mut Vec<(usize, String)>| {
+        for (i, r) in replicas.iter().enumerate() {
+            if let Some(r) = r {
+                lines.extend(r.drain().into_iter().map(|l| (i, l)));
+            }
+        }
+    };
+    for id in 0..40u64 {
+        publisher
+            .publish("queue.single", &id)
+            .await
+            .expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calls(&lines).len() < 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        collect(&replicas, &mut lines);
+    }
+    let before = calls(&lines);
+    assert_eq!(before.len(), 40, "every job ran once before the kill");
+    for pair in before.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two calls at once: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    let active = before.last().expect("calls").2;
+
+    // Kill the pinned replica; the next jobs go to another within about ack_wait.
+    let killed_at = Instant::now();
+    replicas[active].take().expect("running").kill9();
+    for id in 100..110u64 {
+        publisher
+            .publish("queue.single", &id)
+            .await
+            .expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut took_over = None;
+    while Instant::now() < deadline {
+        collect(&replicas, &mut lines);
+        let after: Vec<_> = calls(&lines)
+            .into_iter()
+            .filter(|c| c.2 != active)
+            .collect();
+        if took_over.is_none()
+            && lines
+                .iter()
+                .any(|(r, l)| *r != active && l.starts_with("START 10"))
+        {
+            took_over = Some(killed_at.elapsed());
+        }
+        if calls(&lines).len() >= 50 && !after.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took_over = took_over.expect("another replica took over");
+    let all = calls(&lines);
+    assert_eq!(all.len(), 50, "every job ran once");
+    for pair in all.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two calls at once: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    println!("singleton: after SIGKILL another replica took over in {took_over:?} (ack_wait 2s)");
+    assert!(took_over < Duration::from_secs(5), "{took_over:?}");
+}
