@@ -355,7 +355,7 @@ mod tests {
             wait: None,
         };
         assert_eq!(
-            fetch.body(),
+            fetch.body(None),
             r#"{"batch":512,"max_bytes":1024,"no_wait":true}"#
         );
         let waiting = Request {
@@ -366,14 +366,52 @@ mod tests {
             ..fetch
         };
         assert_eq!(
-            waiting.body(),
+            waiting.body(None),
             r#"{"batch":512,"max_bytes":1024,"expires":30000000000,"idle_heartbeat":5000000000}"#
+        );
+        // A singleton asks in its priority group, with its pin once it has one.
+        let pin = PinId::default();
+        assert_eq!(
+            fetch.body(Some(&pin)),
+            r#"{"batch":512,"max_bytes":1024,"no_wait":true,"group":"jetwire"}"#
+        );
+        pin.set(Some("p1"));
+        assert_eq!(
+            fetch.body(Some(&pin)),
+            r#"{"batch":512,"max_bytes":1024,"no_wait":true,"group":"jetwire","id":"p1"}"#
         );
     }
 
     #[test]
+    fn a_singleton_keeps_the_pin_its_messages_carry_until_a_423() {
+        let pin = PinId::default();
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Pin-Id", "p7");
+        let msg = async_nats::Message {
+            subject: "x".into(),
+            reply: None,
+            payload: Bytes::new(),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: 0,
+        };
+        assert!(matches!(
+            Pulled::read(msg, Some(&pin)),
+            Ok(Pulled::Message(_))
+        ));
+        assert_eq!(pin.get().as_deref(), Some("p7"));
+        let mismatch = status(423, "Nats-Pin-Id mismatch", None);
+        assert!(matches!(
+            Pulled::read(mismatch, Some(&pin)),
+            Ok(Pulled::Ended { unanswered: None })
+        ));
+        assert_eq!(pin.get(), None, "on standby again");
+    }
+
+    #[test]
     fn statuses_end_requests_or_fail() {
-        let ended = |m| match Pulled::read(m) {
+        let ended = |m| match Pulled::read(m, None) {
             Ok(Pulled::Ended { unanswered }) => unanswered,
             other => panic!("not an end: {other:?}"),
         };
@@ -382,7 +420,7 @@ mod tests {
         assert_eq!(ended(status(409, "Leadership Change", Some("3"))), Some(3));
         assert_eq!(ended(status(409, "Batch Completed", Some("0"))), Some(0));
         assert!(matches!(
-            Pulled::read(status(100, "Idle Heartbeat", None)),
+            Pulled::read(status(100, "Idle Heartbeat", None), None),
             Ok(Pulled::Heartbeat)
         ));
         for (code, description) in [
@@ -397,7 +435,7 @@ mod tests {
             (400, "Bad Request"),
         ] {
             assert!(
-                Pulled::read(status(code, description, None)).is_err(),
+                Pulled::read(status(code, description, None), None).is_err(),
                 "{code} {description}"
             );
         }
@@ -414,6 +452,6 @@ mod tests {
             description: None,
             length: 2,
         };
-        assert!(matches!(Pulled::read(msg), Ok(Pulled::Message(_))));
+        assert!(matches!(Pulled::read(msg, None), Ok(Pulled::Message(_))));
     }
 }
