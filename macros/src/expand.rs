@@ -39,7 +39,7 @@ pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> Token
                 .subject
                 .as_ref()
                 .and_then(|lit| valid::subject(&cx, lit, usage));
-            valid::output_type(&cx, &handler, &options);
+            crate::output::output_type(&cx, &handler, &options);
             (subject, options)
         }
         None => (None, Options::default()),
@@ -109,7 +109,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
     // be `Serialize`, checked at `T`.
     let settle = match (
         &options.output,
-        handler.output.and_then(valid::result_ok_type),
+        handler.output.and_then(crate::output::result_ok_type),
     ) {
         (Some(output), Some(ok_ty)) => {
             // Encoding is spanned at `T`, so a `T` that is not `Serialize`

@@ -12,6 +12,7 @@ mod attr;
 mod ctxt;
 mod expand;
 mod keys;
+mod output;
 mod spans;
 mod valid;
 

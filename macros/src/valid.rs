@@ -81,10 +81,36 @@ fn is_dead_letter(ty: &syn::Type) -> bool {
     }
 }
 
-/// Checks the subject against the grammar and the rules of `usage`.
+/// The placeholder a subject token may be, filled from `JETWIRE_GROUPS`
+/// at startup.
+const GROUP: &str = "{group}";
+
+/// Checks the subject against the grammar and the rules of `usage`. A
+/// token `{group}` is checked as a plain token; braces anywhere else are
+/// an error naming the one placeholder there is.
 pub(crate) fn subject(cx: &Ctxt, lit: &LitStr, usage: subject::Usage) -> Option<String> {
     let value = lit.value();
-    match subject::check(&value, usage) {
+    let mut start = 0;
+    for token in value.split('.') {
+        if token != GROUP && (token.contains('{') || token.contains('}')) {
+            crate::spans::error_in_literal(
+                cx,
+                lit,
+                Some(start..start + token.len()),
+                format!(
+                    "`{token}`: the one placeholder a subject may hold is a whole token `{{group}}` (filled from JETWIRE_GROUPS at startup), e.g. \"queue.render.{{group}}\""
+                ),
+            );
+            return None;
+        }
+        start += token.len() + 1;
+    }
+    let checked = value
+        .split('.')
+        .map(|t| if t == GROUP { "_group_" } else { t })
+        .collect::<Vec<_>>()
+        .join(".");
+    match subject::check(&checked, usage) {
         Ok(()) => Some(value),
         Err(err) => {
             crate::spans::error_in_literal(cx, lit, err.location(), &err);
@@ -382,57 +408,6 @@ fn output_subject(cx: &Ctxt, key: &str, value: &Expr) -> Option<String> {
             None
         }
     }
-}
-
-/// What the return type must be with and without `output`: with it,
-/// `Result<T, E>` with a `T` to publish; without it, nothing to publish.
-pub(crate) fn output_type(cx: &Ctxt, handler: &Handler<'_>, options: &Options) {
-    let ok = handler.output.and_then(result_ok_type);
-    let output = options
-        .output_given
-        .then(|| options.output.as_deref().unwrap_or("..."));
-    match (output, ok) {
-        (Some(subject), None) => {
-            let message = format!(
-                "`output = \"{subject}\"` publishes the handler's `Ok` value: return `Result<T, HandlerError>` with `T: Serialize`"
-            );
-            match handler.output {
-                Some(ty) => cx.error_spanned_by(ty, message),
-                None => cx.error_spanned_by(handler.name(), message),
-            }
-        }
-        (Some(subject), Some(ty)) if is_unit(ty) => cx.error_spanned_by(
-            ty,
-            format!(
-                "`()` gives `output = \"{subject}\"` nothing to publish: return the value, e.g. `Result<Resized, HandlerError>`, or remove `output`"
-            ),
-        ),
-        (None, Some(ty)) if !is_unit(ty) => cx.error_spanned_by(
-            ty,
-            "the handler returns a value but has nowhere to send it: add `output = \"subject\"` to publish it, or return `Result<(), HandlerError>`",
-        ),
-        _ => {}
-    }
-}
-
-/// `T` of a return type written `Result<T, E>`.
-pub(crate) fn result_ok_type(ty: &Type) -> Option<&Type> {
-    let Type::Path(path) = ty else { return None };
-    let last = path.path.segments.last()?;
-    if last.ident != "Result" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    args.args.iter().find_map(|a| match a {
-        syn::GenericArgument::Type(t) => Some(t),
-        _ => None,
-    })
-}
-
-fn is_unit(ty: &Type) -> bool {
-    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
 }
 
 /// Checks the fn's signature: async, free, not generic, a payload first,

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
-use crate::handler::registry::{Deliver, HandlerDef, Kind, Schemas};
+use crate::handler::registry::{Deliver, GROUP, HandlerDef, Kind, Schemas};
 
 /// The AsyncAPI version the document follows.
 pub(crate) const VERSION: &str = "3.0.0";
@@ -28,10 +28,16 @@ pub(crate) fn document(config: &Config, version: &str, handlers: &[&'static Hand
         }
         messages.entry(message.clone()).or_insert(described);
         let entry = channels.entry(channel.clone()).or_insert_with(|| {
-            json!({
+            let mut channel = json!({
                 "address": jetwire_grammar::subject::with_prefix(config.prefix(), def.subject),
                 "messages": {},
-            })
+            });
+            if def.subject.split('.').any(|t| t == GROUP) {
+                channel["parameters"] = json!({
+                    "group": { "description": "one of the groups a process serves (JETWIRE_GROUPS)" }
+                });
+            }
+            channel
         });
         entry["messages"][&message] = json!({ "$ref": format!("#/components/messages/{message}") });
         let op_id = operation_id(&operations, def);

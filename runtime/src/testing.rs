@@ -138,6 +138,18 @@ impl TestApp {
         self
     }
 
+    /// Serves these groups: each fills the `{group}` token of handler
+    /// subjects, as `JETWIRE_GROUPS` does for an app.
+    pub fn groups(mut self, groups: &[&str]) -> TestApp {
+        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        if let Ok(filled) =
+            registry::fill_groups(std::mem::take(&mut self.handlers), &groups, &self.app)
+        {
+            self.handlers = filled;
+        }
+        self
+    }
+
     /// Gives handlers taking `State<T>` this value.
     pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> TestApp {
         self.states.insert(value);

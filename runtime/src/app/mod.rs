@@ -141,8 +141,10 @@ impl App {
     /// nats-server `permissions` block. Under `JETWIRE_PROVISION=bind`
     /// startup prints them when something is missing.
     pub fn permissions(&self) -> topology::Permissions {
-        let places: Vec<topology::Place> = self
-            .handlers
+        let handlers =
+            registry::fill_groups(self.handlers.clone(), &self.config.groups, &self.config.app)
+                .unwrap_or_else(|_| self.handlers.clone());
+        let places: Vec<topology::Place> = handlers
             .iter()
             .map(|def| topology::Place::default_of(&self.config, def))
             .collect();
@@ -208,6 +210,7 @@ impl App {
             version,
         } = self;
         config.validate()?;
+        let handlers = registry::fill_groups(handlers, &config.groups, &config.app)?;
         registry::check(&handlers, &config.app, &states)?;
         if handlers.is_empty() {
             tracing::warn!(

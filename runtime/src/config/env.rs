@@ -158,6 +158,9 @@ impl Config {
         if let Some(d) = vars.duration("JETWIRE_METRICS_INTERVAL")? {
             b = b.metrics_interval(d);
         }
+        if let Some(groups) = vars.var("JETWIRE_GROUPS") {
+            b = b.groups(groups.split(',').map(str::trim).filter(|g| !g.is_empty()));
+        }
         if let Some(d) = vars.duration("JETWIRE_WORKER_TTL")? {
             b = b.worker_ttl(d);
         }
@@ -199,6 +202,14 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn groups_are_a_list_of_tokens() {
+        let c = env(&[("JETWIRE_GROUPS", "gpu, cpu,")]).expect("valid");
+        assert_eq!(c.groups, ["gpu", "cpu"]);
+        let err = env(&[("JETWIRE_GROUPS", "gpu,a.b")]).expect_err("not a token");
+        assert!(err.to_string().contains("JETWIRE_GROUPS"), "{err}");
     }
 
     #[test]

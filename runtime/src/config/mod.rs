@@ -155,6 +155,9 @@ pub struct Config {
     /// How long a worker directory record outlives its last refresh
     /// (`JETWIRE_WORKER_TTL`): a crashed instance is gone within it.
     pub worker_ttl: Duration,
+    /// The groups this process serves (`JETWIRE_GROUPS`, a comma-separated
+    /// list): each fills the `{group}` token of handler subjects.
+    pub groups: Vec<String>,
     app_origin: AppOrigin,
     /// Per stream, by name without the prefix.
     stream_overrides: Vec<(String, StreamSettings)>,
@@ -182,6 +185,7 @@ impl Default for Config {
             metrics_interval: Duration::from_secs(15),
             asyncapi: None,
             worker_ttl: Duration::from_secs(30),
+            groups: Vec::new(),
             app_origin: AppOrigin::Binary,
             stream_overrides: Vec::new(),
             needed_window: MIN_DUPLICATE_WINDOW,
@@ -225,6 +229,7 @@ impl Config {
     /// | `JETWIRE_METRICS_INTERVAL` | | `metrics_interval` | `15s` |
     /// | `JETWIRE_ASYNCAPI` (a file path) | | `asyncapi` | none |
     /// | `JETWIRE_WORKER_TTL` | | `worker_ttl` | `30s` |
+    /// | `JETWIRE_GROUPS` (`gpu,cpu`) | | `groups` | none |
     ///
     /// Fails with a message naming the variable on a bad value, or on more
     /// than one kind of credentials.
@@ -267,6 +272,13 @@ impl Config {
             }
         }
         self.streams.check("stream settings")?;
+        for group in &self.groups {
+            if group.is_empty() || !group.chars().all(subject::is_token_char) {
+                return Err(Error::Config(format!(
+                    "JETWIRE_GROUPS: {group:?} is not a subject token: use letters, digits, `-` and `_`, e.g. JETWIRE_GROUPS=gpu,cpu"
+                )));
+            }
+        }
         if self.worker_ttl < Duration::from_secs(1) {
             return Err(Error::Config(
                 "JETWIRE_WORKER_TTL is under a second: write a duration such as 30s".into(),
@@ -397,6 +409,7 @@ impl fmt::Debug for Config {
             .field("metrics_interval", &self.metrics_interval)
             .field("asyncapi", &self.asyncapi)
             .field("worker_ttl", &self.worker_ttl)
+            .field("groups", &self.groups)
             .finish()
     }
 }
@@ -470,6 +483,12 @@ impl ConfigBuilder {
     /// this file and return, instead of running.
     pub fn asyncapi(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.config.asyncapi = Some(path.into());
+        self
+    }
+    /// The groups this process serves: each fills the `{group}` token of
+    /// handler subjects.
+    pub fn groups<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
+        self.config.groups = groups.into_iter().map(Into::into).collect();
         self
     }
     /// How long a worker directory record outlives its last refresh.

@@ -47,6 +47,7 @@ pub struct HandlerOptions {
 
 /// One registered handler, built by `#[subscribe]`/`#[queue]`.
 #[doc(hidden)]
+#[derive(Clone, Copy)]
 pub struct HandlerDef {
     pub name: &'static str,
     pub module: &'static str,
@@ -234,6 +235,49 @@ pub fn handlers() -> Vec<&'static HandlerDef> {
     let mut all: Vec<&'static HandlerDef> = inventory::iter::<HandlerDef>.into_iter().collect();
     all.sort_by(|a, b| (a.subject, a.module, a.name).cmp(&(b.subject, b.module, b.name)));
     all
+}
+
+/// The subject token filled from `JETWIRE_GROUPS` at startup.
+pub(crate) const GROUP: &str = "{group}";
+
+/// Each handler whose subject holds `{group}` once per group, the token
+/// filled (a `#[subscribe]` handler's durable gets the group too, so each
+/// group keeps its own place); the others as they are. Fails naming the
+/// handler when it has the placeholder and no group is given.
+pub(crate) fn fill_groups(
+    handlers: Vec<&'static HandlerDef>,
+    groups: &[String],
+    app: &str,
+) -> Result<Vec<&'static HandlerDef>, Error> {
+    let mut out = Vec::with_capacity(handlers.len());
+    for def in handlers {
+        if !def.subject.split('.').any(|t| t == GROUP) {
+            out.push(def);
+            continue;
+        }
+        if groups.is_empty() {
+            return Err(Error::Config(format!(
+                "handler `{}` reads `{}`: set JETWIRE_GROUPS to the groups this process serves, e.g. JETWIRE_GROUPS=gpu or JETWIRE_GROUPS=gpu,cpu",
+                def.path(),
+                def.subject
+            )));
+        }
+        for group in groups {
+            let subject: &'static str =
+                Box::leak(def.subject.replace(GROUP, group).into_boxed_str());
+            let mut filled = *def;
+            filled.subject = subject;
+            if def.kind == Kind::Subscribe {
+                let durable = match def.options.durable {
+                    Some(d) => format!("{d}-{group}"),
+                    None => format!("{app}-{}-{group}", def.name),
+                };
+                filled.options.durable = Some(Box::leak(durable.into_boxed_str()));
+            }
+            out.push(Box::leak(Box::new(filled)));
+        }
+    }
+    Ok(out)
 }
 
 /// The startup checks shared by `App` and `TestApp`: duplicate and
