@@ -155,6 +155,25 @@ fn main() {
             );
         }
     }
+    if want("checkpoint") {
+        // The same work queue without and with a checkpoint per call.
+        let count = n / 4;
+        throughput(
+            "checkpoint",
+            || {
+                let prefix = loaded("jetwire", Kind::Queue, count, 128);
+                on_own_runtime("jetwire", move || {
+                    Box::pin(jetwire_consume(Kind::Queue, count, prefix))
+                })
+            },
+            || {
+                let prefix = loaded("jetwire", Kind::Checkpoint, count, 128);
+                on_own_runtime("jetwire", move || {
+                    Box::pin(jetwire_consume(Kind::Checkpoint, count, prefix))
+                })
+            },
+        );
+    }
     if want("latency") {
         let dur = Duration::from_secs(if q { 3 } else { 20 });
         let (mut r50, mut r99, mut j50, mut j99) = (vec![], vec![], vec![], vec![]);

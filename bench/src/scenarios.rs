@@ -22,6 +22,7 @@ pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throu
         Kind::Events => "bench_event",
         Kind::Queue => "bench_queue",
         Kind::QueueOnce => "bench_queue_once",
+        Kind::Checkpoint => "bench_checkpoint",
     };
     let (t0, cpu0) = (Instant::now(), Cpu::now());
     let app = App::new(config(&prefix))

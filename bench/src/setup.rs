@@ -78,6 +78,18 @@ pub(crate) async fn bench_queue_once(m: Msg) {
     seen(&m);
 }
 
+/// The work-queue handler, saving one checkpoint per message: what a
+/// checkpoint costs a call.
+#[queue("queue.bench-ckpt", concurrency = 64)]
+pub(crate) async fn bench_checkpoint(
+    m: Msg,
+    ctx: jetwire::Context,
+) -> Result<(), jetwire::HandlerError> {
+    ctx.checkpoint(&m.id).await?;
+    seen(&m);
+    Ok(())
+}
+
 include!(concat!(env!("OUT_DIR"), "/startup_handlers.rs"));
 
 pub(crate) fn quick() -> bool {
@@ -200,6 +212,8 @@ pub(crate) enum Kind {
     Queue,
     /// A work queue whose handler has `max_deliver = 1`.
     QueueOnce,
+    /// A work queue whose handler saves a checkpoint per message.
+    Checkpoint,
 }
 
 impl Kind {
@@ -208,6 +222,7 @@ impl Kind {
             Kind::Events => "bev.data",
             Kind::Queue => "queue.bench",
             Kind::QueueOnce => "queue.bench-once",
+            Kind::Checkpoint => "queue.bench-ckpt",
         }
     }
     pub(crate) fn stream(self, prefix: &str) -> String {
@@ -223,6 +238,7 @@ impl Kind {
             Kind::Events => (jetwire::registry::Kind::Subscribe, "bench_event"),
             Kind::Queue => (jetwire::registry::Kind::Queue, "bench_queue"),
             Kind::QueueOnce => (jetwire::registry::Kind::Queue, "bench_queue_once"),
+            Kind::Checkpoint => (jetwire::registry::Kind::Queue, "bench_checkpoint"),
         };
         jetwire::topology::durable_for(Some(prefix), "bench", kind, handler, self.subject(), None)
     }
