@@ -496,6 +496,16 @@ impl Ledger {
     }
 }
 
+/// Panics with the exit status and stderr unless a process run succeeded.
+pub fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A test app in its own process (the package's `jetwire-test-worker`
 /// binary), for tests that kill it. Its stdout lines are read on a thread.
 pub struct WorkerProcess {

@@ -16,12 +16,7 @@ fn jetwire_asyncapi_describes_every_handler_without_a_server() {
         .env("JETWIRE_APP", "orders")
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    jetwire_tests::assert_succeeded(&out);
     let text = std::fs::read_to_string(&path).expect("written");
     let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     jetwire_tests::asyncapi::assert_valid(&doc);

@@ -68,12 +68,7 @@ async fn the_demo_sends_its_spans_to_the_configured_endpoint() {
         .output()
         .await
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    jetwire_tests::assert_succeeded(&out);
     // The provider is flushed before the process exits.
     let exports = received.exports.load(Ordering::SeqCst);
     let bytes = received.bytes.load(Ordering::SeqCst);

@@ -42,15 +42,7 @@ impl Bucket {
 
 impl Checkpoints for Bucket {
     fn save(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(async move {
-            self.0
-                .store()
-                .await?
-                .put(&key, value)
-                .await
-                .map(|_| ())
-                .map_err(|e| Error::nats("saving a checkpoint", e))
-        })
+        Box::pin(async move { self.0.put(&key, value, "saving a checkpoint").await })
     }
 
     fn load(&self, key: String) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {

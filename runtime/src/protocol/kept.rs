@@ -84,6 +84,21 @@ impl Kept {
         }
     }
 
+    /// Writes `value` under `key`; `doing` names it in an error.
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        doing: &str,
+    ) -> Result<(), Error> {
+        self.store()
+            .await?
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::nats(doing.to_owned(), e))
+    }
+
     /// Removes `key`, logging (not failing) if it cannot: it ages out.
     pub(crate) async fn remove(&self, key: &str) {
         let Ok(store) = self.store().await else {

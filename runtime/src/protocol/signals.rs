@@ -52,15 +52,7 @@ impl Bucket {
 
 impl Signals for Bucket {
     fn send(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(async move {
-            self.0
-                .store()
-                .await?
-                .put(&key, value)
-                .await
-                .map(|_| ())
-                .map_err(|e| Error::nats("sending a signal", e))
-        })
+        Box::pin(async move { self.0.put(&key, value, "sending a signal").await })
     }
 
     fn wait(&self, key: String, timeout: Duration) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
