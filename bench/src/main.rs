@@ -83,6 +83,26 @@ fn throughput(name: &str, raw: impl Fn() -> Throughput, jw: impl Fn() -> Through
     line(&format!("{name}-server-cpu"), rs, js, "us/msg");
 }
 
+/// The same work queue without and with a checkpoint per call: what a
+/// checkpoint costs.
+fn checkpoint_scenario(count: u64) {
+    throughput(
+        "checkpoint",
+        || {
+            let prefix = loaded("jetwire", Kind::Queue, count, 128);
+            on_own_runtime("jetwire", move || {
+                Box::pin(jetwire_consume(Kind::Queue, count, prefix))
+            })
+        },
+        || {
+            let prefix = loaded("jetwire", Kind::Checkpoint, count, 128);
+            on_own_runtime("jetwire", move || {
+                Box::pin(jetwire_consume(Kind::Checkpoint, count, prefix))
+            })
+        },
+    );
+}
+
 /// The outbox relay against a hand-written one, on SQLite, and its latency.
 #[allow(clippy::print_stdout)]
 fn outbox_scenarios(q: bool) {
@@ -156,23 +176,7 @@ fn main() {
         }
     }
     if want("checkpoint") {
-        // The same work queue without and with a checkpoint per call.
-        let count = n / 4;
-        throughput(
-            "checkpoint",
-            || {
-                let prefix = loaded("jetwire", Kind::Queue, count, 128);
-                on_own_runtime("jetwire", move || {
-                    Box::pin(jetwire_consume(Kind::Queue, count, prefix))
-                })
-            },
-            || {
-                let prefix = loaded("jetwire", Kind::Checkpoint, count, 128);
-                on_own_runtime("jetwire", move || {
-                    Box::pin(jetwire_consume(Kind::Checkpoint, count, prefix))
-                })
-            },
-        );
+        checkpoint_scenario(n / 4);
     }
     if want("latency") {
         let dur = Duration::from_secs(if q { 3 } else { 20 });
