@@ -279,14 +279,14 @@ impl TestApp {
         let route = def.route(def.stream(None).into(), def.durable(None, &self.app).into());
         let sequence = self.log.next_sequence(&route.stream);
         let policy = def.policy();
-        let env = Env {
+        let env = Arc::new(Env {
             states: Arc::new(self.states.clone()),
             outlet: Arc::new(TestOutlet(self.log.clone())),
             acks: None,
             draining: self.draining.clone(),
             checkpoints: self.log.clone(),
             signals: self.log.clone(),
-        };
+        });
         let mut run = Run {
             handler: def.name,
             attempts: 0,

@@ -372,9 +372,9 @@ fn call_env(
     outlet: &JetStreamOutlet,
     client: &Arc<async_nats::Client>,
     stop: &CancellationToken,
-) -> Env {
+) -> Arc<Env> {
     let create = config.provision == Provision::Create;
-    Env {
+    Arc::new(Env {
         states,
         outlet: Arc::new(outlet.clone()),
         acks: Some(client.clone()),
@@ -389,7 +389,7 @@ fn call_env(
             config.prefix(),
             create.then(|| (config.replicas(), config.storage())),
         )),
-    }
+    })
 }
 
 /// Logs a handler's binding and options as its loop starts.

@@ -129,7 +129,7 @@ pub(crate) struct Shared {
     pub(crate) outlet: JetStreamOutlet,
     /// What every call's context shares: state, the outlet, the acking
     /// client, the drain signal, the checkpoint store.
-    pub(crate) calls: Env,
+    pub(crate) calls: Arc<Env>,
     /// The app's config: the subject prefix, and how to make the
     /// dead-letter stream again should it be deleted.
     pub(crate) config: Arc<Config>,

@@ -171,8 +171,10 @@ struct Inner {
     /// once the message is settled.
     checkpointed: AtomicBool,
     /// Signals this run received: removed once the message is settled.
+    /// `signalled` says whether there are any, without taking the lock.
     signals_read: std::sync::Mutex<Vec<String>>,
-    env: Env,
+    signalled: AtomicBool,
+    env: Arc<Env>,
 }
 
 /// What every call of a handler shares.
@@ -193,13 +195,14 @@ pub(crate) struct Env {
 }
 
 impl Context {
-    pub(crate) fn new(meta: Meta, env: Env) -> Context {
+    pub(crate) fn new(meta: Meta, env: Arc<Env>) -> Context {
         Context {
             inner: Arc::new(Inner {
                 meta,
                 published: AtomicU32::new(0),
                 checkpointed: AtomicBool::new(false),
                 signals_read: std::sync::Mutex::new(Vec::new()),
+                signalled: AtomicBool::new(false),
                 env,
             }),
         }
@@ -457,6 +460,7 @@ impl Context {
         };
         if let Ok(mut read) = self.inner.signals_read.lock() {
             read.push(key);
+            self.inner.signalled.store(true, Ordering::Relaxed);
         }
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::Signal(format!(
@@ -474,6 +478,9 @@ impl Context {
                 .checkpoints
                 .remove(self.checkpoint_key())
                 .await;
+        }
+        if !self.inner.signalled.load(Ordering::Relaxed) {
+            return;
         }
         let read = match self.inner.signals_read.lock() {
             Ok(mut read) => std::mem::take(&mut *read),
