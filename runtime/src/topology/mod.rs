@@ -48,13 +48,10 @@ pub(crate) fn check_server(version: &str, handlers: &[&'static HandlerDef]) -> R
     if has_priority_groups(version) {
         return Ok(());
     }
-    Err(Error::Consumer {
-        durable: def.name.to_owned(),
-        handler: def.path(),
-        reason: format!(
-            "`singleton = true` needs NATS 2.11 or later (consumer priority groups with a pinned client); this server runs {version}: upgrade it, or remove `singleton`"
-        ),
-    })
+    Err(Error::Config(format!(
+        "handler `{}` has `singleton = true`, which needs NATS 2.11 or later (consumer priority groups with a pinned client); this server runs {version}: upgrade it, or remove `singleton`",
+        def.path()
+    )))
 }
 
 /// Whether a server of `version` (`2.12.8`) has consumer priority groups.
