@@ -40,6 +40,7 @@ pub(crate) fn handler(kind: Kind, args: TokenStream, item: TokenStream) -> Token
                 .as_ref()
                 .and_then(|lit| valid::subject(&cx, lit, usage));
             crate::output::output_type(&cx, &handler, &options);
+            crate::partitions::check(&cx, args, &options);
             (subject, options)
         }
         None => (None, Options::default()),
@@ -207,6 +208,7 @@ fn options_tokens(o: &Options) -> TokenStream {
             Key::Stream => opt(o.stream.as_deref(), |s| quote!(#s)),
             Key::Output => opt(o.output.as_deref(), |s| quote!(#s)),
             Key::Singleton => opt(o.singleton, |b| quote!(#b)),
+            Key::Partitions => opt(o.partitions, |n| quote!(#n)),
         };
         quote!(#field: #value)
     });

@@ -18,11 +18,12 @@ pub(crate) enum Key {
     Stream,
     Output,
     Singleton,
+    Partitions,
 }
 
 impl Key {
     /// Every key, in the order error messages list them.
-    pub(crate) const ALL: [Key; 10] = [
+    pub(crate) const ALL: [Key; 11] = [
         Key::MaxDeliver,
         Key::Backoff,
         Key::AckWait,
@@ -33,6 +34,7 @@ impl Key {
         Key::Stream,
         Key::Output,
         Key::Singleton,
+        Key::Partitions,
     ];
 
     /// The key as written, and the `HandlerOptions` field it fills.
@@ -48,6 +50,7 @@ impl Key {
             Key::Stream => "stream",
             Key::Output => "output",
             Key::Singleton => "singleton",
+            Key::Partitions => "partitions",
         }
     }
 
@@ -62,7 +65,8 @@ impl Key {
             | Key::Timeout
             | Key::Stream
             | Key::Output
-            | Key::Singleton => None,
+            | Key::Singleton
+            | Key::Partitions => None,
         }
     }
 
@@ -89,7 +93,7 @@ mod tests {
             assert_eq!(Key::named(key.name()), Some(key));
             assert!(!Key::ALL[..i].contains(&key), "{key:?} listed twice");
         }
-        assert_eq!(Key::of(Kind::Queue).count(), 8);
-        assert_eq!(Key::of(Kind::Subscribe).count(), 10);
+        assert_eq!(Key::of(Kind::Queue).count(), 9);
+        assert_eq!(Key::of(Kind::Subscribe).count(), 11);
     }
 }

@@ -13,6 +13,7 @@ mod ctxt;
 mod expand;
 mod keys;
 mod output;
+mod partitions;
 mod spans;
 mod valid;
 
@@ -29,7 +30,8 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// Options: `max_deliver`, `backoff`, `ack_wait`, `concurrency`, `timeout`,
-/// `deliver` (`"new"` or `"all"`), `durable`, `stream`, `output`. See the `jetwire`
+/// `deliver` (`"new"` or `"all"`), `durable`, `stream`, `output`, `singleton`,
+/// `partitions`. See the `jetwire`
 /// crate docs for their meaning and defaults.
 #[proc_macro_attribute]
 pub fn subscribe(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -47,7 +49,7 @@ pub fn subscribe(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// Options: `max_deliver`, `backoff`, `ack_wait`, `concurrency`, `timeout`,
-/// `stream`, `output`. See the `jetwire` crate docs for their meaning and defaults.
+/// `stream`, `output`, `singleton`, `partitions`. See the `jetwire` crate docs for their meaning and defaults.
 #[proc_macro_attribute]
 pub fn queue(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::handler(attr::Kind::Queue, args.into(), item.into()).into()

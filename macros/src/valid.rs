@@ -35,10 +35,13 @@ pub(crate) struct Options {
     /// for a value to publish, never for having one.
     pub(crate) output_given: bool,
     pub(crate) singleton: Option<bool>,
+    pub(crate) partitions: Option<u32>,
 }
 
 const MAX_MAX_DELIVER: u64 = 1_000_000;
 const MAX_CONCURRENCY: u64 = 10_000;
+/// As `jetwire::topology`'s limit.
+const MAX_PARTITIONS: u64 = 256;
 
 /// The subject rules a handler's subject follows: an event's, a work
 /// queue's, a work queue's on a stream the operator made (`stream = ".."`,
@@ -176,6 +179,9 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
             Key::Durable => out.durable = checked_name(cx, &name, value, name::Kind::Durable),
             Key::Stream => out.stream = checked_name(cx, &name, value, name::Kind::Stream),
             Key::Singleton => out.singleton = boolean(cx, &name, value),
+            Key::Partitions => {
+                out.partitions = int(cx, &name, value, MAX_PARTITIONS, "8").map(|n| n as u32);
+            }
             Key::Output => {
                 out.output_given = true;
                 out.output = output_subject(cx, &name, value);

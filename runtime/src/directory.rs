@@ -145,6 +145,11 @@ impl Registration {
         Ok(registration)
     }
 
+    /// This instance's id in the directory.
+    pub(crate) fn instance(&self) -> &str {
+        &self.key
+    }
+
     async fn put(&self) -> Result<(), Error> {
         self.store
             .put(&self.key, self.record.clone())

@@ -78,6 +78,7 @@ mod config;
 mod error;
 mod names;
 mod observe;
+mod partition;
 mod policy;
 mod text;
 // JetStream's wire, and building and sending messages.

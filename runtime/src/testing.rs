@@ -45,6 +45,7 @@ use crate::handler::context::{Context, Env, Meta, Origin};
 use crate::handler::invoke::invoke;
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
+use crate::partition;
 use crate::protocol::checkpoints::Checkpoints;
 use crate::protocol::reply::Delivered;
 use crate::protocol::signals::{self, Signals};
@@ -264,18 +265,21 @@ impl TestApp {
             runs: Vec::new(),
             follow_ups: Vec::new(),
         };
-        let targets = self
-            .handlers
-            .iter()
-            .filter(|h| subject::matches(h.subject, &msg.subject));
-        for def in targets {
-            report.runs.push(self.run_handler(def, &msg).await);
+        let key = msg.headers.get(message::KEY).map(|k| k.as_str());
+        let targets = self.handlers.iter().filter_map(|h| {
+            partition::delivery(h.subject, h.partitions(), &msg.subject, key).map(|to| (h, to))
+        });
+        for (def, (partition, subject)) in targets {
+            let mut run = self.run_handler(def, &msg, &subject).await;
+            run.partition = partition;
+            report.runs.push(run);
         }
         report
     }
 
-    /// Delivers `msg` to one handler until it is acked or dead-lettered.
-    async fn run_handler(&self, def: &'static HandlerDef, msg: &Outbound) -> Run {
+    /// Delivers `msg` on `subject` to one handler until it is acked or
+    /// dead-lettered.
+    async fn run_handler(&self, def: &'static HandlerDef, msg: &Outbound, subject: &str) -> Run {
         let route = def.route(def.stream(None).into(), def.durable(None, &self.app).into());
         let sequence = self.log.next_sequence(&route.stream);
         let policy = def.policy();
@@ -295,6 +299,7 @@ impl TestApp {
             delays: Vec::new(),
             dlq_reason: None,
             discarded: false,
+            partition: None,
         };
         for attempt in 1.. {
             let delivered = Delivered {
@@ -304,7 +309,7 @@ impl TestApp {
             };
             let meta = Meta::new(
                 &route,
-                msg.subject.as_str().into(),
+                subject.into(),
                 None,
                 msg.headers.clone(),
                 Origin::Known(delivered),
@@ -462,6 +467,7 @@ pub struct Run {
     delays: Vec<Duration>,
     dlq_reason: Option<DlqReason>,
     discarded: bool,
+    partition: Option<u32>,
 }
 
 impl Run {
@@ -504,6 +510,12 @@ impl Run {
     /// ([`HandlerError::discard`](crate::HandlerError::discard)).
     pub fn discarded(&self) -> bool {
         self.discarded
+    }
+
+    /// The partition of a partitioned handler that read it (its key's), as
+    /// the live runtime picks it; `None` without a key or partitions.
+    pub fn partition(&self) -> Option<u32> {
+        self.partition
     }
 }
 

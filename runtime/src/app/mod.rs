@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -11,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::asyncapi;
 use crate::config::{AppOrigin, Config, Provision, StreamSettings, watch_reconnects};
-use crate::consume::{self, Counters, Shared};
 use crate::directory::Registration;
 use crate::dlq::advisory;
 use crate::error::Error;
@@ -26,8 +24,10 @@ use crate::publish::outlet::JetStreamOutlet;
 use crate::service::{self, Service, ServiceContext};
 use crate::topology;
 
+mod loops;
 mod running;
 
+use loops::Loops;
 use running::supervise;
 pub use running::{HandlerStats, RunningApp};
 
@@ -242,6 +242,7 @@ impl App {
             js: js.clone(),
             prefix: config.prefix().map(str::to_owned),
             reconnects: reconnects.clone(),
+            partitions: Arc::default(),
         };
         let mut tasks = JoinSet::new();
         let streams = advised_streams(&bindings);
@@ -258,28 +259,19 @@ impl App {
         }
         let shared_client = Arc::new(client.clone());
         let calls = call_env(&config, &js, states.clone(), &outlet, &shared_client, &stop);
-        let mut stats = Vec::with_capacity(bindings.len());
-        for (binding, consumer) in bindings {
-            log_consuming(&binding);
-            let counters = Arc::new(Counters::new(binding.def.name));
-            stats.push((
-                binding.def,
-                binding.route.durable.to_string(),
-                counters.clone(),
-            ));
-            let shared = Arc::new(Shared {
-                client: shared_client.clone(),
-                reconnects: reconnects.clone(),
-                resume_from: AtomicU64::new(0),
-                binding,
-                js: js.clone(),
-                outlet: outlet.clone(),
-                calls: calls.clone(),
-                config: shared_config.clone(),
-                counters,
-            });
-            tasks.spawn(consume::run(shared, consumer, stop.clone(), abort.clone()).map(Ok));
-        }
+        // Before the loops: a replica's id decides the partitions it reads.
+        let registration = Registration::open(&js, &config, version.as_deref(), &handlers).await?;
+        let loops = Loops {
+            client: shared_client,
+            reconnects: reconnects.clone(),
+            js: js.clone(),
+            outlet: outlet.clone(),
+            calls,
+            config: shared_config.clone(),
+            stop: stop.clone(),
+            abort: abort.clone(),
+        };
+        let stats = loops.spawn(&mut tasks, bindings, registration.instance());
         let ctx = ServiceContext {
             publisher: Publisher::with_outlet(
                 client.clone(),
@@ -291,7 +283,6 @@ impl App {
             stop: stop.clone(),
         };
         start_services(&mut tasks, services, &ctx);
-        let registration = Registration::open(&js, &config, version.as_deref(), &handlers).await?;
         tasks.spawn(registration.keep(stop.clone()));
         readiness.handlers(
             stats
@@ -390,22 +381,6 @@ fn call_env(
             create.then(|| (config.replicas(), config.storage())),
         )),
     })
-}
-
-/// Logs a handler's binding and options as its loop starts.
-fn log_consuming(binding: &topology::Binding) {
-    tracing::info!(
-        handler = %binding.def.path(),
-        subject = binding.def.subject,
-        stream = %binding.route.stream,
-        durable = %binding.route.durable,
-        max_deliver = binding.def.max_deliver(),
-        backoff = ?binding.def.backoff(),
-        ack_wait = ?binding.def.ack_wait(),
-        concurrency = binding.def.concurrency(),
-        timeout = ?binding.def.options.timeout,
-        "consuming"
-    );
 }
 
 /// Writes the AsyncAPI document for `JETWIRE_ASYNCAPI`.

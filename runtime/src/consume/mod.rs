@@ -34,6 +34,7 @@ mod delivery;
 mod events;
 #[cfg(feature = "metrics")]
 mod lag;
+pub(crate) mod partitioned;
 mod puller;
 mod resume;
 mod settle;
@@ -139,7 +140,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// The loop's sizes, from the handler's `concurrency`.
     pub(crate) fn sizing(&self) -> Sizing {
-        Sizing::of(self.binding.def.concurrency())
+        Sizing::of(self.binding.concurrency())
     }
 }
 

@@ -29,11 +29,12 @@ const FETCH_ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// How often an idle pull hears from the server ([`Silence`]).
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
-/// How a handler's waiting pulls last. A singleton's pin moves to a standby
+/// How a handler's waiting pulls last. A pinned durable's (a singleton's, a
+/// partition's) pin moves to a standby
 /// replica when the pinned one has not pulled for `ack_wait`, so it pulls
 /// at least three times in that span.
-fn waits(def: &HandlerDef) -> Wait {
-    if !def.singleton() {
+fn waits(def: &HandlerDef, pinned: bool) -> Wait {
+    if !pinned {
         return Wait {
             expires: PULL_EXPIRES,
             heartbeat: PULL_HEARTBEAT,
@@ -132,8 +133,8 @@ impl Puller {
             stop,
             fast_run: FAST_RUN,
             max_bytes: Sizing::max_bytes(shared.client.server_info().max_payload),
-            pin: b.def.singleton().then(Arc::default),
-            waits: waits(b.def),
+            pin: b.pinned().then(Arc::default),
+            waits: waits(b.def, b.pinned()),
             sizing,
             shared,
         }

@@ -43,6 +43,8 @@ pub struct HandlerOptions {
     /// Where the `Ok` value goes.
     pub output: Option<&'static str>,
     pub singleton: Option<bool>,
+    /// Messages with one key in order, spread over replicas.
+    pub partitions: Option<u32>,
 }
 
 /// One registered handler, built by `#[subscribe]`/`#[queue]`.
@@ -139,6 +141,11 @@ impl HandlerDef {
     /// One replica consumes at a time (`singleton = true`).
     pub fn singleton(&self) -> bool {
         self.options.singleton == Some(true)
+    }
+
+    /// The number of partitions (`partitions = N`), if partitioned.
+    pub fn partitions(&self) -> Option<u32> {
+        self.options.partitions
     }
 
     /// Where a new event durable starts.

@@ -7,6 +7,7 @@
 
 pub(crate) mod message;
 pub(crate) mod outlet;
+pub(crate) mod partitions;
 mod publisher;
 
 pub use message::{

@@ -10,6 +10,7 @@ use jetwire_grammar::subject;
 use crate::error::PublishError;
 use crate::observe::metrics;
 use crate::publish::message::Outbound;
+use crate::publish::partitions::Partitions;
 
 /// Where a context's publishes go: JetStream in the live runtime, an
 /// in-memory log in `TestApp`.
@@ -44,6 +45,8 @@ pub(crate) struct JetStreamOutlet {
     pub(crate) prefix: Option<String>,
     /// Changes when the client connects again (see `Config::connect`).
     pub(crate) reconnects: tokio::sync::watch::Receiver<()>,
+    /// The partition counts of the subjects keyed messages go to.
+    pub(crate) partitions: std::sync::Arc<Partitions>,
 }
 
 impl JetStreamOutlet {
@@ -51,6 +54,7 @@ impl JetStreamOutlet {
     /// confirmed until it is awaited.
     pub(crate) async fn send_pending(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
         let subject = subject::with_prefix(self.prefix.as_deref(), &msg.subject);
+        let subject = self.partitions.route(&self.js, subject, &msg.headers).await;
         let ack = self
             .js
             .publish_with_headers(subject, msg.headers, msg.payload)

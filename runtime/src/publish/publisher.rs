@@ -75,6 +75,7 @@ impl Publisher {
                 js,
                 prefix,
                 reconnects,
+                partitions: Arc::default(),
             },
             Arc::new(config.clone()),
         )

@@ -1,6 +1,8 @@
 //! Durable consumers: one per handler, created or updated to the
 //! handler's options, and recreated where a deleted one left off.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, PriorityPolicy, pull},
@@ -25,6 +27,24 @@ pub(crate) struct Binding {
     pub(crate) handbacks: HandBacks,
     /// Whether its durable may be created or updated.
     pub(crate) provision: Provision,
+    /// The partition its durable reads, for a partitioned handler's
+    /// partitions; `None` for a handler's own durable.
+    pub(crate) partition: Option<u32>,
+}
+
+impl Binding {
+    /// Whether one replica at a time consumes it (a singleton, a partition).
+    pub(crate) fn pinned(&self) -> bool {
+        self.def.singleton() || self.partition.is_some()
+    }
+
+    /// Calls in flight per process: one for a partition.
+    pub(crate) fn concurrency(&self) -> u32 {
+        match self.partition {
+            Some(_) => 1,
+            None => self.def.concurrency(),
+        }
+    }
 }
 
 /// The durable consumer config for a handler. Never sets the consumer's
@@ -34,7 +54,7 @@ pub(crate) fn consumer_config(config: &Config, def: &HandlerDef, durable: &str) 
         (Kind::Subscribe, Deliver::New) => DeliverPolicy::New,
         _ => DeliverPolicy::All,
     };
-    pull::Config {
+    let consumer = pull::Config {
         durable_name: Some(durable.to_owned()),
         description: Some(format!("jetwire: {} in app {}", def.path(), config.app)),
         deliver_policy,
@@ -45,21 +65,22 @@ pub(crate) fn consumer_config(config: &Config, def: &HandlerDef, durable: &str) 
         max_deliver: i64::from(runs::server_max_deliver(def.max_deliver())),
         filter_subject: with_prefix(config.prefix(), def.subject),
         max_ack_pending: Sizing::of(def.concurrency()).max_ack_pending(),
-        ..singleton(def)
+        ..Default::default()
+    };
+    match def.singleton() {
+        true => pinned(def.ack_wait(), consumer),
+        false => consumer,
     }
 }
 
-/// A singleton's durable: the server pins one pulling replica and moves
-/// the pin when that one has not pulled for `ack_wait`.
-fn singleton(def: &HandlerDef) -> pull::Config {
-    if !def.singleton() {
-        return pull::Config::default();
-    }
+/// `consumer` with one pinned replica: the server delivers to the one it
+/// pinned, and moves the pin when that one has not pulled for `ack_wait`.
+pub(crate) fn pinned(ack_wait: Duration, consumer: pull::Config) -> pull::Config {
     pull::Config {
         priority_policy: PriorityPolicy::PinnedClient,
         priority_groups: vec![PIN_GROUP.to_owned()],
-        priority_timeout: def.ack_wait(),
-        ..Default::default()
+        priority_timeout: ack_wait,
+        ..consumer
     }
 }
 

@@ -27,6 +27,7 @@ use crate::protocol::pull::HandBacks;
 use crate::protocol::runs::Runs;
 
 pub(crate) mod consumers;
+mod partitions;
 mod provision;
 mod status;
 pub(crate) mod streams;
@@ -34,6 +35,7 @@ pub(crate) mod streams;
 pub use crate::names::{
     default_stream, default_stream_subjects, dlq_stream, durable_for, queue_stream,
 };
+pub use crate::partition::{partition_durable, partition_of, partition_subject};
 pub(crate) use consumers::Binding;
 pub use provision::Permissions;
 pub(crate) use provision::{Place, permissions};
@@ -92,6 +94,7 @@ pub(crate) async fn ensure_all(
     let mut bindings = Vec::with_capacity(handlers.len());
     for def in handlers {
         let stream = streams::ensure_stream(js, config, def).await?;
+        partitions::fit_stream(js, config, def, &stream).await?;
         let durable = def.durable(config.prefix(), &config.app);
         let route = def.route(stream.into(), durable.into());
         let binding = Binding {
@@ -103,10 +106,16 @@ pub(crate) async fn ensure_all(
                 durable: route.durable.clone(),
             },
             provision: config.provision,
+            partition: None,
             route,
         };
+        let parts = partitions::bindings(config, &binding);
         let consumer = consumers::ensure_consumer(js, &binding).await?;
         bindings.push((binding, consumer));
+        for part in parts {
+            let consumer = consumers::ensure_consumer(js, &part).await?;
+            bindings.push((part, consumer));
+        }
     }
     let mut streams: Vec<String> = bindings
         .iter()

@@ -1,0 +1,7 @@
+#![allow(unused_imports, dead_code)]
+use jetwire::{queue, HandlerError};
+
+#[queue("queue.orders", partitions = 0)]
+async fn order(_job: u64) -> Result<(), HandlerError> { Ok(()) }
+
+fn main() {}
