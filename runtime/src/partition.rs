@@ -160,7 +160,7 @@ mod tests {
             "{counts:?}"
         );
         // FNV-1a 32 of "a" is 0xe40c292c: the published algorithm.
-        assert_eq!(partition_of("a", u32::MAX), 0xe40c_292c % u32::MAX);
+        assert_eq!(partition_of("a", u32::MAX), 0xe40c_292c);
     }
 
     #[test]

@@ -90,10 +90,12 @@ impl WorkerProcess {
         self.child.id()
     }
 
-    /// SIGKILL, and reap it.
-    pub fn kill9(mut self) {
+    /// SIGKILL, and reap it; returns the lines it printed before it died
+    /// and were not read yet.
+    pub fn kill9(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        std::iter::from_fn(|| self.lines.recv_timeout(Duration::from_secs(5)).ok()).collect()
     }
 
     /// SIGTERM, then wait for the exit; returns the status and every line

@@ -7,7 +7,9 @@
 //! handler that prints `START <id>`, works 1s, then prints `DONE <id>`),
 //! `ledger` (records every `queue.killme` job in the Postgres ledger named
 //! by `LEDGER_RUN` and `LEDGER_SCENARIO`), `checkpoint` (a job of six
-//! steps that saves a checkpoint after each and resumes from the last).
+//! steps that saves a checkpoint after each and resumes from the last),
+//! `singleton` (prints when each call starts and ends), `partitioned`
+//! (a handler in 16 partitions that prints each job it finished).
 
 use std::io::Write;
 
@@ -80,6 +82,29 @@ async fn single_job(id: u64) -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// A job of one key, the `n`th of that key.
+#[derive(serde::Deserialize)]
+struct Keyed {
+    key: String,
+    n: u32,
+}
+
+/// Prints `DONE <key> <n> <µs since 1970> <subject>` after 3 ms of work.
+#[queue("queue.parts", partitions = 16, ack_wait = "2s")]
+async fn part_job(job: Keyed, ctx: Context) -> Result<(), HandlerError> {
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    say(&format!(
+        "DONE {} {} {now} {}",
+        job.key,
+        job.n,
+        ctx.subject()
+    ));
+    Ok(())
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -102,12 +127,13 @@ async fn hang_or_fail(id: u64, ctx: &Context, mode: &str) -> Result<(), HandlerE
 async fn main() -> Result<(), jetwire::Error> {
     let mode = Mode(std::env::var("WORKER_MODE").unwrap_or_else(|_| "ok".into()));
     let config = Config::from_env()?;
-    if mode.0 == "checkpoint" || mode.0 == "singleton" {
-        let handler = if mode.0 == "singleton" {
-            "single_job"
-        } else {
-            "ckpt_job"
-        };
+    let single = match mode.0.as_str() {
+        "checkpoint" => Some("ckpt_job"),
+        "singleton" => Some("single_job"),
+        "partitioned" => Some("part_job"),
+        _ => None,
+    };
+    if let Some(handler) = single {
         let running = App::new(config).only(&[handler]).start().await?;
         say("READY");
         tokio::signal::ctrl_c().await.ok();

@@ -1,0 +1,256 @@
+//! `partitions = 16` with three replicas, each its own process: 50 keys ×
+//! 200 jobs published with `PublishOptions::key`, one replica killed with
+//! SIGKILL a quarter of the way through. Every job is done, each key's
+//! jobs in publish order (a job the killed replica finished but had not
+//! acked is done again, right after itself), and the partitions were
+//! spread over the replicas. Also: what startup refuses around a
+//! partitioned subject, and `TestApp`'s partitions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use jetwire::publish::Message;
+use jetwire::testing::TestApp;
+use jetwire::{App, HandlerError, PublishOptions, queue};
+use jetwire_tests::{WorkerProcess, shared_server, unique_prefix};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
+const KEYS: u32 = 50;
+const PER_KEY: u32 = 200;
+
+fn config_for(prefix: &str) -> jetwire::Config {
+    jetwire::Config::builder()
+        .url(shared_server().url())
+        .subject_prefix(prefix)
+        .build()
+        .expect("valid")
+}
+
+/// A finished job: key, n, when (µs), replica, partition subject.
+#[derive(Debug, Clone)]
+struct Done {
+    key: String,
+    n: u32,
+    at: u128,
+    replica: usize,
+    subject: String,
+}
+
+fn parse(replica: usize, line: &str) -> Option<Done> {
+    let mut parts = line.split(' ');
+    if parts.next()? != "DONE" {
+        return None;
+    }
+    Some(Done {
+        key: parts.next()?.to_owned(),
+        n: parts.next()?.parse().ok()?,
+        at: parts.next()?.parse().ok()?,
+        replica,
+        subject: parts.next()?.to_owned(),
+    })
+}
+
+/// `PER_KEY` jobs of each of `KEYS` keys, round-robin over the keys so
+/// every partition has work throughout.
+async fn publish_all(publisher: &jetwire::Publisher) {
+    let mut pending = Vec::new();
+    for n in 0..PER_KEY {
+        for k in 0..KEYS {
+            let job = serde_json::json!({ "key": format!("k{k}"), "n": n });
+            let options = PublishOptions::new().key(format!("k{k}"));
+            let msg = Message::json("queue.parts", &job, options).expect("valid");
+            pending.push(publisher.send_message(msg).await.expect("sent"));
+        }
+        // The client holds a bounded number of acks in flight.
+        for receipt in pending.drain(..) {
+            receipt.await.expect("stored");
+        }
+    }
+}
+
+/// How many keys' jobs were not done in publish order: 0, 1, .. 199, a
+/// job done twice only right after itself. Each key keeps one partition.
+#[allow(clippy::print_stdout)]
+fn keys_out_of_order(done: &[Done]) -> usize {
+    let mut by_key: BTreeMap<&str, Vec<&Done>> = BTreeMap::new();
+    for d in done {
+        by_key.entry(&d.key).or_default().push(d);
+    }
+    let mut out_of_order = 0;
+    for (key, jobs) in &mut by_key {
+        jobs.sort_by_key(|d| d.at);
+        let mut seq: Vec<u32> = jobs.iter().map(|d| d.n).collect();
+        seq.dedup();
+        if seq != (0..PER_KEY).collect::<Vec<_>>() {
+            out_of_order += 1;
+            println!("key {key} out of order: {:?}", &seq[..seq.len().min(20)]);
+        }
+        let subjects: BTreeSet<&str> = jobs.iter().map(|d| d.subject.as_str()).collect();
+        assert_eq!(subjects.len(), 1, "key {key} read from {subjects:?}");
+    }
+    out_of_order
+}
+
+#[tokio::test]
+#[allow(clippy::print_stdout)]
+async fn keys_keep_their_order_over_three_replicas_and_a_kill() {
+    let prefix = unique_prefix("parts");
+    let url = shared_server().url();
+    let env = [("JETWIRE_WORKER_TTL", "2s")];
+    let mut replicas: Vec<Option<WorkerProcess>> = (0..3)
+        .map(|_| {
+            Some(WorkerProcess::ready(
+                WORKER,
+                &url,
+                &prefix,
+                "partitioned",
+                &env,
+            ))
+        })
+        .collect();
+    let publisher = jetwire::Publisher::connect(&config_for(&prefix))
+        .await
+        .expect("connects");
+    let mut done: Vec<Done> = Vec::new();
+    let collect = |replicas: &[Option<WorkerProcess>], done: &mut Vec<Done>| {
+        for (i, r) in replicas.iter().enumerate() {
+            if let Some(r) = r {
+                done.extend(r.drain().iter().filter_map(|l| parse(i, l)));
+            }
+        }
+    };
+    publish_all(&publisher).await;
+    let total = (KEYS * PER_KEY) as usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < total / 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        collect(&replicas, &mut done);
+    }
+    // The replica that has done the most is killed mid-run.
+    let busiest = (0..3)
+        .max_by_key(|i| done.iter().filter(|d| d.replica == *i).count())
+        .expect("replicas");
+    let killed_at = Instant::now();
+    let killed_at_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let rest = replicas[busiest].take().expect("running").kill9();
+    done.extend(rest.iter().filter_map(|l| parse(busiest, l)));
+    let done_at_kill = done.len();
+    let unique = |done: &[Done]| {
+        done.iter()
+            .map(|d| (d.key.clone(), d.n))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    while unique(&done) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        collect(&replicas, &mut done);
+    }
+    let finished_after = killed_at.elapsed();
+    // The partitions the killed replica read last, and when another took
+    // the first of them up.
+    let held: BTreeSet<&str> = done
+        .iter()
+        .filter(|d| d.replica == busiest && d.at + 300_000 >= killed_at_us)
+        .map(|d| d.subject.as_str())
+        .collect();
+    let taken_over = done
+        .iter()
+        .filter(|d| {
+            d.replica != busiest && d.at > killed_at_us && held.contains(d.subject.as_str())
+        })
+        .map(|d| Duration::from_micros((d.at - killed_at_us) as u64))
+        .min()
+        .expect("another replica read the killed one's partitions");
+    let lost = total - unique(&done);
+    let repeated = done.len() - unique(&done);
+
+    let out_of_order = keys_out_of_order(&done);
+    let mut spread: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
+    for d in done.iter().take(done_at_kill) {
+        spread.entry(d.replica).or_default().insert(&d.subject);
+    }
+    let spread: Vec<(usize, usize)> = spread.iter().map(|(r, p)| (*r, p.len())).collect();
+    println!(
+        "partitions: {total} jobs, {KEYS} keys, 16 partitions, 3 replicas, one killed after {done_at_kill} done: lost {lost}, out of order {out_of_order} keys, done twice {repeated}, its {} partitions read again after {taken_over:?}, all done {finished_after:?} after the kill (worker TTL 2s, ack_wait 2s); partitions read per replica before the kill {spread:?}",
+        held.len()
+    );
+    assert_eq!(lost, 0, "jobs lost");
+    assert_eq!(out_of_order, 0, "keys out of order");
+    assert_eq!(spread.len(), 3, "every replica read partitions: {spread:?}");
+    assert!(taken_over < Duration::from_secs(10), "{taken_over:?}");
+    assert!(
+        repeated <= 3,
+        "only the killed replica's unacked jobs come twice: {repeated}"
+    );
+}
+
+#[queue("queue.partsplain")]
+async fn plain(_job: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.partsplain", partitions = 4)]
+async fn split(_job: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.partsplain", partitions = 8)]
+async fn split8(_job: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn startup_refuses_what_would_lose_keyed_messages() {
+    let prefix = unique_prefix("partscheck");
+    let running = App::new(config_for(&prefix))
+        .only(&["split"])
+        .start()
+        .await
+        .expect("a partitioned handler starts");
+    running.shutdown().await.expect("stops");
+
+    let err = App::new(config_for(&prefix))
+        .only(&["plain"])
+        .start()
+        .await
+        .expect_err("an unpartitioned reader of a partitioned subject is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("partitioned in 4") && text.contains("partitions = 4"),
+        "{text}"
+    );
+
+    let err = App::new(config_for(&prefix))
+        .only(&["split8"])
+        .start()
+        .await
+        .expect_err("another partition count is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("partitions = 8") && text.contains("Set `partitions = 4`"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn testapp_reads_keys_in_the_partition_the_server_would() {
+    let app = TestApp::new().only(&["split"]);
+    let report = app
+        .publish_with(
+            "queue.partsplain",
+            &1,
+            PublishOptions::new().key("order-42"),
+        )
+        .await;
+    let run = report.run("split").expect("split ran");
+    assert_eq!(
+        run.partition(),
+        Some(jetwire::topology::partition_of("order-42", 4))
+    );
+    let unkeyed = app.publish("queue.partsplain", &2).await;
+    assert_eq!(unkeyed.run("split").expect("ran").partition(), None);
+    let direct = app.publish("queue.partsplain._p3", &3).await;
+    assert_eq!(direct.run("split").expect("ran").partition(), Some(3));
+}
