@@ -204,6 +204,17 @@ async fn split8(_job: u64) -> Result<(), HandlerError> {
 #[tokio::test]
 async fn startup_refuses_what_would_lose_keyed_messages() {
     let prefix = unique_prefix("partscheck");
+    // What the app needs on the server lists each partition's durable.
+    let permissions = App::new(config_for(&prefix))
+        .only(&["split"])
+        .permissions()
+        .to_string();
+    for wanted in ["CONSUMER.UNPIN.", "_queue_partsplain-p3", "STREAM.UPDATE."] {
+        assert!(
+            permissions.contains(wanted),
+            "{wanted} missing from {permissions}"
+        );
+    }
     let running = App::new(config_for(&prefix))
         .only(&["split"])
         .start()

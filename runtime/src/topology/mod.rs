@@ -27,7 +27,7 @@ use crate::protocol::pull::HandBacks;
 use crate::protocol::runs::Runs;
 
 pub(crate) mod consumers;
-mod partitions;
+pub(crate) mod partitions;
 mod provision;
 mod status;
 pub(crate) mod streams;

@@ -23,14 +23,11 @@ pub(crate) async fn fit_stream(
     def: &HandlerDef,
     stream: &str,
 ) -> Result<(), Error> {
-    let mut handle = js.get_stream(stream).await.map_err(|e| Error::Stream {
+    let handle = js.get_stream(stream).await.map_err(|e| Error::Stream {
         stream: stream.to_owned(),
         reason: format!("cannot be read: {e}"),
     })?;
-    let info = handle.info().await.map_err(|e| Error::Stream {
-        stream: stream.to_owned(),
-        reason: format!("cannot be read: {e}"),
-    })?;
+    let info = handle.cached_info();
     let subject = with_prefix(config.prefix(), def.subject);
     let Some(n) = def.partitions() else {
         return check_unpartitioned(def, stream, &subject, &info.config);

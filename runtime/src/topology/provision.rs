@@ -11,6 +11,7 @@ use crate::config::{Config, Provision};
 use crate::error::Error;
 use crate::handler::registry::{HandlerDef, Kind};
 use crate::names;
+use crate::partition;
 use crate::topology::consumers;
 
 /// The NATS permissions an app needs: subjects it publishes to (JetStream
@@ -60,6 +61,8 @@ pub(crate) struct Place {
     pub(crate) stream: String,
     pub(crate) durable: String,
     pub(crate) work_queue: bool,
+    /// A partitioned handler's partition count: a durable per partition.
+    pub(crate) partitions: Option<u32>,
 }
 
 impl Place {
@@ -76,6 +79,7 @@ impl Place {
             stream,
             durable: def.durable(prefix, &config.app),
             work_queue: def.kind == Kind::Queue,
+            partitions: def.partitions(),
         }
     }
 }
@@ -126,6 +130,19 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
         }
         for event in ["LEADER_ELECTED", "DELETED"] {
             subscribe.push(names::consumer_advisory(event, &p.stream, &p.durable));
+        }
+        // A partition per durable, whose pin a replica releases when the
+        // partition moves; and the stream records the partition count.
+        for i in 0..p.partitions.unwrap_or(0) {
+            let d = partition::partition_durable(&p.durable, i);
+            publish.push(format!("$JS.API.CONSUMER.UNPIN.{}.{d}", p.stream));
+            for event in ["LEADER_ELECTED", "DELETED"] {
+                subscribe.push(names::consumer_advisory(event, &p.stream, &d));
+            }
+            durables.push((&p.stream, d));
+        }
+        if create && p.partitions.is_some() {
+            publish.push(format!("$JS.API.STREAM.UPDATE.{}", p.stream));
         }
     }
     if !places.is_empty() {
@@ -216,6 +233,20 @@ pub(crate) async fn check_bound(
             .map_err(|e| Error::nats(format!("opening stream `{}`", place.stream), e))?;
         if have.consumer_info(&place.durable).await.is_err() {
             missing.push(durable_wanted(config, def, &place));
+        }
+        for i in 0..def.partitions().unwrap_or(0) {
+            let durable = partition::partition_durable(&place.durable, i);
+            if have.consumer_info(&durable).await.is_err() {
+                let c = super::partitions::consumer_config(config, def, &durable, i);
+                missing.push(format!(
+                    "durable `{durable}` on stream `{}` for partition {i} of handler `{}`: pull, filter `{}`, ack explicit, ack_wait {:?}, max_ack_pending 1, priority group `{}` pinned_client",
+                    place.stream,
+                    def.path(),
+                    c.filter_subject,
+                    c.ack_wait,
+                    crate::protocol::pull::PIN_GROUP
+                ));
+            }
         }
         places.push(place);
     }
