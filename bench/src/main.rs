@@ -103,6 +103,26 @@ fn checkpoint_scenario(count: u64) {
     );
 }
 
+/// The same work queue, unpartitioned and in 16 partitions with 64 keys:
+/// what per-key order costs.
+fn partitioned_scenario(count: u64) {
+    throughput(
+        "partitioned",
+        || {
+            let prefix = loaded("jetwire", Kind::Queue, count, 128);
+            on_own_runtime("jetwire", move || {
+                Box::pin(jetwire_consume(Kind::Queue, count, prefix))
+            })
+        },
+        || {
+            let prefix = loaded("jetwire", Kind::Partitioned, count, 128);
+            on_own_runtime("jetwire", move || {
+                Box::pin(jetwire_consume(Kind::Partitioned, count, prefix))
+            })
+        },
+    );
+}
+
 /// The outbox relay against a hand-written one, on SQLite, and its latency.
 #[allow(clippy::print_stdout)]
 fn outbox_scenarios(q: bool) {
@@ -177,6 +197,9 @@ fn main() {
     }
     if want("checkpoint") {
         checkpoint_scenario(n / 4);
+    }
+    if want("partitioned") {
+        partitioned_scenario(n / 4);
     }
     if want("latency") {
         let dur = Duration::from_secs(if q { 3 } else { 20 });

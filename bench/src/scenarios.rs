@@ -9,9 +9,9 @@ use futures_util::StreamExt;
 use jetwire::{App, Publisher};
 
 use crate::setup::{
-    AckWindow, CONCURRENCY, Cpu, HANDLED, Kind, LATENCIES, Msg, RAW_BATCH, RECORD_LATENCY,
-    STARTUP_HANDLERS, Throughput, all_acked, config, create_stream, fresh_prefix, now_ns,
-    raw_consumer, seen, server, wait_handled,
+    AckWindow, CONCURRENCY, Cpu, HANDLED, Kind, LATENCIES, Msg, PARTITIONS, RAW_BATCH,
+    RECORD_LATENCY, STARTUP_HANDLERS, Throughput, all_acked, config, create_stream, fresh_prefix,
+    now_ns, raw_consumer, seen, server, wait_handled,
 };
 
 /// jetwire consuming a preloaded stream: msgs/s from `start()` to all acked.
@@ -23,6 +23,7 @@ pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throu
         Kind::Queue => "bench_queue",
         Kind::QueueOnce => "bench_queue_once",
         Kind::Checkpoint => "bench_checkpoint",
+        Kind::Partitioned => "bench_partitioned",
     };
     let (t0, cpu0) = (Instant::now(), Cpu::now());
     let app = App::new(config(&prefix))
@@ -33,6 +34,12 @@ pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throu
     wait_handled(n).await;
     let durable = app.stats()[0].durable.clone();
     all_acked(&client, &kind.stream(&prefix), &durable).await;
+    if kind == Kind::Partitioned {
+        for i in 0..PARTITIONS {
+            let partition = jetwire::topology::partition_durable(&durable, i);
+            all_acked(&client, &kind.stream(&prefix), &partition).await;
+        }
+    }
     let run = Throughput::since(t0, cpu0, n);
     app.shutdown().await.expect("shutdown");
     run

@@ -90,6 +90,17 @@ pub(crate) async fn bench_checkpoint(
     Ok(())
 }
 
+/// The work-queue handler in 16 partitions: one message in flight per
+/// partition, each key's messages in order.
+#[queue("queue.bench-part", partitions = 16)]
+pub(crate) async fn bench_partitioned(m: Msg) {
+    seen(&m);
+}
+
+/// The partitions of [`bench_partitioned`], and the keys spread over them.
+pub(crate) const PARTITIONS: u32 = 16;
+pub(crate) const KEYS: u64 = 64;
+
 include!(concat!(env!("OUT_DIR"), "/startup_handlers.rs"));
 
 pub(crate) fn quick() -> bool {
@@ -214,6 +225,8 @@ pub(crate) enum Kind {
     QueueOnce,
     /// A work queue whose handler saves a checkpoint per message.
     Checkpoint,
+    /// A work queue in partitions, each message keyed with one of [`KEYS`].
+    Partitioned,
 }
 
 impl Kind {
@@ -223,6 +236,7 @@ impl Kind {
             Kind::Queue => "queue.bench",
             Kind::QueueOnce => "queue.bench-once",
             Kind::Checkpoint => "queue.bench-ckpt",
+            Kind::Partitioned => "queue.bench-part",
         }
     }
     pub(crate) fn stream(self, prefix: &str) -> String {
@@ -239,6 +253,7 @@ impl Kind {
             Kind::Queue => (jetwire::registry::Kind::Queue, "bench_queue"),
             Kind::QueueOnce => (jetwire::registry::Kind::Queue, "bench_queue_once"),
             Kind::Checkpoint => (jetwire::registry::Kind::Queue, "bench_checkpoint"),
+            Kind::Partitioned => (jetwire::registry::Kind::Queue, "bench_partitioned"),
         };
         jetwire::topology::durable_for(Some(prefix), "bench", kind, handler, self.subject(), None)
     }
@@ -324,12 +339,16 @@ pub(crate) async fn preload(
     let mut acks = AckWindow::new();
     for id in 0..n {
         let body = serde_json::to_vec(&Msg::new(id, size)).expect("json");
-        acks.push(
-            js.publish(subject.clone(), body.into())
-                .await
-                .expect("publish"),
-        )
-        .await;
+        // Where a keyed publish goes: its key's partition.
+        let to = match kind {
+            Kind::Partitioned => jetwire::topology::partition_subject(
+                &subject,
+                jetwire::topology::partition_of(&format!("k{}", id % KEYS), PARTITIONS),
+            ),
+            _ => subject.clone(),
+        };
+        acks.push(js.publish(to, body.into()).await.expect("publish"))
+            .await;
     }
     acks.drain().await;
 }
