@@ -46,12 +46,20 @@ pub fn partition_of(key: &str, partitions: u32) -> u32 {
 
 /// The subject partition `index` of `subject` is published to and read
 /// from: `<subject>._p<index>`.
+///
+/// ```
+/// assert_eq!(jetwire::topology::partition_subject("queue.orders", 0), "queue.orders._p0");
+/// ```
 pub fn partition_subject(subject: &str, index: u32) -> String {
     format!("{subject}._p{index}")
 }
 
 /// The durable that reads partition `index` of a handler whose own
 /// durable is `durable`: `<durable>-p<index>`.
+///
+/// ```
+/// assert_eq!(jetwire::topology::partition_durable("queue_orders", 7), "queue_orders-p7");
+/// ```
 pub fn partition_durable(durable: &str, index: u32) -> String {
     format!("{durable}-p{index}")
 }

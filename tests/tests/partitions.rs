@@ -265,3 +265,53 @@ async fn testapp_reads_keys_in_the_partition_the_server_would() {
     let direct = app.publish("queue.partsplain._p3", &3).await;
     assert_eq!(direct.run("split").expect("ran").partition(), Some(3));
 }
+
+/// The order `ordered` was called in: (key, n, attempt).
+static CALLS: std::sync::Mutex<Vec<(String, u32, u32)>> = std::sync::Mutex::new(Vec::new());
+
+#[derive(serde::Deserialize)]
+struct Job {
+    key: String,
+    n: u32,
+}
+
+/// Fails each key's first job once.
+#[queue("queue.partsordered", partitions = 4, backoff = ["1s"])]
+async fn ordered(job: Job, ctx: jetwire::Context) -> Result<(), HandlerError> {
+    CALLS
+        .lock()
+        .expect("calls")
+        .push((job.key.clone(), job.n, ctx.attempt()));
+    if job.n == 0 && ctx.attempt() == 1 {
+        return Err(HandlerError::transient("not yet"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn testapp_keeps_a_keys_order_through_a_retry() {
+    let app = TestApp::new().only(&["ordered"]);
+    for n in 0..3 {
+        for key in ["a", "b"] {
+            let job = serde_json::json!({ "key": key, "n": n });
+            let report = app
+                .publish_with("queue.partsordered", &job, PublishOptions::new().key(key))
+                .await;
+            let run = report.run("ordered").expect("ran");
+            assert!(run.acked());
+            assert_eq!(
+                run.partition(),
+                Some(jetwire::topology::partition_of(key, 4))
+            );
+        }
+    }
+    let calls = CALLS.lock().expect("calls").clone();
+    for key in ["a", "b"] {
+        let of_key: Vec<(u32, u32)> = calls
+            .iter()
+            .filter(|c| c.0 == key)
+            .map(|c| (c.1, c.2))
+            .collect();
+        assert_eq!(of_key, [(0, 1), (0, 2), (1, 1), (2, 1)], "key {key}");
+    }
+}

@@ -2,7 +2,9 @@
 //! any of them runs. [`Problem`] and [`Problems`] are defined with the
 //! other errors and named here too.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use jetwire_grammar::{defaults, subject};
@@ -270,21 +272,40 @@ pub(crate) fn fill_groups(
             )));
         }
         for group in groups {
-            let subject: &'static str =
-                Box::leak(def.subject.replace(GROUP, group).into_boxed_str());
-            let mut filled = *def;
-            filled.subject = subject;
-            if def.kind == Kind::Subscribe {
-                let durable = match def.options.durable {
-                    Some(d) => format!("{d}-{group}"),
-                    None => format!("{app}-{}-{group}", def.name),
-                };
-                filled.options.durable = Some(Box::leak(durable.into_boxed_str()));
-            }
-            out.push(Box::leak(Box::new(filled)));
+            out.push(filled(def, group, app));
         }
     }
     Ok(out)
+}
+
+/// `def` with its `{group}` token filled with `group` in `app`, made once
+/// per (handler, group, app) for the life of the process and then reused:
+/// a handler's definition is `'static`, and an app started again (or asked
+/// for its permissions) does not make another.
+fn filled(def: &'static HandlerDef, group: &str, app: &str) -> &'static HandlerDef {
+    type Made = HashMap<(usize, String, String), &'static HandlerDef>;
+    static MADE: OnceLock<Mutex<Made>> = OnceLock::new();
+    let key = (
+        def as *const HandlerDef as usize,
+        group.to_owned(),
+        app.to_owned(),
+    );
+    let mut made = MADE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    made.entry(key).or_insert_with(|| {
+        let mut filled = *def;
+        filled.subject = Box::leak(def.subject.replace(GROUP, group).into_boxed_str());
+        if def.kind == Kind::Subscribe {
+            let durable = match def.options.durable {
+                Some(d) => format!("{d}-{group}"),
+                None => format!("{app}-{}-{group}", def.name),
+            };
+            filled.options.durable = Some(Box::leak(durable.into_boxed_str()));
+        }
+        Box::leak(Box::new(filled))
+    })
 }
 
 /// The startup checks shared by `App` and `TestApp`: duplicate and

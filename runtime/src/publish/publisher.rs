@@ -33,6 +33,8 @@ pub struct Publisher {
     outlet: JetStreamOutlet,
     client: async_nats::Client,
     config: Arc<Config>,
+    /// The signals bucket, bound at the first signal and kept.
+    signals: Arc<signals::Bucket>,
 }
 
 impl fmt::Debug for Publisher {
@@ -87,10 +89,17 @@ impl Publisher {
         outlet: JetStreamOutlet,
         config: Arc<Config>,
     ) -> Publisher {
+        let create = config.provision == Provision::Create;
+        let signals = Arc::new(signals::Bucket::new(
+            outlet.js.clone(),
+            config.prefix(),
+            create.then(|| (config.replicas(), config.storage())),
+        ));
         Publisher {
             outlet,
             client,
             config,
+            signals,
         }
     }
 
@@ -125,14 +134,7 @@ impl Publisher {
                 signals::MAX_SIGNAL
             )));
         }
-        let (js, config) = self.parts();
-        let create = config.provision == Provision::Create;
-        let bucket = signals::Bucket::new(
-            js.clone(),
-            config.prefix(),
-            create.then(|| (config.replicas(), config.storage())),
-        );
-        bucket
+        self.signals
             .send(signals::key(message_id, name), value.into())
             .await
     }
