@@ -1,6 +1,6 @@
 //! The lag gauges (feature `metrics`): a handler's durable's pending and
 //! ack-pending counts, read from the server every `metrics_interval`, not
-//! per message.
+//! per message; a partitioned handler's with its partitions' added.
 
 use std::sync::Arc;
 
@@ -26,14 +26,39 @@ pub(super) fn sample(
                 _ = every.tick() => {}
             }
             match consumer.info().await {
-                Ok(info) => shared
-                    .counters
-                    .metrics
-                    .lag(info.num_pending, info.num_ack_pending as u64),
+                Ok(info) => {
+                    let (pending, ack_pending) = partitions_lag(&shared).await;
+                    shared.counters.metrics.lag(
+                        info.num_pending + pending,
+                        info.num_ack_pending as u64 + ack_pending,
+                    );
+                }
                 Err(e) => {
                     tracing::debug!(handler = shared.binding.def.name, error = %e, "could not read the durable's backlog for the lag gauges");
                 }
             }
         }
     })
+}
+
+/// The pending and ack-pending counts of a partitioned handler's
+/// partitions (nothing for another handler); a partition that cannot be
+/// read counts nothing this time.
+async fn partitions_lag(shared: &Shared) -> (u64, u64) {
+    let b = &shared.binding;
+    let Some(n) = b.def.partitions() else {
+        return (0, 0);
+    };
+    let Ok(stream) = shared.js.get_stream_no_info(&*b.route.stream).await else {
+        return (0, 0);
+    };
+    let mut total = (0, 0);
+    for i in 0..n {
+        let durable = crate::partition::partition_durable(&b.route.durable, i);
+        if let Ok(info) = stream.consumer_info(&durable).await {
+            total.0 += info.num_pending;
+            total.1 += info.num_ack_pending as u64;
+        }
+    }
+    total
 }

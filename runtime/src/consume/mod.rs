@@ -161,8 +161,13 @@ pub(crate) async fn run(
     abort: CancellationToken,
 ) {
     let noting = resume::note_resume_points(&shared, consumer.clone(), stop.clone());
+    // A partitioned handler's gauges are sampled by its own durable's loop.
     #[cfg(feature = "metrics")]
-    let sampling = lag::sample(&shared, consumer.clone(), stop.clone());
+    let sampling = shared
+        .binding
+        .partition
+        .is_none()
+        .then(|| lag::sample(&shared, consumer.clone(), stop.clone()));
     let mut puller = Puller::new(shared, stop.clone(), abort).await;
     // The inbox the loop pulls on: each drain fetch opens one of its own
     // and the waiting pull keeps the last.
@@ -188,7 +193,9 @@ pub(crate) async fn run(
         noting.abort();
     }
     #[cfg(feature = "metrics")]
-    sampling.abort();
+    if let Some(sampling) = sampling {
+        sampling.abort();
+    }
     // Before waiting for the calls in flight: an interrupted call's nak
     // must not go back to a request still waiting on this inbox.
     if let Some(pull) = subscription.take() {

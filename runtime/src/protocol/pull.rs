@@ -225,27 +225,49 @@ impl Pull {
     /// before it stopped. A request may still wait at the server for this
     /// inbox; while the inbox is subscribed, anything nak'ed meanwhile
     /// (an interrupted call's message, say) would be sent to it again, and
-    /// come back only after `ack_wait` once the inbox is gone.
+    /// come back only after `ack_wait` once the inbox is gone. So what
+    /// arrives is kept, not nak'ed, until the inbox is gone.
+    ///
+    /// Messages the server sent before it learnt of the unsubscribe would
+    /// be dropped on arrival, delivered to nobody, and come back only after
+    /// `ack_wait` (counted as a run, since jetwire never saw them): so the
+    /// inbox stays open until nothing has come for [`QUIET_FOR`] (at most
+    /// [`QUIET_WITHIN`]), which a batch the server is still sending breaks.
     pub(crate) async fn close(mut self) {
-        if self.sub.unsubscribe().await.is_err() {
-            return self.hand_back().await;
-        }
-        // Unsubscribing closed the receiving end: what is buffered comes,
-        // then the end (awaited, not polled once, so that tokio's
-        // per-task budget cannot cut the hand-back short).
-        let rest = async {
-            let mut arrived = Vec::new();
-            while let Some(pulled) = self.next().await {
-                if let Ok(Pulled::Message(msg)) = pulled {
-                    arrived.push(msg);
-                }
+        let mut arrived = Vec::new();
+        let give_up = tokio::time::Instant::now() + QUIET_WITHIN;
+        while tokio::time::Instant::now() < give_up {
+            match tokio::time::timeout(QUIET_FOR, self.next()).await {
+                Ok(Some(Ok(Pulled::Message(msg)))) => arrived.push(msg),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
-            let this = &self;
-            futures_util::future::join_all(arrived.iter().map(|m| this.hand_back_one(m))).await;
-        };
-        let _ = tokio::time::timeout(CLOSED_WITHIN, rest).await;
+        }
+        if self.sub.unsubscribe().await.is_ok() {
+            // Unsubscribing closed the receiving end: what is buffered
+            // comes, then the end (awaited, not polled once, so that
+            // tokio's per-task budget cannot cut the hand-back short).
+            let rest = async {
+                while let Some(pulled) = self.next().await {
+                    if let Ok(Pulled::Message(msg)) = pulled {
+                        arrived.push(msg);
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSED_WITHIN, rest).await;
+        }
+        let this = &self;
+        let handing = futures_util::future::join_all(arrived.iter().map(|m| this.hand_back_one(m)));
+        let _ = tokio::time::timeout(CLOSED_WITHIN, handing).await;
+        self.hand_back().await;
     }
 }
+
+/// Closing waits for this long a pause in what arrives: a batch on its way
+/// comes faster.
+const QUIET_FOR: Duration = Duration::from_millis(25);
+/// The longest closing waits for that pause.
+const QUIET_WITHIN: Duration = Duration::from_millis(500);
 
 /// A bound on handing back what a closed subscription still holds; what
 /// is not handed back by then comes back after `ack_wait`.

@@ -137,8 +137,10 @@ pub(crate) fn consumer_config(
 ) -> pull::Config {
     let base = consumers::consumer_config(config, def, durable);
     pull::Config {
+        // As every jetwire durable's, `jetwire: <path> ..`: the advisory
+        // reader finds the handler by it.
         description: Some(format!(
-            "jetwire: partition {index} of {} in app {}",
+            "jetwire: {} in app {}, partition {index}",
             def.path(),
             config.app
         )),
