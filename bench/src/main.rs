@@ -83,44 +83,18 @@ fn throughput(name: &str, raw: impl Fn() -> Throughput, jw: impl Fn() -> Through
     line(&format!("{name}-server-cpu"), rs, js, "us/msg");
 }
 
-/// The same work queue without and with a checkpoint per call: what a
-/// checkpoint costs.
-fn checkpoint_scenario(count: u64) {
-    throughput(
-        "checkpoint",
-        || {
-            let prefix = loaded("jetwire", Kind::Queue, count, 128);
+/// The same jetwire work queue as `base` and as `other`, interleaved:
+/// what `other`'s difference costs.
+fn jetwire_against(name: &str, base: Kind, other: Kind, count: u64) {
+    let side = |kind: Kind| {
+        move || {
+            let prefix = loaded("jetwire", kind, count, 128);
             on_own_runtime("jetwire", move || {
-                Box::pin(jetwire_consume(Kind::Queue, count, prefix))
+                Box::pin(jetwire_consume(kind, count, prefix))
             })
-        },
-        || {
-            let prefix = loaded("jetwire", Kind::Checkpoint, count, 128);
-            on_own_runtime("jetwire", move || {
-                Box::pin(jetwire_consume(Kind::Checkpoint, count, prefix))
-            })
-        },
-    );
-}
-
-/// The same work queue, unpartitioned and in 16 partitions with 64 keys:
-/// what per-key order costs.
-fn partitioned_scenario(count: u64) {
-    throughput(
-        "partitioned",
-        || {
-            let prefix = loaded("jetwire", Kind::Queue, count, 128);
-            on_own_runtime("jetwire", move || {
-                Box::pin(jetwire_consume(Kind::Queue, count, prefix))
-            })
-        },
-        || {
-            let prefix = loaded("jetwire", Kind::Partitioned, count, 128);
-            on_own_runtime("jetwire", move || {
-                Box::pin(jetwire_consume(Kind::Partitioned, count, prefix))
-            })
-        },
-    );
+        }
+    };
+    throughput(name, side(base), side(other));
 }
 
 /// The outbox relay against a hand-written one, on SQLite, and its latency.
@@ -196,10 +170,12 @@ fn main() {
         }
     }
     if want("checkpoint") {
-        checkpoint_scenario(n / 4);
+        // Without and with a checkpoint per call: what a checkpoint costs.
+        jetwire_against("checkpoint", Kind::Queue, Kind::Checkpoint, n / 4);
     }
     if want("partitioned") {
-        partitioned_scenario(n / 4);
+        // Unpartitioned, and in 16 partitions with 64 keys.
+        jetwire_against("partitioned", Kind::Queue, Kind::Partitioned, n / 4);
     }
     if want("latency") {
         let dur = Duration::from_secs(if q { 3 } else { 20 });

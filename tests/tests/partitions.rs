@@ -12,18 +12,14 @@ use std::time::{Duration, Instant};
 use jetwire::publish::Message;
 use jetwire::testing::TestApp;
 use jetwire::{App, HandlerError, PublishOptions, queue};
-use jetwire_tests::{WorkerProcess, shared_server, unique_prefix};
+use jetwire_tests::{WorkerProcess, config, shared_server, unique_prefix};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
 const KEYS: u32 = 50;
 const PER_KEY: u32 = 200;
 
 fn config_for(prefix: &str) -> jetwire::Config {
-    jetwire::Config::builder()
-        .url(shared_server().url())
-        .subject_prefix(prefix)
-        .build()
-        .expect("valid")
+    config(shared_server(), prefix, "parts")
 }
 
 /// A finished job: key, n, when (µs), replica, partition subject.
