@@ -66,8 +66,11 @@ impl PublishOptions {
     }
 
     /// Sets the message's key (header `Jetwire-Key`): messages with one key
-    /// belong together, and where jetwire orders them (the outbox relay),
-    /// they keep their order.
+    /// belong together and keep their order where jetwire orders them. The
+    /// outbox relay publishes them in order; a subject read by a handler
+    /// with `partitions = N` takes them to the key's partition
+    /// (`<subject>._p<i>`, see [`partition_of`](crate::topology::partition_of)),
+    /// where they are handled one at a time, in order.
     pub fn key(self, key: impl Into<String>) -> Self {
         self.header(KEY, key)
     }
