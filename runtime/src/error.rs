@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jetwire_grammar::subject::SubjectError;
 
-type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// What went wrong in a handler, and whether to try again.
 ///

@@ -54,7 +54,14 @@ impl JetStreamOutlet {
     /// confirmed until it is awaited.
     pub(crate) async fn send_pending(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
         let subject = subject::with_prefix(self.prefix.as_deref(), &msg.subject);
-        let subject = self.partitions.route(&self.js, subject, &msg.headers).await;
+        let subject = self
+            .partitions
+            .route(&self.js, subject, &msg.headers)
+            .await
+            .map_err(|source| PublishError::Send {
+                subject: msg.subject.clone(),
+                source,
+            })?;
         let ack = self
             .js
             .publish_with_headers(subject, msg.headers, msg.payload)

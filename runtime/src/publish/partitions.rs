@@ -2,7 +2,10 @@
 //! subject when the stream that captures the subject records it as
 //! partitioned into `N` (see [`crate::partition`]), else to the subject.
 //! What each subject's stream records is looked up once and kept a few
-//! seconds, so only the first keyed publish to a subject pays for it.
+//! seconds, so only the first keyed publish to a subject pays for it. A
+//! lookup that fails (not a stream that is missing: the server not
+//! answering) fails the publish, rather than send a key's message where
+//! its partition's order would not hold.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -11,6 +14,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 
+use crate::error::BoxError;
 use crate::partition;
 use crate::publish::message::KEY;
 
@@ -33,31 +37,31 @@ impl Partitions {
         js: &jetstream::Context,
         subject: String,
         headers: &HeaderMap,
-    ) -> String {
+    ) -> Result<String, BoxError> {
         let Some(key) = headers.get(KEY) else {
-            return subject;
+            return Ok(subject);
         };
-        match self.count(js, &subject).await {
+        Ok(match self.count(js, &subject).await? {
             Some(n) => {
                 partition::partition_subject(&subject, partition::partition_of(key.as_str(), n))
             }
             None => subject,
-        }
+        })
     }
 
-    async fn count(&self, js: &jetstream::Context, subject: &str) -> Option<u32> {
+    async fn count(&self, js: &jetstream::Context, subject: &str) -> Result<Option<u32>, BoxError> {
         if let Some((n, at)) = self.lock().get(subject)
             && at.elapsed() < FRESH_FOR
         {
-            return *n;
+            return Ok(*n);
         }
-        let n = lookup(js, subject).await;
+        let n = lookup(js, subject).await?;
         let mut known = self.lock();
         if known.len() >= MOST_SUBJECTS {
             known.clear();
         }
         known.insert(subject.to_owned(), (n, Instant::now()));
-        n
+        Ok(n)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<u32>, Instant)>> {
@@ -65,11 +69,24 @@ impl Partitions {
     }
 }
 
-/// What the stream capturing `subject` records of it. A stream that
-/// cannot be found records nothing: the publish then fails or stores the
-/// message unpartitioned, as it would without a key.
-async fn lookup(js: &jetstream::Context, subject: &str) -> Option<u32> {
-    let name = js.stream_by_subject(subject).await.ok()?;
-    let stream = js.get_stream(&name).await.ok()?;
-    partition::recorded(&stream.cached_info().config.metadata, subject)
+/// What the stream capturing `subject` records of it. No stream records
+/// nothing: the publish then fails as it would without a key.
+async fn lookup(js: &jetstream::Context, subject: &str) -> Result<Option<u32>, BoxError> {
+    let name = match js.stream_by_subject(subject).await {
+        Ok(name) => name,
+        Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(format!("cannot learn whether `{subject}` is partitioned: {e}").into());
+        }
+    };
+    let stream = js
+        .get_stream(&name)
+        .await
+        .map_err(|e| format!("cannot learn whether `{subject}` is partitioned: {e}"))?;
+    Ok(partition::recorded(
+        &stream.cached_info().config.metadata,
+        subject,
+    ))
 }
