@@ -93,8 +93,8 @@ pub(crate) async fn ensure_all(
     let runs = Arc::new(runs);
     let mut bindings = Vec::with_capacity(handlers.len());
     for def in handlers {
-        let stream = streams::ensure_stream(js, config, def).await?;
-        partitions::fit_stream(js, config, def, &stream).await?;
+        let (stream, settings) = streams::ensure_stream(js, config, def).await?;
+        partitions::fit_stream(js, config, def, &stream, &settings).await?;
         let durable = def.durable(config.prefix(), &config.app);
         let route = def.route(stream.into(), durable.into());
         let binding = Binding {

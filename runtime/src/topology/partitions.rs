@@ -22,19 +22,14 @@ pub(crate) async fn fit_stream(
     config: &Config,
     def: &HandlerDef,
     stream: &str,
+    settings: &jetstream::stream::Config,
 ) -> Result<(), Error> {
-    let handle = js.get_stream(stream).await.map_err(|e| Error::Stream {
-        stream: stream.to_owned(),
-        reason: format!("cannot be read: {e}"),
-    })?;
-    let info = handle.cached_info();
     let subject = with_prefix(config.prefix(), def.subject);
     let Some(n) = def.partitions() else {
-        return check_unpartitioned(def, stream, &subject, &info.config);
+        return check_unpartitioned(def, stream, &subject, settings);
     };
     let first = partition::partition_subject(&subject, 0);
-    if !info
-        .config
+    if !settings
         .subjects
         .iter()
         .any(|s| subject::overlaps(s, &first))
@@ -48,7 +43,7 @@ pub(crate) async fn fit_stream(
         });
     }
     let key = partition::metadata_key(&subject);
-    match info.config.metadata.get(&key) {
+    match settings.metadata.get(&key) {
         Some(have) if have.parse() == Ok(n) => Ok(()),
         Some(have) => Err(Error::Config(format!(
             "handler `{}` has `partitions = {n}`, but stream `{stream}` records `{subject}` in {have} partitions (metadata `{key}`): keyed messages already wait in those. Set `partitions = {have}`, or let the stream's backlog drain and change the metadata (`nats stream edit`)",
@@ -62,7 +57,7 @@ pub(crate) async fn fit_stream(
             ),
         }),
         None => {
-            let mut wanted = info.config.clone();
+            let mut wanted = settings.clone();
             wanted.metadata.insert(key, n.to_string());
             js.update_stream(wanted).await.map_err(|e| Error::Stream {
                 stream: stream.to_owned(),

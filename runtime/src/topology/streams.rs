@@ -11,12 +11,13 @@ use crate::names;
 use crate::publish::Publisher;
 
 /// The stream for one handler: the `stream` option, else the stream that
-/// already captures the subject, else a new default stream.
+/// already captures the subject, else a new default stream. Its name, and
+/// its config as the server has it.
 pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     config: &Config,
     def: &HandlerDef,
-) -> Result<String, Error> {
+) -> Result<(String, jetstream::stream::Config), Error> {
     let prefix = config.prefix();
     let subject = with_prefix(prefix, def.subject);
     let (name, stream) = if let Some(name) = def.options.stream {
@@ -88,7 +89,7 @@ pub(crate) async fn ensure_stream(
             ),
         });
     }
-    Ok(name)
+    Ok((name, info.config.clone()))
 }
 
 async fn create_default_stream(
