@@ -25,7 +25,7 @@ mod tools;
 
 pub use postgres::{postgres_sqlx_url, postgres_url};
 use process::signal;
-pub use process::{WorkerProcess, assert_succeeded};
+pub use process::{WorkerProcess, assert_succeeded, drain_replicas, replicas};
 pub use tools::free_port;
 use tools::installed;
 

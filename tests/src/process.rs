@@ -109,6 +109,32 @@ impl WorkerProcess {
     }
 }
 
+/// `n` workers started as [`WorkerProcess::ready`], each in its slot (a
+/// test takes one out to kill it).
+pub fn replicas(
+    exe: &str,
+    server: &str,
+    prefix: &str,
+    mode: &str,
+    env: &[(&str, &str)],
+    n: usize,
+) -> Vec<Option<WorkerProcess>> {
+    (0..n)
+        .map(|_| Some(WorkerProcess::ready(exe, server, prefix, mode, env)))
+        .collect()
+}
+
+/// Every line the running `replicas` printed since they were last
+/// drained, each with its replica's slot.
+pub fn drain_replicas(replicas: &[Option<WorkerProcess>]) -> Vec<(usize, String)> {
+    replicas
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().map(|r| (i, r)))
+        .flat_map(|(i, r)| r.drain().into_iter().map(move |l| (i, l)))
+        .collect()
+}
+
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

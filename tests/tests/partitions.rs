@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use jetwire::publish::Message;
 use jetwire::testing::TestApp;
 use jetwire::{App, HandlerError, PublishOptions, queue};
-use jetwire_tests::{WorkerProcess, config, shared_server, unique_prefix};
+use jetwire_tests::{
+    WorkerProcess, config, drain_replicas, replicas, shared_server, unique_prefix,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
 const KEYS: u32 = 50;
@@ -93,27 +95,17 @@ async fn keys_keep_their_order_over_three_replicas_and_a_kill() {
     let prefix = unique_prefix("parts");
     let url = shared_server().url();
     let env = [("JETWIRE_WORKER_TTL", "2s")];
-    let mut replicas: Vec<Option<WorkerProcess>> = (0..3)
-        .map(|_| {
-            Some(WorkerProcess::ready(
-                WORKER,
-                &url,
-                &prefix,
-                "partitioned",
-                &env,
-            ))
-        })
-        .collect();
+    let mut replicas = replicas(WORKER, &url, &prefix, "partitioned", &env, 3);
     let publisher = jetwire::Publisher::connect(&config_for(&prefix))
         .await
         .expect("connects");
     let mut done: Vec<Done> = Vec::new();
     let collect = |replicas: &[Option<WorkerProcess>], done: &mut Vec<Done>| {
-        for (i, r) in replicas.iter().enumerate() {
-            if let Some(r) = r {
-                done.extend(r.drain().iter().filter_map(|l| parse(i, l)));
-            }
-        }
+        done.extend(
+            drain_replicas(replicas)
+                .iter()
+                .filter_map(|(i, l)| parse(*i, l)),
+        );
     };
     publish_all(&publisher).await;
     let total = (KEYS * PER_KEY) as usize;

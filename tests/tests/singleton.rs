@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use jetwire_tests::{WorkerProcess, shared_server, unique_prefix};
+use jetwire_tests::{WorkerProcess, drain_replicas, replicas, shared_server, unique_prefix};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
 
@@ -48,27 +48,13 @@ fn publisher_for(prefix: &str) -> jetwire::Config {
 async fn one_replica_at_a_time_and_another_takes_over_after_a_kill() {
     let prefix = unique_prefix("single");
     let url = shared_server().url();
-    let mut replicas: Vec<Option<WorkerProcess>> = (0..3)
-        .map(|_| {
-            Some(WorkerProcess::ready(
-                WORKER,
-                &url,
-                &prefix,
-                "singleton",
-                &[],
-            ))
-        })
-        .collect();
+    let mut replicas = replicas(WORKER, &url, &prefix, "singleton", &[], 3);
     let publisher = jetwire::Publisher::connect(&publisher_for(&prefix))
         .await
         .expect("connects");
     let mut lines: Vec<(usize, String)> = Vec::new();
     let collect = |replicas: &[Option<WorkerProcess>], lines: &mut Vec<(usize, String)>| {
-        for (i, r) in replicas.iter().enumerate() {
-            if let Some(r) = r {
-                lines.extend(r.drain().into_iter().map(|l| (i, l)));
-            }
-        }
+        lines.extend(drain_replicas(replicas));
     };
     for id in 0..40u64 {
         publisher
