@@ -71,21 +71,29 @@ pub(crate) fn metadata_key(subject: &str) -> String {
 }
 
 /// The partition count the stream `metadata` records for the concrete
-/// subject `subject`: the first entry whose subject pattern matches it.
+/// subject `subject`: of the entries whose subject pattern matches it, the
+/// one with the least key, so every publisher reads the same whatever
+/// order the metadata comes in (startup refuses overlapping patterns with
+/// different counts).
 pub(crate) fn recorded<'a>(
     metadata: impl IntoIterator<Item = (&'a String, &'a String)>,
     subject: &str,
 ) -> Option<u32> {
-    metadata.into_iter().find_map(|(key, value)| {
-        let pattern = key.strip_prefix(METADATA_PREFIX)?;
-        if !jetwire_grammar::subject::matches(pattern, subject) {
-            return None;
-        }
-        value
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PARTITIONS).contains(n))
-    })
+    metadata
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let pattern = key.strip_prefix(METADATA_PREFIX)?;
+            if !jetwire_grammar::subject::matches(pattern, subject) {
+                return None;
+            }
+            let n = value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_PARTITIONS).contains(n))?;
+            Some((key, n))
+        })
+        .min_by(|a, b| a.0.cmp(b.0))
+        .map(|(_, n)| n)
 }
 
 /// Whether a handler on `pattern` with `partitions` reads a message to
@@ -114,6 +122,30 @@ pub(crate) fn delivery(
     let (rest, last) = subject.rsplit_once('.')?;
     let index: u32 = last.strip_prefix("_p")?.parse().ok()?;
     (index < n && matches(pattern, rest)).then(|| (Some(index), subject.to_owned()))
+}
+
+/// The subject a partition subject `<subject>._p<i>` stands for; none for
+/// a subject that is not one.
+pub(crate) fn unpartitioned(subject: &str) -> Option<&str> {
+    let (rest, last) = subject.rsplit_once('.')?;
+    let digits = last.strip_prefix("_p")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
+}
+
+/// The subject a delivery through `durable` on `subject` is of: for a
+/// partition durable (`<durable>-p<i>`) reading its partition subject
+/// (`<subject>._p<i>`), the subject the message was published to; else
+/// `subject` itself. Dead letters are stored under it, so an operator's
+/// subject filter finds them and a replay is routed by its key again.
+pub(crate) fn delivered_subject<'a>(durable: &str, subject: &'a str) -> &'a str {
+    let Some(rest) = unpartitioned(subject) else {
+        return subject;
+    };
+    let index = &subject[rest.len() + 3..];
+    match durable.rsplit_once("-p") {
+        Some((_, i)) if i == index => rest,
+        _ => subject,
+    }
 }
 
 /// The member that owns partition `index` of `durable`: the one with the
@@ -151,6 +183,18 @@ fn weight(member: &str, durable: &str, index: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    #[test]
+    fn a_partition_delivery_is_of_the_subject_it_was_published_to() {
+        use super::{delivered_subject, unpartitioned};
+        assert_eq!(delivered_subject("q-p3", "queue.o._p3"), "queue.o");
+        assert_eq!(delivered_subject("q-p3", "queue.o._p4"), "queue.o._p4");
+        assert_eq!(delivered_subject("q", "queue.o._p3"), "queue.o._p3");
+        assert_eq!(delivered_subject("q-p3", "queue.o"), "queue.o");
+        assert_eq!(unpartitioned("a._p12"), Some("a"));
+        assert_eq!(unpartitioned("a._p"), None);
+        assert_eq!(unpartitioned("a._px"), None);
+    }
 
     use super::*;
 

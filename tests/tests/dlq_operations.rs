@@ -292,3 +292,127 @@ async fn a_dead_letter_handler_sees_each_letter_and_its_own_failures_do_not_loop
     assert!(letters.iter().all(|l| l.subject() == "opsalert.created"));
     running.shutdown().await.expect("shutdown");
 }
+
+static STILL_BROKEN_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[queue("queue.opsbroken")]
+async fn still_broken(_n: u64) -> Result<(), HandlerError> {
+    STILL_BROKEN_RUNS.fetch_add(1, Ordering::SeqCst);
+    Err(HandlerError::permanent("still broken"))
+}
+
+/// `replay_all` and `purge` act on the letters there when they began: a
+/// replay that fails again is a new letter the same call leaves alone, so
+/// it ends with one run per letter; a purge leaves letters that arrived
+/// while it ran. Filters hold with sequences too.
+#[tokio::test]
+#[allow(clippy::print_stdout)]
+async fn replay_all_and_purge_touch_only_the_letters_there_when_they_began() {
+    let prefix = unique_prefix("ops-snap");
+    let config = Config::builder()
+        .url(shared_server().url())
+        .app("ops")
+        .subject_prefix(&prefix)
+        .shutdown_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid");
+    let running = App::new(config)
+        .only(&["still_broken"])
+        .start()
+        .await
+        .expect("starts");
+    let publisher = running.publisher();
+    for n in 0..10u64 {
+        publisher
+            .publish("queue.opsbroken", &n)
+            .await
+            .expect("publish");
+    }
+    let dlq = running.dead_letters();
+    let broken = Filter::new().handler("still_broken");
+    eventually(Duration::from_secs(20), "10 letters", || async {
+        (dlq.list(&broken).await.expect("list").len() == 10).then_some(())
+    })
+    .await;
+    let runs_before = STILL_BROKEN_RUNS.load(Ordering::SeqCst);
+    assert_eq!(runs_before, 10);
+    let replayed = tokio::time::timeout(Duration::from_secs(30), dlq.replay_all(&broken))
+        .await
+        .expect("replay_all ends")
+        .expect("replays");
+    assert_eq!(replayed, 10, "each letter replayed once");
+    eventually(
+        Duration::from_secs(20),
+        "the replays failed again",
+        || async { (dlq.list(&broken).await.expect("list").len() == 10).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        STILL_BROKEN_RUNS.load(Ordering::SeqCst) - runs_before,
+        10,
+        "one run per replayed letter"
+    );
+
+    // A purge while letters keep arriving deletes only the ones it could
+    // see: a purge that chased the live end would delete them all, since
+    // letters arrive faster than it deletes them.
+    let js = jetwire::async_nats::jetstream::new(publisher.client().clone());
+    let letter_subject = format!("{prefix}.dlq.queue.opsinflow");
+    for n in 0..300u64 {
+        js.publish(letter_subject.clone(), n.to_string().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    let inflow = {
+        let (js, subject) = (js.clone(), letter_subject.clone());
+        tokio::spawn(async move {
+            for n in 0..3000u64 {
+                js.publish(subject.clone(), n.to_string().into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("stored");
+            }
+        })
+    };
+    let purged = dlq.purge(&Filter::new()).await.expect("purge");
+    inflow.await.expect("published");
+    let (remaining, _) = dlq.count().await.expect("count");
+    println!("purge during inflow: purged {purged}, {remaining} arrived later and stayed");
+    assert!(
+        purged >= 310,
+        "every letter there at the start purged: {purged}"
+    );
+    assert_eq!(purged + remaining, 3310, "nothing else went");
+    assert!(
+        remaining >= 1000,
+        "purged {purged}: letters that arrived meanwhile went too"
+    );
+    let kept = dlq.list(&Filter::new().limit(3)).await.expect("list");
+
+    // Sequences with a filter: only those that pass it.
+    let some: Vec<u64> = kept.iter().take(3).map(|l| l.sequence()).collect();
+    let other = dlq
+        .purge(&Filter::new().sequences(some.clone()).handler("ops_job"))
+        .await
+        .expect("purge");
+    assert_eq!(other, 0, "no letter of another handler purged");
+    let wrong_subject = dlq
+        .purge(
+            &Filter::new()
+                .sequences(some.clone())
+                .subject("queue.opsbroken"),
+        )
+        .await
+        .expect("purge");
+    assert_eq!(wrong_subject, 0, "no letter of another subject purged");
+    assert_eq!(
+        dlq.purge(&Filter::new().sequences(some).subject("queue.opsinflow"))
+            .await
+            .expect("purge"),
+        3
+    );
+    running.shutdown().await.expect("shutdown");
+}

@@ -303,3 +303,56 @@ async fn testapp_keeps_a_keys_order_through_a_retry() {
         assert_eq!(of_key, [(0, 1), (0, 2), (1, 1), (2, 1)], "key {key}");
     }
 }
+
+static BILLING_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[jetwire::subscribe("partsev.created")]
+async fn billing_reader(_n: u64) -> Result<(), HandlerError> {
+    BILLING_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+#[jetwire::subscribe("partsev.created", partitions = 4)]
+async fn shipping_reader(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+/// Partitioning a subject another app already reads unpartitioned would
+/// send its keyed messages where that reader never looks: the partitioned
+/// app does not start, names the consumer, and the reader keeps getting
+/// every keyed message.
+#[tokio::test]
+async fn a_subject_another_app_reads_unpartitioned_is_not_partitioned_under_it() {
+    let prefix = unique_prefix("partsreader");
+    let billing = App::new(config(shared_server(), &prefix, "billing"))
+        .only(&["billing_reader"])
+        .start()
+        .await
+        .expect("billing starts");
+    let err = App::new(config(shared_server(), &prefix, "shipping"))
+        .only(&["shipping_reader"])
+        .start()
+        .await
+        .expect_err("shipping would take billing's keyed messages");
+    let text = err.to_string();
+    assert!(
+        text.contains("billing") && text.contains("would stop seeing keyed messages"),
+        "{text}"
+    );
+    let publisher = billing.publisher();
+    for n in 0..100u64 {
+        publisher
+            .publish_with(
+                "partsev.created",
+                &n,
+                PublishOptions::new().key(format!("k{}", n % 10)),
+            )
+            .await
+            .expect("publish");
+    }
+    jetwire_tests::eventually(Duration::from_secs(20), "billing saw 100", || async {
+        (BILLING_SEEN.load(std::sync::atomic::Ordering::SeqCst) == 100).then_some(())
+    })
+    .await;
+    billing.shutdown().await.expect("stops");
+}

@@ -122,3 +122,54 @@ async fn one_replica_at_a_time_and_another_takes_over_after_a_kill() {
     println!("singleton: after SIGKILL another replica took over in {took_over:?} (ack_wait 2s)");
     assert!(took_over < Duration::from_secs(5), "{took_over:?}");
 }
+
+static FORGED_DONE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[jetwire::queue("queue.pinforged", singleton = true)]
+async fn pin_forged(_n: u64) -> Result<(), jetwire::HandlerError> {
+    FORGED_DONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// A publisher can store any `Nats-Pin-Id` it likes, and the server
+/// appends its own on delivery: the loop keeps only the server's, and
+/// sends it as JSON, so a forged `"` neither breaks the pull requests nor
+/// stalls the singleton; nor does a letter's replay carry one.
+#[tokio::test]
+async fn a_forged_pin_header_neither_stops_nor_stalls_a_singleton() {
+    use jetwire::async_nats::{HeaderMap, jetstream};
+    let prefix = unique_prefix("pinforged");
+    let running = jetwire::App::new(jetwire_tests::config(shared_server(), &prefix, "pins"))
+        .only(&["pin_forged"])
+        .start()
+        .await
+        .expect("starts");
+    let js = jetstream::new(running.publisher().client().clone());
+    let subject = format!("{prefix}.queue.pinforged");
+    for forged in [
+        "\"",
+        "x\",\"batch\":100000,\"no_wait\":true",
+        "stale0123456789",
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Pin-Id", forged);
+        js.publish_with_headers(subject.clone(), headers, "0".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    for n in 1..=20u64 {
+        running
+            .publisher()
+            .publish("queue.pinforged", &n)
+            .await
+            .expect("publish");
+    }
+    // A stalled pin would hold them for ack_wait (30 s).
+    jetwire_tests::eventually(Duration::from_secs(10), "all 23 jobs done", || async {
+        (FORGED_DONE.load(std::sync::atomic::Ordering::SeqCst) == 23).then_some(())
+    })
+    .await;
+    running.shutdown().await.expect("stops");
+}

@@ -38,6 +38,21 @@ pub const FAILED_AT: &str = "Jetwire-Dlq-Failed-At";
 /// `Jetwire-Dlq-Message-Id`: the original `Nats-Msg-Id`, if it had one.
 pub const MESSAGE_ID: &str = "Jetwire-Dlq-Message-Id";
 
+/// The header the server adds to a message it delivers to a pinned client.
+pub(crate) const PIN_ID: &str = "Nats-Pin-Id";
+
+/// What a replay never restores of an original's `Nats-*` headers: the
+/// expectations (which would refuse it), the id (which would be taken for
+/// the original's), a rollup (which would delete newer messages), a TTL
+/// (set for the original's time, not the replay's) and a pin id.
+pub(crate) fn restored_on_replay(name: &str) -> bool {
+    let never = [MSG_ID, "Nats-Rollup", "Nats-TTL", PIN_ID];
+    !name
+        .get(..14)
+        .is_some_and(|p| p.eq_ignore_ascii_case("Nats-Expected-"))
+        && !never.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// The error of a letter whose last run never answered.
 pub(crate) const NEVER_ANSWERED: &str =
     "the last delivery never answered: the process died or hung past ack_wait";
@@ -128,11 +143,15 @@ fn wire_len(headers: &HeaderMap) -> usize {
     "NATS/1.0\r\n".len() + values + 2
 }
 
-/// The original's headers, each `Nats-*` one kept as [`ORIGINAL`]`<name>`.
+/// The original's headers, each `Nats-*` one kept as [`ORIGINAL`]`<name>`;
+/// `Nats-Pin-Id` not at all: it names a pin of the delivery, not the message.
 fn carried(original: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, values) in original.iter() {
         let name: &str = name.as_ref();
+        if name.eq_ignore_ascii_case(PIN_ID) {
+            continue;
+        }
         let control = name
             .get(..5)
             .is_some_and(|p| p.eq_ignore_ascii_case("nats-"));
@@ -168,7 +187,13 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     // The letter continues the trace of the call that failed.
     trace::inject_current(&mut headers);
     Outbound {
-        subject: names::dlq_subject(failed.subject),
+        // A partition's letter is of the subject its message was
+        // published to: filters on it find the letter, and a replay is
+        // routed by the message's key again.
+        subject: names::dlq_subject(crate::partition::delivered_subject(
+            failed.durable,
+            failed.subject,
+        )),
         headers,
         payload: failed.payload,
     }

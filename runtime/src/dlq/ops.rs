@@ -161,13 +161,25 @@ impl DeadLetters {
     }
 
     /// Calls `visit` with each letter `filter` admits, oldest first, up to
-    /// its limit; `visit` says whether to go on.
+    /// its limit; `visit` says whether to go on. Only letters stored when
+    /// the scan began are visited: a letter written meanwhile (one a
+    /// replay dead-lettered again, say) has a higher sequence than the
+    /// stream's last one read at the start, so every scan ends, and touches
+    /// nothing the caller could not have seen.
     async fn scan(
         &self,
         filter: &Filter,
         mut visit: impl AsyncFnMut(&jetstream::stream::Stream, DeadLetter) -> Result<bool, Error>,
     ) -> Result<usize, Error> {
-        let stream = self.stream().await?;
+        let mut stream = self.stream().await?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| Error::nats("reading the dead-letter stream's state", e))?
+            .state
+            .last_sequence;
+        let stream = stream;
+        let end = filter.up_to.map_or(last, |u| u.min(last));
         let subject = self.letter_subject(filter);
         let limit = filter.limit.unwrap_or(usize::MAX);
         let mut seen = 0;
@@ -191,10 +203,13 @@ impl DeadLetters {
             None => 1,
         }
         .max(filter.from.unwrap_or(1));
-        while seen < limit {
+        while seen < limit && at <= end {
             let Some(letter) = self.next(&stream, at, &subject).await? else {
                 break;
             };
+            if letter.sequence > end {
+                break;
+            }
             at = letter.sequence + 1;
             if filter.admits(&letter) {
                 seen += 1;
@@ -204,6 +219,27 @@ impl DeadLetters {
             }
         }
         Ok(seen)
+    }
+
+    /// Calls `visit` with each letter `filter` admits, oldest first, as
+    /// [`DeadLetters::list`] would list them, holding one at a time:
+    /// memory stays bounded whatever the dead-letter stream holds.
+    /// `visit` says whether to go on; how many it was called with.
+    ///
+    /// ```no_run
+    /// # async fn demo(dlq: jetwire::dlq::DeadLetters) -> Result<(), jetwire::Error> {
+    /// use jetwire::dlq::Filter;
+    /// let mut bytes = 0;
+    /// let n = dlq.each(&Filter::new().handler("send_email"), |l| { bytes += l.payload().len(); true }).await?;
+    /// println!("{n} letters, {bytes} bytes of payload");
+    /// # Ok(()) }
+    /// ```
+    pub async fn each(
+        &self,
+        filter: &Filter,
+        mut visit: impl FnMut(DeadLetter) -> bool,
+    ) -> Result<usize, Error> {
+        self.scan(filter, async |_, letter| Ok(visit(letter))).await
     }
 
     /// The letters `filter` admits, oldest first, at most its limit.
@@ -285,8 +321,10 @@ impl DeadLetters {
         Ok(receipt)
     }
 
-    /// Replays every letter `filter` admits; how many were replayed. Stops
-    /// at the first that fails, which stays with the rest.
+    /// Replays every letter `filter` admits that was stored when the call
+    /// began; how many were replayed. A replayed message that fails again
+    /// becomes a new letter, which this call leaves alone. Stops at the
+    /// first replay that fails, which stays with the rest.
     pub async fn replay_all(&self, filter: &Filter) -> Result<u64, Error> {
         let mut done = 0;
         self.scan(filter, async |stream, letter| {
@@ -298,7 +336,8 @@ impl DeadLetters {
         Ok(done)
     }
 
-    /// Deletes every letter `filter` admits; how many.
+    /// Deletes every letter `filter` admits that was stored when the call
+    /// began; how many. Letters that arrive while it runs stay.
     pub async fn purge(&self, filter: &Filter) -> Result<u64, Error> {
         let mut done = 0;
         self.scan(filter, async |stream, letter| {

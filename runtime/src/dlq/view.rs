@@ -107,16 +107,21 @@ impl DeadLetter {
 
     /// The original message's headers as they were: the `Jetwire-Dlq-*`
     /// headers gone, the `Jetwire-Dlq-Orig-*` ones restored under their
-    /// own names, except `Nats-Expected-*` (which would refuse the replay)
-    /// and `Nats-Msg-Id` (which would be taken for the original).
+    /// own names, except those a replay must not carry
+    /// (`Nats-Expected-*`, `Nats-Msg-Id`, `Nats-Rollup`, `Nats-TTL`,
+    /// `Nats-Pin-Id`).
     pub(crate) fn original_headers(&self) -> HeaderMap {
         let mut out = HeaderMap::new();
         for (name, values) in self.headers.iter() {
             let name: &str = name.as_ref();
             let restored = name.strip_prefix(letter::ORIGINAL);
             let keep = match restored {
-                Some(n) => !n.starts_with("Nats-Expected-") && !n.eq_ignore_ascii_case(MSG_ID),
-                None => !name.starts_with("Jetwire-Dlq-") && !name.eq_ignore_ascii_case(MSG_ID),
+                Some(n) => letter::restored_on_replay(n),
+                None => {
+                    !name.starts_with("Jetwire-Dlq-")
+                        && !name.eq_ignore_ascii_case(MSG_ID)
+                        && !name.eq_ignore_ascii_case(letter::PIN_ID)
+                }
             };
             if keep {
                 for v in values {
@@ -170,6 +175,7 @@ pub struct Filter {
     pub(crate) limit: Option<usize>,
     pub(crate) sequences: Option<Vec<u64>>,
     pub(crate) from: Option<u64>,
+    pub(crate) up_to: Option<u64>,
 }
 
 impl Filter {
@@ -220,12 +226,31 @@ impl Filter {
         self.from = Some(seq);
         self
     }
+    /// Letters at or before sequence `seq`: to act on exactly what was
+    /// counted, pass the stream's last sequence read then
+    /// ([`DeadLetters::count`](crate::dlq::DeadLetters::count)).
+    pub fn up_to(mut self, seq: u64) -> Filter {
+        self.up_to = Some(seq);
+        self
+    }
+    /// Whether any condition but sequences and a limit is given.
+    pub fn narrows(&self) -> bool {
+        self.reason.is_some()
+            || self.handler.is_some()
+            || self.subject.is_some()
+            || self.since.is_some()
+            || self.from.is_some()
+            || self.up_to.is_some()
+    }
     /// The limit, if any.
     pub fn max(&self) -> Option<usize> {
         self.limit
     }
 
-    /// Whether `letter` passes the conditions read from its headers.
+    /// Whether `letter` passes every condition: what its headers say, its
+    /// subject, when it was stored and where it sits. A letter of a
+    /// partitioned handler (stored under its partition subject) passes a
+    /// subject that its original subject matches.
     pub(crate) fn admits(&self, letter: &DeadLetter) -> bool {
         self.reason.is_none_or(|r| letter.reason() == Some(r))
             && self
@@ -233,9 +258,94 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|h| letter.handler() == Some(h))
             && self.since.is_none_or(|t| letter.stored_at >= t)
+            && self.from.is_none_or(|f| letter.sequence >= f)
+            && self.up_to.is_none_or(|u| letter.sequence <= u)
+            && self
+                .subject
+                .as_deref()
+                .is_none_or(|s| subject_admits(s, &letter.subject))
             && self
                 .sequences
                 .as_ref()
                 .is_none_or(|s| s.contains(&letter.sequence))
+    }
+}
+
+/// Whether a letter stored under `subject` is one of `pattern`: the
+/// subject itself, or the partition subject (`<subject>._p<i>`) of one.
+pub(crate) fn subject_admits(pattern: &str, subject: &str) -> bool {
+    use jetwire_grammar::subject::matches;
+    matches(pattern, subject)
+        || crate::partition::unpartitioned(subject).is_some_and(|s| matches(pattern, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dlq::letter::{Failed, letter};
+
+    #[test]
+    fn a_replay_carries_the_original_headers_but_no_rollup_ttl_pin_or_expectation() {
+        let mut original = HeaderMap::new();
+        original.insert(MSG_ID, "order-7");
+        original.insert("X-Tenant", "acme");
+        original.insert("Nats-Rollup", "sub");
+        original.insert("Nats-TTL", "5s");
+        original.insert("Nats-Expected-Last-Sequence", "3");
+        original.append("Nats-Pin-Id", "forged");
+        original.append("Nats-Pin-Id", "Srv1");
+        original.insert("Nats-Trace-Dest", "kept.for.the.operator");
+        let out = letter(Failed {
+            subject: "orders.created",
+            headers: &original,
+            payload: Bytes::from_static(b"{}"),
+            reason: DlqReason::Permanent,
+            error: "no",
+            handler: "h",
+            durable: "d",
+            attempts: 1,
+            stream: "ORDERS",
+            sequence: 1,
+            failed_at: SystemTime::UNIX_EPOCH,
+        });
+        assert!(
+            out.headers
+                .iter()
+                .all(|(n, _)| !n.to_string().ends_with("Pin-Id")),
+            "a letter keeps no pin id"
+        );
+        assert_eq!(
+            out.headers
+                .get("Jetwire-Dlq-Orig-Nats-Rollup")
+                .map(|v| v.as_str()),
+            Some("sub"),
+            "the letter still shows it"
+        );
+        let dead = DeadLetter {
+            sequence: 1,
+            subject: "orders.created".into(),
+            headers: out.headers,
+            payload: out.payload,
+            stored_at: SystemTime::UNIX_EPOCH,
+        };
+        let replayed = dead.original_headers();
+        let names: Vec<String> = replayed.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(replayed.get("X-Tenant").map(|v| v.as_str()), Some("acme"));
+        assert_eq!(
+            replayed.get("Nats-Trace-Dest").map(|v| v.as_str()),
+            Some("kept.for.the.operator")
+        );
+        for never in [
+            "Nats-Rollup",
+            "Nats-TTL",
+            "Nats-Pin-Id",
+            "Nats-Expected-Last-Sequence",
+            MSG_ID,
+        ] {
+            assert!(
+                !names.iter().any(|n| n.eq_ignore_ascii_case(never)),
+                "{never} in {names:?}"
+            );
+        }
     }
 }

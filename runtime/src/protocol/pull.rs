@@ -91,28 +91,43 @@ impl PinId {
 
 impl Request {
     /// The request's JSON, as ADR-13 has it; with the priority group, and
-    /// the pin id if held, for a singleton.
+    /// the pin id if held, for a singleton. Built by `serde_json`, so no
+    /// value can add a field of its own.
     fn body(&self, pin: Option<&PinId>) -> Bytes {
-        let Request {
-            batch, max_bytes, ..
-        } = self;
-        let group = match pin {
-            None => String::new(),
-            Some(pin) => match pin.get() {
-                Some(id) => format!(r#","group":"{PIN_GROUP}","id":"{id}""#),
-                None => format!(r#","group":"{PIN_GROUP}""#),
-            },
-        };
-        let body = match self.wait {
-            None => format!(r#"{{"batch":{batch},"max_bytes":{max_bytes},"no_wait":true{group}}}"#),
-            Some(Wait { expires, heartbeat }) => format!(
-                r#"{{"batch":{batch},"max_bytes":{max_bytes},"expires":{},"idle_heartbeat":{}{group}}}"#,
-                expires.as_nanos(),
-                heartbeat.as_nanos()
-            ),
-        };
-        Bytes::from(body)
+        let mut body = serde_json::Map::new();
+        body.insert("batch".into(), self.batch.into());
+        body.insert("max_bytes".into(), self.max_bytes.into());
+        match self.wait {
+            None => {
+                body.insert("no_wait".into(), true.into());
+            }
+            Some(Wait { expires, heartbeat }) => {
+                body.insert("expires".into(), nanos(expires).into());
+                body.insert("idle_heartbeat".into(), nanos(heartbeat).into());
+            }
+        }
+        if let Some(pin) = pin {
+            body.insert("group".into(), PIN_GROUP.into());
+            if let Some(id) = pin.get() {
+                body.insert("id".into(), id.into());
+            }
+        }
+        Bytes::from(serde_json::Value::Object(body).to_string())
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The pin id the server gave with a message: the *last* `Nats-Pin-Id`,
+/// the one it appends on delivery to a pinned client after whatever the
+/// publisher stored (a forged or replayed header comes first). An id the
+/// server would not have made (it makes short alphanumeric ones) is none.
+fn server_pin(headers: &async_nats::HeaderMap) -> Option<&str> {
+    let id = headers.get_last(PIN_ID)?.as_str();
+    let fits = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    fits.then_some(id)
 }
 
 /// One loop's pull subscription: an inbox, and the subject its requests
@@ -302,9 +317,9 @@ impl Pulled {
         let status = match msg.status {
             None | Some(StatusCode::OK) => {
                 if let Some(pin) = pin
-                    && let Some(id) = msg.headers.as_ref().and_then(|h| h.get(PIN_ID))
+                    && let Some(id) = msg.headers.as_ref().and_then(server_pin)
                 {
-                    pin.set(Some(id.as_str()));
+                    pin.set(Some(id));
                 }
                 return Ok(Pulled::Message(msg));
             }
@@ -317,6 +332,13 @@ impl Pulled {
                 pin.set(None);
             }
             return Ok(Pulled::Ended { unanswered: None });
+        }
+        // A 400 stays an error (the loop pauses), and clears the pin:
+        // whatever made the request bad, the same pin must not be sent again.
+        if status.as_u16() == 400
+            && let Some(pin) = pin
+        {
+            pin.set(None);
         }
         let description = msg.description.as_deref().unwrap_or_default();
         match status {
@@ -369,16 +391,21 @@ mod tests {
         }
     }
 
+    fn json(body: Bytes) -> serde_json::Value {
+        serde_json::from_slice(&body).expect("a request is JSON")
+    }
+
     #[test]
     fn requests_as_the_server_reads_them() {
+        use serde_json::json;
         let fetch = Request {
             batch: 512,
             max_bytes: 1024,
             wait: None,
         };
         assert_eq!(
-            fetch.body(None),
-            r#"{"batch":512,"max_bytes":1024,"no_wait":true}"#
+            json(fetch.body(None)),
+            json!({"batch": 512, "max_bytes": 1024, "no_wait": true})
         );
         let waiting = Request {
             wait: Some(Wait {
@@ -388,19 +415,19 @@ mod tests {
             ..fetch
         };
         assert_eq!(
-            waiting.body(None),
-            r#"{"batch":512,"max_bytes":1024,"expires":30000000000,"idle_heartbeat":5000000000}"#
+            json(waiting.body(None)),
+            json!({"batch": 512, "max_bytes": 1024, "expires": 30_000_000_000u64, "idle_heartbeat": 5_000_000_000u64})
         );
         // A singleton asks in its priority group, with its pin once it has one.
         let pin = PinId::default();
         assert_eq!(
-            fetch.body(Some(&pin)),
-            r#"{"batch":512,"max_bytes":1024,"no_wait":true,"group":"jetwire"}"#
+            json(fetch.body(Some(&pin))),
+            json!({"batch": 512, "max_bytes": 1024, "no_wait": true, "group": "jetwire"})
         );
         pin.set(Some("p1"));
         assert_eq!(
-            fetch.body(Some(&pin)),
-            r#"{"batch":512,"max_bytes":1024,"no_wait":true,"group":"jetwire","id":"p1"}"#
+            json(fetch.body(Some(&pin))),
+            json!({"batch": 512, "max_bytes": 1024, "no_wait": true, "group": "jetwire", "id": "p1"})
         );
     }
 
@@ -429,6 +456,41 @@ mod tests {
             Ok(Pulled::Ended { unanswered: None })
         ));
         assert_eq!(pin.get(), None, "on standby again");
+    }
+
+    #[test]
+    fn the_pin_is_the_one_the_server_appended_and_a_400_clears_it() {
+        let pin = PinId::default();
+        let mut headers = HeaderMap::new();
+        // What the publisher stored comes first; the server appends its own.
+        headers.append("Nats-Pin-Id", "\"");
+        headers.append("Nats-Pin-Id", "Srv42");
+        let msg = async_nats::Message {
+            subject: "x".into(),
+            reply: None,
+            payload: Bytes::new(),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: 0,
+        };
+        assert!(Pulled::read(msg, Some(&pin)).is_ok());
+        assert_eq!(pin.get().as_deref(), Some("Srv42"));
+        let fetch = Request {
+            batch: 1,
+            max_bytes: 0,
+            wait: None,
+        };
+        assert_eq!(json(fetch.body(Some(&pin)))["id"], "Srv42");
+        // An id the server would not make is never sent, and the request
+        // stays JSON whatever it holds.
+        pin.set(Some("x\",\"batch\":100000,\"no_wait\":true"));
+        assert_eq!(json(fetch.body(Some(&pin)))["batch"], 1);
+        let mut forged = HeaderMap::new();
+        forged.append("Nats-Pin-Id", "a\"b");
+        assert_eq!(server_pin(&forged), None);
+        assert!(Pulled::read(status(400, "Bad Request", None), Some(&pin)).is_err());
+        assert_eq!(pin.get(), None, "a 400 clears the pin");
     }
 
     #[test]

@@ -43,10 +43,12 @@ pub(crate) async fn fit_stream(
         });
     }
     let key = partition::metadata_key(&subject);
+    check_overlapping_counts(def, stream, &subject, n, &settings.metadata)?;
+    check_other_readers(js, config, def, stream, &subject, n).await?;
     match settings.metadata.get(&key) {
         Some(have) if have.parse() == Ok(n) => Ok(()),
         Some(have) => Err(Error::Config(format!(
-            "handler `{}` has `partitions = {n}`, but stream `{stream}` records `{subject}` in {have} partitions (metadata `{key}`): keyed messages already wait in those. Set `partitions = {have}`, or let the stream's backlog drain and change the metadata (`nats stream edit`)",
+            "handler `{}` has `partitions = {n}`, but stream `{stream}` records `{subject}` in {have} partitions (metadata `{key}`): keyed messages already wait in those. Set `partitions = {have}`, or stop the keyed publishers, let the stream's backlog drain, change the metadata (`nats stream edit`) and wait 5 s (publishers keep the count that long) before publishing again",
             def.path()
         ))),
         None if config.provision == Provision::Bind => Err(Error::Stream {
@@ -56,22 +58,150 @@ pub(crate) async fn fit_stream(
                 def.path()
             ),
         }),
-        None => {
-            let mut wanted = settings.clone();
-            wanted.metadata.insert(key, n.to_string());
-            js.update_stream(wanted).await.map_err(|e| Error::Stream {
-                stream: stream.to_owned(),
-                reason: format!("cannot record `{subject}` as partitioned in {n}: {e}"),
-            })?;
-            tracing::info!(
-                stream,
-                subject,
-                partitions = n,
-                "recorded the subject as partitioned"
-            );
-            Ok(())
+        None => record(js, def, stream, &subject, n, settings.clone()).await,
+    }
+}
+
+/// Records `subject` as partitioned in `n` in the stream's metadata. The
+/// update writes a whole config: another app recording another subject at
+/// the same moment could write over this entry, or this over its; so the
+/// entry is read back, and written again on a fresh config until it holds.
+async fn record(
+    js: &jetstream::Context,
+    def: &HandlerDef,
+    stream: &str,
+    subject: &str,
+    n: u32,
+    mut settings: jetstream::stream::Config,
+) -> Result<(), Error> {
+    let key = partition::metadata_key(subject);
+    let failed = |why: String| Error::Stream {
+        stream: stream.to_owned(),
+        reason: format!("cannot record `{subject}` as partitioned in {n}: {why}"),
+    };
+    for _ in 0..RECORD_TRIES {
+        check_overlapping_counts(def, stream, subject, n, &settings.metadata)?;
+        settings.metadata.insert(key.clone(), n.to_string());
+        js.update_stream(settings)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let mut info = js
+            .get_stream(stream)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        settings = info
+            .info()
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .config
+            .clone();
+        match settings.metadata.get(&key) {
+            Some(have) if have.parse() == Ok(n) => {
+                tracing::info!(
+                    stream,
+                    subject,
+                    partitions = n,
+                    "recorded the subject as partitioned"
+                );
+                return Ok(());
+            }
+            Some(have) => {
+                return Err(Error::Config(format!(
+                    "handler `{}` has `partitions = {n}`, but another app recorded `{subject}` in {have} partitions in stream `{stream}` as this one started: set `partitions = {have}`",
+                    def.path()
+                )));
+            }
+            None => continue,
         }
     }
+    Err(failed(format!(
+        "the entry was written over by other updates {RECORD_TRIES} times; start again"
+    )))
+}
+
+/// How often recording a partition count is tried against concurrent
+/// updates of the stream.
+const RECORD_TRIES: usize = 8;
+
+/// A subject matched by two recorded patterns with different counts would
+/// be routed by whichever a publisher read first: refused.
+fn check_overlapping_counts(
+    def: &HandlerDef,
+    stream: &str,
+    subject: &str,
+    n: u32,
+    metadata: &std::collections::HashMap<String, String>,
+) -> Result<(), Error> {
+    for (key, have) in metadata {
+        let Some(pattern) = key.strip_prefix(METADATA_PREFIX) else {
+            continue;
+        };
+        if pattern != subject && subject::overlaps(pattern, subject) && have.parse() != Ok(n) {
+            return Err(Error::Config(format!(
+                "handler `{}` partitions `{subject}` in {n}, but stream `{stream}` records the overlapping `{pattern}` in {have} partitions (metadata `{key}`): a keyed message matching both would go to either. Use `partitions = {have}`, or subjects that do not overlap",
+                def.path()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Once `subject` is partitioned, its keyed messages go to partition
+/// subjects: a consumer of the stream that reads `subject` but not those
+/// (another app's unpartitioned handler, a durable made by hand) would
+/// silently stop seeing them. So a partitioned handler does not start
+/// while such a consumer exists; this app's own durable for `def` (which
+/// reads the messages without a key) is not one.
+async fn check_other_readers(
+    js: &jetstream::Context,
+    config: &Config,
+    def: &HandlerDef,
+    stream: &str,
+    subject: &str,
+    n: u32,
+) -> Result<(), Error> {
+    use futures_util::TryStreamExt;
+    let own = def.durable(config.prefix(), &config.app);
+    let partitioned = partition::partition_subject(subject, 0);
+    let failed = |e: String| Error::Stream {
+        stream: stream.to_owned(),
+        reason: format!("cannot list its consumers: {e}"),
+    };
+    let consumers = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let mut infos = consumers.consumers();
+    while let Some(info) = infos.try_next().await.map_err(|e| failed(e.to_string()))? {
+        let name = info.config.durable_name.as_deref().unwrap_or(&info.name);
+        if name == own || name.starts_with(&format!("{own}-p")) {
+            continue;
+        }
+        let filters = consumer_filters(&info.config);
+        let misses = filters
+            .iter()
+            .any(|f| subject::overlaps(f, subject) && !subject::overlaps(f, &partitioned));
+        if misses {
+            return Err(Error::Config(format!(
+                "handler `{}` would partition `{subject}` in {n}, but consumer `{name}` of stream `{stream}` reads `{}` and not the partition subjects: it would stop seeing keyed messages. Give that handler `partitions = {n}` too (or a filter that takes `{subject}.*`), or remove the consumer (`nats consumer rm {stream} {name}`)",
+                def.path(),
+                filters.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The subjects a consumer reads: its filters, or everything.
+fn consumer_filters(config: &jetstream::consumer::Config) -> Vec<String> {
+    let mut filters = config.filter_subjects.clone();
+    if !config.filter_subject.is_empty() {
+        filters.push(config.filter_subject.clone());
+    }
+    if filters.is_empty() {
+        filters.push(">".to_owned());
+    }
+    filters
 }
 
 fn check_unpartitioned(
