@@ -42,7 +42,7 @@ pub(crate) async fn with_stream(name: &str, subject: &str) -> String {
 /// Fresh tables and a stream for one run; the rows enqueued, `n` of them.
 async fn loaded(pool: Pool, n: usize, name: &str) -> (String, Tables) {
     let prefix = with_stream(name, "obench.rows").await;
-    let tables = Tables::with_prefix(format!("{prefix}_"));
+    let tables = Tables::with_prefix(format!("{prefix}_")).expect("a valid prefix");
     tables.migrate(&pool).await.expect("migrate");
     let payload =
         serde_json::json!({"order_id": 42, "email": "someone@example.com", "total_cents": 1999});

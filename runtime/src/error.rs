@@ -249,6 +249,71 @@ pub enum PublishError {
     },
 }
 
+/// What kind of failure a [`PublishError`] is: what a caller that tries
+/// again (an outbox relay, a retrying handler) needs to know.
+///
+/// ```
+/// use jetwire::{PublishError, PublishErrorKind};
+/// fn worth_retrying(e: &PublishError) -> bool {
+///     !matches!(e.kind(), PublishErrorKind::Invalid)
+/// }
+/// # let _ = worth_retrying;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishErrorKind {
+    /// The message is not one jetwire sends (subject, header, payload):
+    /// the same message fails the same way every time.
+    Invalid,
+    /// The server was not reached, or its confirmation did not come in
+    /// time (a lost connection, a broken pipe, an ack timeout): it may have
+    /// been stored; the same message id stores it once.
+    Unreachable,
+    /// No JetStream answered (503): either no stream captures the
+    /// subject, or the one that does has no leader for a moment (an
+    /// election, a server restarting). Which, only a lookup of the
+    /// subject's stream can tell ([`crate::Publisher::stream_of`]).
+    NoResponders,
+    /// The stream refused it, with JetStream's error code when it gave
+    /// one (a full stream under `discard = new`, a message over its size,
+    /// a failed expectation).
+    Refused(Option<u64>),
+}
+
+impl PublishError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> PublishErrorKind {
+        use async_nats::jetstream::context::{PublishError as NatsPublish, PublishErrorKind as K};
+        match self {
+            PublishError::InvalidSubject(_)
+            | PublishError::Encode { .. }
+            | PublishError::InvalidHeader { .. } => PublishErrorKind::Invalid,
+            PublishError::Send { source, .. } => match source.downcast_ref::<NatsPublish>() {
+                Some(e) if e.kind() == K::MaxPayloadExceeded => PublishErrorKind::Invalid,
+                _ => PublishErrorKind::Unreachable,
+            },
+            PublishError::Ack { source, .. } => match source.downcast_ref::<NatsPublish>() {
+                Some(e) => match e.kind() {
+                    K::StreamNotFound => PublishErrorKind::NoResponders,
+                    K::TimedOut | K::BrokenPipe => PublishErrorKind::Unreachable,
+                    K::MaxPayloadExceeded => PublishErrorKind::Invalid,
+                    K::WrongLastMessageId | K::WrongLastSequence | K::MaxAckPending | K::Other => {
+                        PublishErrorKind::Refused(refusal_code(e))
+                    }
+                },
+                None => PublishErrorKind::Unreachable,
+            },
+        }
+    }
+}
+
+/// The JetStream error code behind a refused publish, when it has one.
+fn refusal_code(e: &async_nats::jetstream::context::PublishError) -> Option<u64> {
+    use std::error::Error as _;
+    let api = e.source()?.downcast_ref::<async_nats::jetstream::Error>()?;
+    Some(api.error_code().0)
+}
+
 /// What `jetwire` returns: startup, configuration and connection failures.
 /// Each message names what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]

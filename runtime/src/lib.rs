@@ -106,7 +106,7 @@ pub use jetwire_macros::{queue, subscribe};
 pub use crate::app::{App, HandlerStats, RunningApp, run};
 pub use crate::classify::DlqReason;
 pub use crate::config::{Auth, Config, ConfigBuilder, Provision, Storage, StreamSettings, Tls};
-pub use crate::error::{Error, HandlerError, PublishError, ResultExt};
+pub use crate::error::{Error, HandlerError, PublishError, PublishErrorKind, ResultExt};
 pub use crate::handler::context::Context;
 pub use crate::handler::extract::{Raw, State};
 pub use crate::handler::registry;

@@ -12,6 +12,9 @@ pub enum OutboxError {
     /// The database failed.
     #[error("outbox database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A setting is invalid: what is wrong, and what to write instead.
+    #[error("outbox: {0}")]
+    Config(String),
 }
 
 impl From<OutboxError> for jetwire::Error {

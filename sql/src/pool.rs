@@ -46,7 +46,6 @@ macro_rules! on_pool {
         }
     };
 }
-pub(crate) use on_pool;
 
 /// One outbox row, as claimed.
 #[derive(Debug, Clone)]
@@ -65,6 +64,11 @@ pub(crate) struct Claimed {
 /// their locks.
 pub(crate) struct Claim {
     pub(crate) rows: Vec<Claimed>,
+    /// The `claimed_until` these rows were claimed with (0 on Postgres,
+    /// where the lock is the claim): settling writes only rows that still
+    /// carry it, so a relay whose SQLite lease lapsed (and whose rows
+    /// another relay claimed since) writes nothing.
+    lease: i64,
     #[cfg(feature = "postgres")]
     tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
 }
@@ -106,7 +110,8 @@ impl Pool {
     }
 
     /// Claims up to `batch` due rows: pending, due, and first of their
-    /// key among pending rows.
+    /// key among the rows not yet published (a `failed` row holds back
+    /// the later rows of its key until an operator deals with it).
     ///
     /// On Postgres the rows are locked in a transaction (`FOR UPDATE SKIP
     /// LOCKED`: another relay skips them instead of waiting) that
@@ -125,7 +130,7 @@ impl Pool {
         let due = format!(
             "o.status = 'pending' AND o.next_attempt_at <= $1 AND o.claimed_until <= $1
              AND (o.key IS NULL OR NOT EXISTS (
-               SELECT 1 FROM {table} e WHERE e.key = o.key AND e.seq < o.seq AND e.status = 'pending'))"
+               SELECT 1 FROM {table} e WHERE e.key = o.key AND e.seq < o.seq AND e.status IN ('pending', 'failed')))"
         );
         let columns = "seq, id, subject, key, destination, headers, payload, attempts";
         macro_rules! rows {
@@ -161,7 +166,11 @@ impl Pool {
                     .fetch_all(&mut *tx)
                     .await?;
                 let rows = rows!(found);
-                Claim { rows, tx: Some(tx) }
+                Claim {
+                    rows,
+                    lease: 0,
+                    tx: Some(tx),
+                }
             }
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p) => {
@@ -179,6 +188,7 @@ impl Pool {
                     .await?;
                 Claim {
                     rows: rows!(found),
+                    lease: lease_until,
                     #[cfg(feature = "postgres")]
                     tx: None,
                 }
@@ -202,16 +212,21 @@ impl Pool {
     ) -> Result<(), sqlx::Error> {
         let table = t.outbox();
         let list: Vec<String> = stored.iter().map(i64::to_string).collect();
+        let lease = claim.lease;
         let done = match keep {
             true => format!(
-                "UPDATE {table} SET status = 'published', published_at = {now}, claimed_until = 0 WHERE seq IN ({})",
+                "UPDATE {table} SET status = 'published', published_at = {now}, claimed_until = 0
+                   WHERE seq IN ({}) AND claimed_until = {lease} AND status = 'pending'",
                 list.join(",")
             ),
-            false => format!("DELETE FROM {table} WHERE seq IN ({})", list.join(",")),
+            false => format!(
+                "DELETE FROM {table} WHERE seq IN ({}) AND claimed_until = {lease} AND status = 'pending'",
+                list.join(",")
+            ),
         };
         let fail = format!(
             "UPDATE {table} SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2,
-               claimed_until = 0, status = $3 WHERE seq = $4"
+               claimed_until = 0, status = $3 WHERE seq = $4 AND claimed_until = {lease} AND status = 'pending'"
         );
         let fail = self.sql(&fail);
         macro_rules! settle {
@@ -286,5 +301,117 @@ impl Pool {
             .bind(&l.headers).bind(&l.payload).bind(l.failed_at).bind(now)
             .execute(p).await?.rows_affected());
         Ok(inserted == 1)
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+
+    async fn sqlite() -> (Pool, Tables) {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database");
+        let tables = Tables::default();
+        tables.migrate(&pool).await.expect("migrate");
+        let insert = "INSERT INTO jetwire_outbox (id, subject, headers, payload, created_at, next_attempt_at)
+                      VALUES ('a', 's', '[]', x'', 0, 0), ('b', 's', '[]', x'', 0, 0)";
+        sqlx::query(insert).execute(&pool).await.expect("rows");
+        (pool.into(), tables)
+    }
+
+    async fn statuses(pool: &Pool) -> Vec<(String, i64)> {
+        let Pool::Sqlite(p) = pool else {
+            unreachable!("sqlite")
+        };
+        sqlx::query_as("SELECT status, claimed_until FROM jetwire_outbox ORDER BY seq")
+            .fetch_all(p)
+            .await
+            .expect("read")
+    }
+
+    /// A relay whose lease lapsed while it was stalled settles nothing:
+    /// the rows are another relay's by then, published and kept, and stay so.
+    #[tokio::test]
+    async fn a_relay_whose_lease_lapsed_writes_nothing() {
+        let (pool, t) = sqlite().await;
+        let stalled = pool.claim(&t, 0, 1_000, 10).await.expect("claim");
+        assert_eq!(stalled.rows.len(), 2);
+        assert!(
+            pool.claim(&t, 500, 1_500, 10)
+                .await
+                .expect("claim")
+                .rows
+                .is_empty(),
+            "claimed while the lease holds"
+        );
+        let other = pool.claim(&t, 2_000, 3_000, 10).await.expect("claim");
+        assert_eq!(other.rows.len(), 2, "the lapsed lease's rows go again");
+        pool.settle(&t, other, &[1, 2], true, 2_100, &[])
+            .await
+            .expect("settle");
+        let failed = |seq| Failed {
+            seq,
+            error: "ack timed out".into(),
+            next_at: 0,
+            give_up: seq == 2,
+        };
+        pool.settle(&t, stalled, &[1], false, 2_200, &[failed(2)])
+            .await
+            .expect("settle");
+        let published = statuses(&pool).await;
+        assert_eq!(
+            published,
+            vec![("published".to_owned(), 0), ("published".to_owned(), 0)],
+            "the stalled relay neither deleted, re-pended nor failed a row"
+        );
+    }
+
+    /// Many first migrations at once, as replicas starting together run
+    /// them (each its own thread and connection), all succeed.
+    #[test]
+    fn concurrent_first_migrations_on_one_file_succeed() {
+        let file = std::env::temp_dir().join(format!("jetwire-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let replicas: Vec<_> = (0..8)
+            .map(|i| {
+                let (options, start) = (options.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime");
+                    rt.block_on(async move {
+                        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                            .max_connections(1)
+                            .connect_with(options)
+                            .await
+                            .expect("open");
+                        // Two sets of tables: the first migration of each
+                        // writes while others read theirs.
+                        let tables = Tables::with_prefix(format!("r{}_", i % 2)).expect("prefix");
+                        start.wait();
+                        let migrated = tables.migrate(&pool).await;
+                        pool.close().await;
+                        migrated
+                    })
+                })
+            })
+            .collect();
+        for replica in replicas {
+            replica
+                .join()
+                .expect("joined")
+                .expect("a migration running beside others succeeds");
+        }
+        let _ = std::fs::remove_file(&file);
     }
 }

@@ -3,7 +3,7 @@
 //! own, safe to run from many replicas at once.
 
 use crate::error::OutboxError;
-use crate::pool::{Pool, on_pool};
+use crate::pool::Pool;
 use crate::tables::Tables;
 use crate::wire::now_ms;
 
@@ -13,33 +13,53 @@ impl Tables {
         let pool: Pool = pool.clone().into();
         let steps = self.steps(&pool);
         let schema = self.schema();
-        on_pool!(&pool, p => {
-            let mut tx = p.begin().await?;
-            lock(&pool, &mut tx).await?;
-            sqlx::query(&format!(
-                "CREATE TABLE IF NOT EXISTS {schema} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
-            ))
-            .execute(&mut *tx)
-            .await?;
-            let done: Vec<i64> = sqlx::query_scalar(&format!("SELECT CAST(version AS BIGINT) FROM {schema}"))
-                .fetch_all(&mut *tx)
+        macro_rules! run {
+            ($tx:ident) => {{
+                sqlx::query(&format!(
+                    "CREATE TABLE IF NOT EXISTS {schema} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+                ))
+                .execute(&mut *$tx)
                 .await?;
-            for (version, statements) in steps.iter().enumerate() {
-                let version = version as i64 + 1;
-                if done.contains(&version) {
-                    continue;
+                let done: Vec<i64> = sqlx::query_scalar(&format!("SELECT CAST(version AS BIGINT) FROM {schema}"))
+                    .fetch_all(&mut *$tx)
+                    .await?;
+                for (version, statements) in steps.iter().enumerate() {
+                    let version = version as i64 + 1;
+                    if done.contains(&version) {
+                        continue;
+                    }
+                    for statement in statements {
+                        sqlx::query(statement).execute(&mut *$tx).await?;
+                    }
+                    sqlx::query(&pool.sql(&format!("INSERT INTO {schema} (version, applied_at) VALUES ($1, $2)")))
+                        .bind(version)
+                        .bind(now_ms())
+                        .execute(&mut *$tx)
+                        .await?;
                 }
-                for statement in statements {
-                    sqlx::query(statement).execute(&mut *tx).await?;
-                }
-                sqlx::query(&pool.sql(&format!("INSERT INTO {schema} (version, applied_at) VALUES ($1, $2)")))
-                    .bind(version)
-                    .bind(now_ms())
+                $tx.commit().await?;
+            }};
+        }
+        // Migrations of one database run one at a time, across processes.
+        match &pool {
+            // An advisory lock, held until commit.
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::raw_sql("SELECT pg_advisory_xact_lock(7254896310)")
                     .execute(&mut *tx)
                     .await?;
+                run!(tx)
             }
-            tx.commit().await?;
-        });
+            // The database's one write lock, taken before anything is
+            // read (a deferred transaction that read first could not take
+            // it after another migration wrote: SQLITE_BUSY_SNAPSHOT).
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                run!(tx)
+            }
+        }
         Ok(())
     }
 
@@ -106,26 +126,6 @@ impl Tables {
         }
         vec![first]
     }
-}
-
-/// Serializes migrations of one database across processes: an advisory
-/// lock on Postgres; SQLite's write lock, taken at once, on SQLite.
-async fn lock<DB: sqlx::Database>(
-    pool: &Pool,
-    tx: &mut sqlx::Transaction<'_, DB>,
-) -> Result<(), sqlx::Error>
-where
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-{
-    let sql = match pool {
-        #[cfg(feature = "postgres")]
-        Pool::Postgres(_) => "SELECT pg_advisory_xact_lock(7254896310)",
-        // Any write takes the database's one write lock until commit.
-        #[cfg(feature = "sqlite")]
-        Pool::Sqlite(_) => "CREATE TABLE IF NOT EXISTS jetwire_migration_lock (x INTEGER)",
-    };
-    sqlx::raw_sql(sql).execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// Runs the migrations with the default table names. Safe to call from

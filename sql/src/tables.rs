@@ -1,5 +1,12 @@
 //! [`Tables`]: the names of jetwire's tables, with an optional prefix.
 
+use crate::error::OutboxError;
+
+/// A prefix as it may be shown: at most 64 characters, no control ones.
+fn jetwire_text(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
 /// Table names, with an optional prefix (`app_` makes `app_jetwire_outbox`).
 ///
 /// | table | what |
@@ -9,8 +16,9 @@
 /// | `jetwire_schema` | the migrations run |
 ///
 /// ```
-/// let t = jetwire_sql::Tables::with_prefix("billing_");
+/// let t = jetwire_sql::Tables::with_prefix("billing_")?;
 /// assert_eq!(t.outbox(), "billing_jetwire_outbox");
+/// # Ok::<(), jetwire_sql::OutboxError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tables {
@@ -18,19 +26,33 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// Names starting with `prefix`: ASCII letters, digits and `_` only.
-    ///
-    /// # Panics
-    /// On any other character: a table name is spliced into SQL.
-    pub fn with_prefix(prefix: impl Into<String>) -> Tables {
+    /// The longest table prefix: the longest name made from it, the index
+    /// `<prefix>jetwire_dead_letters_failed` (27 bytes after the prefix),
+    /// fits PostgreSQL's 63-byte identifiers with room to spare.
+    pub const MAX_PREFIX: usize = 32;
+
+    /// Names starting with `prefix`: ASCII letters, digits and `_` only
+    /// (a table name is spliced into SQL), at most [`Tables::MAX_PREFIX`] bytes (so
+    /// the longest index name fits PostgreSQL's 63 bytes).
+    pub fn with_prefix(prefix: impl Into<String>) -> Result<Tables, OutboxError> {
         let prefix = prefix.into();
-        assert!(
-            prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "a table prefix is ASCII letters, digits and `_`, not {prefix:?}"
-        );
-        Tables { prefix }
+        if !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(OutboxError::Config(format!(
+                "a table prefix is ASCII letters, digits and `_`, not {:?}",
+                jetwire_text(&prefix)
+            )));
+        }
+        if prefix.len() > Self::MAX_PREFIX {
+            return Err(OutboxError::Config(format!(
+                "a table prefix is at most {} bytes (PostgreSQL cuts longer names, and the indexes would collide); `{prefix}` is {}",
+                Self::MAX_PREFIX,
+                prefix.len()
+            )));
+        }
+        Ok(Tables { prefix })
     }
 
     /// The outbox table.
@@ -59,8 +81,12 @@ mod tests {
     use super::*;
 
     #[test]
-    #[should_panic(expected = "table prefix")]
-    fn a_prefix_that_could_inject_sql_is_refused() {
-        let _ = Tables::with_prefix("x; drop table users; --");
+    fn a_prefix_that_could_inject_sql_or_lose_its_indexes_is_refused() {
+        let err = Tables::with_prefix("x; drop table users; --").expect_err("refused");
+        assert!(err.to_string().contains("table prefix"), "{err}");
+        let long = "p".repeat(Tables::MAX_PREFIX + 1);
+        assert!(Tables::with_prefix(long).is_err());
+        let t = Tables::with_prefix("p".repeat(Tables::MAX_PREFIX)).expect("fits");
+        assert!(format!("{}_failed", t.dead_letters()).len() <= 63);
     }
 }

@@ -39,7 +39,7 @@ impl TestDb {
             .connect(&crate::postgres::postgres_sqlx_url())
             .await
             .expect("connect to the tests' PostgreSQL");
-        let tables = Tables::with_prefix(table_prefix(name));
+        let tables = Tables::with_prefix(table_prefix(name)).expect("a valid prefix");
         tables.migrate(&pool).await.expect("migrate");
         TestDb::Postgres(pool, tables)
     }
@@ -57,7 +57,7 @@ impl TestDb {
             .connect_with(options)
             .await
             .expect("open SQLite");
-        let tables = Tables::with_prefix(table_prefix(name));
+        let tables = Tables::with_prefix(table_prefix(name)).expect("a valid prefix");
         tables.migrate(&pool).await.expect("migrate");
         TestDb::Sqlite(pool, tables, dir)
     }
@@ -145,6 +145,23 @@ impl TestDb {
         scalar!(self, sql, fetch_all).expect("read failures")
     }
 
+    /// Runs one statement on the test's database (`{outbox}` stands for
+    /// the outbox table): what an operator does by hand.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        let sql = sql.replace("{outbox}", &self.tables().outbox());
+        match self {
+            TestDb::Postgres(p, ..) => sqlx::query(&sql)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()),
+            TestDb::Sqlite(p, ..) => sqlx::query(&sql)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .expect("the statement runs")
+    }
+
     /// One text column of every row of the dead-letter table.
     pub async fn letter_column(&self, column: &str) -> Vec<Option<String>> {
         let sql = format!(
@@ -172,6 +189,7 @@ fn table_prefix(name: &str) -> String {
     let clean: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(12)
         .collect();
     format!("t{}_{n}_{clean}_", std::process::id()).to_ascii_lowercase()
 }

@@ -161,9 +161,17 @@ impl Message {
         &self.headers
     }
 
-    /// One header's value.
+    /// One header's value (its first), the name compared without case,
+    /// as NATS compares header names.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.as_str())
+        if let Some(v) = self.headers.get(name) {
+            return Some(v.as_str());
+        }
+        self.headers
+            .iter()
+            .find(|(key, _)| AsRef::<str>::as_ref(key).eq_ignore_ascii_case(name))
+            .and_then(|(_, values)| values.first())
+            .map(|v| v.as_str())
     }
 
     /// Mutable headers, to add or remove one before sending.

@@ -108,6 +108,33 @@ impl Publisher {
         (&self.outlet.js, &self.config)
     }
 
+    /// The stream that captures `subject` (without the subject prefix),
+    /// as the server says now; `None` when no stream does. What tells a
+    /// publish that got no answer ([`crate::PublishErrorKind::NoResponders`])
+    /// from a subject nothing stores: a stream that has no leader for a
+    /// moment is still found.
+    ///
+    /// ```no_run
+    /// # async fn f(publisher: jetwire::Publisher) -> Result<(), jetwire::Error> {
+    /// match publisher.stream_of("orders.created").await? {
+    ///     Some(stream) => println!("stored in {stream}"),
+    ///     None => println!("no stream captures orders.created"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_of(&self, subject: &str) -> Result<Option<String>, Error> {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind;
+        let full = jetwire_grammar::subject::with_prefix(self.config.prefix(), subject);
+        match self.outlet.js.stream_by_subject(full.as_str()).await {
+            Ok(name) => Ok(Some(name)),
+            Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::nats(
+                format!("looking up the stream of `{subject}`"),
+                e,
+            )),
+        }
+    }
+
     /// Sends signal `name` with `value` to the handler of the message whose
     /// id is `message_id` (its `Nats-Msg-Id`, what `ctx.message_id()`
     /// says), which receives it from

@@ -86,6 +86,10 @@ connection!("sqlite", sqlx::SqliteConnection, "?");
 /// is published once the transaction commits, never if it rolls back.
 /// Returns the row's id, which is the message's `Nats-Msg-Id`.
 ///
+/// This writes the tables without a prefix (`jetwire_outbox`); with a
+/// relay on prefixed tables ([`Outbox::tables`]) enqueue through the same
+/// [`Tables`]: [`Tables::enqueue`].
+///
 /// ```no_run
 /// # #[cfg(feature = "sqlite")]
 /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
@@ -112,8 +116,9 @@ pub async fn enqueue_with<'c, T: Serialize + ?Sized>(
     payload: &T,
     options: PublishOptions,
 ) -> Result<String, OutboxError> {
-    let message = Message::json(subject, payload, options)?;
-    Tables::default().enqueue_message(conn, message).await
+    Tables::default()
+        .enqueue_with(conn, subject, payload, options)
+        .await
 }
 
 /// [`enqueue_with`] for bytes as they are (no JSON, no content type).
@@ -123,11 +128,58 @@ pub async fn enqueue_raw<'c>(
     payload: impl Into<bytes::Bytes>,
     options: PublishOptions,
 ) -> Result<String, OutboxError> {
-    let message = Message::raw(subject, payload, options)?;
-    Tables::default().enqueue_message(conn, message).await
+    Tables::default()
+        .enqueue_raw(conn, subject, payload, options)
+        .await
 }
 
 impl Tables {
+    /// [`enqueue`] into these tables: the ones a relay with
+    /// [`Outbox::tables`]`(self)` reads.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tables = jetwire_sql::Tables::with_prefix("billing_")?;
+    /// let mut tx = pool.begin().await?;
+    /// tables.enqueue(&mut *tx, "invoices.issued", &7).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue<'c, T: Serialize + ?Sized>(
+        &self,
+        conn: impl Connection<'c>,
+        subject: &str,
+        payload: &T,
+    ) -> Result<String, OutboxError> {
+        self.enqueue_with(conn, subject, payload, PublishOptions::new())
+            .await
+    }
+
+    /// [`enqueue_with`] into these tables.
+    pub async fn enqueue_with<'c, T: Serialize + ?Sized>(
+        &self,
+        conn: impl Connection<'c>,
+        subject: &str,
+        payload: &T,
+        options: PublishOptions,
+    ) -> Result<String, OutboxError> {
+        let message = Message::json(subject, payload, options)?;
+        self.enqueue_message(conn, message).await
+    }
+
+    /// [`enqueue_raw`] into these tables.
+    pub async fn enqueue_raw<'c>(
+        &self,
+        conn: impl Connection<'c>,
+        subject: &str,
+        payload: impl Into<bytes::Bytes>,
+        options: PublishOptions,
+    ) -> Result<String, OutboxError> {
+        let message = Message::raw(subject, payload, options)?;
+        self.enqueue_message(conn, message).await
+    }
+
     /// Saves a built message in these tables, in the caller's transaction.
     pub async fn enqueue_message<'c>(
         &self,

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jetwire::publish::Message;
-use jetwire::{BoxFuture, Error, PublishError, Publisher, Service, ServiceContext};
+use jetwire::{
+    BoxFuture, Error, PublishError, PublishErrorKind, Publisher, Service, ServiceContext,
+};
 
 use crate::pool::{Claim, Claimed, Failed, Pool};
 use crate::tables::Tables;
@@ -54,10 +56,16 @@ impl OutboxStats {
 ///   every ack, then deletes them (or keeps them as `published` for
 ///   [`Outbox::keep_published`]).
 /// - A failed publish counts an attempt, keeps the error, and tries again
-///   after [`Outbox::backoff`]; after `max_attempts` the row is `failed`,
-///   kept, logged and counted. A subject no stream captures, or a
-///   destination with no publisher, fails the row at once with that
-///   reason. Nothing is dropped.
+///   after [`Outbox::backoff`]. NATS unreachable, an ack that does not
+///   come, or a stream without a leader for a moment (an election) is an
+///   outage: tried again for as long as it takes. A refusal of the stream
+///   (a full stream, say) counts against `max_attempts`, after which the
+///   row is `failed`, kept, logged and counted. A subject no stream
+///   captures (the server says so), a destination with no publisher, or a
+///   message the server never takes fails the row at once with that
+///   reason. Nothing is dropped, and a `failed` row holds back the later
+///   rows of its key: they keep their order until an operator re-pends or
+///   deletes it.
 /// - Wakes on Postgres `LISTEN/NOTIFY` when a row is committed, and polls
 ///   every [`Outbox::poll_interval`] besides (the only way on SQLite).
 ///
@@ -129,7 +137,8 @@ impl Outbox {
         self
     }
 
-    /// Publishes tried before a row is `failed` (10).
+    /// Publishes a stream may refuse before a row is `failed` (10). An
+    /// outage (NATS or a stream's leader not there) does not count.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
@@ -206,7 +215,30 @@ impl Service for Outbox {
 /// Why a row could not be published, and whether trying again can help.
 struct Failure {
     error: String,
-    final_: bool,
+    verdict: Verdict,
+}
+
+/// What a failure does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// It cannot pass (no stream captures the subject, no publisher for
+    /// the destination, a message the server never takes): `failed` now.
+    Final,
+    /// The stream refused it for now (a full stream, say): counted
+    /// against `max_attempts`.
+    Counted,
+    /// NATS or the stream's leader was not there: tried again after the
+    /// backoff for as long as it takes, never given up.
+    Outage,
+}
+
+impl Failure {
+    fn final_(error: impl Into<String>) -> Failure {
+        Failure {
+            error: error.into(),
+            verdict: Verdict::Final,
+        }
+    }
 }
 
 impl Outbox {
@@ -237,6 +269,9 @@ impl Outbox {
                 continue;
             }
             self.publish(&ctx, claim).await;
+            // Kept rows go under a backlog too (at most once a minute):
+            // else a relay that never runs dry keeps every row.
+            self.purge(&mut purged_at).await;
         }
         Ok(())
     }
@@ -262,7 +297,13 @@ impl Outbox {
         for (row, ack) in acks {
             match ack {
                 Ok(_) => stored.push(row.seq),
-                Err(e) => failed.push((row, classify(&e))),
+                Err(e) => {
+                    let failure = match self.publisher_for(ctx, &row) {
+                        Ok(publisher) => classify(publisher, &row.subject, &e).await,
+                        Err(f) => f,
+                    };
+                    failed.push((row, failure));
+                }
             }
         }
         let failures: Vec<Failed> = failed.iter().map(|(row, f)| self.failure(row, f)).collect();
@@ -296,21 +337,15 @@ impl Outbox {
         row: &Claimed,
     ) -> Result<jetwire::PendingReceipt, Failure> {
         let publisher = self.publisher_for(ctx, row)?;
-        let headers = decode_headers(&row.headers).ok_or_else(|| Failure {
-            error: "the row's headers are not a JSON list of [name, value] pairs".into(),
-            final_: true,
+        let headers = decode_headers(&row.headers).ok_or_else(|| {
+            Failure::final_("the row's headers are not a JSON list of [name, value] pairs")
         })?;
-        let message =
-            Message::from_parts(&row.subject, headers, row.payload.clone()).map_err(|e| {
-                Failure {
-                    error: e.to_string(),
-                    final_: true,
-                }
-            })?;
-        publisher.send_message(message).await.map_err(|e| Failure {
-            error: e.to_string(),
-            final_: false,
-        })
+        let message = Message::from_parts(&row.subject, headers, row.payload.clone())
+            .map_err(|e| Failure::final_(e.to_string()))?;
+        match publisher.send_message(message).await {
+            Ok(pending) => Ok(pending),
+            Err(e) => Err(classify(publisher, &row.subject, &e).await),
+        }
     }
 
     fn publisher_for<'a>(
@@ -324,11 +359,10 @@ impl Outbox {
             .or_else(|| self.route.as_ref().and_then(|r| r(&row.subject)));
         match name {
             None => Ok(ctx.publisher()),
-            Some(name) => self.destinations.get(&name).ok_or_else(|| Failure {
-                error: format!(
+            Some(name) => self.destinations.get(&name).ok_or_else(|| {
+                Failure::final_(format!(
                     "no publisher for destination `{name}`: register one with Outbox::destination(\"{name}\", publisher)"
-                ),
-                final_: true,
+                ))
             }),
         }
     }
@@ -336,9 +370,20 @@ impl Outbox {
     /// How a failed row is recorded: its next try, or given up; logged.
     fn failure(&self, row: &Claimed, f: &Failure) -> Failed {
         let attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
-        let give_up = f.final_ || attempts >= self.max_attempts;
+        let give_up = match f.verdict {
+            Verdict::Final => true,
+            Verdict::Counted => attempts >= self.max_attempts,
+            Verdict::Outage => false,
+        };
         if give_up {
-            tracing::error!(id = %row.id, subject = %row.subject, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`");
+            match &row.key {
+                Some(key) => {
+                    tracing::error!(id = %row.id, subject = %row.subject, key = %key, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`, and the later rows of its key wait behind it: fix the cause, then set its status to 'pending' (or delete it to let them go)")
+                }
+                None => {
+                    tracing::error!(id = %row.id, subject = %row.subject, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`: fix the cause, then set its status to 'pending'")
+                }
+            }
         } else {
             tracing::warn!(id = %row.id, subject = %row.subject, key = ?row.key, attempts, error = %f.error, "outbox: publish failed; trying again");
         }
@@ -367,16 +412,25 @@ impl Outbox {
     }
 }
 
-/// A failed ack: final when no stream captures the subject.
-fn classify(e: &PublishError) -> Failure {
-    let text = e.to_string();
-    let no_stream = text.contains("no stream found") || text.contains("no responders");
-    Failure {
-        error: if no_stream {
-            format!("no stream captures the subject: {text}")
-        } else {
-            text
+/// What a failed publish of `subject` means for its row, from the
+/// error's kind. No JetStream answering is a stream without a leader for
+/// a moment (an election, a restart) as often as a subject nothing
+/// stores: only the server saying no stream captures the subject makes it
+/// final.
+async fn classify(publisher: &Publisher, subject: &str, e: &PublishError) -> Failure {
+    let error = e.to_string();
+    let verdict = match e.kind() {
+        PublishErrorKind::Invalid => Verdict::Final,
+        PublishErrorKind::Refused(_) => Verdict::Counted,
+        PublishErrorKind::NoResponders => match publisher.stream_of(subject).await {
+            Ok(None) => {
+                return Failure::final_(format!(
+                    "no stream captures the subject `{subject}`: {error}; create one (or fix the subject), then set the row's status to 'pending'"
+                ));
+            }
+            Ok(Some(_)) | Err(_) => Verdict::Outage,
         },
-        final_: no_stream,
-    }
+        _ => Verdict::Outage,
+    };
+    Failure { error, verdict }
 }

@@ -13,7 +13,7 @@ use jetwire_sql::{Outbox, Pool, Tables};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = std::env::var("OUTBOX_DB")?;
-    let tables = Tables::with_prefix(std::env::var("OUTBOX_TABLES")?);
+    let tables = Tables::with_prefix(std::env::var("OUTBOX_TABLES")?)?;
     let pool: Pool = if db.starts_with("postgres://") {
         sqlx::PgPool::connect(&db).await?.into()
     } else {
