@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::cluster::{cluster_handbacks, cluster_leader_loss};
 use crate::inputs::{hostile_subjects_refused, many_handlers, poison_corpus, slow_handler};
+use crate::outbox::outbox_stepdowns;
 use crate::processes::{Also, consumer_killed, last_delivery_killed, sigterm_in_flight};
 use crate::server::{EVENTS, QUEUE, durable_deleted, server_freeze, server_kill9, server_restart};
 
@@ -22,8 +23,21 @@ mod cluster;
 mod figures;
 mod handlers;
 mod inputs;
+mod outbox;
 mod processes;
 mod server;
+
+/// Runs a scenario whose future is not `Send` (the test database's
+/// generic statements) on a blocking thread of the same runtime.
+async fn on_blocking<F>(scenario: fn() -> F) -> Result<String, String>
+where
+    F: Future<Output = Result<String, String>> + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(scenario()))
+        .await
+        .map_err(|e| format!("panicked: {e}"))?
+}
 
 type Scenario = fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 
@@ -69,6 +83,9 @@ fn main() {
         }),
         ("cluster-leader-loss", || Box::pin(cluster_leader_loss())),
         ("cluster-handbacks", || Box::pin(cluster_handbacks())),
+        ("outbox-stepdowns", || {
+            Box::pin(on_blocking(outbox_stepdowns))
+        }),
         ("poison-corpus", || Box::pin(poison_corpus())),
         ("hostile-subjects", || Box::pin(hostile_subjects_refused())),
         ("many-handlers", || Box::pin(many_handlers())),

@@ -1,0 +1,147 @@
+//! The outbox relay through what clusters and outages do: every row
+//! stored once and each key's rows in order, none given up on.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use jetwire::{App, PublishOptions};
+use jetwire_sql::Outbox;
+use jetwire_tests::sql::TestDb;
+use jetwire_tests::{Server, stream_messages, unique_prefix};
+use serde_json::json;
+
+/// What the stream holds of an outbox run: stored, unique ids, keys whose
+/// rows arrived out of order.
+struct Stored {
+    stored: usize,
+    unique: usize,
+    out_of_order: usize,
+}
+
+fn stored(messages: &[async_nats::jetstream::message::StreamMessage]) -> Stored {
+    let mut ids = HashSet::new();
+    let mut next: HashMap<u64, u64> = HashMap::new();
+    let mut out_of_order = HashSet::new();
+    for m in messages {
+        if let Some(id) = m.headers.get("Nats-Msg-Id") {
+            ids.insert(id.to_string());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+        let (Some(k), Some(n)) = (v["key"].as_u64(), v["n"].as_u64()) else {
+            continue;
+        };
+        let want = next.entry(k).or_default();
+        if n != *want {
+            out_of_order.insert(k);
+        }
+        *want = n + 1;
+    }
+    Stored {
+        stored: messages.len(),
+        unique: ids.len(),
+        out_of_order: out_of_order.len(),
+    }
+}
+
+/// A 3-node cluster, an R3 stream, and the relay publishing 5,000 keyed
+/// rows (50 keys) while they are committed, with the stream's leader
+/// stepping down every 2 s: while a new leader is elected, publishes get
+/// no answer (503), which must be an outage, not a missing stream.
+pub(crate) async fn outbox_stepdowns() -> Result<String, String> {
+    const NAME: &str = "outbox-stepdowns";
+    const KEYS: u64 = 50;
+    const PER_KEY: u64 = 100;
+    let servers = Server::cluster3();
+    let urls = servers
+        .iter()
+        .map(Server::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let prefix = unique_prefix("outbox-sd");
+    let cfg = jetwire::Config::builder()
+        .url(&urls)
+        .subject_prefix(&prefix)
+        .app("relay")
+        .stream_replicas(3)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let db = TestDb::sqlite(NAME).await;
+    let outbox = Outbox::new(db.pool())
+        .tables(db.tables().clone())
+        .poll_interval(Duration::from_millis(20));
+    let stats = outbox.stats();
+    // The cluster elects its meta leader first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let streams = loop {
+        let made = match jetwire::Publisher::connect(&cfg).await {
+            Ok(publisher) => publisher.ensure_streams(&["outboxsd.work"]).await,
+            Err(e) => Err(e),
+        };
+        match made {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("the cluster never came up: {e}")),
+        }
+    };
+    let app = App::new(cfg.clone())
+        .only(&[])
+        .service(outbox)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = app.publisher().client().clone();
+    let stepping = {
+        let (client, stream) = (client.clone(), streams[0].clone());
+        tokio::spawn(async move {
+            let mut downs = 0u32;
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}");
+                if client.request(subject, "".into()).await.is_ok() {
+                    downs += 1;
+                }
+                if downs >= 8 {
+                    return downs;
+                }
+            }
+        })
+    };
+    for n in 0..PER_KEY {
+        let rows = (0..KEYS)
+            .map(|k| {
+                (
+                    "outboxsd.work".to_owned(),
+                    json!({"key": k, "n": n}),
+                    PublishOptions::new().key(format!("k{k}")),
+                )
+            })
+            .collect();
+        db.enqueue(rows, true).await.map_err(|e| e.to_string())?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let downs = stepping.await.map_err(|e| e.to_string())?;
+    let total = usize::try_from(KEYS * PER_KEY).unwrap_or(usize::MAX);
+    let wait = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < wait && db.count("pending").await > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = stored(&stream_messages(&client, &streams[0]).await);
+    let failed = db.count("failed").await;
+    let pending = db.count("pending").await;
+    app.shutdown().await.map_err(|e| e.to_string())?;
+    drop(servers);
+    let line = format!(
+        "fault {NAME}: enqueued={total} stored_unique={} lost={} duplicates={} failed={failed} out_of_order_keys={} step_downs={downs} retried={}",
+        s.unique,
+        total.saturating_sub(s.unique),
+        s.stored.saturating_sub(s.unique),
+        s.out_of_order,
+        stats.retried()
+    );
+    if failed != 0 || pending != 0 || s.unique != total || s.out_of_order != 0 {
+        return Err(line);
+    }
+    Ok(line)
+}
