@@ -310,3 +310,107 @@ async fn a_busy_address_fails_start_naming_the_variable() {
         "{text}"
     );
 }
+
+/// Reads from `stream` until the server closes it; how long that took,
+/// or `None` if it stayed open past `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let t0 = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    tokio::time::timeout(within, async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| t0.elapsed())
+}
+
+/// Clients that never finish a request, that open more connections than
+/// the listener serves, or send a huge header neither hold the listener
+/// nor stop the app: half-open requests are closed within the header
+/// timeout, connections past the limit at once, and the handlers keep
+/// consuming throughout.
+#[tokio::test]
+#[allow(clippy::print_stdout)]
+async fn slow_many_and_huge_clients_neither_hold_the_listener_nor_stop_the_app() {
+    use tokio::io::AsyncWriteExt;
+    let prefix = unique_prefix("obs-abuse");
+    let running = App::new(config(shared_server().url().as_str(), &prefix, loopback()))
+        .only(&["obs_ok"])
+        .start()
+        .await
+        .expect("starts");
+    let addr = running.http_addr().expect("listening");
+
+    // A request that never ends its headers is closed.
+    let mut half = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let took = closed_within(&mut half, Duration::from_secs(20))
+        .await
+        .expect("a half-open request is closed");
+    println!("HTTP: a half-open request closed after {took:?}");
+
+    // 300 connections that send nothing: past the limit each is closed at
+    // once, the rest when the header timeout passes; the app consumes.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut closed_at_once = 0;
+    for stream in &mut idle {
+        if closed_within(stream, Duration::from_millis(20))
+            .await
+            .is_some()
+        {
+            closed_at_once += 1;
+        }
+    }
+    println!("HTTP: of 300 idle connections, {closed_at_once} closed at once");
+    assert!(
+        closed_at_once >= 300 - 256,
+        "{closed_at_once} closed at once"
+    );
+    for n in 0..20u64 {
+        running
+            .publisher()
+            .publish("queue.obsok", &n)
+            .await
+            .expect("publish");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "20 handled while the listener is full",
+        || async {
+            let handled = running.stats().iter().map(|s| s.acked).sum::<u64>();
+            (handled >= 20).then_some(())
+        },
+    )
+    .await;
+    for stream in &mut idle {
+        closed_within(stream, Duration::from_secs(20))
+            .await
+            .expect("an idle connection is closed");
+    }
+    drop(idle);
+
+    // A 1 MB header is refused, and the listener still answers.
+    let mut huge = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 1 << 20));
+    request.extend(b"\r\n\r\n");
+    let _ = huge.write_all(&request).await;
+    closed_within(&mut huge, Duration::from_secs(20))
+        .await
+        .expect("a huge header is refused");
+    eventually(Duration::from_secs(10), "/healthz answers", || async {
+        get(addr, "/healthz").await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+}

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,8 +13,9 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::health::Readiness;
@@ -37,7 +39,21 @@ impl Drop for Listener {
     }
 }
 
-/// Listens on `addr` and serves until dropped.
+/// How long a client may take to send a request's headers; a connection
+/// that sends none is closed after this too.
+const HEADER_READ: Duration = Duration::from_secs(5);
+/// How long one connection is served: keep-alive connections are closed
+/// gracefully after this, so none is held open for good.
+const CONNECTION_FOR: Duration = Duration::from_secs(30);
+/// The most connections served at once; past it a new one is closed at
+/// once, so file descriptors stay for NATS and the handlers' own I/O.
+const MOST_CONNECTIONS: usize = 256;
+/// The most a connection buffers: the headers of a probe or a scrape are
+/// far smaller (hyper's least is 8 KiB).
+const MAX_BUF: usize = 16 * 1024;
+
+/// Listens on `addr` and serves until dropped: every connection bounded in
+/// time and number, so no client can hold the listener or spin it.
 pub(crate) async fn listen(
     addr: SocketAddr,
     readiness: Arc<Readiness>,
@@ -50,24 +66,75 @@ pub(crate) async fn listen(
     let task = tokio::spawn(async move {
         // Owned here: aborting the listener aborts its connections.
         let mut connections = JoinSet::new();
+        let slots = Arc::new(Semaphore::new(MOST_CONNECTIONS));
+        let mut pause = AcceptPause::default();
         loop {
-            let Ok((stream, _)) = socket.accept().await else {
-                continue;
+            let stream = match socket.accept().await {
+                Ok((stream, _)) => {
+                    pause.reset();
+                    stream
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: accepting again at once
+                    // would fail at once, in a loop that spins a core.
+                    pause.wait(&e).await;
+                    continue;
+                }
             };
             while connections.try_join_next().is_some() {}
-            let readiness = readiness.clone();
-            connections.spawn(async move {
-                let service = service_fn(move |req| {
-                    let readiness = readiness.clone();
-                    async move { Ok::<_, Infallible>(answer(&req, &readiness)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!("HTTP: {MOST_CONNECTIONS} connections open; closing a new one");
+                drop(stream);
+                continue;
+            };
+            connections.spawn(serve(stream, readiness.clone(), slot));
         }
     });
     Ok(Listener { addr, task })
+}
+
+/// Serves one connection for at most [`CONNECTION_FOR`].
+async fn serve(stream: TcpStream, readiness: Arc<Readiness>, _slot: OwnedSemaphorePermit) {
+    let service = service_fn(move |req| {
+        let readiness = readiness.clone();
+        async move { Ok::<_, Infallible>(answer(&req, &readiness)) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ)
+        .max_buf_size(MAX_BUF)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = tokio::time::sleep(CONNECTION_FOR) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(HEADER_READ, connection).await;
+        }
+    }
+}
+
+/// The pause after a failed accept: from 10 ms, doubling to 1 s, logged
+/// once per run of failures.
+#[derive(Default)]
+struct AcceptPause(Option<Duration>);
+
+impl AcceptPause {
+    async fn wait(&mut self, e: &std::io::Error) {
+        let pause = match self.0 {
+            None => {
+                tracing::warn!(error = %e, "HTTP: cannot accept a connection; pausing");
+                Duration::from_millis(10)
+            }
+            Some(p) => (p * 2).min(Duration::from_secs(1)),
+        };
+        self.0 = Some(pause);
+        tokio::time::sleep(pause).await;
+    }
+
+    fn reset(&mut self) {
+        self.0 = None;
+    }
 }
 
 fn answer(req: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>> {
