@@ -183,18 +183,44 @@ pub(crate) fn signals_bucket(prefix: Option<&str>) -> String {
 }
 
 /// The key of one message's record in [`runs_bucket`]: its stream, the
-/// durable it came through, and its stream sequence. Characters a key may
-/// not hold are written as `=` and their code in hex.
+/// durable it came through, and its stream sequence (each part as
+/// [`key_part`] writes it).
 pub(crate) fn run_key(stream: &str, durable: &str, sequence: u64) -> String {
-    let part = |s: &str| {
-        s.chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c.to_string(),
-                c => format!("={:x}", u32::from(c)),
-            })
-            .collect::<String>()
-    };
-    format!("{}.{}.{sequence}", part(stream), part(durable))
+    format!("{}.{}.{sequence}", key_part(stream), key_part(durable))
+}
+
+/// The longest a part of a key is written out; a longer one is hashed.
+const KEY_PART_MAX: usize = 128;
+
+/// One part of a key-value key, from any text: letters, digits, `-` and
+/// `_` as they are, any other character as `=<hex>=`; a part longer than
+/// [`KEY_PART_MAX`] after that becomes `sha256/<hex of the text>` (`/`
+/// never appears otherwise). Different texts give different parts, and a
+/// key stays far below the server's 4 KiB protocol line whatever an
+/// outside message id holds.
+pub(crate) fn key_part(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => out.push(c),
+            c => {
+                let _ = write!(out, "={:x}=", u32::from(c));
+            }
+        }
+        if out.len() > KEY_PART_MAX {
+            break;
+        }
+    }
+    if out.len() <= KEY_PART_MAX && !out.is_empty() {
+        return out;
+    }
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes());
+    let mut hashed = String::from("sha256/");
+    for b in digest {
+        let _ = write!(hashed, "{b:02x}");
+    }
+    hashed
 }
 
 /// A name for the app when none is configured: the binary's file name, made
@@ -245,7 +271,17 @@ mod tests {
         assert_eq!(advisory_durable(Some("t1")), "t1_jetwire-dead-letters");
         assert_eq!(runs_bucket(Some("t1")), "T1_JETWIRE_RUNS");
         assert_eq!(run_key("QUEUE", "queue_email", 7), "QUEUE.queue_email.7");
-        assert_eq!(run_key("A.B", "x y", 1), "A=2eB.x=20y.1");
+        assert_eq!(run_key("A.B", "x y", 1), "A=2e=B.x=20=y.1");
+        // Injective: no text's part is another's.
+        assert_ne!(key_part("\u{3d0}"), key_part("=0"));
+        assert_ne!(key_part("a=2e=b"), key_part("a.b"));
+        // Bounded: a long id is hashed, and stays one of a kind.
+        let long = ".".repeat(5000);
+        assert!(key_part(&long).starts_with("sha256/"));
+        assert!(key_part(&long).len() < 80);
+        assert_ne!(key_part(&long), key_part(&".".repeat(5001)));
+        assert_eq!(key_part(""), key_part(""));
+        assert!(!key_part("").is_empty());
         assert_eq!(dlq_stream_subjects(Some("t1")), "t1.dlq.>");
         assert_eq!(
             durable_for(Some("a.b"), "app", Kind::Queue, "f", "queue.x.>", None),

@@ -71,7 +71,7 @@ struct Log {
     /// Checkpoints by key: they outlive a run, as in the bucket.
     checkpoints: Mutex<HashMap<String, Bytes>>,
     /// Signals sent ([`TestApp::signal`]), by key.
-    signals: Mutex<HashMap<String, Bytes>>,
+    signals: Mutex<HashMap<String, (Bytes, SystemTime)>>,
     published: Mutex<Vec<Published>>,
     pending: Mutex<VecDeque<Outbound>>,
     sequences: Mutex<HashMap<String, u64>>,
@@ -129,7 +129,10 @@ impl TestApp {
     /// (virtual time).
     pub fn signal<T: Serialize + ?Sized>(&self, message_id: &str, name: &str, value: &T) {
         let value = serde_json::to_vec(value).unwrap_or_default();
-        lock(&self.log.signals).insert(signals::key(message_id, name), value.into());
+        lock(&self.log.signals).insert(
+            signals::key(message_id, name),
+            (value.into(), SystemTime::now()),
+        );
     }
 
     /// Runs handlers as if the app had started to drain: `ctx.shutdown()`
@@ -301,11 +304,13 @@ impl TestApp {
             discarded: false,
             partition: None,
         };
+        // Stored once: every delivery of it has the same time.
+        let published_at = SystemTime::now();
         for attempt in 1.. {
             let delivered = Delivered {
                 deliveries: attempt,
                 stream_sequence: sequence,
-                published_at: SystemTime::now(),
+                published_at,
             };
             let meta = Meta::new(
                 &route,
@@ -324,7 +329,7 @@ impl TestApp {
             let action = classify(&called.outcome, attempt, &policy);
             if !matches!(action, Action::Nak { .. }) {
                 // Settled: its checkpoint goes, as in the live runtime.
-                ctx.clear_kept().await;
+                ctx.clear_kept(!matches!(action, Action::Ack)).await;
             }
             match action {
                 Action::Ack => break,
@@ -353,20 +358,23 @@ impl TestApp {
 
 impl Signals for Log {
     fn send(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
-        lock(&self.signals).insert(key, value);
+        lock(&self.signals).insert(key, (value, SystemTime::now()));
         Box::pin(async { Ok(()) })
     }
 
     /// Virtual time: a signal not sent yet never comes, so the timeout
     /// passes at once.
-    fn wait(&self, key: String, _timeout: Duration) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
-        let found = lock(&self.signals).get(&key).cloned();
+    fn wait(
+        &self,
+        key: String,
+        published: SystemTime,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        let found = lock(&self.signals)
+            .get(&key)
+            .filter(|(_, sent)| signals::fresh(*sent, published))
+            .map(|(value, _)| value.clone());
         Box::pin(async move { Ok(found) })
-    }
-
-    fn remove(&self, key: String) -> BoxFuture<'_, ()> {
-        lock(&self.signals).remove(&key);
-        Box::pin(async {})
     }
 }
 

@@ -10,27 +10,29 @@ use jetwire_tests::{WorkerProcess, eventually, shared_server, unique_prefix};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
 
-/// The keys in the deployment's checkpoint bucket; none if it is not made yet.
-async fn checkpoint_keys(prefix: &str) -> Vec<String> {
+/// What the deployment's checkpoint bucket stores: every message of its
+/// stream, purge markers included (a key-value listing hides those); 0
+/// only if the bucket is not made yet. Any other error fails the test.
+async fn checkpoint_keys(prefix: &str) -> u64 {
+    use async_nats::jetstream::context::GetStreamErrorKind;
     let client = async_nats::connect(shared_server().url())
         .await
         .expect("connects");
     let js = async_nats::jetstream::new(client);
-    let bucket = format!(
-        "{}_JETWIRE_CHECKPOINTS",
+    let stream = format!(
+        "KV_{}_JETWIRE_CHECKPOINTS",
         prefix.to_uppercase().replace('.', "_")
     );
-    let Ok(store) = js.get_key_value(bucket).await else {
-        return Vec::new();
-    };
-    let Ok(mut keys) = store.keys().await else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    while let Some(Ok(k)) = futures_util::StreamExt::next(&mut keys).await {
-        out.push(k);
+    match js.get_stream(&stream).await {
+        Ok(mut s) => s.info().await.expect("the bucket's state").state.messages,
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            0
+        }
+        Err(e) => panic!("cannot read {stream}: {e}"),
     }
-    out
 }
 
 fn number(line: &str) -> u32 {
@@ -62,7 +64,7 @@ async fn a_killed_job_resumes_from_its_last_checkpoint_and_settling_removes_it()
     first.expect_line(|l| l == "STEP 7 3");
     first.kill9();
     assert_eq!(
-        checkpoint_keys(&prefix).await.len(),
+        checkpoint_keys(&prefix).await,
         1,
         "the checkpoint outlives the process"
     );
@@ -76,7 +78,7 @@ async fn a_killed_job_resumes_from_its_last_checkpoint_and_settling_removes_it()
     eventually(
         Duration::from_secs(10),
         "the checkpoint removed at ack",
-        || async { checkpoint_keys(&prefix).await.is_empty().then_some(()) },
+        || async { (checkpoint_keys(&prefix).await == 0).then_some(()) },
     )
     .await;
 
@@ -94,10 +96,49 @@ async fn a_killed_job_resumes_from_its_last_checkpoint_and_settling_removes_it()
                 .count()
                 .await
                 .unwrap_or((0, 0));
-            (letters == 1 && checkpoint_keys(&prefix).await.is_empty()).then_some(())
+            (letters == 1 && checkpoint_keys(&prefix).await == 0).then_some(())
         },
     )
     .await;
+    let (_, _) = second.terminate();
+}
+
+/// A stream deleted and made again numbers its messages from 1 again: a
+/// new message at the sequence of one that checkpointed starts afresh.
+#[tokio::test]
+async fn a_new_message_at_a_recreated_streams_sequence_does_not_resume_an_old_checkpoint() {
+    let prefix = unique_prefix("ckptnew");
+    let url = shared_server().url();
+    let first = WorkerProcess::ready(WORKER, &url, &prefix, "checkpoint", &[]);
+    let publisher = jetwire::Publisher::connect(
+        &jetwire::Config::builder()
+            .url(&url)
+            .subject_prefix(&prefix)
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("connects");
+    let receipt = publisher
+        .publish("queue.ckpt", &7u64)
+        .await
+        .expect("publish");
+    first.expect_line(|l| l == "STEP 7 3");
+    first.kill9();
+    let js = async_nats::jetstream::new(publisher.client().clone());
+    js.delete_stream(&receipt.stream).await.expect("deleted");
+    let second = WorkerProcess::ready(WORKER, &url, &prefix, "checkpoint", &[]);
+    let again = publisher
+        .publish("queue.ckpt", &8u64)
+        .await
+        .expect("publish");
+    assert_eq!(again.sequence, receipt.sequence, "the same sequence");
+    assert_eq!(
+        number(&second.expect_line(|l| l.starts_with("RESUME 8"))),
+        0,
+        "a new message starts at its first step"
+    );
+    second.expect_line(|l| l == "DONE 8");
     let (_, _) = second.terminate();
 }
 

@@ -137,3 +137,149 @@ async fn testapp_delivers_signals_sent_in_the_test() {
         vec![(7, "carol".to_owned())]
     );
 }
+
+static FANOUT_DONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+#[jetwire::subscribe("sigfan.created", max_deliver = 1)]
+async fn sig_billing(_n: u64, ctx: Context) -> Result<(), HandlerError> {
+    let _: String = ctx
+        .wait_for_signal("approved", Duration::from_secs(10))
+        .await?;
+    FANOUT_DONE.lock().expect("lock").push("billing");
+    Ok(())
+}
+
+#[jetwire::subscribe("sigfan.created", max_deliver = 1)]
+async fn sig_audit(_n: u64, ctx: Context) -> Result<(), HandlerError> {
+    // Starts to wait well after billing has its signal and settles.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _: String = ctx
+        .wait_for_signal("approved", Duration::from_secs(10))
+        .await?;
+    FANOUT_DONE.lock().expect("lock").push("audit");
+    Ok(())
+}
+
+/// An event reaches two apps that both wait for one signal: the first to
+/// settle does not take it from the other.
+#[tokio::test]
+async fn every_app_a_message_reaches_gets_its_signal() {
+    let prefix = unique_prefix("sigfan");
+    let app = |name: &str, handler: &'static str| {
+        App::new(
+            Config::builder()
+                .url(shared_server().url())
+                .app(name)
+                .subject_prefix(&prefix)
+                .build()
+                .expect("valid"),
+        )
+        .only(&[handler])
+        .start()
+    };
+    let billing = app("billing", "sig_billing").await.expect("starts");
+    let audit = app("audit", "sig_audit").await.expect("starts");
+    let publisher = billing.publisher();
+    publisher
+        .publish_with(
+            "sigfan.created",
+            &1u64,
+            PublishOptions::new().message_id("fan-1"),
+        )
+        .await
+        .expect("publish");
+    publisher
+        .signal("fan-1", "approved", &"dana")
+        .await
+        .expect("signal");
+    eventually(Duration::from_secs(20), "both apps acked", || async {
+        (FANOUT_DONE.lock().expect("lock").len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(audit.stats()[0].dead_lettered, 0);
+    billing.shutdown().await.expect("stops");
+    audit.shutdown().await.expect("stops");
+}
+
+/// A message id of 5,000 bytes (an outside one) makes a key the server
+/// takes: sending and waiting work, and the connection is never dropped.
+/// A signal left from long before a message with the same id is not its.
+#[tokio::test]
+async fn a_long_id_keeps_the_connection_and_an_old_signal_is_not_a_new_messages() {
+    let prefix = unique_prefix("siglong");
+    let approved = Approved::default();
+    let running = App::new(config(&prefix))
+        .only(&["sig_pay"])
+        .state(approved.clone())
+        .start()
+        .await
+        .expect("starts");
+    let publisher = running.publisher();
+    let connects = publisher
+        .client()
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let long = format!("id-{}", ".".repeat(5000));
+    publisher
+        .signal(&long, "approved", &"erin")
+        .await
+        .expect("a long id is signalled");
+    publisher
+        .publish_with(
+            "queue.sigpay",
+            &3u64,
+            PublishOptions::new().message_id(&long),
+        )
+        .await
+        .expect("publish");
+    eventually(Duration::from_secs(20), "the long id approved", || async {
+        approved
+            .0
+            .lock()
+            .expect("lock")
+            .contains(&(3, "erin".to_owned()))
+            .then_some(())
+    })
+    .await;
+
+    // Sent for an id, 3 s before a message with that id is published.
+    publisher
+        .signal("pay-stale", "approved", &"mallory")
+        .await
+        .expect("signal");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    publisher
+        .publish_with(
+            "queue.sigpay",
+            &101u64,
+            PublishOptions::new().message_id("pay-stale"),
+        )
+        .await
+        .expect("publish");
+    eventually(
+        Duration::from_secs(20),
+        "the stale signal refused",
+        || async { (running.stats()[0].dead_lettered == 1).then_some(()) },
+    )
+    .await;
+    assert!(
+        !approved
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(j, _)| *j == 101),
+        "an old signal approved a new message"
+    );
+    assert_eq!(
+        publisher
+            .client()
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        connects,
+        "the connection was dropped"
+    );
+    running.shutdown().await.expect("clean shutdown");
+}

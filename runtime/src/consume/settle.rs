@@ -43,7 +43,7 @@ pub(super) async fn ack(shared: &Shared, ctx: &Context) {
     {
         tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
     }
-    ctx.clear_kept().await;
+    ctx.clear_kept(false).await;
 }
 
 /// A delivery in a task of its own, from wherever the loop left it to
@@ -216,7 +216,7 @@ async fn settle_failure(
             if let Err(e) = acker.ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, "could not terminate a discarded message; it comes again");
             }
-            ctx.clear_kept().await;
+            ctx.clear_kept(true).await;
             true
         }
         Action::Nak { delay } => {
@@ -244,7 +244,7 @@ async fn settle_failure(
                     if let Err(e) = acker.ack_with(AckKind::Term).await {
                         tracing::warn!(error = %e, "could not terminate a dead-lettered message; the copy is stored and a redelivery is deduplicated");
                     }
-                    ctx.clear_kept().await;
+                    ctx.clear_kept(true).await;
                     true
                 }
                 Err(e) => {

@@ -244,6 +244,16 @@ impl Capture {
             failed_at: SystemTime::now(),
         });
         dlq_stream::store(js, &self.outlet, &self.config, letter).await?;
+        // What its runs kept goes with it, as on the live path.
+        let checkpoints =
+            crate::protocol::checkpoints::Bucket::new(js.clone(), self.config.prefix(), None);
+        let key = crate::protocol::checkpoints::key(
+            &claim.stream,
+            &claim.durable,
+            claim.stream_seq,
+            SystemTime::from(original.time),
+        );
+        crate::protocol::checkpoints::Checkpoints::remove(&checkpoints, key).await;
         metrics::dead_letter(&handler, DlqReason::Exhausted.as_str());
         tracing::warn!(handler = %handler, stream = %claim.stream, sequence = claim.stream_seq, durable = %claim.durable, "dead-lettered after max deliveries without an answer");
         let info = stream.cached_info();

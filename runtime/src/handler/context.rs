@@ -170,10 +170,6 @@ struct Inner {
     /// A checkpoint of this message was saved or found: it is removed
     /// once the message is settled.
     checkpointed: AtomicBool,
-    /// Signals this run received: removed once the message is settled.
-    /// `signalled` says whether there are any, without taking the lock.
-    signals_read: std::sync::Mutex<Vec<String>>,
-    signalled: AtomicBool,
     env: Arc<Env>,
 }
 
@@ -201,8 +197,6 @@ impl Context {
                 meta,
                 published: AtomicU32::new(0),
                 checkpointed: AtomicBool::new(false),
-                signals_read: std::sync::Mutex::new(Vec::new()),
-                signalled: AtomicBool::new(false),
                 env,
             }),
         }
@@ -429,7 +423,11 @@ impl Context {
     /// Waits until signal `name` is sent for this message
     /// ([`Publisher::signal`](crate::Publisher::signal) with this
     /// message's id), and returns its value. A signal sent before the wait
-    /// began is found at once, and so is one a previous run received. While
+    /// began is found at once, and so is one a previous run received; every
+    /// handler and app the message reaches gets the same signal (it is kept
+    /// for a week, not removed when one of them settles). A signal sent
+    /// more than 2 s before the message was published is an older
+    /// message's with the same id, and is not this one's. While
     /// it waits, jetwire keeps telling the server the handler is working.
     /// If `timeout` passes first, the error (returned with `?`) is a
     /// transient failure: the message is retried with the handler's backoff.
@@ -452,16 +450,13 @@ impl Context {
         timeout: std::time::Duration,
     ) -> Result<T, Error> {
         let key = signals::key(self.message_id(), name);
-        let Some(bytes) = self.inner.env.signals.wait(key.clone(), timeout).await? else {
+        let published = self.published_at();
+        let Some(bytes) = self.inner.env.signals.wait(key, published, timeout).await? else {
             return Err(Error::Signal(format!(
                 "`{name}` for message `{}` did not come within {timeout:?}; the message is retried",
                 self.message_id()
             )));
         };
-        if let Ok(mut read) = self.inner.signals_read.lock() {
-            read.push(key);
-            self.inner.signalled.store(true, Ordering::Relaxed);
-        }
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::Signal(format!(
                 "`{name}` does not decode into the type awaited: {e}"
@@ -469,34 +464,28 @@ impl Context {
         })
     }
 
-    /// Removes what this message kept: its checkpoint, if a run saved or
-    /// found one, and the signals this run received.
-    pub(crate) async fn clear_kept(&self) {
-        if self.inner.checkpointed.load(Ordering::Relaxed) {
+    /// Removes what this message kept: its checkpoint, if this run saved
+    /// or found one, or whatever the run, when `gone` (the message leaves
+    /// as a dead letter or discarded, maybe after runs of other processes
+    /// that saved one). Signals stay: other handlers may wait for them.
+    pub(crate) async fn clear_kept(&self, gone: bool) {
+        if gone || self.inner.checkpointed.load(Ordering::Relaxed) {
             self.inner
                 .env
                 .checkpoints
                 .remove(self.checkpoint_key())
                 .await;
         }
-        if !self.inner.signalled.load(Ordering::Relaxed) {
-            return;
-        }
-        let read = match self.inner.signals_read.lock() {
-            Ok(mut read) => std::mem::take(&mut *read),
-            Err(_) => Vec::new(),
-        };
-        for key in read {
-            self.inner.env.signals.remove(key).await;
-        }
     }
 
     fn checkpoint_key(&self) -> String {
         let meta = &self.inner.meta;
+        let delivered = meta.delivered();
         checkpoints::key(
             &meta.stream,
             &meta.durable,
-            meta.delivered().stream_sequence,
+            delivered.stream_sequence,
+            delivered.published_at,
         )
     }
 

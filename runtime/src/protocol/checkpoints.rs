@@ -1,7 +1,9 @@
 //! Where checkpoints live: the deployment's key-value bucket
-//! `JETWIRE_CHECKPOINTS`, a key per message (its stream, durable and
-//! sequence), made on the first checkpoint any handler saves. `TestApp`
+//! `JETWIRE_CHECKPOINTS`, a key per message (its stream, durable,
+//! sequence and stored time), made on the first checkpoint any handler saves. `TestApp`
 //! keeps them in memory through the same [`Checkpoints`] trait.
+
+use std::time::SystemTime;
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -21,9 +23,14 @@ pub(crate) trait Checkpoints: Send + Sync + 'static {
     fn remove(&self, key: String) -> BoxFuture<'_, ()>;
 }
 
-/// The key of a message's checkpoint.
-pub(crate) fn key(stream: &str, durable: &str, sequence: u64) -> String {
-    names::run_key(stream, durable, sequence)
+/// The key of a message's checkpoint: where it sits and when it was
+/// stored, so a message at the same sequence of a stream made again is
+/// another message and never resumes from this one's checkpoint.
+pub(crate) fn key(stream: &str, durable: &str, sequence: u64, published: SystemTime) -> String {
+    let nanos = published
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}.{nanos}", names::run_key(stream, durable, sequence))
 }
 
 /// The live bucket, bound or made on first use.

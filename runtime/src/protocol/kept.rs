@@ -12,6 +12,9 @@ use crate::error::Error;
 /// What is kept nobody removed (its message purged by an operator, say)
 /// goes after this.
 const KEPT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The most a bucket holds, in bytes; past it a write fails (a checkpoint
+/// or signal is an error for its call), never silently dropping another.
+pub(crate) const MAX_BYTES: i64 = 1 << 30;
 
 /// The bucket, and how to make it.
 pub(crate) struct Kept {
@@ -69,6 +72,7 @@ impl Kept {
             history: 1,
             max_age: KEPT,
             max_value_size: i32::try_from(self.max_value_size).unwrap_or(i32::MAX),
+            max_bytes: MAX_BYTES,
             storage,
             num_replicas: replicas,
             ..Default::default()
@@ -99,12 +103,25 @@ impl Kept {
             .map_err(|e| Error::nats(doing.to_owned(), e))
     }
 
-    /// Removes `key`, logging (not failing) if it cannot: it ages out.
+    /// The bucket if it is bound or exists; never made for a removal.
+    async fn existing(&self) -> Option<&kv::Store> {
+        if let Some(store) = self.store.get() {
+            return Some(store);
+        }
+        let store = self.js.get_key_value(&self.name).await.ok()?;
+        let _ = self.store.set(store);
+        self.store.get()
+    }
+
+    /// Removes `key` by purging its subject from the bucket's stream, which
+    /// (unlike a key-value purge) leaves no marker behind; logging, not
+    /// failing, if it cannot: it ages out.
     pub(crate) async fn remove(&self, key: &str) {
-        let Ok(store) = self.store().await else {
+        let Some(store) = self.existing().await else {
             return;
         };
-        if let Err(e) = store.purge(key).await {
+        let subject = format!("{}{key}", store.prefix);
+        if let Err(e) = store.stream.purge().filter(subject).await {
             tracing::warn!(error = %e, key, bucket = %self.name, "could not remove what a settled message kept; it ages out");
         }
     }
