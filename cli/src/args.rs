@@ -53,7 +53,7 @@ pub(crate) enum DlqCommand {
     Purge(Many),
 }
 
-/// Which letters: sequences, or `--all` with filters.
+/// Which letters: sequences, or `--all`; the filters hold for either.
 #[derive(Args, Debug)]
 pub(crate) struct Many {
     /// Letter sequences.
@@ -113,7 +113,10 @@ fn jetwire_duration(s: &str) -> Result<std::time::Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("{s:?} is not a duration: write 90s, 15m, 2h or 7d")),
     };
-    Ok(std::time::Duration::from_secs(n * secs))
+    n.checked_mul(secs)
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is longer than a hundred years"))
 }
 
 impl FilterArgs {

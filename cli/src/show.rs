@@ -22,6 +22,22 @@ fn cut(text: &str, n: usize) -> String {
     out
 }
 
+/// Outside text as it may reach a terminal: every control character
+/// (an escape sequence's ESC, a bell, a carriage return) written out as
+/// `\x1b`, so a letter or a forged directory record cannot drive the
+/// operator's terminal; with `lines`, line breaks and tabs stay.
+pub(crate) fn safe(text: &str, lines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && !(lines && (c == '\n' || c == '\t')) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
 fn ago(t: SystemTime) -> String {
     let d = SystemTime::now()
@@ -57,7 +73,7 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-fn letter_json(l: &DeadLetter, with_body: bool) -> serde_json::Value {
+pub(crate) fn letter_json(l: &DeadLetter, with_body: bool) -> serde_json::Value {
     let mut v = serde_json::json!({
         "seq": l.sequence(),
         "subject": l.subject(),
@@ -106,9 +122,9 @@ pub(crate) fn letters(letters: &[DeadLetter], json: bool) {
         t.add_row(vec![
             l.sequence().to_string(),
             ago(l.failed_at()),
-            l.subject().to_owned(),
+            safe(l.subject(), false),
             l.reason().map_or("-", |r| r.as_str()).to_owned(),
-            l.handler().unwrap_or("-").to_owned(),
+            safe(l.handler().unwrap_or("-"), false),
             l.attempts().map_or("-".into(), |a| a.to_string()),
             cut(l.error().unwrap_or(""), 40),
             cut(&String::from_utf8_lossy(l.payload()), 30),
@@ -131,18 +147,18 @@ pub(crate) fn letter(l: &DeadLetter, json: bool) {
         .collect();
     rows.sort();
     for (k, v) in rows {
-        t.add_row(vec![k, v]);
+        t.add_row(vec![safe(&k, false), safe(&v, false)]);
     }
     println!(
         "letter #{} of {} ({})",
         l.sequence(),
-        l.subject(),
+        safe(l.subject(), false),
         ago(l.failed_at())
     );
     println!("{t}");
     match serde_json::from_slice::<serde_json::Value>(l.payload()) {
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-        Err(_) => println!("{}", String::from_utf8_lossy(l.payload())),
+        Err(_) => println!("{}", safe(&String::from_utf8_lossy(l.payload()), true)),
     }
 }
 
@@ -179,17 +195,17 @@ pub(crate) fn status(s: &Status, json: bool) -> Result<(), jetwire::Error> {
     for st in &s.streams {
         if st.consumers.is_empty() {
             t.add_row(vec![
-                st.name.clone(),
+                safe(&st.name, false),
                 st.messages.to_string(),
                 st.bytes.to_string(),
             ]);
         }
         for c in &st.consumers {
             t.add_row(vec![
-                st.name.clone(),
+                safe(&st.name, false),
                 st.messages.to_string(),
                 st.bytes.to_string(),
-                c.name.clone(),
+                safe(&c.name, false),
                 c.pending.to_string(),
                 c.ack_pending.to_string(),
                 c.redelivered.to_string(),
@@ -205,7 +221,10 @@ pub(crate) fn status(s: &Status, json: bool) -> Result<(), jetwire::Error> {
         d.total, d.counted
     );
     for (what, map) in [("reason", &d.by_reason), ("handler", &d.by_handler)] {
-        let line: Vec<String> = map.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let line: Vec<String> = map
+            .iter()
+            .map(|(k, n)| format!("{}={n}", safe(k, false)))
+            .collect();
         if !line.is_empty() {
             println!("  by {what}: {}", line.join(" "));
         }
@@ -226,15 +245,20 @@ pub(crate) fn workers(workers: &[Worker], json: bool) {
         let handlers: Vec<String> = w
             .handlers
             .iter()
-            .map(|h| format!("{} {} {} x{}", h.name, h.kind, h.subject, h.concurrency))
+            .map(|h| {
+                safe(
+                    &format!("{} {} {} x{}", h.name, h.kind, h.subject, h.concurrency),
+                    false,
+                )
+            })
             .collect();
         t.add_row(vec![
-            w.instance.clone(),
-            w.app.clone(),
-            w.host.clone(),
+            safe(&w.instance, false),
+            safe(&w.app, false),
+            safe(&w.host, false),
             w.pid.to_string(),
-            w.app_version.clone().unwrap_or_else(|| "-".into()),
-            w.started_at.clone(),
+            safe(w.app_version.as_deref().unwrap_or("-"), false),
+            safe(&w.started_at, false),
             handlers.join("\n"),
         ]);
     }

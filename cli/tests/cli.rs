@@ -23,6 +23,30 @@ fn jetwire(prefix: &str, args: &[&str]) -> Output {
         .expect("run jetwire")
 }
 
+/// Runs `jetwire args` on a pseudo-terminal (util-linux `script`), typing
+/// `typed`; what the terminal showed.
+fn on_terminal(prefix: &str, args: &[&str], typed: &str) -> String {
+    use std::io::Write;
+    let line = std::iter::once(env!("CARGO_BIN_EXE_jetwire"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("NATS_URL", shared_server().url())
+        .env("JETWIRE_SUBJECT_PREFIX", prefix)
+        .env_remove("NATS_CONTEXT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(typed.as_bytes()).expect("typed");
+    drop(stdin);
+    let out = child.wait_with_output().expect("ran");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn json(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -136,8 +160,30 @@ async fn list_show_replay_purge_and_status_from_the_binary() {
     assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
     assert_eq!(count(p), 5);
 
-    let purged = json(&jetwire(p, &["dlq", "purge", &seq.to_string(), "--json"]));
-    assert_eq!(purged["count"], 1);
+    // Purging sequences asks too; filters hold with sequences.
+    let unconfirmed = jetwire(p, &["dlq", "purge", &seq.to_string()]);
+    assert_eq!(unconfirmed.status.code(), Some(1));
+    assert_eq!(count(p), 5);
+    let other = json(&jetwire(
+        p,
+        &[
+            "dlq",
+            "purge",
+            &seq.to_string(),
+            "--handler",
+            "other",
+            "--yes",
+            "--json",
+        ],
+    ));
+    assert_eq!(other["count"], 0, "a letter of another handler purged");
+    assert_eq!(count(p), 5);
+    // Asked on a terminal: `n` keeps it, `y` purges it.
+    assert!(!on_terminal(p, &["dlq", "purge", &seq.to_string()], "n\n").contains("purged 1"));
+    assert_eq!(count(p), 5, "purged without a yes");
+    let said = on_terminal(p, &["dlq", "purge", &seq.to_string()], "y\n");
+    assert!(said.contains("purge 1 letter(s)? [y/N]"), "{said}");
+    assert!(said.contains("purged 1 letter(s)"), "{said}");
     assert_eq!(count(p), 4);
 
     let replayed = json(&jetwire(p, &["dlq", "replay", "--all", "--yes", "--json"]));
@@ -163,4 +209,69 @@ async fn list_show_replay_purge_and_status_from_the_binary() {
     // Shutdown removed the app from the worker directory.
     let after = json(&jetwire(p, &["workers", "--json"]));
     assert_eq!(after["workers"].as_array().map(Vec::len), Some(0));
+}
+
+#[subscribe("cliansi.created", max_deliver = 1)]
+async fn cli_ansi(_n: u64) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent("refused \u{1b}[31mred\u{1b}[0m"))
+}
+
+/// A letter is outside text: escape sequences in its payload, headers and
+/// error reach the operator's terminal written out, never as bytes.
+#[tokio::test]
+async fn letters_reach_the_terminal_without_control_bytes() {
+    let prefix = unique_prefix("cliansi");
+    let config = Config::builder()
+        .url(shared_server().url())
+        .app("cli")
+        .subject_prefix(&prefix)
+        .build()
+        .expect("valid");
+    let running = App::new(config)
+        .only(&["cli_ansi"])
+        .start()
+        .await
+        .expect("starts");
+    running
+        .publisher()
+        .publish_raw(
+            "cliansi.created",
+            "\u{1b}]52;c;aGk=\u{7}\u{1b}[2J not json",
+            jetwire::PublishOptions::new().header("X-Note", "\u{1b}[2Jcleared"),
+        )
+        .await
+        .expect("publish");
+    let dlq = running.dead_letters();
+    let letter = eventually(Duration::from_secs(20), "a letter", || async {
+        dlq.list(&jetwire::dlq::Filter::new())
+            .await
+            .expect("list")
+            .pop()
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+    let seq = letter.sequence().to_string();
+    for args in [
+        vec!["dlq", "show", seq.as_str()],
+        vec!["dlq", "ls"],
+        vec!["status"],
+        vec!["workers"],
+    ] {
+        let out = jetwire(&prefix, &args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bad: Vec<u8> = out
+            .stdout
+            .iter()
+            .copied()
+            .filter(|b| *b < 0x20 && *b != b'\n')
+            .collect();
+        assert!(bad.is_empty(), "{args:?} printed control bytes {bad:?}");
+    }
+    let shown =
+        String::from_utf8_lossy(&jetwire(&prefix, &["dlq", "show", &seq]).stdout).into_owned();
+    assert!(shown.contains("\\u{1b}[2J"), "{shown}");
 }

@@ -184,11 +184,12 @@ impl DeadLetters {
         let limit = filter.limit.unwrap_or(usize::MAX);
         let mut seen = 0;
         if let Some(seqs) = &filter.sequences {
-            for seq in seqs {
+            let within = |seq: u64| filter.from.is_none_or(|f| seq >= f) && seq <= end;
+            for seq in seqs.iter().copied().filter(|s| within(*s)) {
                 if seen >= limit {
                     break;
                 }
-                let letter = self.get_on(&stream, *seq).await?;
+                let letter = self.get_on(&stream, seq).await?;
                 if filter.admits(&letter) {
                     seen += 1;
                     if !visit(&stream, letter).await? {

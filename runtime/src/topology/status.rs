@@ -167,19 +167,35 @@ async fn count_letters(dlq: &DeadLetters) -> Result<LetterCounts, Error> {
         return Ok(LetterCounts::default());
     };
     let from = last.saturating_sub(LETTERS_COUNTED as u64) + 1;
-    let letters = dlq
-        .list(&Filter::new().from_sequence(from).limit(LETTERS_COUNTED))
-        .await?;
     let mut counts = LetterCounts {
         total,
-        counted: letters.len() as u64,
         ..LetterCounts::default()
     };
-    for l in &letters {
-        let reason = l.reason().map_or("unknown", |r| r.as_str());
-        *counts.by_reason.entry(reason.to_owned()).or_default() += 1;
-        let handler = l.handler().unwrap_or("unknown");
-        *counts.by_handler.entry(handler.to_owned()).or_default() += 1;
-    }
+    // One letter held at a time, and at most so many kinds of each: a
+    // handler name is outside text, and a forged letter could vary it.
+    let counted = dlq
+        .each(
+            &Filter::new().from_sequence(from).limit(LETTERS_COUNTED),
+            |l| {
+                let reason = l.reason().map_or("unknown", |r| r.as_str());
+                bump(&mut counts.by_reason, reason);
+                bump(&mut counts.by_handler, l.handler().unwrap_or("unknown"));
+                true
+            },
+        )
+        .await?;
+    counts.counted = counted as u64;
     Ok(counts)
+}
+
+/// The most kinds a letter count keeps; the rest are counted as `other`.
+const KINDS_KEPT: usize = 100;
+
+fn bump(counts: &mut std::collections::BTreeMap<String, u64>, kind: &str) {
+    let kind = if counts.contains_key(kind) || counts.len() < KINDS_KEPT {
+        kind
+    } else {
+        "other"
+    };
+    *counts.entry(crate::text::bounded(kind, 100)).or_default() += 1;
 }
