@@ -173,13 +173,14 @@ async fn a_letter_replayed_twice_is_stored_once_and_a_failed_replay_keeps_it() {
         .filter(|m| m.headers.get("Jetwire-Replayed-From").is_some())
         .collect();
     assert_eq!(replays.len(), 1, "stored {} times", replays.len());
-    assert_eq!(
-        replays[0].headers.get("Nats-Msg-Id").map(|v| v.to_string()),
-        Some(format!(
-            "replay:{}:{}",
-            dlq.stream_name(),
-            letter.sequence()
-        ))
+    let id = replays[0]
+        .headers
+        .get("Nats-Msg-Id")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(
+        id.starts_with(&format!("replay:{}:{}:", dlq.stream_name(), letter.sequence())),
+        "{id}"
     );
     assert!(replays[0].headers.get("Jetwire-Dlq-Reason").is_none());
 
@@ -415,4 +416,47 @@ async fn replay_all_and_purge_touch_only_the_letters_there_when_they_began() {
         3
     );
     running.shutdown().await.expect("shutdown");
+}
+
+/// A dead-letter stream deleted and made again numbers its letters from 1
+/// again: replaying the new letter #1 is not taken for a replay of the
+/// old #1, and the message goes back.
+#[tokio::test]
+async fn a_letter_of_a_recreated_dead_letter_stream_is_replayed_not_dropped() {
+    let prefix = unique_prefix("ops-again");
+    let fix = Fix::default();
+    let running = started(&prefix, &fix).await;
+    let publisher = running.publisher();
+    let client = publisher.client().clone();
+    let dlq = running.dead_letters();
+    publisher
+        .publish("queue.opsjob", &1u64)
+        .await
+        .expect("publish");
+    let first = eventually(Duration::from_secs(20), "letter #1", || async {
+        dlq.list(&Filter::new()).await.expect("list").pop()
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+    assert!(!dlq.replay(first.sequence()).await.expect("replayed").duplicate);
+    let js = jetwire::async_nats::jetstream::new(client.clone());
+    js.delete_stream(dlq.stream_name()).await.expect("deleted");
+
+    // The replayed job fails again: letter #1 of the new stream.
+    let running = started(&prefix, &fix).await;
+    let again = eventually(Duration::from_secs(20), "a new letter", || async {
+        dlq.list(&Filter::new()).await.expect("list").pop()
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+    assert_eq!(again.sequence(), first.sequence(), "numbered from 1 again");
+    let receipt = dlq.replay(again.sequence()).await.expect("replayed");
+    assert!(!receipt.duplicate, "taken for the old letter's replay");
+    let queue = jetwire::topology::queue_stream(Some(&prefix));
+    let replays = stream_messages(&client, &queue)
+        .await
+        .into_iter()
+        .filter(|m| m.headers.get("Jetwire-Replayed-From").is_some())
+        .count();
+    assert_eq!(replays, 1, "the job is back in its stream");
 }

@@ -241,6 +241,7 @@ impl Capture {
             attempts: u32::try_from(claim.deliveries).unwrap_or(u32::MAX),
             stream: &claim.stream,
             sequence: claim.stream_seq,
+            published_at: SystemTime::from(original.time),
             failed_at: SystemTime::now(),
         });
         dlq_stream::store(js, &self.outlet, &self.config, letter).await?;

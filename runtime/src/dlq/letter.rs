@@ -2,9 +2,9 @@
 //!
 //! A dead letter is published to `dlq.<original subject>` with the original
 //! payload and headers plus the `Jetwire-Dlq-*` headers below. Its
-//! `Nats-Msg-Id` is `dlq:<stream>:<sequence>:<durable>`, so writing the same
-//! failure twice (a crash between the copy and the term, or the advisory
-//! path racing a live replica) stores it once.
+//! `Nats-Msg-Id` is [`letter_id`], so writing the same failure twice (a
+//! crash between the copy and the term, or the advisory path racing a live
+//! replica) stores it once.
 
 use std::time::SystemTime;
 
@@ -69,6 +69,9 @@ pub(crate) struct Failed<'a> {
     pub(crate) attempts: u32,
     pub(crate) stream: &'a str,
     pub(crate) sequence: u64,
+    /// When the original was stored: with the stream and sequence, what
+    /// tells it from a message at the same place of a stream made again.
+    pub(crate) published_at: SystemTime,
     pub(crate) failed_at: SystemTime,
 }
 
@@ -94,6 +97,7 @@ impl<'a> Failed<'a> {
             attempts: meta.attempt(),
             stream: &meta.stream,
             sequence: delivered.stream_sequence,
+            published_at: delivered.published_at,
             failed_at: SystemTime::now(),
         }
     }
@@ -172,10 +176,7 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     if let Some(id) = failed.headers.get(MSG_ID) {
         headers.insert(MESSAGE_ID, id.as_str());
     }
-    let id = format!(
-        "dlq:{}:{}:{}",
-        failed.stream, failed.sequence, failed.durable
-    );
+    let id = letter_id(failed.stream, failed.sequence, failed.durable, failed.published_at);
     headers.insert(MSG_ID, id.as_str());
     headers.insert(REASON, failed.reason.as_str());
     headers.insert(ERROR, text::bounded(failed.error, ERROR_MAX).as_str());
@@ -197,6 +198,22 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
         headers,
         payload: failed.payload,
     }
+}
+
+/// A letter's `Nats-Msg-Id`: `dlq:<stream>:<sequence>:<durable>:<stored>`,
+/// the original's stored time in nanoseconds since 1970. The same failure
+/// written twice (a crash between the copy and the term, the advisory
+/// path racing a live replica) has the same id and is stored once; a
+/// message at the same sequence of a stream made again is another
+/// message, and its letter is stored too.
+pub(crate) fn letter_id(stream: &str, sequence: u64, durable: &str, stored: SystemTime) -> String {
+    format!("dlq:{stream}:{sequence}:{durable}:{}", unix_nanos(stored))
+}
+
+/// Nanoseconds since 1970.
+pub(crate) fn unix_nanos(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
@@ -225,11 +242,12 @@ mod tests {
             attempts: 1,
             stream: "QUEUE",
             sequence: 42,
+            published_at: SystemTime::UNIX_EPOCH,
             failed_at: SystemTime::UNIX_EPOCH,
         });
         assert_eq!(out.subject, "dlq.queue.email");
         let get = |k: &str| out.headers.get(k).map(|v| v.as_str().to_owned());
-        assert_eq!(get(MSG_ID).as_deref(), Some("dlq:QUEUE:42:queue_email"));
+        assert_eq!(get(MSG_ID).as_deref(), Some("dlq:QUEUE:42:queue_email:0"));
         assert_eq!(get(MESSAGE_ID).as_deref(), Some("abc"));
         assert_eq!(get("X-Custom").as_deref(), Some("1"));
         assert_eq!(get(REASON).as_deref(), Some("decode"));
@@ -254,6 +272,7 @@ mod tests {
             attempts: 1,
             stream: "QUEUE",
             sequence: 9,
+            published_at: SystemTime::UNIX_EPOCH,
             failed_at: SystemTime::UNIX_EPOCH,
         };
         let max = 4096;
@@ -293,6 +312,7 @@ mod tests {
             attempts: 1,
             stream: "QUEUE",
             sequence: 42,
+            published_at: SystemTime::UNIX_EPOCH,
             failed_at: SystemTime::UNIX_EPOCH,
         });
         let names: Vec<&str> = out.headers.iter().map(|(n, _)| n.as_ref()).collect();
@@ -303,7 +323,7 @@ mod tests {
             );
         }
         let get = |k: &str| out.headers.get(k).map(|v| v.as_str().to_owned());
-        assert_eq!(get(MSG_ID).as_deref(), Some("dlq:QUEUE:42:d"));
+        assert_eq!(get(MSG_ID).as_deref(), Some("dlq:QUEUE:42:d:0"));
         assert_eq!(get("Jetwire-Dlq-Orig-Nats-Msg-Id").as_deref(), Some("abc"));
         assert_eq!(
             get("Jetwire-Dlq-Orig-Nats-Expected-Stream").as_deref(),

@@ -284,8 +284,10 @@ impl DeadLetters {
 
     /// Sends letter `seq` back to its original subject (see
     /// [`DeadLetters`]), then deletes it. The message id is
-    /// `replay:<dlq stream>:<seq>`, so a replay repeated within the
-    /// duplicate window is stored once. A replay that fails (no stream
+    /// `replay:<dlq stream>:<seq>:<stored>` (the letter's stored time in
+    /// nanoseconds), so a replay repeated within the duplicate window is
+    /// stored once, and a letter of a dead-letter stream made again is
+    /// never taken for an older one's replay. A replay that fails (no stream
     /// captures the subject, the server refuses it) leaves the letter.
     pub async fn replay(&self, seq: u64) -> Result<Receipt, Error> {
         let stream = self.stream().await?;
@@ -304,7 +306,10 @@ impl DeadLetters {
             reason: why,
         };
         let mut headers = letter.original_headers();
-        headers.insert(MSG_ID, format!("replay:{}:{seq}", self.stream));
+        // The letter's stored time tells this letter from one at the same
+        // sequence of a dead-letter stream made again.
+        let stored = crate::dlq::letter::unix_nanos(letter.stored_at);
+        headers.insert(MSG_ID, format!("replay:{}:{seq}:{stored}", self.stream));
         headers.insert(REPLAYED_FROM, seq.to_string());
         let message = Message::from_parts(&letter.subject, headers, letter.payload.clone())
             .map_err(|e| failed(format!("cannot replay it: {e}")))?;

@@ -306,6 +306,7 @@ mod tests {
             attempts: 1,
             stream: "ORDERS",
             sequence: 1,
+            published_at: SystemTime::UNIX_EPOCH,
             failed_at: SystemTime::UNIX_EPOCH,
         });
         assert!(
