@@ -179,7 +179,11 @@ async fn a_letter_replayed_twice_is_stored_once_and_a_failed_replay_keeps_it() {
         .map(|v| v.to_string())
         .unwrap_or_default();
     assert!(
-        id.starts_with(&format!("replay:{}:{}:", dlq.stream_name(), letter.sequence())),
+        id.starts_with(&format!(
+            "replay:{}:{}:",
+            dlq.stream_name(),
+            letter.sequence()
+        )),
         "{id}"
     );
     assert!(replays[0].headers.get("Jetwire-Dlq-Reason").is_none());
@@ -438,7 +442,12 @@ async fn a_letter_of_a_recreated_dead_letter_stream_is_replayed_not_dropped() {
     })
     .await;
     running.shutdown().await.expect("shutdown");
-    assert!(!dlq.replay(first.sequence()).await.expect("replayed").duplicate);
+    assert!(
+        !dlq.replay(first.sequence())
+            .await
+            .expect("replayed")
+            .duplicate
+    );
     let js = jetwire::async_nats::jetstream::new(client.clone());
     js.delete_stream(dlq.stream_name()).await.expect("deleted");
 

@@ -150,6 +150,11 @@ fn passwords_nkeys_and_tls_keys_never_show() {
             true,
         ),
         (
+            "password with a comma in a URL without a scheme",
+            tls(vec![("NATS_URL", format!("svc:{PASSWORD}@{host}"))]),
+            true,
+        ),
+        (
             "user and password variables",
             tls(vec![
                 ("NATS_URL", server.url()),

@@ -243,3 +243,28 @@ async fn invalid_config_is_refused_before_connecting() {
     let msg = start_err(App::new(cfg).only(&["plain"])).await;
     assert_has(&msg, &["JETWIRE_SUBJECT_PREFIX", "a space"]);
 }
+
+#[subscribe("su.longname", partitions = 16)]
+async fn a_handler_with_a_rather_long_name_for_its_durable(_n: u64) {}
+
+/// A durable longer than a name the advisory reader takes back (a long
+/// app name, a group, a partition) would leave messages the server gives
+/// up on without a dead letter: startup refuses it, naming the handler.
+#[tokio::test]
+async fn a_derived_durable_over_the_name_limit_fails_startup() {
+    let cfg = config(
+        shared_server(),
+        &unique_prefix("long"),
+        "an-app-named-at-length",
+    );
+    let msg =
+        start_err(App::new(cfg).only(&["a_handler_with_a_rather_long_name_for_its_durable"])).await;
+    assert_has(
+        &msg,
+        &[
+            "a_handler_with_a_rather_long_name_for_its_durable",
+            "limit is 64",
+            "shorten",
+        ],
+    );
+}

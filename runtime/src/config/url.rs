@@ -8,16 +8,27 @@ use crate::config::Auth;
 use crate::error::Error;
 
 /// The URL list split into entries. A comma starts a new entry only where
-/// what follows it starts a URL (`scheme://`), or where no entry has a
-/// scheme at all: so a password may hold a raw `,` in a list of
-/// `nats://` URLs. Percent-encoding (`%2C`) works in every list.
+/// what follows it starts a URL (`scheme://`); in a list with no scheme at
+/// all, where the entry so far has its host (no `@` is still to come in
+/// it): so a password may hold a raw `,` in either kind of list, and no
+/// part of one is ever taken for a server. Percent-encoding (`%2C`)
+/// works in every list.
 pub(crate) fn entries(list: &str) -> Vec<&str> {
     let has_scheme = list.contains("://");
     let mut out = Vec::new();
     let mut start = 0;
     for (i, _) in list.match_indices(',') {
         let rest = list[i + 1..].trim_start();
-        if !has_scheme || starts_url(rest) {
+        let ends = if has_scheme {
+            starts_url(rest)
+        } else {
+            // `svc:pa,ss@h`: the entry's credentials go on past the comma
+            // when it has no `@` yet and the next piece has one.
+            let so_far = &list[start..i];
+            let next = rest.split(',').next().unwrap_or_default();
+            so_far.contains('@') || !next.contains('@')
+        };
+        if ends {
             out.push(&list[start..i]);
             start = i + 1;
         }
@@ -185,11 +196,22 @@ mod tests {
     }
 
     #[test]
-    fn lists_without_schemes_split_on_every_comma() {
+    fn lists_without_schemes_split_between_servers() {
         assert_eq!(entries("h1:4222, h2:4222"), ["h1:4222", "h2:4222"]);
         let (urls, auth) = creds("u:p@h1:4222,h2:4222");
         assert_eq!(urls, "h1:4222,h2:4222");
         assert!(matches!(auth, Some(Auth::UserPassword { .. })));
+        // A raw comma in a password: no piece of it becomes a server.
+        let (urls, auth) = creds("svc:pa,ss@h:4222");
+        assert_eq!(urls, "h:4222");
+        match auth {
+            Some(Auth::UserPassword { user, password }) => {
+                assert_eq!((user.as_str(), password.as_str()), ("svc", "pa,ss"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (urls, _) = creds("svc:pa,ss@h1:4222,svc:pa,ss@h2:4222");
+        assert_eq!(urls, "h1:4222,h2:4222");
     }
 
     #[test]

@@ -176,7 +176,12 @@ pub(crate) fn letter(failed: Failed<'_>) -> Outbound {
     if let Some(id) = failed.headers.get(MSG_ID) {
         headers.insert(MESSAGE_ID, id.as_str());
     }
-    let id = letter_id(failed.stream, failed.sequence, failed.durable, failed.published_at);
+    let id = letter_id(
+        failed.stream,
+        failed.sequence,
+        failed.durable,
+        failed.published_at,
+    );
     headers.insert(MSG_ID, id.as_str());
     headers.insert(REASON, failed.reason.as_str());
     headers.insert(ERROR, text::bounded(failed.error, ERROR_MAX).as_str());

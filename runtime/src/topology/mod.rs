@@ -110,6 +110,9 @@ pub(crate) async fn ensure_all(
             route,
         };
         let parts = partitions::bindings(config, &binding);
+        for b in std::iter::once(&binding).chain(&parts) {
+            check_durable(b)?;
+        }
         let consumer = consumers::ensure_consumer(js, &binding).await?;
         bindings.push((binding, consumer));
         for part in parts {
@@ -126,6 +129,19 @@ pub(crate) async fn ensure_all(
     streams.dedup();
     report_settings(js, config, &streams).await;
     Ok(bindings)
+}
+
+/// Every durable jetwire makes, a group's and a partition's included,
+/// must be a name the advisory reader takes back (at most 64 characters):
+/// else a message the server gives up on would never be dead-lettered.
+fn check_durable(binding: &Binding) -> Result<(), Error> {
+    let durable = &*binding.route.durable;
+    jetwire_grammar::name::check(durable, jetwire_grammar::name::Kind::Durable).map_err(|e| {
+        Error::Config(format!(
+            "handler `{}`: {e}; its durable is made of the subject prefix, JETWIRE_APP, the handler's name, and its group and partition where it has them: shorten one of them",
+            binding.def.path()
+        ))
+    })
 }
 
 /// Warns about each stream whose settings are weaker than the config asks
