@@ -61,16 +61,21 @@ pub struct WorkerHandler {
 }
 
 /// Every instance registered in the deployment `config` names, oldest
-/// first; empty when none has ever run.
+/// first; empty when none has ever run. A record not refreshed within
+/// `config.worker_ttl` is a crashed instance's, and left out even where
+/// the bucket keeps it (one made without a max age).
 pub async fn list(config: &Config) -> Result<Vec<Worker>, Error> {
     let (client, _) = config.connect().await?;
-    list_on(&jetstream::new(client), config.prefix()).await
+    list_on(&jetstream::new(client), config.prefix(), config.worker_ttl).await
 }
 
-/// [`list`] on a connection.
+/// [`list`] on a connection. A record that cannot be read fails the whole
+/// listing (a caller keeps the view it had), rather than leave out a live
+/// instance.
 pub(crate) async fn list_on(
     js: &jetstream::Context,
     prefix: Option<&str>,
+    fresh_within: Duration,
 ) -> Result<Vec<Worker>, Error> {
     let Ok(store) = js.get_key_value(names::workers_bucket(prefix)).await else {
         return Ok(Vec::new());
@@ -79,13 +84,22 @@ pub(crate) async fn list_on(
         .keys()
         .await
         .map_err(|e| Error::nats("listing the worker directory", e))?;
+    let now = time::OffsetDateTime::now_utc();
     let mut workers = Vec::new();
     while let Some(key) = keys.next().await {
-        let Ok(key) = key else { continue };
-        // A record that cannot be read (gone meanwhile, or foreign) is skipped.
-        if let Ok(Some(value)) = store.get(&key).await
-            && let Ok(worker) = serde_json::from_slice::<Worker>(&value)
-        {
+        let key = key.map_err(|e| Error::nats("listing the worker directory", e))?;
+        let entry = store
+            .entry(&key)
+            .await
+            .map_err(|e| Error::nats("reading the worker directory", e))?;
+        // Gone meanwhile (purged at a shutdown), stale, or foreign: skipped.
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            continue;
+        };
+        if now - entry.created > fresh_within {
+            continue;
+        }
+        if let Ok(worker) = serde_json::from_slice::<Worker>(&entry.value) {
             workers.push(worker);
         }
     }

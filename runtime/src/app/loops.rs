@@ -46,9 +46,12 @@ impl Loops {
             .iter()
             .any(|(b, _)| b.partition.is_some())
             .then(|| {
-                let mut names: Vec<String> = bindings
+                let mut names: Vec<partitioned::Reads> = bindings
                     .iter()
-                    .map(|(b, _)| b.def.name.to_owned())
+                    .map(|(b, _)| partitioned::Reads {
+                        handler: b.def.name.to_owned(),
+                        subject: b.def.subject.to_owned(),
+                    })
                     .collect();
                 names.dedup();
                 partitioned::watch_members(

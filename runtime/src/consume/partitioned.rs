@@ -29,18 +29,28 @@ use crate::protocol::pull::PIN_GROUP;
 pub(crate) struct Members {
     /// This replica's instance id.
     me: String,
-    /// Each live replica of the app: its instance id and handler names.
-    replicas: Vec<(String, Vec<String>)>,
+    /// Each live replica of the app: its instance id and what it reads.
+    replicas: Vec<(String, Vec<Reads>)>,
+}
+
+/// What a replica reads: a handler, on its subject (a `{group}` handler's
+/// as filled in for one group), as the directory records it. Replicas of
+/// one app may run different groups: only those that read the same
+/// subject share its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Reads {
+    pub(crate) handler: String,
+    pub(crate) subject: String,
 }
 
 impl Members {
     /// Whether this replica owns partition `index` (of durable `durable`)
-    /// of handler `handler`.
-    fn owns(&self, handler: &str, durable: &str, index: u32) -> bool {
+    /// of what `reads` names.
+    fn owns(&self, reads: &Reads, durable: &str, index: u32) -> bool {
         let runs: Vec<String> = self
             .replicas
             .iter()
-            .filter(|(_, handlers)| handlers.iter().any(|h| h == handler))
+            .filter(|(_, all)| all.contains(reads))
             .map(|(id, _)| id.clone())
             .collect();
         partition::owner(&runs, durable, index) == Some(self.me.as_str())
@@ -54,14 +64,15 @@ pub(crate) fn watch_members(
     js: jetstream::Context,
     config: &Config,
     me: String,
-    handlers: Vec<String>,
+    handlers: Vec<Reads>,
     stop: CancellationToken,
 ) -> watch::Receiver<Arc<Members>> {
     let every = (config.worker_ttl / 3).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let app = config.app.clone();
+    let ttl = config.worker_ttl;
     let prefix = config.prefix().map(str::to_owned);
     let mine = (me.clone(), handlers);
-    let view = move |replicas: Vec<(String, Vec<String>)>| Members {
+    let view = move |replicas: Vec<(String, Vec<Reads>)>| Members {
         me: me.clone(),
         replicas,
     };
@@ -74,13 +85,23 @@ pub(crate) fn watch_members(
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(workers) = crate::directory::list_on(&js, prefix.as_deref()).await else {
+            let Ok(workers) = crate::directory::list_on(&js, prefix.as_deref(), ttl).await else {
                 continue;
             };
-            let mut replicas: Vec<(String, Vec<String>)> = workers
+            let mut replicas: Vec<(String, Vec<Reads>)> = workers
                 .into_iter()
                 .filter(|w| w.app == app && w.instance != mine.0)
-                .map(|w| (w.instance, w.handlers.into_iter().map(|h| h.name).collect()))
+                .map(|w| {
+                    let reads = w
+                        .handlers
+                        .into_iter()
+                        .map(|h| Reads {
+                            handler: h.name,
+                            subject: h.subject,
+                        })
+                        .collect();
+                    (w.instance, reads)
+                })
                 .chain([mine.clone()])
                 .collect();
             replicas.sort();
@@ -105,7 +126,11 @@ pub(crate) async fn run(
     let b = &shared.binding;
     let (handler, index) = (b.def.name, b.partition.unwrap_or_default());
     let durable = b.route.durable.clone();
-    let owns = move |m: &Arc<Members>| m.owns(handler, &durable, index);
+    let reads = Reads {
+        handler: handler.to_owned(),
+        subject: b.def.subject.to_owned(),
+    };
+    let owns = move |m: &Arc<Members>| m.owns(&reads, &durable, index);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -157,5 +182,43 @@ async fn release(shared: &Shared) {
         .unwrap_or_else(|_| Err("no answer within 1s".to_owned()));
     if let Err(error) = unpinned {
         tracing::debug!(durable = %route.durable, error, "could not release the pin; it moves after ack_wait");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads(subject: &str) -> Reads {
+        Reads {
+            handler: "render".into(),
+            subject: subject.into(),
+        }
+    }
+
+    /// Replicas running different groups of one `{group}` handler never
+    /// own each other's partitions: every partition of a group goes to a
+    /// replica that reads that group.
+    #[test]
+    fn a_groups_partitions_go_to_replicas_of_that_group() {
+        let (gpu, cpu) = (reads("queue.render.gpu"), reads("queue.render.cpu"));
+        let replicas = vec![
+            ("a".to_owned(), vec![gpu.clone()]),
+            ("b".to_owned(), vec![cpu.clone()]),
+        ];
+        let a = Members {
+            me: "a".into(),
+            replicas: replicas.clone(),
+        };
+        let b = Members {
+            me: "b".into(),
+            replicas,
+        };
+        for index in 0..8 {
+            assert!(a.owns(&gpu, "queue_render_gpu-p", index), "gpu {index}");
+            assert!(!b.owns(&gpu, "queue_render_gpu-p", index));
+            assert!(b.owns(&cpu, "queue_render_cpu-p", index), "cpu {index}");
+            assert!(!a.owns(&cpu, "queue_render_cpu-p", index));
+        }
     }
 }
