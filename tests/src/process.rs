@@ -90,6 +90,16 @@ impl WorkerProcess {
         self.child.id()
     }
 
+    /// SIGSTOP: the process is frozen, as a host or VM is when paused.
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT after [`WorkerProcess::pause`].
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+
     /// SIGKILL, and reap it; returns the lines it printed before it died
     /// and were not read yet.
     pub fn kill9(mut self) -> Vec<String> {

@@ -35,6 +35,18 @@ fn calls(lines: &[(usize, String)]) -> Vec<(u128, u128, usize)> {
     out
 }
 
+/// Calls of one replica may overlap (concurrency 4); calls of two never.
+fn no_overlap_across_replicas(calls: &[(u128, u128, usize)]) {
+    for (i, a) in calls.iter().enumerate() {
+        for b in &calls[i + 1..] {
+            assert!(
+                a.2 == b.2 || a.1 <= b.0 || b.1 <= a.0,
+                "two replicas at once: {a:?} and {b:?}"
+            );
+        }
+    }
+}
+
 fn publisher_for(prefix: &str) -> jetwire::Config {
     jetwire::Config::builder()
         .url(shared_server().url())
@@ -69,15 +81,12 @@ async fn one_replica_at_a_time_and_another_takes_over_after_a_kill() {
     }
     let before = calls(&lines);
     assert_eq!(before.len(), 40, "every job ran once before the kill");
-    for pair in before.windows(2) {
-        assert!(
-            pair[0].1 <= pair[1].0,
-            "two calls at once: {:?} and {:?}",
-            pair[0],
-            pair[1]
-        );
-    }
+    no_overlap_across_replicas(&before);
     let active = before.last().expect("calls").2;
+    assert!(
+        before.iter().all(|c| c.2 == active),
+        "one replica ran every call while pinned: {before:?}"
+    );
 
     // Kill the pinned replica; the next jobs go to another within about ack_wait.
     let killed_at = Instant::now();
@@ -111,14 +120,7 @@ async fn one_replica_at_a_time_and_another_takes_over_after_a_kill() {
     let took_over = took_over.expect("another replica took over");
     let all = calls(&lines);
     assert_eq!(all.len(), 50, "every job ran once");
-    for pair in all.windows(2) {
-        assert!(
-            pair[0].1 <= pair[1].0,
-            "two calls at once: {:?} and {:?}",
-            pair[0],
-            pair[1]
-        );
-    }
+    no_overlap_across_replicas(&all);
     println!("singleton: after SIGKILL another replica took over in {took_over:?} (ack_wait 2s)");
     assert!(took_over < Duration::from_secs(5), "{took_over:?}");
 }
@@ -172,4 +174,83 @@ async fn a_forged_pin_header_neither_stops_nor_stalls_a_singleton() {
     })
     .await;
     running.shutdown().await.expect("stops");
+}
+
+/// The pinned replica frozen (SIGSTOP) in the middle of a long call for
+/// longer than `ack_wait`: the pin moves and another replica runs the
+/// message; when the frozen one wakes, its call stops before another step,
+/// so the two never both finish it, and nothing else overlaps.
+#[tokio::test]
+#[allow(clippy::print_stdout)]
+async fn a_replica_frozen_past_ack_wait_stops_its_call_when_it_wakes() {
+    let prefix = unique_prefix("singlestop");
+    let url = shared_server().url();
+    let replicas = replicas(WORKER, &url, &prefix, "singleton", &[], 2);
+    let publisher = jetwire::Publisher::connect(&publisher_for(&prefix))
+        .await
+        .expect("connects");
+    let mut lines: Vec<(usize, String)> = Vec::new();
+    publisher
+        .publish("queue.single", &1000u64)
+        .await
+        .expect("publish");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let frozen = loop {
+        lines.extend(drain_replicas(&replicas));
+        if let Some((r, _)) = lines.iter().find(|(_, l)| l.starts_with("START 1000 ")) {
+            break *r;
+        }
+        assert!(Instant::now() < deadline, "the long job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let other = 1 - frozen;
+    let paused_at = Instant::now();
+    replicas[frozen].as_ref().expect("running").pause();
+    // The other replica is pinned once the pin's time is up, and runs the
+    // message once its ack_wait has passed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let taken_at = loop {
+        lines.extend(drain_replicas(&replicas));
+        if lines
+            .iter()
+            .any(|(r, l)| *r == other && l.starts_with("START 1000 "))
+        {
+            break paused_at.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no other replica took the message"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    replicas[frozen].as_ref().expect("running").resume();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lines
+        .iter()
+        .any(|(r, l)| *r == other && l.starts_with("END 1000 "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the other replica never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        lines.extend(drain_replicas(&replicas));
+    }
+    // Give the woken replica its chance to (wrongly) finish too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lines.extend(drain_replicas(&replicas));
+    let ends: Vec<usize> = lines
+        .iter()
+        .filter(|(_, l)| l.starts_with("END 1000 "))
+        .map(|(r, _)| *r)
+        .collect();
+    println!(
+        "singleton: frozen past ack_wait; the other replica took the call over {taken_at:?} after the freeze (ack_wait 2s)"
+    );
+    assert_eq!(
+        ends,
+        vec![other],
+        "the frozen replica finished its stale call too: {lines:?}"
+    );
+    no_overlap_across_replicas(&calls(&lines));
 }

@@ -117,6 +117,7 @@ impl Puller {
         let mut reconnects = shared.reconnects.clone();
         reconnects.mark_unchanged();
         let b = &shared.binding;
+        let pin: Option<Arc<PinId>> = b.pinned().then(Arc::default);
         Puller {
             next: pull::next_subject(&b.route.stream, &b.route.durable),
             held: Arc::new(Semaphore::new(sizing.places())),
@@ -124,6 +125,7 @@ impl Puller {
                 calls: Arc::new(Semaphore::new(sizing.concurrency)),
                 stop: stop.clone(),
                 abort,
+                pin: pin.clone(),
             }),
             in_flight: TaskTracker::new(),
             inline: Inline::default(),
@@ -133,7 +135,7 @@ impl Puller {
             stop,
             fast_run: FAST_RUN,
             max_bytes: Sizing::max_bytes(shared.client.server_info().max_payload),
-            pin: b.pinned().then(Arc::default),
+            pin,
             waits: waits(b.def, b.pinned()),
             sizing,
             shared,

@@ -22,6 +22,7 @@ use crate::handler::context::Context;
 use crate::handler::invoke::{Call, Called};
 use crate::policy::runs::Count;
 use crate::protocol::ack::{self, Acker};
+use crate::protocol::pull::PinId;
 
 /// What every delivery task of one loop shares: the call slots and the
 /// shutdown signals.
@@ -32,6 +33,10 @@ pub(super) struct Slots {
     pub(super) stop: CancellationToken,
     /// The shutdown timeout passed: running calls are interrupted.
     pub(super) abort: CancellationToken,
+    /// A pinned loop's pin (a singleton's, a partition's): its calls stop
+    /// when it is lost, or when the process was away (paused, cut off)
+    /// for longer than `ack_wait`, after which the pin has moved.
+    pub(super) pin: Option<Arc<PinId>>,
 }
 
 /// Acks a delivery whose call succeeded.
@@ -114,7 +119,11 @@ pub(super) async fn settle(
     let (_slot, called) = match started {
         Started::Finished(slot, called) => (slot, called),
         Started::Running(slot, call, _timed) => {
-            let finished = finish_alive(call, acker, &slots.abort, first_beat, beat);
+            let fence = slots.pin.as_ref().map(|pin| Fence {
+                lost: pin.fence(),
+                ack_wait: def.ack_wait(),
+            });
+            let finished = finish_alive(call, acker, &slots.abort, fence, first_beat, beat);
             match Box::pin(finished).await {
                 Some(called) => (slot, called),
                 None => return shared.counters.interrupted(),
@@ -164,26 +173,71 @@ async fn wait_for_slot(
     }
 }
 
+/// What stops a pinned loop's call: its pin lost, or a gap of more than
+/// `ack_wait` since the call was last known alive (the process paused or
+/// cut off while the pin moved).
+struct Fence {
+    lost: CancellationToken,
+    ack_wait: Duration,
+}
+
 /// Runs a call that did not finish at its first poll, sending progress
 /// from `first_beat` on. `None` if it was interrupted by the shutdown
-/// timeout (the message is handed back).
+/// timeout (the message is handed back), or stopped by its `fence` (the
+/// message is another replica's by then: fencing bounds what a stale call
+/// does, the handler's idempotency covers what it did).
 async fn finish_alive(
     call: Call,
     acker: Acker<'_>,
     abort: &CancellationToken,
+    fence: Option<Fence>,
     first_beat: Instant,
     beat: Duration,
 ) -> Option<Called> {
     let mut ticker = tokio::time::interval_at(first_beat, beat);
+    // When the call was last known alive, in ms since it began.
+    let began = Instant::now();
+    let alive = std::sync::atomic::AtomicU64::new(0);
+    let since = || u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let away = |f: &Fence| {
+        let gap = since().saturating_sub(alive.load(std::sync::atomic::Ordering::Relaxed));
+        u128::from(gap) > f.ack_wait.as_millis()
+    };
     let call = call.finish();
     tokio::pin!(call);
+    // The call is polled only while it is known alive: after a pause past
+    // `ack_wait`, it stops before it takes another step.
+    let fenced_call = std::future::poll_fn(|cx| match &fence {
+        Some(f) if away(f) => std::task::Poll::Ready(None),
+        _ => call.as_mut().poll(cx).map(Some),
+    });
+    tokio::pin!(fenced_call);
+    let lost = async {
+        match &fence {
+            Some(f) => f.lost.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lost);
     loop {
         tokio::select! {
             // A call that has finished is settled, even if the shutdown
             // timeout passed at the same moment.
             biased;
-            called = &mut call => return Some(called),
-            _ = ticker.tick() => send_progress(acker).await,
+            called = &mut fenced_call => {
+                if called.is_none() {
+                    tracing::warn!("the process was away past ack_wait and the pin moved: call stopped; the replica pinned now runs the message");
+                }
+                return called;
+            }
+            _ = &mut lost => {
+                tracing::warn!("the pin moved to another replica: call stopped; that replica runs the message");
+                return None;
+            }
+            _ = ticker.tick() => {
+                send_progress(acker).await;
+                alive.store(since(), std::sync::atomic::Ordering::Relaxed);
+            }
             _ = abort.cancelled() => {
                 tracing::warn!("shutdown timeout: call interrupted, message handed back");
                 let _ = acker.ack_with(AckKind::Nak(None)).await;

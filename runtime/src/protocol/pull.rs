@@ -67,24 +67,45 @@ pub(crate) const PIN_GROUP: &str = "jetwire";
 /// The header a pinned client's messages carry its pin id in.
 const PIN_ID: &str = "Nats-Pin-Id";
 
-/// A singleton loop's pin: the id the server gave it with its messages,
-/// sent back with every request to keep it; none while on standby.
+/// A pinned loop's pin: the id the server gave it with its messages, sent
+/// back with every request to keep it; none while on standby. And its
+/// fence: cancelled when the pin is lost, so the calls begun under it stop
+/// before another replica, pinned now, runs the same messages.
 #[derive(Debug, Default)]
-pub(crate) struct PinId(std::sync::Mutex<Option<String>>);
+pub(crate) struct PinId(std::sync::Mutex<Held>);
+
+#[derive(Debug, Default)]
+struct Held {
+    id: Option<String>,
+    fence: tokio_util::sync::CancellationToken,
+}
 
 impl PinId {
     fn get(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|id| id.clone())
+        self.0.lock().ok().and_then(|pin| pin.id.clone())
+    }
+
+    /// What the calls begun now stop on: the pin being lost.
+    pub(crate) fn fence(&self) -> tokio_util::sync::CancellationToken {
+        self.0
+            .lock()
+            .map(|pin| pin.fence.clone())
+            .unwrap_or_default()
     }
 
     fn set(&self, id: Option<&str>) {
         if let Ok(mut held) = self.0.lock()
-            && held.as_deref() != id
+            && held.id.as_deref() != id
         {
-            if id.is_some() {
-                tracing::info!("pinned: this replica now consumes the singleton handler");
+            match id {
+                Some(_) => tracing::info!("pinned: this replica now consumes the pinned handler"),
+                None => {
+                    tracing::info!("the pin moved to another replica: calls begun under it stop");
+                    held.fence.cancel();
+                    held.fence = tokio_util::sync::CancellationToken::new();
+                }
             }
-            *held = id.map(str::to_owned);
+            held.id = id.map(str::to_owned);
         }
     }
 }
@@ -456,6 +477,21 @@ mod tests {
             Ok(Pulled::Ended { unanswered: None })
         ));
         assert_eq!(pin.get(), None, "on standby again");
+    }
+
+    #[test]
+    fn losing_the_pin_stops_the_calls_begun_under_it() {
+        let pin = PinId::default();
+        pin.set(Some("p1"));
+        let begun = pin.fence();
+        pin.set(Some("p1"));
+        assert!(!begun.is_cancelled(), "kept");
+        pin.set(None);
+        assert!(begun.is_cancelled(), "lost");
+        assert!(
+            !pin.fence().is_cancelled(),
+            "calls begun on standby are not"
+        );
     }
 
     #[test]

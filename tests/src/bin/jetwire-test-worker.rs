@@ -68,8 +68,10 @@ async fn ckpt_job(id: u64, ctx: Context) -> Result<(), HandlerError> {
     Ok(())
 }
 
-/// Prints when each call starts and ends (µs since 1970), 30 ms apart.
-#[queue("queue.single", singleton = true, ack_wait = "2s")]
+/// Prints when each call starts and ends (µs since 1970), 30 ms apart (4 s
+/// in 100 ms steps for ids from 1000). Up to four at once: what keeps
+/// other replicas out is the pin, not one message in flight.
+#[queue("queue.single", singleton = true, ack_wait = "2s", concurrency = 4)]
 async fn single_job(id: u64) -> Result<(), HandlerError> {
     let now = || {
         std::time::SystemTime::now()
@@ -77,7 +79,11 @@ async fn single_job(id: u64) -> Result<(), HandlerError> {
             .map_or(0, |d| d.as_micros())
     };
     say(&format!("START {id} {}", now()));
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let steps = if id >= 1000 { 40 } else { 1 };
+    let step = if id >= 1000 { 100 } else { 30 };
+    for _ in 0..steps {
+        tokio::time::sleep(std::time::Duration::from_millis(step)).await;
+    }
     say(&format!("END {id} {}", now()));
     Ok(())
 }
