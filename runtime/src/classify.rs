@@ -163,9 +163,174 @@ pub fn classify(outcome: &Outcome, attempt: u32, policy: &Policy) -> Action {
     }
 }
 
+/// How a classified delivery is answered on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Ack,
+    Nak(Duration),
+    Term,
+}
+
+/// What a settled delivery counts as, in the handler's counters, metrics
+/// and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    Acked,
+    Retried,
+    DeadLettered(DlqReason),
+    /// A handler of dead letters gave up on one: no letter of a letter.
+    GaveUp(DlqReason),
+    Discarded,
+}
+
+/// What to remove of what a message kept (its checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// Nothing: it runs again, and resumes.
+    Stays,
+    /// What this run saved or read: it is done.
+    IfUsed,
+    /// Whatever any run saved: it leaves as a letter or discarded, maybe
+    /// after runs elsewhere.
+    Always,
+}
+
+/// Everything done with a delivery once its [`Action`] is known: the one
+/// plan the live loop carries out and `TestApp` plays in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settlement {
+    /// A dead letter to store first: the answer waits for its ack (and is
+    /// a nak, if it cannot be stored).
+    pub(crate) letter: Option<DlqReason>,
+    pub(crate) answer: Answer,
+    pub(crate) counted: Counted,
+    pub(crate) kept: Kept,
+    /// The message leaves its durable: its delivery record goes too.
+    pub(crate) leaves: bool,
+}
+
+/// The plan for `action`, for a handler that reads dead letters or not.
+pub(crate) fn settlement(action: Action, reads_dead_letters: bool) -> Settlement {
+    let leaving = |letter, counted, kept| Settlement {
+        letter,
+        answer: Answer::Term,
+        counted,
+        kept,
+        leaves: true,
+    };
+    match action {
+        Action::Ack => Settlement {
+            letter: None,
+            answer: Answer::Ack,
+            counted: Counted::Acked,
+            kept: Kept::IfUsed,
+            leaves: true,
+        },
+        Action::Nak { delay } => Settlement {
+            letter: None,
+            answer: Answer::Nak(delay),
+            counted: Counted::Retried,
+            kept: Kept::Stays,
+            leaves: false,
+        },
+        Action::Discard => leaving(None, Counted::Discarded, Kept::Always),
+        Action::DeadLetter(reason) if reads_dead_letters => {
+            leaving(None, Counted::GaveUp(reason), Kept::Always)
+        }
+        Action::DeadLetter(reason) => {
+            leaving(Some(reason), Counted::DeadLettered(reason), Kept::Always)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_row_of_the_settlement_table() {
+        let d = Duration::from_secs(3);
+        let r = DlqReason::Permanent;
+        type Row = (Action, bool, Option<DlqReason>, Answer, Counted, Kept, bool);
+        let rows: &[Row] = &[
+            (
+                Action::Ack,
+                false,
+                None,
+                Answer::Ack,
+                Counted::Acked,
+                Kept::IfUsed,
+                true,
+            ),
+            (
+                Action::Ack,
+                true,
+                None,
+                Answer::Ack,
+                Counted::Acked,
+                Kept::IfUsed,
+                true,
+            ),
+            (
+                Action::Nak { delay: d },
+                false,
+                None,
+                Answer::Nak(d),
+                Counted::Retried,
+                Kept::Stays,
+                false,
+            ),
+            (
+                Action::Nak { delay: d },
+                true,
+                None,
+                Answer::Nak(d),
+                Counted::Retried,
+                Kept::Stays,
+                false,
+            ),
+            (
+                Action::Discard,
+                false,
+                None,
+                Answer::Term,
+                Counted::Discarded,
+                Kept::Always,
+                true,
+            ),
+            (
+                Action::DeadLetter(r),
+                false,
+                Some(r),
+                Answer::Term,
+                Counted::DeadLettered(r),
+                Kept::Always,
+                true,
+            ),
+            (
+                Action::DeadLetter(r),
+                true,
+                None,
+                Answer::Term,
+                Counted::GaveUp(r),
+                Kept::Always,
+                true,
+            ),
+        ];
+        for (action, reads, letter, answer, counted, kept, leaves) in rows {
+            assert_eq!(
+                settlement(*action, *reads),
+                Settlement {
+                    letter: *letter,
+                    answer: *answer,
+                    counted: *counted,
+                    kept: *kept,
+                    leaves: *leaves,
+                },
+                "{action:?}, reads dead letters: {reads}"
+            );
+        }
+    }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
     static BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(30)];

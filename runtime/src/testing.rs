@@ -38,7 +38,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Action, DlqReason, Outcome, classify};
+use crate::classify::{Answer, Counted, DlqReason, Outcome, classify, settlement};
 use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
 use crate::handler::context::{Context, Env, Meta, Origin};
@@ -327,29 +327,24 @@ impl TestApp {
                 run.errors.push(e.clone());
             }
             let action = classify(&called.outcome, attempt, &policy);
-            if !matches!(action, Action::Nak { .. }) {
-                // Settled: its checkpoint goes, as in the live runtime.
-                ctx.clear_kept(!matches!(action, Action::Ack)).await;
+            // The plan the live loop carries out, played in memory.
+            let plan = settlement(action, def.reads_dead_letters());
+            if let Some(reason) = plan.letter {
+                let error = called.error.as_deref().unwrap_or_default();
+                let failed = Failed::delivery(ctx.meta(), msg.payload.clone(), reason, error);
+                self.log.record(&letter::letter(failed));
             }
-            match action {
-                Action::Ack => break,
-                Action::Discard => {
-                    run.discarded = true;
-                    break;
-                }
-                Action::Nak { delay } => run.delays.push(delay),
-                // A handler of dead letters gives up without a new letter.
-                Action::DeadLetter(reason) if def.reads_dead_letters() => {
+            match plan.counted {
+                Counted::DeadLettered(reason) | Counted::GaveUp(reason) => {
                     run.dlq_reason = Some(reason);
-                    break;
                 }
-                Action::DeadLetter(reason) => {
-                    run.dlq_reason = Some(reason);
-                    let error = called.error.as_deref().unwrap_or_default();
-                    let failed = Failed::delivery(ctx.meta(), msg.payload.clone(), reason, error);
-                    self.log.record(&letter::letter(failed));
-                    break;
-                }
+                Counted::Discarded => run.discarded = true,
+                Counted::Acked | Counted::Retried => {}
+            }
+            ctx.clear_kept(plan.kept).await;
+            match plan.answer {
+                Answer::Nak(delay) => run.delays.push(delay),
+                Answer::Ack | Answer::Term => break,
             }
         }
         run

@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Action, DlqReason, Outcome, classify};
+use crate::classify::{Action, Answer, Counted, DlqReason, Outcome, classify, settlement};
 use crate::consume::Shared;
 use crate::consume::delivery::Started;
 use crate::consume::tally::Tally;
@@ -39,16 +39,16 @@ pub(super) struct Slots {
     pub(super) pin: Option<Arc<PinId>>,
 }
 
-/// Acks a delivery whose call succeeded.
+/// Acks a delivery whose call succeeded: [`settlement`]'s `Ack` row, on
+/// the path that needs no letter.
 pub(super) async fn ack(shared: &Shared, ctx: &Context) {
+    let plan = settlement(Action::Ack, false);
     shared.counters.acked();
     tracing::debug!(attempt = ctx.attempt(), "acked");
-    if let Some(acker) = ctx.acker()
-        && let Err(e) = acker.ack_with(AckKind::Ack).await
-    {
-        tracing::warn!(error = %e, "could not send ack; the message will be redelivered");
+    if let Some(acker) = ctx.acker() {
+        answer(acker, plan.answer).await;
     }
-    ctx.clear_kept(false).await;
+    ctx.clear_kept(plan.kept).await;
 }
 
 /// A delivery in a task of its own, from wherever the loop left it to
@@ -247,8 +247,9 @@ async fn finish_alive(
     }
 }
 
-/// Carries out a nak or a dead letter; whether the message is settled
-/// (stored as a dead letter and terminated).
+/// Carries out a failed call's [`Settlement`]: the letter stored first
+/// (a nak if it cannot be), the answer, the counters, what it kept.
+/// Whether the message left its durable.
 async fn settle_failure(
     shared: &Shared,
     ctx: &Context,
@@ -257,57 +258,62 @@ async fn settle_failure(
     action: Action,
     called: Called,
 ) -> bool {
-    let counters = &shared.counters;
+    let def = shared.binding.def;
+    let plan = settlement(action, def.reads_dead_letters());
     let error = called.error.as_deref().unwrap_or_default();
     let meta = ctx.meta();
     let (handler, subject, stream) = (meta.handler, meta.subject(), &meta.stream);
     let (attempt, sequence) = (meta.attempt(), meta.delivered().stream_sequence);
-    match action {
-        Action::Ack => true,
-        Action::Discard => {
-            counters.discarded();
-            tracing::info!(handler = %handler, %subject, %stream, sequence, attempt, reason = error, "discarded by the handler; no dead letter");
-            if let Err(e) = acker.ack_with(AckKind::Term).await {
-                tracing::warn!(error = %e, "could not terminate a discarded message; it comes again");
-            }
-            ctx.clear_kept(true).await;
-            true
+    if let Some(reason) = plan.letter {
+        let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
+        if let Err(e) = dlq::stream::store(&shared.js, &shared.outlet, &shared.config, letter).await
+        {
+            // Not stored: keep the original. On the last attempt the
+            // server's max-deliveries advisory moves it later.
+            tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
+            nak(acker, def.policy().delay(attempt)).await;
+            return false;
         }
-        Action::Nak { delay } => {
+    }
+    let counters = &shared.counters;
+    match plan.counted {
+        Counted::Acked => counters.acked(),
+        Counted::Retried => {
             counters.retried();
-            tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, ?delay, error, "failed; will retry");
-            nak(acker, delay).await;
-            false
+            tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, error, "failed; will retry");
         }
-        Action::DeadLetter(reason) if shared.binding.def.reads_dead_letters() => {
+        Counted::DeadLettered(reason) => {
+            counters.dead_lettered(reason);
+            tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "dead-lettered");
+        }
+        Counted::GaveUp(reason) => {
             // A handler of dead letters failed: the letter stays in the
             // dead-letter stream; writing another would only feed it again.
             counters.dead_lettered(reason);
             tracing::error!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "a dead-letter handler gave up on a letter; the letter stays in the dead-letter stream");
-            if let Err(e) = acker.ack_with(AckKind::Term).await {
-                tracing::warn!(error = %e, "could not terminate the letter's delivery; it comes again");
-            }
-            true
         }
-        Action::DeadLetter(reason) => {
-            let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
-            match dlq::stream::store(&shared.js, &shared.outlet, &shared.config, letter).await {
-                Ok(_) => {
-                    counters.dead_lettered(reason);
-                    tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "dead-lettered");
-                    if let Err(e) = acker.ack_with(AckKind::Term).await {
-                        tracing::warn!(error = %e, "could not terminate a dead-lettered message; the copy is stored and a redelivery is deduplicated");
-                    }
-                    ctx.clear_kept(true).await;
-                    true
-                }
-                Err(e) => {
-                    // Not stored: keep the original. On the last attempt the
-                    // server's max-deliveries advisory moves it later.
-                    tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
-                    nak(acker, shared.binding.def.policy().delay(attempt)).await;
-                    false
-                }
+        Counted::Discarded => {
+            counters.discarded();
+            tracing::info!(handler = %handler, %subject, %stream, sequence, attempt, reason = error, "discarded by the handler; no dead letter");
+        }
+    }
+    answer(acker, plan.answer).await;
+    ctx.clear_kept(plan.kept).await;
+    plan.leaves
+}
+
+/// Sends `answer` for a delivery.
+async fn answer(acker: Acker<'_>, answer: Answer) {
+    match answer {
+        Answer::Nak(delay) => nak(acker, delay).await,
+        Answer::Ack | Answer::Term => {
+            let kind = if answer == Answer::Ack {
+                AckKind::Ack
+            } else {
+                AckKind::Term
+            };
+            if let Err(e) = acker.ack_with(kind).await {
+                tracing::warn!(error = %e, ?answer, "could not answer the delivery; it comes again (a dead letter already stored is not stored twice)");
             }
         }
     }

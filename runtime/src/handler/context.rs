@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::classify::Kept;
 use crate::error::{Error, PublishError};
 use crate::handler::state::States;
 use crate::protocol::ack::Acker;
@@ -464,12 +465,19 @@ impl Context {
         })
     }
 
-    /// Removes what this message kept: its checkpoint, if this run saved
-    /// or found one, or whatever the run, when `gone` (the message leaves
-    /// as a dead letter or discarded, maybe after runs of other processes
-    /// that saved one). Signals stay: other handlers may wait for them.
-    pub(crate) async fn clear_kept(&self, gone: bool) {
-        if gone || self.inner.checkpointed.load(Ordering::Relaxed) {
+    /// Removes what this message kept, as its settlement says: its
+    /// checkpoint if this run saved or found one ([`Kept::IfUsed`]), or
+    /// whatever the run ([`Kept::Always`]: it leaves as a dead letter or
+    /// discarded, maybe after runs of other processes that saved one).
+    /// Signals stay: other handlers may wait for them.
+    pub(crate) async fn clear_kept(&self, kept: Kept) {
+        let used = || self.inner.checkpointed.load(Ordering::Relaxed);
+        let clear = match kept {
+            Kept::Stays => false,
+            Kept::IfUsed => used(),
+            Kept::Always => true,
+        };
+        if clear {
             self.inner
                 .env
                 .checkpoints
