@@ -160,6 +160,36 @@ async fn list_show_replay_purge_and_status_from_the_binary() {
     assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
     assert_eq!(count(p), 5);
 
+    purge_asks_first(p, seq);
+
+    let replayed = json(&jetwire(p, &["dlq", "replay", "--all", "--yes", "--json"]));
+    assert_eq!(replayed["count"], 4);
+    assert_eq!(count(p), 0, "replayed letters are deleted");
+
+    let status = json(&jetwire(p, &["status", "--json"]));
+    let streams = status["streams"].as_array().expect("streams");
+    let names: Vec<&str> = streams.iter().filter_map(|s| s["name"].as_str()).collect();
+    let dlq_name = jetwire::topology::dlq_stream(Some(p));
+    assert!(names.contains(&dlq_name.as_str()), "{names:?}");
+    let durables: Vec<&str> = streams
+        .iter()
+        .flat_map(|s| s["consumers"].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        durables.iter().any(|d| d.ends_with("cli-cli_poison")),
+        "{durables:?}"
+    );
+    assert!(jetwire(p, &["status"]).status.success());
+
+    // Shutdown removed the app from the worker directory.
+    let after = json(&jetwire(p, &["workers", "--json"]));
+    assert_eq!(after["workers"].as_array().map(Vec::len), Some(0));
+}
+
+/// Purging sequences asks, as `--all` does; filters hold with sequences;
+/// on a terminal `n` keeps the letter and `y` purges it.
+fn purge_asks_first(p: &str, seq: u64) {
     // Purging sequences asks too; filters hold with sequences.
     let unconfirmed = jetwire(p, &["dlq", "purge", &seq.to_string()]);
     assert_eq!(unconfirmed.status.code(), Some(1));
@@ -185,30 +215,6 @@ async fn list_show_replay_purge_and_status_from_the_binary() {
     assert!(said.contains("purge 1 letter(s)? [y/N]"), "{said}");
     assert!(said.contains("purged 1 letter(s)"), "{said}");
     assert_eq!(count(p), 4);
-
-    let replayed = json(&jetwire(p, &["dlq", "replay", "--all", "--yes", "--json"]));
-    assert_eq!(replayed["count"], 4);
-    assert_eq!(count(p), 0, "replayed letters are deleted");
-
-    let status = json(&jetwire(p, &["status", "--json"]));
-    let streams = status["streams"].as_array().expect("streams");
-    let names: Vec<&str> = streams.iter().filter_map(|s| s["name"].as_str()).collect();
-    let dlq_name = jetwire::topology::dlq_stream(Some(p));
-    assert!(names.contains(&dlq_name.as_str()), "{names:?}");
-    let durables: Vec<&str> = streams
-        .iter()
-        .flat_map(|s| s["consumers"].as_array().into_iter().flatten())
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    assert!(
-        durables.iter().any(|d| d.ends_with("cli-cli_poison")),
-        "{durables:?}"
-    );
-    assert!(jetwire(p, &["status"]).status.success());
-
-    // Shutdown removed the app from the worker directory.
-    let after = json(&jetwire(p, &["workers", "--json"]));
-    assert_eq!(after["workers"].as_array().map(Vec::len), Some(0));
 }
 
 #[subscribe("cliansi.created", max_deliver = 1)]
