@@ -469,3 +469,67 @@ async fn a_letter_of_a_recreated_dead_letter_stream_is_replayed_not_dropped() {
         .count();
     assert_eq!(replays, 1, "the job is back in its stream");
 }
+
+static FAN_IDS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+#[subscribe("opsfan.created")]
+async fn fan_ok(_n: u64, ctx: jetwire::Context) -> Result<(), HandlerError> {
+    FAN_IDS
+        .lock()
+        .expect("lock")
+        .push(ctx.message_id().to_owned());
+    Ok(())
+}
+
+#[subscribe("opsfan.created", max_deliver = 1)]
+async fn fan_broken(_n: u64) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent("broken"))
+}
+
+/// A replayed event reaches every app that reads its subject; the apps
+/// that handled the original see the original's id, and can tell it.
+#[tokio::test]
+async fn a_replayed_event_keeps_its_original_id_for_every_app() {
+    let prefix = unique_prefix("ops-fan");
+    let app = |name: &str, handler: &'static str| {
+        App::new(
+            Config::builder()
+                .url(shared_server().url())
+                .app(name)
+                .subject_prefix(&prefix)
+                .build()
+                .expect("valid"),
+        )
+        .only(&[handler])
+        .start()
+    };
+    let ok = app("billing", "fan_ok").await.expect("starts");
+    let broken = app("audit", "fan_broken").await.expect("starts");
+    ok.publisher()
+        .publish_with(
+            "opsfan.created",
+            &1u64,
+            PublishOptions::new().message_id("order-1"),
+        )
+        .await
+        .expect("publish");
+    let dlq = broken.dead_letters();
+    let letter = eventually(Duration::from_secs(20), "audit's letter", || async {
+        dlq.list(&Filter::new()).await.expect("list").pop()
+    })
+    .await;
+    dlq.replay(letter.sequence()).await.expect("replayed");
+    eventually(
+        Duration::from_secs(20),
+        "billing saw the replay",
+        || async { (FAN_IDS.lock().expect("lock").len() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        *FAN_IDS.lock().expect("lock"),
+        vec!["order-1".to_owned(), "order-1".to_owned()],
+        "the replay came under another id"
+    );
+    ok.shutdown().await.expect("stops");
+    broken.shutdown().await.expect("stops");
+}

@@ -20,6 +20,7 @@ mod view;
 
 pub use crate::classify::{DlqReason, UnknownReason};
 pub use crate::names::dlq_subject as subject_for;
+pub use crate::publish::message::REPLAYED_ID;
 pub use letter::{
     ATTEMPTS, ERROR, FAILED_AT, HANDLER, MESSAGE_ID, ORIGINAL, REASON, SEQUENCE, STREAM, TRUNCATED,
 };

@@ -311,6 +311,9 @@ impl DeadLetters {
         let stored = crate::dlq::letter::unix_nanos(letter.stored_at);
         headers.insert(MSG_ID, format!("replay:{}:{seq}:{stored}", self.stream));
         headers.insert(REPLAYED_FROM, seq.to_string());
+        if let Some(original) = letter.message_id() {
+            headers.insert(crate::publish::message::REPLAYED_ID, original);
+        }
         let message = Message::from_parts(&letter.subject, headers, letter.payload.clone())
             .map_err(|e| failed(format!("cannot replay it: {e}")))?;
         let receipt = self

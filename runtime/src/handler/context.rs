@@ -100,14 +100,20 @@ impl Meta {
             .unwrap_or_default()
     }
 
-    /// The message's `Nats-Msg-Id`, or `<stream>:<sequence>` when it has
-    /// none: the same on every redelivery.
+    /// The message's id: a replay's original one ([`message::REPLAYED_ID`]),
+    /// else its `Nats-Msg-Id`, else `<stream>:<sequence>`: the same on
+    /// every redelivery.
     pub(crate) fn message_id(&self) -> &str {
-        self.message_id
-            .get_or_init(|| match self.headers.get(message::MSG_ID) {
+        self.message_id.get_or_init(|| {
+            let id = self
+                .headers
+                .get(message::REPLAYED_ID)
+                .or_else(|| self.headers.get(message::MSG_ID));
+            match id {
                 Some(id) => id.as_str().to_owned(),
                 None => format!("{}:{}", self.stream, self.delivered().stream_sequence),
-            })
+            }
+        })
     }
 
     /// Which run of the handler this is, from 1: the delivery's number
@@ -215,7 +221,8 @@ impl Context {
 
     /// A stable, unique id for this message, for idempotent handlers: its
     /// `Nats-Msg-Id` if it has one, else `<stream>:<sequence>`. The same on
-    /// every redelivery.
+    /// every redelivery, and on a replay of its dead letter (which carries
+    /// the original's as `Jetwire-Replayed-Id`).
     pub fn message_id(&self) -> &str {
         self.inner.meta.message_id()
     }

@@ -27,6 +27,14 @@ pub const TRACESTATE: &str = "tracestate";
 /// order ([`PublishOptions::key`]).
 pub const KEY: &str = "Jetwire-Key";
 
+/// `Jetwire-Replayed-Id`: on a message replayed from a dead letter, the
+/// original's `Nats-Msg-Id`. The replay is stored under an id of its own
+/// (so a repeated replay is stored once), and every handler sees the
+/// original's as `ctx.message_id()`: a replay of a fanned-out event
+/// reaches each app that reads the subject, and the apps that handled
+/// the original recognise it by that id.
+pub const REPLAYED_ID: &str = "Jetwire-Replayed-Id";
+
 const JSON: &str = "application/json";
 
 /// Per-message options for `Publisher::publish_with` and

@@ -145,3 +145,91 @@ pub(crate) async fn outbox_stepdowns() -> Result<String, String> {
     }
     Ok(line)
 }
+
+/// One nats-server stopped for longer than the relay's default retries
+/// would last if an outage counted against them (10 attempts, about 4.8
+/// min), with the default `Outbox` settings: 50 keys × 20 rows committed
+/// before and during the outage are all stored once, in order, none
+/// `failed`. `FULL=1` is not needed: the outage is the point.
+pub(crate) async fn outbox_outage() -> Result<String, String> {
+    const NAME: &str = "outbox-outage";
+    const KEYS: u64 = 50;
+    const PER_KEY: u64 = 20;
+    let outage = Duration::from_secs(
+        std::env::var("OUTBOX_OUTAGE_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(360),
+    );
+    let mut server = Server::start();
+    let prefix = unique_prefix("outbox-out");
+    let cfg = jetwire::Config::builder()
+        .url(server.url())
+        .subject_prefix(&prefix)
+        .app("relay")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let db = TestDb::sqlite(NAME).await;
+    let outbox = Outbox::new(db.pool()).tables(db.tables().clone());
+    let stats = outbox.stats();
+    let app = App::new(cfg.clone())
+        .only(&[])
+        .service(outbox)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let streams = app
+        .publisher()
+        .ensure_streams(&["outboxout.work"])
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = |n: u64| {
+        (0..KEYS)
+            .map(|k| {
+                (
+                    "outboxout.work".to_owned(),
+                    json!({"key": k, "n": n}),
+                    PublishOptions::new().key(format!("k{k}")),
+                )
+            })
+            .collect()
+    };
+    for n in 0..PER_KEY / 2 {
+        db.enqueue(rows(n), true).await.map_err(|e| e.to_string())?;
+    }
+    server.stop();
+    let t_down = Instant::now();
+    for n in PER_KEY / 2..PER_KEY {
+        db.enqueue(rows(n), true).await.map_err(|e| e.to_string())?;
+    }
+    while t_down.elapsed() < outage {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let failed_during = db.count("failed").await;
+    server.restart();
+    let t_up = Instant::now();
+    let total = usize::try_from(KEYS * PER_KEY).unwrap_or(usize::MAX);
+    let wait = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < wait && db.count("pending").await > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let drained_s = t_up.elapsed().as_secs_f64();
+    let client = app.publisher().client().clone();
+    let s = stored(&stream_messages(&client, &streams[0]).await);
+    let failed = db.count("failed").await.max(failed_during);
+    let pending = db.count("pending").await;
+    app.shutdown().await.map_err(|e| e.to_string())?;
+    let line = format!(
+        "fault {NAME}: outage_s={} enqueued={total} stored_unique={} lost={} duplicates={} failed={failed} out_of_order_keys={} retried={} drained_after_s={drained_s:.1}",
+        outage.as_secs(),
+        s.unique,
+        total.saturating_sub(s.unique),
+        s.stored.saturating_sub(s.unique),
+        s.out_of_order,
+        stats.retried()
+    );
+    if failed != 0 || pending != 0 || s.unique != total || s.out_of_order != 0 {
+        return Err(line);
+    }
+    Ok(line)
+}
