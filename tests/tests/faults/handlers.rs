@@ -249,3 +249,10 @@ pub(crate) const MANY: [&str; 20] = [
 pub(crate) fn full() -> bool {
     std::env::var("FULL").is_ok_and(|v| v == "1")
 }
+
+/// Saves one checkpoint per job, then succeeds: what the acks must clean up.
+#[queue("queue.ckchurn", concurrency = 64)]
+pub(crate) async fn checkpoint_churn(n: u64, ctx: Context) -> Result<(), HandlerError> {
+    ctx.checkpoint(&n).await?;
+    Ok(())
+}

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::cluster::{cluster_handbacks, cluster_leader_loss};
 use crate::inputs::{hostile_subjects_refused, many_handlers, poison_corpus, slow_handler};
+use crate::kept::checkpoint_churn;
 use crate::outbox::{outbox_outage, outbox_stepdowns};
 use crate::processes::{Also, consumer_killed, last_delivery_killed, sigterm_in_flight};
 use crate::server::{EVENTS, QUEUE, durable_deleted, server_freeze, server_kill9, server_restart};
@@ -23,6 +24,7 @@ mod cluster;
 mod figures;
 mod handlers;
 mod inputs;
+mod kept;
 mod outbox;
 mod processes;
 mod server;
@@ -87,6 +89,7 @@ fn main() {
             Box::pin(on_blocking(outbox_stepdowns))
         }),
         ("outbox-outage", || Box::pin(on_blocking(outbox_outage))),
+        ("checkpoint-churn", || Box::pin(checkpoint_churn())),
         ("poison-corpus", || Box::pin(poison_corpus())),
         ("hostile-subjects", || Box::pin(hostile_subjects_refused())),
         ("many-handlers", || Box::pin(many_handlers())),
