@@ -356,3 +356,64 @@ async fn a_subject_another_app_reads_unpartitioned_is_not_partitioned_under_it()
     .await;
     billing.shutdown().await.expect("stops");
 }
+
+/// What `ordered_live` was called with: (key, n, attempt).
+static LIVE_CALLS: std::sync::Mutex<Vec<(String, u32, u32)>> = std::sync::Mutex::new(Vec::new());
+
+/// Fails each key's first job once, on the server.
+#[queue("queue.partslive", partitions = 4, backoff = ["300ms"])]
+async fn ordered_live(job: Job, ctx: jetwire::Context) -> Result<(), HandlerError> {
+    LIVE_CALLS
+        .lock()
+        .expect("calls")
+        .push((job.key.clone(), job.n, ctx.attempt()));
+    if job.n == 0 && ctx.attempt() == 1 {
+        return Err(HandlerError::transient("not yet"));
+    }
+    Ok(())
+}
+
+/// On a real server, a key's job that fails and waits its backoff holds
+/// back the key's later jobs: each key's calls go 0 (failed), 0, 1, 2, ...
+#[tokio::test]
+async fn a_retried_job_holds_back_its_keys_later_jobs_on_the_server() {
+    let prefix = unique_prefix("partslive");
+    let running = App::new(config_for(&prefix))
+        .only(&["ordered_live"])
+        .start()
+        .await
+        .expect("starts");
+    let keys = ["a", "b", "c", "d", "e", "f"];
+    for n in 0..5u32 {
+        for key in keys {
+            running
+                .publisher()
+                .publish_with(
+                    "queue.partslive",
+                    &serde_json::json!({ "key": key, "n": n }),
+                    PublishOptions::new().key(key),
+                )
+                .await
+                .expect("publish");
+        }
+    }
+    jetwire_tests::eventually(Duration::from_secs(30), "every job done", || async {
+        let acked: u64 = running.stats().iter().map(|s| s.acked).sum();
+        (acked == 30).then_some(())
+    })
+    .await;
+    let calls = LIVE_CALLS.lock().expect("calls").clone();
+    for key in keys {
+        let of_key: Vec<(u32, u32)> = calls
+            .iter()
+            .filter(|c| c.0 == key)
+            .map(|c| (c.1, c.2))
+            .collect();
+        assert_eq!(
+            of_key,
+            vec![(0, 1), (0, 2), (1, 1), (2, 1), (3, 1), (4, 1)],
+            "key {key}"
+        );
+    }
+    running.shutdown().await.expect("stops");
+}
