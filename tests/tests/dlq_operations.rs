@@ -492,16 +492,9 @@ async fn fan_broken(_n: u64) -> Result<(), HandlerError> {
 async fn a_replayed_event_keeps_its_original_id_for_every_app() {
     let prefix = unique_prefix("ops-fan");
     let app = |name: &str, handler: &'static str| {
-        App::new(
-            Config::builder()
-                .url(shared_server().url())
-                .app(name)
-                .subject_prefix(&prefix)
-                .build()
-                .expect("valid"),
-        )
-        .only(&[handler])
-        .start()
+        App::new(jetwire_tests::config(shared_server(), &prefix, name))
+            .only(&[handler])
+            .start()
     };
     let ok = app("billing", "fan_ok").await.expect("starts");
     let broken = app("audit", "fan_broken").await.expect("starts");

@@ -294,7 +294,7 @@ async fn nats_down_for_ten_seconds_delays_rows_and_loses_none() {
         // NATS being away is no refusal: it never uses up a row's
         // attempts, however few are allowed.
         let (running, stats) = relay(&server, &prefix, &db, |o| {
-            o.backoff(&[Duration::from_millis(200)]).max_attempts(2)
+            o.backoff(&[Duration::from_millis(200)]).max_attempts(1)
         })
         .await;
         let streams = running

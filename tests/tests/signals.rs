@@ -166,16 +166,9 @@ async fn sig_audit(_n: u64, ctx: Context) -> Result<(), HandlerError> {
 async fn every_app_a_message_reaches_gets_its_signal() {
     let prefix = unique_prefix("sigfan");
     let app = |name: &str, handler: &'static str| {
-        App::new(
-            Config::builder()
-                .url(shared_server().url())
-                .app(name)
-                .subject_prefix(&prefix)
-                .build()
-                .expect("valid"),
-        )
-        .only(&[handler])
-        .start()
+        App::new(jetwire_tests::config(shared_server(), &prefix, name))
+            .only(&[handler])
+            .start()
     };
     let billing = app("billing", "sig_billing").await.expect("starts");
     let audit = app("audit", "sig_audit").await.expect("starts");

@@ -18,6 +18,31 @@ struct Stored {
     out_of_order: usize,
 }
 
+impl Stored {
+    /// The scenario's line, with `fields` before the counts; an error when
+    /// anything was lost, stored twice, reordered, failed or left pending.
+    fn verdict(
+        &self,
+        name: &str,
+        total: usize,
+        failed: i64,
+        pending: i64,
+        fields: &str,
+    ) -> Result<String, String> {
+        let line = format!(
+            "fault {name}: {fields}enqueued={total} stored_unique={} lost={} duplicates={} failed={failed} out_of_order_keys={}",
+            self.unique,
+            total.saturating_sub(self.unique),
+            self.stored.saturating_sub(self.unique),
+            self.out_of_order,
+        );
+        if failed != 0 || pending != 0 || self.unique != total || self.out_of_order != 0 {
+            return Err(line);
+        }
+        Ok(line)
+    }
+}
+
 fn stored(messages: &[async_nats::jetstream::message::StreamMessage]) -> Stored {
     let mut ids = HashSet::new();
     let mut next: HashMap<u64, u64> = HashMap::new();
@@ -132,18 +157,13 @@ pub(crate) async fn outbox_stepdowns() -> Result<String, String> {
     let pending = db.count("pending").await;
     app.shutdown().await.map_err(|e| e.to_string())?;
     drop(servers);
-    let line = format!(
-        "fault {NAME}: enqueued={total} stored_unique={} lost={} duplicates={} failed={failed} out_of_order_keys={} step_downs={downs} retried={}",
-        s.unique,
-        total.saturating_sub(s.unique),
-        s.stored.saturating_sub(s.unique),
-        s.out_of_order,
-        stats.retried()
-    );
-    if failed != 0 || pending != 0 || s.unique != total || s.out_of_order != 0 {
-        return Err(line);
-    }
-    Ok(line)
+    s.verdict(
+        NAME,
+        total,
+        failed,
+        pending,
+        &format!("step_downs={downs} retried={} ", stats.retried()),
+    )
 }
 
 /// One nats-server stopped for longer than the relay's default retries
@@ -219,17 +239,15 @@ pub(crate) async fn outbox_outage() -> Result<String, String> {
     let failed = db.count("failed").await.max(failed_during);
     let pending = db.count("pending").await;
     app.shutdown().await.map_err(|e| e.to_string())?;
-    let line = format!(
-        "fault {NAME}: outage_s={} enqueued={total} stored_unique={} lost={} duplicates={} failed={failed} out_of_order_keys={} retried={} drained_after_s={drained_s:.1}",
-        outage.as_secs(),
-        s.unique,
-        total.saturating_sub(s.unique),
-        s.stored.saturating_sub(s.unique),
-        s.out_of_order,
-        stats.retried()
-    );
-    if failed != 0 || pending != 0 || s.unique != total || s.out_of_order != 0 {
-        return Err(line);
-    }
-    Ok(line)
+    s.verdict(
+        NAME,
+        total,
+        failed,
+        pending,
+        &format!(
+            "outage_s={} retried={} drained_after_s={drained_s:.1} ",
+            outage.as_secs(),
+            stats.retried()
+        ),
+    )
 }
