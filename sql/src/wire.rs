@@ -7,7 +7,9 @@ pub(crate) fn encode_headers(headers: &jetwire::async_nats::HeaderMap) -> String
         .iter()
         .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
         .collect();
-    pairs.sort_unstable();
+    // By name only, and stable: the values of a repeated header keep
+    // their order.
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
     serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
 }
 
@@ -46,6 +48,12 @@ mod tests {
             Some("0190-abc")
         );
         assert_eq!(back.get_all("X-Many").count(), 2);
+        let mut order = jetwire::async_nats::HeaderMap::new();
+        order.append("X-Many", "2");
+        order.append("X-Many", "1");
+        let back = decode_headers(&encode_headers(&order)).expect("decodes");
+        let values: Vec<&str> = back.get_all("X-Many").map(|v| v.as_str()).collect();
+        assert_eq!(values, ["2", "1"], "a repeated header keeps its order");
         assert!(decode_headers("{not a list").is_none());
         assert!(decode_headers(r#"[["bad name", "x"]]"#).is_none());
     }

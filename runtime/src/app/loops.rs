@@ -96,7 +96,7 @@ impl Loops {
                 (Some(members), Some(_)) => tasks.spawn(
                     partitioned::run(shared, consumer, stop, abort, members.clone()).map(Ok),
                 ),
-                _ => tasks.spawn(consume::run(shared, consumer, stop, abort).map(Ok)),
+                _ => tasks.spawn(consume::run(shared, consumer, stop, abort).map(|_| Ok(()))),
             };
         }
         stats

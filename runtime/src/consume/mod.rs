@@ -146,6 +146,7 @@ impl Shared {
 
 /// Runs until `stop` fires, then waits for its in-flight calls. Calls still
 /// running when `abort` fires are interrupted and their messages nak'ed.
+/// Whether a pinned loop held the server's pin when it ended.
 ///
 /// The loop pulls on a subscription of its own ([`Pull`]). Each stretch of
 /// pulling first drains whatever backlog there is with no-wait fetches,
@@ -159,7 +160,7 @@ pub(crate) async fn run(
     mut consumer: jetstream::consumer::PullConsumer,
     stop: CancellationToken,
     abort: CancellationToken,
-) {
+) -> bool {
     let noting = resume::note_resume_points(&shared, consumer.clone(), stop.clone());
     // A partitioned handler's gauges are sampled by its own durable's loop.
     #[cfg(feature = "metrics")]
@@ -201,5 +202,7 @@ pub(crate) async fn run(
     if let Some(pull) = subscription.take() {
         pull.close().await;
     }
+    let pinned = puller.pinned();
     puller.finish().await;
+    pinned
 }

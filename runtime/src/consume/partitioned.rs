@@ -147,9 +147,13 @@ pub(crate) async fn run(
                 lease.cancel();
             })
         };
-        super::run(shared.clone(), consumer.clone(), lease, abort.clone()).await;
+        let pinned = super::run(shared.clone(), consumer.clone(), lease, abort.clone()).await;
         lost.abort();
-        release(&shared).await;
+        // Only a pin this replica holds: unpinning another's (the new
+        // owner's, pinned already) would stall it for a while.
+        if pinned {
+            release(&shared).await;
+        }
         if stop.is_cancelled() {
             return;
         }

@@ -154,6 +154,11 @@ impl Puller {
         )
     }
 
+    /// Whether this loop holds the server's pin now.
+    pub(super) fn pinned(&self) -> bool {
+        self.pin.as_ref().is_some_and(|pin| pin.held())
+    }
+
     /// Waits for every delivery task.
     pub(super) async fn finish(self) {
         self.in_flight.close();

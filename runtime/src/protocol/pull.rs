@@ -85,6 +85,11 @@ impl PinId {
         self.0.lock().ok().and_then(|pin| pin.id.clone())
     }
 
+    /// Whether the server has pinned this loop.
+    pub(crate) fn held(&self) -> bool {
+        self.get().is_some()
+    }
+
     /// What the calls begun now stop on: the pin being lost.
     pub(crate) fn fence(&self) -> tokio_util::sync::CancellationToken {
         self.0
