@@ -311,8 +311,12 @@ impl DeadLetters {
         let stored = crate::dlq::letter::unix_nanos(letter.stored_at);
         headers.insert(MSG_ID, format!("replay:{}:{seq}:{stored}", self.stream));
         headers.insert(REPLAYED_FROM, seq.to_string());
-        if let Some(original) = letter.message_id() {
-            headers.insert(crate::publish::message::REPLAYED_ID, original);
+        // A replay of a replay keeps the first original's id.
+        let replayed_id = crate::publish::message::REPLAYED_ID;
+        if headers.get(replayed_id).is_none()
+            && let Some(original) = letter.message_id()
+        {
+            headers.insert(replayed_id, original);
         }
         let message = Message::from_parts(&letter.subject, headers, letter.payload.clone())
             .map_err(|e| failed(format!("cannot replay it: {e}")))?;
