@@ -304,18 +304,13 @@ async fn settle_failure(
 
 /// Sends `answer` for a delivery.
 async fn answer(acker: Acker<'_>, answer: Answer) {
-    match answer {
-        Answer::Nak(delay) => nak(acker, delay).await,
-        Answer::Ack | Answer::Term => {
-            let kind = if answer == Answer::Ack {
-                AckKind::Ack
-            } else {
-                AckKind::Term
-            };
-            if let Err(e) = acker.ack_with(kind).await {
-                tracing::warn!(error = %e, ?answer, "could not answer the delivery; it comes again (a dead letter already stored is not stored twice)");
-            }
-        }
+    let kind = match answer {
+        Answer::Nak(delay) => return nak(acker, delay).await,
+        Answer::Ack => AckKind::Ack,
+        Answer::Term => AckKind::Term,
+    };
+    if let Err(e) = acker.ack_with(kind).await {
+        tracing::warn!(error = %e, ?answer, "could not answer the delivery; it comes again (a dead letter already stored is not stored twice)");
     }
 }
 

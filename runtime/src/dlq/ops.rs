@@ -171,14 +171,14 @@ impl DeadLetters {
         filter: &Filter,
         mut visit: impl AsyncFnMut(&jetstream::stream::Stream, DeadLetter) -> Result<bool, Error>,
     ) -> Result<usize, Error> {
-        let mut stream = self.stream().await?;
+        let stream = self.stream().await?;
         let last = stream
+            .clone()
             .info()
             .await
             .map_err(|e| Error::nats("reading the dead-letter stream's state", e))?
             .state
             .last_sequence;
-        let stream = stream;
         let end = filter.up_to.map_or(last, |u| u.min(last));
         let subject = self.letter_subject(filter);
         let limit = filter.limit.unwrap_or(usize::MAX);

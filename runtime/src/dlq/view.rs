@@ -233,15 +233,6 @@ impl Filter {
         self.up_to = Some(seq);
         self
     }
-    /// Whether any condition but sequences and a limit is given.
-    pub fn narrows(&self) -> bool {
-        self.reason.is_some()
-            || self.handler.is_some()
-            || self.subject.is_some()
-            || self.since.is_some()
-            || self.from.is_some()
-            || self.up_to.is_some()
-    }
     /// The limit, if any.
     pub fn max(&self) -> Option<usize> {
         self.limit

@@ -417,6 +417,19 @@ mod tests {
         }
     }
 
+    /// A message of the stream with `headers`, as a pinned client gets it.
+    fn delivered(headers: HeaderMap) -> async_nats::Message {
+        async_nats::Message {
+            subject: "x".into(),
+            reply: None,
+            payload: Bytes::new(),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
     fn json(body: Bytes) -> serde_json::Value {
         serde_json::from_slice(&body).expect("a request is JSON")
     }
@@ -462,15 +475,7 @@ mod tests {
         let pin = PinId::default();
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Pin-Id", "p7");
-        let msg = async_nats::Message {
-            subject: "x".into(),
-            reply: None,
-            payload: Bytes::new(),
-            headers: Some(headers),
-            status: None,
-            description: None,
-            length: 0,
-        };
+        let msg = delivered(headers);
         assert!(matches!(
             Pulled::read(msg, Some(&pin)),
             Ok(Pulled::Message(_))
@@ -506,15 +511,7 @@ mod tests {
         // What the publisher stored comes first; the server appends its own.
         headers.append("Nats-Pin-Id", "\"");
         headers.append("Nats-Pin-Id", "Srv42");
-        let msg = async_nats::Message {
-            subject: "x".into(),
-            reply: None,
-            payload: Bytes::new(),
-            headers: Some(headers),
-            status: None,
-            description: None,
-            length: 0,
-        };
+        let msg = delivered(headers);
         assert!(Pulled::read(msg, Some(&pin)).is_ok());
         assert_eq!(pin.get().as_deref(), Some("Srv42"));
         let fetch = Request {
