@@ -160,7 +160,7 @@ impl DeadLetterTable {
     /// to come again.
     async fn store(&self, prefix: Option<&str>, message: &jetstream::Message) {
         let row = letter_row(prefix, message);
-        match self.pool.insert_letter(&self.tables, &row, now_ms()).await {
+        match self.pool.insert_letter(&self.tables, &row).await {
             Ok(_) => {
                 if let Err(e) = message.ack().await {
                     tracing::debug!(error = %e, id = %row.id, "dead-letter table: ack lost; the letter comes again and is not stored twice");

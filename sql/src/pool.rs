@@ -78,7 +78,8 @@ pub(crate) struct Claim {
 pub(crate) struct Failed {
     pub(crate) seq: i64,
     pub(crate) error: String,
-    pub(crate) next_at: i64,
+    /// Milliseconds from now (the database's) to the row's next try.
+    pub(crate) retry_in: i64,
     pub(crate) give_up: bool,
 }
 
@@ -98,7 +99,30 @@ pub(crate) struct LetterRow {
     pub(crate) failed_at: i64,
 }
 
+/// PostgreSQL's clock, in milliseconds since 1970, as SQL: the start of
+/// the statement (stable within it, so the planner can use indexes).
+#[cfg(feature = "postgres")]
+pub(crate) const POSTGRES_NOW: &str =
+    "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)";
+
+/// SQLite's clock, in milliseconds since 1970, as SQL: the same value
+/// everywhere in one statement.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
 impl Pool {
+    /// The database's clock, as SQL. Every time the tables hold, and every
+    /// comparison with one, uses it: a writer's or a relay's clock never
+    /// decides when a row is due, so hosts need not agree on the time.
+    pub(crate) fn now(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => POSTGRES_NOW,
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => SQLITE_NOW,
+        }
+    }
+
     /// `sql` for this database: `$N` placeholders become `?N` on SQLite.
     pub(crate) fn sql<'a>(&self, sql: &'a str) -> Cow<'a, str> {
         match self {
@@ -117,18 +141,18 @@ impl Pool {
     /// LOCKED`: another relay skips them instead of waiting) that
     /// [`Pool::settle`] commits; a relay that dies rolls back, and its rows
     /// are due again at once. On SQLite, which has no row locks, one
-    /// statement marks them claimed until `lease_until` (ms); a relay that
-    /// dies leaves them to others once the lease lapses.
+    /// statement marks them claimed for `lease` ms; a relay that dies
+    /// leaves them to others once the lease lapses.
     pub(crate) async fn claim(
         &self,
         t: &Tables,
-        now: i64,
-        lease_until: i64,
+        lease: i64,
         batch: i64,
     ) -> Result<Claim, sqlx::Error> {
         let table = t.outbox();
+        let now = self.now();
         let due = format!(
-            "o.status = 'pending' AND o.next_attempt_at <= $1 AND o.claimed_until <= $1
+            "o.status = 'pending' AND o.next_attempt_at <= {now} AND o.claimed_until <= {now}
              AND (o.key IS NULL OR NOT EXISTS (
                SELECT 1 FROM {table} e WHERE e.key = o.key AND e.seq < o.seq AND e.status IN ('pending', 'failed')))"
         );
@@ -157,14 +181,10 @@ impl Pool {
             Pool::Postgres(p) => {
                 let text = format!(
                     "SELECT {columns} FROM {table} o WHERE {due}
-                     ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+                     ORDER BY o.seq LIMIT $1 FOR UPDATE SKIP LOCKED"
                 );
                 let mut tx = p.begin().await?;
-                let found = sqlx::query(&text)
-                    .bind(now)
-                    .bind(batch)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let found = sqlx::query(&text).bind(batch).fetch_all(&mut *tx).await?;
                 let rows = rows!(found);
                 Claim {
                     rows,
@@ -175,20 +195,23 @@ impl Pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p) => {
                 let text = format!(
-                    "UPDATE {table} SET claimed_until = ?2 WHERE seq IN (
-                       SELECT o.seq FROM {table} o WHERE {} ORDER BY o.seq LIMIT ?3)
-                     RETURNING {columns}",
-                    due.replace('$', "?")
+                    "UPDATE {table} SET claimed_until = {now} + ?1 WHERE seq IN (
+                       SELECT o.seq FROM {table} o WHERE {due} ORDER BY o.seq LIMIT ?2)
+                     RETURNING {columns}, claimed_until"
                 );
                 let found = sqlx::query(&text)
-                    .bind(now)
-                    .bind(lease_until)
+                    .bind(lease.max(1))
                     .bind(batch)
                     .fetch_all(p)
                     .await?;
+                // One statement reads one time: every row has the same lease.
+                let lease = match found.first() {
+                    Some(r) => r.try_get("claimed_until")?,
+                    None => 0,
+                };
                 Claim {
                     rows: rows!(found),
-                    lease: lease_until,
+                    lease,
                     #[cfg(feature = "postgres")]
                     tx: None,
                 }
@@ -199,18 +222,18 @@ impl Pool {
     }
 
     /// Records what became of a claim: `stored` rows deleted (or kept as
-    /// `published` at `now`), each failure counted with its error and
-    /// either its next try or status `failed`; then ends the claim.
+    /// `published`, now), each failure counted with its error and either
+    /// its next try or status `failed`; then ends the claim.
     pub(crate) async fn settle(
         &self,
         t: &Tables,
         claim: Claim,
         stored: &[i64],
         keep: bool,
-        now: i64,
         failures: &[Failed],
     ) -> Result<(), sqlx::Error> {
         let table = t.outbox();
+        let now = self.now();
         let list: Vec<String> = stored.iter().map(i64::to_string).collect();
         let lease = claim.lease;
         let done = match keep {
@@ -225,7 +248,7 @@ impl Pool {
             ),
         };
         let fail = format!(
-            "UPDATE {table} SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2,
+            "UPDATE {table} SET attempts = attempts + 1, last_error = $1, next_attempt_at = {now} + $2,
                claimed_until = 0, status = $3 WHERE seq = $4 AND claimed_until = {lease} AND status = 'pending'"
         );
         let fail = self.sql(&fail);
@@ -238,7 +261,7 @@ impl Pool {
                     let status = if f.give_up { "failed" } else { "pending" };
                     sqlx::query(&fail)
                         .bind(&f.error)
-                        .bind(f.next_at)
+                        .bind(f.retry_in)
                         .bind(status)
                         .bind(f.seq)
                         .execute(&mut *$tx)
@@ -265,18 +288,15 @@ impl Pool {
         Ok(())
     }
 
-    /// Removes `published` rows kept since before `before` (ms).
-    pub(crate) async fn purge_published(
-        &self,
-        t: &Tables,
-        before: i64,
-    ) -> Result<u64, sqlx::Error> {
+    /// Removes `published` rows kept longer than `keep` ms.
+    pub(crate) async fn purge_published(&self, t: &Tables, keep: i64) -> Result<u64, sqlx::Error> {
         let text = format!(
-            "DELETE FROM {} WHERE status = 'published' AND published_at < $1",
-            t.outbox()
+            "DELETE FROM {} WHERE status = 'published' AND published_at < {} - $1",
+            t.outbox(),
+            self.now()
         );
         let sql = self.sql(&text);
-        Ok(on_pool!(self, p => sqlx::query(&sql).bind(before).execute(p).await?.rows_affected()))
+        Ok(on_pool!(self, p => sqlx::query(&sql).bind(keep).execute(p).await?.rows_affected()))
     }
 
     /// Stores a dead letter once: a letter already there (redelivered
@@ -285,20 +305,20 @@ impl Pool {
         &self,
         t: &Tables,
         l: &LetterRow,
-        now: i64,
     ) -> Result<bool, sqlx::Error> {
         let text = format!(
             "INSERT INTO {} (id, subject, reason, error, handler, attempts, original_stream,
                original_sequence, headers, payload, failed_at, stored_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, {})
              ON CONFLICT (id) DO NOTHING",
-            t.dead_letters()
+            t.dead_letters(),
+            self.now()
         );
         let sql = self.sql(&text);
         let inserted = on_pool!(self, p => sqlx::query(&sql)
             .bind(&l.id).bind(&l.subject).bind(&l.reason).bind(&l.error).bind(&l.handler)
             .bind(l.attempts).bind(&l.original_stream).bind(l.original_sequence)
-            .bind(&l.headers).bind(&l.payload).bind(l.failed_at).bind(now)
+            .bind(&l.headers).bind(&l.payload).bind(l.failed_at)
             .execute(p).await?.rows_affected());
         Ok(inserted == 1)
     }
@@ -337,28 +357,29 @@ mod tests {
     #[tokio::test]
     async fn a_relay_whose_lease_lapsed_writes_nothing() {
         let (pool, t) = sqlite().await;
-        let stalled = pool.claim(&t, 0, 1_000, 10).await.expect("claim");
+        let stalled = pool.claim(&t, 300, 10).await.expect("claim");
         assert_eq!(stalled.rows.len(), 2);
-        assert!(
-            pool.claim(&t, 500, 1_500, 10)
-                .await
-                .expect("claim")
-                .rows
-                .is_empty(),
-            "claimed while the lease holds"
-        );
-        let other = pool.claim(&t, 2_000, 3_000, 10).await.expect("claim");
+        let held = pool.claim(&t, 60_000, 10).await.expect("claim");
+        assert!(held.rows.is_empty(), "claimed while the lease holds");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let other = loop {
+            let claim = pool.claim(&t, 60_000, 10).await.expect("claim");
+            if !claim.rows.is_empty() || std::time::Instant::now() > deadline {
+                break claim;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         assert_eq!(other.rows.len(), 2, "the lapsed lease's rows go again");
-        pool.settle(&t, other, &[1, 2], true, 2_100, &[])
+        pool.settle(&t, other, &[1, 2], true, &[])
             .await
             .expect("settle");
         let failed = |seq| Failed {
             seq,
             error: "ack timed out".into(),
-            next_at: 0,
+            retry_in: 0,
             give_up: seq == 2,
         };
-        pool.settle(&t, stalled, &[1], false, 2_200, &[failed(2)])
+        pool.settle(&t, stalled, &[1], false, &[failed(2)])
             .await
             .expect("settle");
         let published = statuses(&pool).await;
@@ -366,6 +387,38 @@ mod tests {
             published,
             vec![("published".to_owned(), 0), ("published".to_owned(), 0)],
             "the stalled relay neither deleted, re-pended nor failed a row"
+        );
+    }
+
+    /// Due times and leases are the database's: a row written with the
+    /// database's clock is due at once, one due a minute from it is not.
+    #[tokio::test]
+    async fn rows_fall_due_by_the_databases_clock() {
+        let (pool, t) = sqlite().await;
+        let Pool::Sqlite(p) = &pool else {
+            unreachable!("sqlite")
+        };
+        let update = format!(
+            "UPDATE jetwire_outbox SET next_attempt_at = {SQLITE_NOW} + 60000 WHERE seq = 2"
+        );
+        sqlx::query(&update).execute(p).await.expect("update");
+        sqlx::query(&format!(
+            "UPDATE jetwire_outbox SET next_attempt_at = {SQLITE_NOW} WHERE seq = 1"
+        ))
+        .execute(p)
+        .await
+        .expect("update");
+        let claim = pool.claim(&t, 60_000, 10).await.expect("claim");
+        let seqs: Vec<i64> = claim.rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1]);
+        let lease = claim.lease;
+        let now: i64 = sqlx::query_scalar(&format!("SELECT {SQLITE_NOW}"))
+            .fetch_one(p)
+            .await
+            .expect("now");
+        assert!(
+            (now + 55_000..=now + 60_000).contains(&lease),
+            "a lease of 60 s from the database's now {now}: {lease}"
         );
     }
 

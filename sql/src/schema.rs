@@ -5,7 +5,6 @@
 use crate::error::OutboxError;
 use crate::pool::Pool;
 use crate::tables::Tables;
-use crate::wire::now_ms;
 
 impl Tables {
     /// Runs the migrations not yet run, for these names.
@@ -31,9 +30,8 @@ impl Tables {
                     for statement in statements {
                         sqlx::query(statement).execute(&mut *$tx).await?;
                     }
-                    sqlx::query(&pool.sql(&format!("INSERT INTO {schema} (version, applied_at) VALUES ($1, $2)")))
+                    sqlx::query(&pool.sql(&format!("INSERT INTO {schema} (version, applied_at) VALUES ($1, {})", pool.now())))
                         .bind(version)
-                        .bind(now_ms())
                         .execute(&mut *$tx)
                         .await?;
                 }

@@ -26,8 +26,8 @@ mod tools;
 pub use postgres::{postgres_sqlx_url, postgres_url};
 use process::signal;
 pub use process::{WorkerProcess, assert_succeeded, drain_replicas, replicas};
-pub use tools::free_port;
 use tools::installed;
+pub use tools::{faketime_library, free_port};
 
 /// A nats-server with JetStream, owned by the test. Stopped on drop, and
 /// also when the test process dies: it runs under a watchdog shell that

@@ -40,3 +40,9 @@ pub(crate) fn installed(script: &str) -> PathBuf {
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+/// libfaketime's preload library: a process started with it in
+/// `LD_PRELOAD` and `FAKETIME=-10m` reads a clock ten minutes behind.
+pub fn faketime_library() -> PathBuf {
+    installed("faketime-path")
+}

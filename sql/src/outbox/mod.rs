@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::OutboxError;
 use crate::tables::Tables;
-use crate::wire::{encode_headers, now_ms};
+use crate::wire::encode_headers;
 
 mod relay;
 mod wake;
@@ -42,14 +42,15 @@ pub struct NewRow {
     destination: Option<String>,
     headers: String,
     payload: Vec<u8>,
-    now: i64,
 }
 
+/// A row's times are the database's (`{now}`), never the writer's: a
+/// host whose clock is ahead does not hold its rows back.
 const INSERT: &str = "INSERT INTO {table} (id, subject, key, destination, headers, payload, created_at, next_attempt_at)
-   VALUES ($1, $2, $3, $4, $5, $6, $7, $7)";
+   VALUES ($1, $2, $3, $4, $5, $6, {now}, {now})";
 
 macro_rules! connection {
-    ($feature:literal, $conn:ty, $placeholder:literal) => {
+    ($feature:literal, $conn:ty, $placeholder:literal, $now:expr) => {
         #[cfg(feature = $feature)]
         impl sealed::Sealed for &mut $conn {}
 
@@ -61,7 +62,7 @@ macro_rules! connection {
                 row: NewRow,
             ) -> jetwire::BoxFuture<'c, Result<(), sqlx::Error>> {
                 Box::pin(async move {
-                    let sql = sql.replace('$', $placeholder);
+                    let sql = sql.replace('$', $placeholder).replace("{now}", $now);
                     sqlx::query(&sql)
                         .bind(row.id)
                         .bind(row.subject)
@@ -69,7 +70,6 @@ macro_rules! connection {
                         .bind(row.destination)
                         .bind(row.headers)
                         .bind(row.payload)
-                        .bind(row.now)
                         .execute(self)
                         .await?;
                     Ok(())
@@ -79,8 +79,18 @@ macro_rules! connection {
     };
 }
 
-connection!("postgres", sqlx::PgConnection, "$");
-connection!("sqlite", sqlx::SqliteConnection, "?");
+connection!(
+    "postgres",
+    sqlx::PgConnection,
+    "$",
+    crate::pool::POSTGRES_NOW
+);
+connection!(
+    "sqlite",
+    sqlx::SqliteConnection,
+    "?",
+    crate::pool::SQLITE_NOW
+);
 
 /// Saves `payload`, as JSON to `subject`, in the caller's transaction: it
 /// is published once the transaction commits, never if it rolls back.
@@ -198,7 +208,6 @@ impl Tables {
             destination,
             headers: encode_headers(message.headers()),
             payload: message.payload().to_vec(),
-            now: now_ms(),
         };
         let sql = INSERT.replace("{table}", &self.outbox());
         conn.insert(sql, row).await?;

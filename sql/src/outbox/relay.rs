@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jetwire::publish::Message;
 use jetwire::{
@@ -13,7 +13,7 @@ use jetwire::{
 
 use crate::pool::{Claim, Claimed, Failed, Pool};
 use crate::tables::Tables;
-use crate::wire::{decode_headers, now_ms};
+use crate::wire::decode_headers;
 
 /// Chooses the destination of a row that names none, from its subject:
 /// `Some(name)` of a publisher given to [`Outbox::destination`], or `None`
@@ -244,13 +244,12 @@ impl Failure {
 impl Outbox {
     async fn relay(self, ctx: ServiceContext) -> Result<(), Error> {
         let mut wake = crate::outbox::wake::Wake::listen(&self.pool, &self.tables).await;
-        let mut purged_at = 0;
+        let mut purged_at: Option<Instant> = None;
         let mut pause = Duration::from_millis(100);
         tracing::info!(table = %self.tables.outbox(), "outbox relay running");
         while !ctx.is_shutting_down() {
-            let now = now_ms();
-            let lease = now + i64::try_from(self.claim_for.as_millis()).unwrap_or(i64::MAX / 2);
-            let claim = match self.pool.claim(&self.tables, now, lease, self.batch).await {
+            let lease = i64::try_from(self.claim_for.as_millis()).unwrap_or(i64::MAX / 2);
+            let claim = match self.pool.claim(&self.tables, lease, self.batch).await {
                 Ok(claim) => {
                     pause = Duration::from_millis(100);
                     claim
@@ -310,7 +309,7 @@ impl Outbox {
         let keep = self.keep_published.is_some();
         let settled = self
             .pool
-            .settle(&self.tables, claim, &stored, keep, now_ms(), &failures)
+            .settle(&self.tables, claim, &stored, keep, &failures)
             .await;
         match settled {
             Ok(()) => {
@@ -390,23 +389,22 @@ impl Outbox {
         Failed {
             seq: row.seq,
             error: f.error.clone(),
-            next_at: now_ms() + i64::try_from(self.delay(attempts).as_millis()).unwrap_or(0),
+            retry_in: i64::try_from(self.delay(attempts).as_millis()).unwrap_or(i64::MAX / 2),
             give_up,
         }
     }
 
     /// Removes rows kept past `keep_published`, at most once a minute.
-    async fn purge(&self, purged_at: &mut i64) {
+    async fn purge(&self, purged_at: &mut Option<Instant>) {
         let Some(keep) = self.keep_published else {
             return;
         };
-        let now = now_ms();
-        if now - *purged_at < 60_000 {
+        if purged_at.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
             return;
         }
-        *purged_at = now;
-        let before = now - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX / 2);
-        if let Err(e) = self.pool.purge_published(&self.tables, before).await {
+        *purged_at = Some(Instant::now());
+        let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX / 2);
+        if let Err(e) = self.pool.purge_published(&self.tables, keep).await {
             tracing::warn!(error = %e, "outbox: cannot remove old published rows");
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! Reads `Config::from_env()`, `OUTBOX_DB` (a `postgres://` URL, or the
 //! path of a SQLite file) and `OUTBOX_TABLES` (the table prefix); prints
-//! `READY` once the relay runs; runs until killed or SIGTERM.
+//! `READY` once the relay runs, then `CLOCK <ms since 1970>` (its clock,
+//! which a test may have set off); runs until killed or SIGTERM.
 
 use std::io::Write;
 use std::time::Duration;
@@ -34,7 +35,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .start()
         .await?;
     let mut out = std::io::stdout();
+    let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     writeln!(out, "READY")?;
+    writeln!(out, "CLOCK {}", clock.as_millis())?;
     out.flush()?;
     tokio::signal::ctrl_c().await?;
     running.shutdown().await?;
