@@ -162,6 +162,92 @@ impl TestDb {
         .expect("the statement runs")
     }
 
+    /// From now on, counts the rows offered to `table` (duplicates an
+    /// `ON CONFLICT DO NOTHING` drops included) and those it took, in a
+    /// table beside it: what [`TestDb::inserts`] reads.
+    pub async fn count_inserts(&self, table: &str) {
+        let counts = format!("{table}_inserts");
+        self.execute(&format!(
+            "CREATE TABLE {counts} (kind TEXT PRIMARY KEY, n BIGINT NOT NULL)"
+        ))
+        .await;
+        self.execute(&format!(
+            "INSERT INTO {counts} VALUES ('offered', 0), ('taken', 0)"
+        ))
+        .await;
+        for (when, kind) in [("BEFORE", "offered"), ("AFTER", "taken")] {
+            let bump = format!("UPDATE {counts} SET n = n + 1 WHERE kind = '{kind}'");
+            let trigger = format!("{table}_{kind}");
+            match self {
+                TestDb::Postgres(..) => {
+                    self.execute(&format!(
+                        "CREATE FUNCTION {trigger}() RETURNS trigger AS $$
+                         BEGIN {bump}; RETURN NEW; END $$ LANGUAGE plpgsql"
+                    ))
+                    .await;
+                    self.execute(&format!(
+                        "CREATE TRIGGER {trigger} {when} INSERT ON {table}
+                         FOR EACH ROW EXECUTE FUNCTION {trigger}()"
+                    ))
+                    .await;
+                }
+                TestDb::Sqlite(..) => {
+                    self.execute(&format!(
+                        "CREATE TRIGGER {trigger} {when} INSERT ON {table} BEGIN {bump}; END"
+                    ))
+                    .await;
+                }
+            };
+        }
+    }
+
+    /// Makes each row offered to `table` take about 10 ms, so that a
+    /// process writing it can be caught mid-batch.
+    pub async fn slow_inserts(&self, table: &str) {
+        let trigger = format!("{table}_slow");
+        match self {
+            TestDb::Postgres(..) => {
+                self.execute(&format!(
+                    "CREATE FUNCTION {trigger}() RETURNS trigger AS $$
+                     BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$ LANGUAGE plpgsql"
+                ))
+                .await;
+                self.execute(&format!(
+                    "CREATE TRIGGER {trigger} BEFORE INSERT ON {table}
+                     FOR EACH ROW EXECUTE FUNCTION {trigger}()"
+                ))
+                .await;
+            }
+            // No sleep in SQLite: a count to 15,000 instead.
+            TestDb::Sqlite(..) => {
+                self.execute(&format!(
+                    "CREATE TRIGGER {trigger} BEFORE INSERT ON {table} BEGIN
+                       SELECT count(*) FROM (WITH RECURSIVE c(x) AS
+                         (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 15000) SELECT x FROM c);
+                     END"
+                ))
+                .await;
+            }
+        };
+    }
+
+    /// Rows offered to and taken by a table since [`TestDb::count_inserts`].
+    pub async fn inserts(&self, table: &str) -> (i64, i64) {
+        let read = |kind: &str| format!("SELECT n FROM {table}_inserts WHERE kind = '{kind}'");
+        let offered: i64 = scalar!(self, read("offered"), fetch_one).expect("read counts");
+        let taken: i64 = scalar!(self, read("taken"), fetch_one).expect("read counts");
+        (offered, taken)
+    }
+
+    /// The path of the SQLite file, or the PostgreSQL URL: what another
+    /// process opens.
+    pub fn target(&self) -> String {
+        match self.sqlite_file() {
+            Some(file) => file.display().to_string(),
+            None => crate::postgres::postgres_sqlx_url(),
+        }
+    }
+
     /// One text column of every row of the dead-letter table.
     pub async fn letter_column(&self, column: &str) -> Vec<Option<String>> {
         let sql = format!(

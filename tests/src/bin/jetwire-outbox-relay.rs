@@ -1,4 +1,5 @@
-//! An outbox relay in its own process, for the test that kills it.
+//! An outbox relay (or, with `OUTBOX_SERVICE=dead-letter-table`, the
+//! dead-letter table) in its own process, for the tests that kill it.
 //!
 //! Reads `Config::from_env()`, `OUTBOX_DB` (a `postgres://` URL, or the
 //! path of a SQLite file) and `OUTBOX_TABLES` (the table prefix); prints
@@ -9,7 +10,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use jetwire::{App, Config};
-use jetwire_sql::{Outbox, Pool, Tables};
+use jetwire_sql::{DeadLetterTable, Outbox, Pool, Tables};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,16 +25,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .busy_timeout(Duration::from_secs(30));
         sqlx::SqlitePool::connect_with(options).await?.into()
     };
-    let relay = Outbox::new(pool)
-        .tables(tables)
-        .claim_for(Duration::from_secs(2))
-        .poll_interval(Duration::from_millis(20))
-        .batch(200);
-    let running = App::new(Config::from_env()?)
-        .only(&[])
-        .service(relay)
-        .start()
-        .await?;
+    let app = App::new(Config::from_env()?).only(&[]);
+    let app = match std::env::var("OUTBOX_SERVICE").as_deref() {
+        Ok("dead-letter-table") => app.service(
+            DeadLetterTable::new(pool)
+                .tables(tables)
+                .ack_wait(Duration::from_secs(1)),
+        ),
+        _ => app.service(
+            Outbox::new(pool)
+                .tables(tables)
+                .claim_for(Duration::from_secs(2))
+                .poll_interval(Duration::from_millis(20))
+                .batch(200),
+        ),
+    };
+    let running = app.start().await?;
     let mut out = std::io::stdout();
     let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     writeln!(out, "READY")?;
