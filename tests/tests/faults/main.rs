@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::cluster::{cluster_handbacks, cluster_leader_loss};
 use crate::inputs::{hostile_subjects_refused, many_handlers, poison_corpus, slow_handler};
 use crate::kept::checkpoint_churn;
-use crate::outbox::{outbox_outage, outbox_stepdowns};
+use crate::outbox::{outbox_leader_down, outbox_outage, outbox_stepdowns};
 use crate::processes::{Also, consumer_killed, last_delivery_killed, sigterm_in_flight};
 use crate::server::{EVENTS, QUEUE, durable_deleted, server_freeze, server_kill9, server_restart};
 
@@ -87,6 +87,9 @@ fn main() {
         ("cluster-handbacks", || Box::pin(cluster_handbacks())),
         ("outbox-stepdowns", || {
             Box::pin(on_blocking(outbox_stepdowns))
+        }),
+        ("outbox-leader-down", || {
+            Box::pin(on_blocking(outbox_leader_down))
         }),
         ("outbox-outage", || Box::pin(on_blocking(outbox_outage))),
         ("checkpoint-churn", || Box::pin(checkpoint_churn())),

@@ -68,12 +68,71 @@ fn stored(messages: &[async_nats::jetstream::message::StreamMessage]) -> Stored 
     }
 }
 
+/// What a cluster scenario does to the stream while the relay publishes.
+#[derive(Clone, Copy)]
+enum Disruption {
+    /// The stream's leader steps down every 2 s, 8 times.
+    StepDowns,
+    /// The node leading the stream is killed for 10 s, then started
+    /// again, twice.
+    LeaderDown,
+}
+
 /// A 3-node cluster, an R3 stream, and the relay publishing 5,000 keyed
 /// rows (50 keys) while they are committed, with the stream's leader
 /// stepping down every 2 s: while a new leader is elected, publishes get
 /// no answer (503), which must be an outage, not a missing stream.
 pub(crate) async fn outbox_stepdowns() -> Result<String, String> {
-    const NAME: &str = "outbox-stepdowns";
+    outbox_on_cluster("outbox-stepdowns", Disruption::StepDowns).await
+}
+
+/// The same, with the node leading the stream killed for 10 s twice
+/// (NATS down for the relay when it was connected there, and no leader
+/// until the others elect one).
+pub(crate) async fn outbox_leader_down() -> Result<String, String> {
+    outbox_on_cluster("outbox-leader-down", Disruption::LeaderDown).await
+}
+
+/// Makes the stream's leader step down every 2 s, 8 times; how many took.
+async fn step_downs(client: async_nats::Client, stream: String) -> u32 {
+    let mut downs = 0u32;
+    while downs < 8 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}");
+        if client.request(subject, "".into()).await.is_ok() {
+            downs += 1;
+        }
+    }
+    downs
+}
+
+/// Kills the node leading `stream` for 10 s, twice; the servers back, all
+/// running, and how many kills took.
+async fn leaders_down(
+    client: async_nats::Client,
+    stream: String,
+    mut servers: Vec<Server>,
+) -> (Vec<Server>, u32) {
+    let js = async_nats::jetstream::new(client);
+    let mut downs = 0;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let leader = match js.get_stream(&stream).await {
+            Ok(mut s) => s.info().await.ok().and_then(|i| i.cluster.clone()?.leader),
+            Err(_) => None,
+        };
+        let Some(i) = leader.and_then(|l| l.trim_start_matches('n').parse::<usize>().ok()) else {
+            continue;
+        };
+        servers[i].kill();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        servers[i].restart();
+        downs += 1;
+    }
+    (servers, downs)
+}
+
+async fn outbox_on_cluster(name: &'static str, disruption: Disruption) -> Result<String, String> {
     const KEYS: u64 = 50;
     const PER_KEY: u64 = 100;
     let servers = Server::cluster3();
@@ -90,7 +149,7 @@ pub(crate) async fn outbox_stepdowns() -> Result<String, String> {
         .stream_replicas(3)
         .build()
         .map_err(|e| e.to_string())?;
-    let db = TestDb::sqlite(NAME).await;
+    let db = TestDb::sqlite(name).await;
     let outbox = Outbox::new(db.pool())
         .tables(db.tables().clone())
         .poll_interval(Duration::from_millis(20));
@@ -117,19 +176,12 @@ pub(crate) async fn outbox_stepdowns() -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     let client = app.publisher().client().clone();
-    let stepping = {
+    let disrupting = {
         let (client, stream) = (client.clone(), streams[0].clone());
         tokio::spawn(async move {
-            let mut downs = 0u32;
-            loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}");
-                if client.request(subject, "".into()).await.is_ok() {
-                    downs += 1;
-                }
-                if downs >= 8 {
-                    return downs;
-                }
+            match disruption {
+                Disruption::StepDowns => (servers, step_downs(client, stream).await),
+                Disruption::LeaderDown => leaders_down(client, stream, servers).await,
             }
         })
     };
@@ -146,7 +198,7 @@ pub(crate) async fn outbox_stepdowns() -> Result<String, String> {
         db.enqueue(rows, true).await.map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let downs = stepping.await.map_err(|e| e.to_string())?;
+    let (servers, downs) = disrupting.await.map_err(|e| e.to_string())?;
     let total = usize::try_from(KEYS * PER_KEY).unwrap_or(usize::MAX);
     let wait = Instant::now() + Duration::from_secs(180);
     while Instant::now() < wait && db.count("pending").await > 0 {
@@ -157,12 +209,16 @@ pub(crate) async fn outbox_stepdowns() -> Result<String, String> {
     let pending = db.count("pending").await;
     app.shutdown().await.map_err(|e| e.to_string())?;
     drop(servers);
+    let what = match disruption {
+        Disruption::StepDowns => "step_downs",
+        Disruption::LeaderDown => "leaders_killed",
+    };
     s.verdict(
-        NAME,
+        name,
         total,
         failed,
         pending,
-        &format!("step_downs={downs} retried={} ", stats.retried()),
+        &format!("{what}={downs} retried={} ", stats.retried()),
     )
 }
 
