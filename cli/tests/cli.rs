@@ -281,3 +281,95 @@ async fn letters_reach_the_terminal_without_control_bytes() {
         String::from_utf8_lossy(&jetwire(&prefix, &["dlq", "show", &seq]).stdout).into_owned();
     assert!(shown.contains("\\u{1b}[2J"), "{shown}");
 }
+
+const CLI_PASSWORD: &str = "cli,S3cr@t:pw";
+/// A case: its name, its variables, and whether it connects.
+type Case = (&'static str, Vec<(&'static str, String)>, bool);
+const CLI_WRONG: &str = "Wr0ng-cli-S3cret";
+
+/// Every command, connecting with a password and failing with a wrong
+/// one (in the URL, with a raw comma, and in `NATS_PASSWORD`): neither
+/// password shows on stdout or stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_on_stdout_or_stderr() {
+    let server = jetwire_tests::Server::start_with_config(&format!(
+        "authorization {{ users = [ {{ user: cli, password: \"{CLI_PASSWORD}\" }} ] }}"
+    ));
+    let host = server.url().replace("nats://", "");
+    let prefix = unique_prefix("clisecret");
+    // An app makes the deployment's streams, the dead-letter one included.
+    let config = Config::builder()
+        .url(format!("nats://cli:{CLI_PASSWORD}@{host}"))
+        .subject_prefix(&prefix)
+        .app("clisecret")
+        .build()
+        .expect("valid");
+    let app = App::new(config).only(&[]).start().await.expect("starts");
+    let run = |vars: &[(&str, String)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetwire"));
+        cmd.args(args)
+            .env_remove("NATS_CONTEXT")
+            .env_remove("NATS_USER")
+            .env_remove("NATS_PASSWORD")
+            .env("JETWIRE_SUBJECT_PREFIX", &prefix);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run jetwire")
+    };
+    let cases: [Case; 4] = [
+        (
+            "password in the URL",
+            vec![("NATS_URL", format!("nats://cli:{CLI_PASSWORD}@{host}"))],
+            true,
+        ),
+        (
+            "scheme-less URL with a comma in the password",
+            vec![("NATS_URL", format!("cli:{CLI_PASSWORD}@{host}"))],
+            true,
+        ),
+        (
+            "NATS_PASSWORD",
+            vec![
+                ("NATS_URL", server.url()),
+                ("NATS_USER", "cli".to_owned()),
+                ("NATS_PASSWORD", CLI_PASSWORD.to_owned()),
+            ],
+            true,
+        ),
+        (
+            "a wrong password",
+            vec![("NATS_URL", format!("nats://cli:{CLI_WRONG}@{host}"))],
+            false,
+        ),
+    ];
+    let mut leaks = Vec::new();
+    for (name, vars, connects) in &cases {
+        for args in [
+            &["status"][..],
+            &["workers"],
+            &["dlq", "ls"],
+            &["dlq", "purge", "--all", "--dry-run"],
+        ] {
+            let out = run(vars, args);
+            assert_eq!(
+                out.status.success(),
+                *connects,
+                "{name}, {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if !connects {
+                assert!(!out.stderr.is_empty(), "{name}, {args:?}: no error shown");
+            }
+            let printed = [out.stdout, out.stderr].concat();
+            let printed = String::from_utf8_lossy(&printed);
+            for secret in [CLI_PASSWORD, CLI_WRONG, "S3cr@t", "Wr0ng"] {
+                if printed.contains(secret) {
+                    leaks.push(format!("{name}, {args:?}: `{secret}` in\n{printed}"));
+                }
+            }
+        }
+    }
+    app.shutdown().await.expect("shutdown");
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
+}

@@ -281,3 +281,52 @@ fn creds_never_show() {
         ],
     );
 }
+
+const DB_PASSWORD: &str = "DbS3cr3t,pw@x";
+
+/// A database URL holding a password, for a database that takes it and
+/// one that is not there: the pool, the relay, the dead-letter table,
+/// sqlx's errors and the services' logs never show it.
+#[test]
+fn database_passwords_never_show() {
+    let server = Server::start();
+    let pg = jetwire_tests::postgres_sqlx_url();
+    let rest = pg
+        .split_once('@')
+        .map(|(_, r)| r.to_owned())
+        .expect("user@host");
+    let encoded = DB_PASSWORD.replace(',', "%2C").replace('@', "%40");
+    let reachable = format!("postgres://postgres:{encoded}@{rest}");
+    let closed = format!(
+        "postgres://postgres:{encoded}@127.0.0.1:{}/postgres",
+        jetwire_tests::free_port()
+    );
+    let mut leaks = Vec::new();
+    for (name, url, reaches) in [("reachable", reachable, true), ("closed", closed, false)] {
+        let p = probe(&[("NATS_URL", server.url()), ("PROBE_DATABASE_URL", url)]);
+        assert!(
+            p.ok && p.stdout.contains("CONNECTED"),
+            "case {name}: {}",
+            tail(&p.stderr)
+        );
+        assert!(
+            p.stdout.contains("pool (Debug)"),
+            "case {name}: the pool not shown"
+        );
+        assert_eq!(
+            p.stdout.contains("database error"),
+            !reaches,
+            "case {name}: {}",
+            p.stdout
+        );
+        for secret in [DB_PASSWORD, &encoded, "DbS3cr3t"] {
+            for (stream, text) in [("stdout", &p.stdout), ("stderr", &p.stderr)] {
+                let hits = text.matches(secret).count();
+                if hits > 0 {
+                    leaks.push(format!("case {name}: {hits} in {stream} of {secret:.8}…"));
+                }
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "secrets in output:\n{}", leaks.join("\n"));
+}

@@ -6,7 +6,10 @@
 //! `Display` of the config, the publisher, the running app and every
 //! error; publishes one message and starts and stops an app; and panics
 //! with the error when something fails (so the panic message is grepped
-//! too). Prints `CONNECTED` once a message is stored.
+//! too). Prints `CONNECTED` once a message is stored. With
+//! `PROBE_DATABASE_URL` (a `postgres://` URL with a password), also shows
+//! the pool, the outbox relay and the dead-letter table, every database
+//! error, and what the two services log while they run a moment.
 
 use jetwire::{App, Config, Publisher};
 
@@ -53,6 +56,9 @@ async fn main() {
         panic!("{e:?}");
     }
     println!("CONNECTED");
+    if let Ok(url) = std::env::var("PROBE_DATABASE_URL") {
+        database(&config, &url).await;
+    }
     match App::new(config).start().await {
         Ok(running) => {
             println!("running app (Debug): {running:?}");
@@ -64,5 +70,49 @@ async fn main() {
             show("start error", &e);
             panic!("{e:?}");
         }
+    }
+}
+
+/// Everything the database parts can show, connected or not.
+#[allow(clippy::print_stdout)]
+async fn database(config: &Config, url: &str) {
+    let options =
+        sqlx::postgres::PgPoolOptions::new().acquire_timeout(std::time::Duration::from_secs(2));
+    let pool = match options.clone().connect(url).await {
+        Ok(pool) => pool,
+        Err(e) => {
+            show("database error", &e);
+            tracing::error!(error = %e, debug = ?e, "cannot reach the database");
+            match options.connect_lazy(url) {
+                Ok(pool) => pool,
+                Err(e) => {
+                    show("database URL error", &e);
+                    return;
+                }
+            }
+        }
+    };
+    println!("pool (Debug): {pool:?}");
+    if let Err(e) = jetwire_sql::migrate(&pool).await {
+        show("migrate error", &e);
+    }
+    let relay = jetwire_sql::Outbox::new(pool.clone());
+    let table = jetwire_sql::DeadLetterTable::new(pool);
+    println!("outbox (Debug): {relay:?}");
+    println!("dead-letter table (Debug): {table:?}");
+    let app = App::new(config.clone())
+        .only(&[])
+        .service(relay)
+        .service(table);
+    match app.start().await {
+        Ok(running) => {
+            // Long enough for each service's first round against the
+            // database, and its log line when that fails.
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            if let Err(e) = running.shutdown().await {
+                show("shutdown error", &e);
+            }
+        }
+        Err(e) => show("start error", &e),
     }
 }
