@@ -148,6 +148,65 @@ pub(crate) fn durable_in_deployment(prefix: Option<&str>, durable: &str) -> bool
     }
 }
 
+/// Who a durable jetwire made is for: the handler (its path) and app, and
+/// the partition it reads. Written into the durable's metadata under
+/// `jetwire.handler`, `jetwire.app` and `jetwire.partition` (and, for
+/// people, into its description); read back by the advisory reader and
+/// `status`. A consumer without them is not jetwire's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) handler: String,
+    pub(crate) app: String,
+    pub(crate) partition: Option<u32>,
+}
+
+const OWNER_HANDLER: &str = "jetwire.handler";
+const OWNER_APP: &str = "jetwire.app";
+const OWNER_PARTITION: &str = "jetwire.partition";
+
+impl Owner {
+    /// The durable's metadata saying so.
+    pub(crate) fn metadata(&self) -> std::collections::HashMap<String, String> {
+        let mut m = std::collections::HashMap::from([
+            (OWNER_HANDLER.to_owned(), self.handler.clone()),
+            (OWNER_APP.to_owned(), self.app.clone()),
+        ]);
+        if let Some(i) = self.partition {
+            m.insert(OWNER_PARTITION.to_owned(), i.to_string());
+        }
+        m
+    }
+
+    /// The durable's description, for people (`nats consumer info`).
+    pub(crate) fn description(&self) -> String {
+        match self.partition {
+            Some(i) => format!(
+                "jetwire: {} in app {}, partition {i}",
+                self.handler, self.app
+            ),
+            None => format!("jetwire: {} in app {}", self.handler, self.app),
+        }
+    }
+
+    /// The owner a durable's metadata names; `None` for a consumer jetwire
+    /// did not make (keys the server adds itself are ignored).
+    pub(crate) fn read(metadata: &std::collections::HashMap<String, String>) -> Option<Owner> {
+        Some(Owner {
+            handler: metadata.get(OWNER_HANDLER)?.clone(),
+            app: metadata.get(OWNER_APP)?.clone(),
+            partition: match metadata.get(OWNER_PARTITION) {
+                Some(i) => Some(i.parse().ok()?),
+                None => None,
+            },
+        })
+    }
+
+    /// The handler's fn name: the last segment of its path.
+    pub(crate) fn fn_name(&self) -> &str {
+        self.handler.rsplit("::").next().unwrap_or(&self.handler)
+    }
+}
+
 /// The stream that captures the max-deliveries advisories of jetwire's
 /// streams.
 pub(crate) fn advisory_stream(prefix: Option<&str>) -> String {
@@ -256,6 +315,29 @@ pub(crate) fn consumer_advisory(event: &str, stream: &str, durable: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_reads_back_from_its_metadata_and_nothing_else_is_one() {
+        for partition in [None, Some(3)] {
+            let owner = Owner {
+                handler: "orders::on_order".into(),
+                app: "billing".into(),
+                partition,
+            };
+            let mut metadata = owner.metadata();
+            metadata.insert("_nats.level".into(), "1".into());
+            assert_eq!(Owner::read(&metadata), Some(owner.clone()));
+            assert_eq!(owner.fn_name(), "on_order");
+        }
+        let foreign = std::collections::HashMap::from([("team".to_owned(), "billing".to_owned())]);
+        assert_eq!(Owner::read(&foreign), None);
+        let bad = std::collections::HashMap::from([
+            (OWNER_HANDLER.to_owned(), "h".to_owned()),
+            (OWNER_APP.to_owned(), "a".to_owned()),
+            (OWNER_PARTITION.to_owned(), "x".to_owned()),
+        ]);
+        assert_eq!(Owner::read(&bad), None);
+    }
 
     #[test]
     fn an_empty_prefix_is_no_prefix() {

@@ -25,6 +25,11 @@ fn own_durable(prefix: &str) -> String {
     )
 }
 
+/// Another service's durable, named as if of deployment `prefix`.
+fn foreign_durable(prefix: &str) -> String {
+    format!("{}_foreign", prefix.replace('.', "_"))
+}
+
 fn advisory_subject(stream: &str, consumer: &str) -> String {
     format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
 }
@@ -93,10 +98,13 @@ async fn bystanders(js: &jetstream::Context, prefix: &str, queue: &str) -> Bysta
     .await
     .expect("another service's stream");
     let others = store(js, format!("{prefix}.advother.x")).await;
-    // Another service's durable on jetwire's work-queue stream.
+    // Another service's durable on jetwire's work-queue stream, named like
+    // the deployment's and described like jetwire's, without the owner
+    // jetwire writes into its durables' metadata.
     let q = js.get_stream(queue).await.expect("queue stream");
     q.create_consumer(pull::Config {
-        durable_name: Some("foreign".into()),
+        durable_name: Some(foreign_durable(prefix)),
+        description: Some("jetwire: adv::adv_own in app adv".into()),
         filter_subject: format!("{prefix}.queue.adv-foreign"),
         max_deliver: 1,
         ..Default::default()
@@ -144,8 +152,8 @@ async fn forged_malformed_and_foreign_advisories_change_nothing() {
         ),
         // Another service's durable on jetwire's stream.
         (
-            advisory_subject(&queue, "foreign"),
-            advisory(&queue, "foreign", foreigns, 1),
+            advisory_subject(&queue, &foreign_durable(&prefix)),
+            advisory(&queue, &foreign_durable(&prefix), foreigns, 1),
         ),
         // Fewer deliveries than the durable allows.
         (
@@ -171,6 +179,24 @@ async fn forged_malformed_and_foreign_advisories_change_nothing() {
         .collect();
     assert_eq!(sequences, [Some(genuine.to_string().as_str())]);
     assert_eq!(header(&letters[0], jetwire::dlq::HANDLER), Some("adv_own"));
+    let owner = js
+        .get_stream(&queue)
+        .await
+        .expect("queue stream")
+        .consumer_info(&durable)
+        .await
+        .expect("own durable")
+        .config
+        .metadata
+        .clone();
+    assert_eq!(
+        (
+            owner.get("jetwire.handler").map(String::as_str),
+            owner.get("jetwire.app").map(String::as_str)
+        ),
+        (Some("advisories::adv_own"), Some("adv")),
+        "the durable's metadata names its owner"
+    );
     assert!(
         !still_there(&js, &queue, genuine).await,
         "a dead-lettered work-queue original is deleted"

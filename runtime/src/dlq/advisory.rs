@@ -268,8 +268,8 @@ impl Capture {
 }
 
 /// The fn name of the handler whose durable `claim` names, if that durable
-/// is one of this deployment's (jetwire marks its durables' descriptions
-/// `jetwire: <module>::<fn> in app <app>`) and has given up on the message;
+/// is one of this deployment's (its metadata names its owner,
+/// `names::Owner`) and has given up on the message;
 /// `None`, logged, for another service's consumer or a claim that does
 /// not add up.
 async fn jetwire_handler(
@@ -284,16 +284,14 @@ async fn jetwire_handler(
             return None;
         }
     };
-    let description = info.config.description.as_deref().unwrap_or_default();
-    if !trust::is_jetwire_durable(prefix, &claim.durable, description) {
+    let Some(owner) = trust::jetwire_owner(prefix, &claim.durable, &info.config.metadata) else {
         tracing::warn!(stream = %claim.stream, durable = %claim.durable, "advisory for a durable jetwire does not own; ignoring it");
         return None;
-    }
+    };
     let max_deliver = u64::try_from(info.config.max_deliver).unwrap_or(0);
     if max_deliver > 0 && claim.deliveries < max_deliver {
         tracing::warn!(stream = %claim.stream, durable = %claim.durable, deliveries = claim.deliveries, max_deliver, "advisory claims fewer deliveries than the durable allows; ignoring it");
         return None;
     }
-    let path = description.strip_prefix("jetwire: ")?.split(' ').next()?;
-    Some(path.rsplit("::").next().unwrap_or(path).to_owned())
+    Some(owner.fn_name().to_owned())
 }

@@ -5,12 +5,14 @@
 //! without I/O, into a [`Claim`] only when its subject and body agree and
 //! every name in it is one jetwire could have made; whether the durable is
 //! one of jetwire's is checked against the server afterwards
-//! ([`is_jetwire_durable`]).
+//! ([`jetwire_owner`]).
+
+use std::collections::HashMap;
 
 use jetwire_grammar::name;
 use serde::Deserialize;
 
-use crate::names;
+use crate::names::{self, Owner};
 use crate::text;
 
 /// The most bytes of an advisory's own text that a log line carries.
@@ -94,11 +96,14 @@ pub(crate) fn read(subject: &str, payload: &[u8]) -> Result<Claim, Refused> {
     })
 }
 
-/// Whether a durable whose server-side description is `description`,
-/// named `durable`, is one this deployment (`prefix`) made: jetwire marks
-/// its durables' descriptions, and prefixes their names.
-pub(crate) fn is_jetwire_durable(prefix: Option<&str>, durable: &str, description: &str) -> bool {
-    description.starts_with("jetwire: ") && names::durable_in_deployment(prefix, durable)
+/// Who owns `durable`, if this deployment (`prefix`) made it: jetwire
+/// writes the owner into its durables' metadata, and prefixes their names.
+pub(crate) fn jetwire_owner(
+    prefix: Option<&str>,
+    durable: &str,
+    metadata: &HashMap<String, String>,
+) -> Option<Owner> {
+    Owner::read(metadata).filter(|_| names::durable_in_deployment(prefix, durable))
 }
 
 /// Outside text, bounded for a log line.
@@ -193,15 +198,17 @@ mod tests {
 
     #[test]
     fn only_this_deployments_marked_durables_are_jetwires() {
-        let d = "jetwire: app::h in app app";
-        assert!(is_jetwire_durable(None, "app-h", d));
-        assert!(is_jetwire_durable(Some("t1"), "t1_app-h", d));
-        assert!(!is_jetwire_durable(Some("t1"), "app-h", d));
-        assert!(!is_jetwire_durable(Some("t1"), "t2_app-h", d));
-        assert!(!is_jetwire_durable(
-            None,
-            "billing",
-            "the billing team's reader"
-        ));
+        let m = Owner {
+            handler: "app::h".into(),
+            app: "app".into(),
+            partition: None,
+        }
+        .metadata();
+        assert!(jetwire_owner(None, "app-h", &m).is_some());
+        assert!(jetwire_owner(Some("t1"), "t1_app-h", &m).is_some());
+        assert!(jetwire_owner(Some("t1"), "app-h", &m).is_none());
+        assert!(jetwire_owner(Some("t1"), "t2_app-h", &m).is_none());
+        let theirs = HashMap::from([("owner".to_owned(), "billing".to_owned())]);
+        assert!(jetwire_owner(None, "billing", &theirs).is_none());
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, Provision};
 use crate::error::Error;
 use crate::handler::context::Route;
 use crate::handler::registry::{Deliver, HandlerDef, Kind};
+use crate::names::Owner;
 use crate::policy::{Sizing, runs};
 use crate::protocol::pull::{HandBacks, PIN_GROUP};
 
@@ -54,9 +55,15 @@ pub(crate) fn consumer_config(config: &Config, def: &HandlerDef, durable: &str) 
         (Kind::Subscribe, Deliver::New) => DeliverPolicy::New,
         _ => DeliverPolicy::All,
     };
+    let owner = Owner {
+        handler: def.path(),
+        app: config.app.clone(),
+        partition: None,
+    };
     let consumer = pull::Config {
         durable_name: Some(durable.to_owned()),
-        description: Some(format!("jetwire: {} in app {}", def.path(), config.app)),
+        description: Some(owner.description()),
+        metadata: owner.metadata(),
         deliver_policy,
         ack_policy: AckPolicy::Explicit,
         ack_wait: def.ack_wait(),
@@ -130,7 +137,8 @@ pub(crate) async fn ensure_consumer_resuming(
                     || have.max_deliver != want.max_deliver
                     || have.max_ack_pending != want.max_ack_pending
                     || !have.backoff.is_empty()
-                    || have.ack_policy != want.ack_policy)
+                    || have.ack_policy != want.ack_policy
+                    || Owner::read(&have.metadata) != Owner::read(&want.metadata))
             {
                 // The deliver policy of a durable cannot change; keep the server's.
                 let update = pull::Config {

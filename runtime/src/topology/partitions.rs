@@ -9,6 +9,7 @@ use jetwire_grammar::subject::{self, with_prefix};
 use crate::config::{Config, Provision};
 use crate::error::Error;
 use crate::handler::registry::HandlerDef;
+use crate::names::Owner;
 use crate::partition::{self, METADATA_PREFIX};
 use crate::topology::consumers::{self, Binding};
 
@@ -261,14 +262,14 @@ pub(crate) fn consumer_config(
     index: u32,
 ) -> pull::Config {
     let base = consumers::consumer_config(config, def, durable);
+    let owner = Owner {
+        handler: def.path(),
+        app: config.app.clone(),
+        partition: Some(index),
+    };
     pull::Config {
-        // As every jetwire durable's, `jetwire: <path> ..`: the advisory
-        // reader finds the handler by it.
-        description: Some(format!(
-            "jetwire: {} in app {}, partition {index}",
-            def.path(),
-            config.app
-        )),
+        description: Some(owner.description()),
+        metadata: owner.metadata(),
         filter_subject: partition::partition_subject(&base.filter_subject, index),
         max_ack_pending: 1,
         ..consumers::pinned(def.ack_wait(), base)

@@ -11,7 +11,7 @@ use futures_util::TryStreamExt;
 use crate::config::Config;
 use crate::dlq::{DeadLetters, Filter};
 use crate::error::Error;
-use crate::names;
+use crate::names::{self, Owner};
 use crate::publish::Publisher;
 
 /// Letters read at most to count them per reason and handler: the latest.
@@ -126,12 +126,9 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
             .description
             .as_deref()
             .is_some_and(|d| d.contains("jetwire"))
-            || consumers.iter().any(|c| {
-                c.config
-                    .description
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with("jetwire"))
-            });
+            || consumers
+                .iter()
+                .any(|c| Owner::read(&c.config.metadata).is_some());
         if !made_by_jetwire {
             continue;
         }
