@@ -117,13 +117,31 @@ pub struct Policy {
 impl Policy {
     /// The delay before redelivering after failed delivery `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let i = (attempt.max(1) - 1) as usize;
-        self.backoff
-            .get(i)
-            .or(self.backoff.last())
-            .copied()
-            .unwrap_or(Duration::ZERO)
+        backoff_delay(self.backoff, attempt)
     }
+}
+
+/// The wait after failed try `attempt` (1-based) of a backoff list: its
+/// entry for that try, the last one repeating; none for an empty list.
+/// The rule of handlers' `backoff`, for anything else that retries by a
+/// list (the outbox relay).
+///
+/// ```
+/// use std::time::Duration;
+/// use jetwire::classify::backoff_delay;
+///
+/// let backoff = [Duration::from_secs(1), Duration::from_secs(30)];
+/// assert_eq!(backoff_delay(&backoff, 1), Duration::from_secs(1));
+/// assert_eq!(backoff_delay(&backoff, 5), Duration::from_secs(30));
+/// assert_eq!(backoff_delay(&[], 2), Duration::ZERO);
+/// ```
+pub fn backoff_delay(backoff: &[Duration], attempt: u32) -> Duration {
+    let i = (attempt.max(1) - 1) as usize;
+    backoff
+        .get(i)
+        .or(backoff.last())
+        .copied()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// What to do with the message.

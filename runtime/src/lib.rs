@@ -111,6 +111,7 @@ pub use crate::handler::context::Context;
 pub use crate::handler::extract::{Raw, State};
 pub use crate::handler::registry;
 pub use crate::observe::health::{HandlerHealth, Health};
+pub use crate::policy::RetryPause;
 pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
 pub use crate::service::{BoxFuture, Service, ServiceContext};
 pub use crate::topology::status;

@@ -130,6 +130,20 @@ pub fn durable_for(
     prefixed_name(prefix, base)
 }
 
+/// The durable of a service's own consumer, `name`, in deployment
+/// `prefix`: prefixed as every durable jetwire names (the prefix's dots
+/// as `_`), so that deployments sharing a server never share it.
+///
+/// ```
+/// use jetwire::topology::service_durable;
+///
+/// assert_eq!(service_durable(None, "audit-log"), "audit-log");
+/// assert_eq!(service_durable(Some("eu.t1"), "audit-log"), "eu_t1_audit-log");
+/// ```
+pub fn service_durable(prefix: Option<&str>, name: &str) -> String {
+    prefixed_name(prefix, name.to_owned())
+}
+
 fn prefixed_name(prefix: Option<&str>, base: String) -> String {
     match name_prefix(prefix) {
         Some(p) => format!("{p}_{base}"),

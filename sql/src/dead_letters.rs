@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use jetwire::async_nats::jetstream::{self, AckKind, consumer::pull};
-use jetwire::{BoxFuture, Error, Service, ServiceContext, dlq};
+use jetwire::dlq::DeadLetter;
+use jetwire::{BoxFuture, Error, RetryPause, Service, ServiceContext};
 
 use crate::pool::{LetterRow, Pool};
 use crate::tables::Tables;
-use crate::wire::{encode_headers, now_ms};
+use crate::wire::encode_headers;
 
 /// Letters read at once.
 const BATCH: usize = 100;
@@ -90,10 +91,8 @@ impl DeadLetterTable {
             .clone()
             .filter(|p| !p.is_empty());
         let stream_name = jetwire::topology::dlq_stream(prefix.as_deref());
-        let durable = match &prefix {
-            Some(p) => format!("{}_jetwire-dead-letter-table", p.replace('.', "_")),
-            None => "jetwire-dead-letter-table".to_owned(),
-        };
+        let durable =
+            jetwire::topology::service_durable(prefix.as_deref(), "jetwire-dead-letter-table");
         let stream = ctx
             .jetstream()
             .get_stream(&stream_name)
@@ -123,6 +122,7 @@ impl DeadLetterTable {
         tracing::info!(stream = %stream_name, durable = %durable, table = %self.tables.dead_letters(), "copying dead letters into the table");
         let shutdown = ctx.shutdown();
         tokio::pin!(shutdown);
+        let mut pause = RetryPause::new();
         loop {
             let batch = consumer
                 .batch()
@@ -132,10 +132,13 @@ impl DeadLetterTable {
             let mut messages = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 batch = batch => match batch {
-                    Ok(m) => m,
+                    Ok(m) => {
+                        pause.reset();
+                        m
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "dead-letter table: cannot pull letters; trying again");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(pause.after_failure()).await;
                         continue;
                     }
                 },
@@ -176,48 +179,39 @@ impl DeadLetterTable {
     }
 }
 
-/// The row of one letter. Nothing in a letter is trusted to be there.
+/// The row of one letter, read by jetwire's own rules
+/// ([`DeadLetter::from_message`]). Nothing in a letter is trusted to be
+/// there.
 fn letter_row(prefix: Option<&str>, m: &jetstream::Message) -> LetterRow {
-    let header = |k: &str| {
-        m.headers
-            .as_ref()
-            .and_then(|h| h.get(k))
-            .map(|v| v.as_str().to_owned())
-    };
-    let info = m.info().ok();
-    let failed_at = info
-        .as_ref()
-        .map(|i| i64::try_from(i.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
-        .unwrap_or_else(now_ms);
+    let letter = DeadLetter::from_message(prefix, m);
     // The id a letter always has; for one without, its place in the stream.
-    let id = header(jetwire::publish::MSG_ID).unwrap_or_else(|| {
-        let (stream, seq) = info
-            .as_ref()
-            .map(|i| (i.stream.to_owned(), i.stream_sequence))
-            .unwrap_or_default();
-        format!("{stream}:{seq}")
-    });
-    let subject = m.subject.as_str();
-    let subject = prefix
-        .and_then(|p| subject.strip_prefix(p))
-        .and_then(|s| s.strip_prefix('.'))
-        .unwrap_or(subject);
-    let subject = subject.strip_prefix("dlq.").unwrap_or(subject);
+    let id = letter.letter_id().map_or_else(
+        || {
+            format!(
+                "{}:{}",
+                jetwire::topology::dlq_stream(prefix),
+                letter.sequence()
+            )
+        },
+        str::to_owned,
+    );
+    let failed_at = letter
+        .failed_at()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     LetterRow {
         id,
-        subject: subject.to_owned(),
-        reason: header(dlq::REASON),
-        error: header(dlq::ERROR),
-        handler: header(dlq::HANDLER),
-        attempts: header(dlq::ATTEMPTS).and_then(|a| a.parse().ok()),
-        original_stream: header(dlq::STREAM),
-        original_sequence: header(dlq::SEQUENCE).and_then(|s| s.parse().ok()),
-        headers: m
-            .headers
-            .as_ref()
-            .map(encode_headers)
-            .unwrap_or_else(|| "[]".into()),
-        payload: m.payload.to_vec(),
+        subject: letter.subject().to_owned(),
+        reason: letter.reason().map(|r| r.to_string()),
+        error: letter.error().map(str::to_owned),
+        handler: letter.handler().map(str::to_owned),
+        attempts: letter.attempts().map(i64::from),
+        original_stream: letter.original_stream().map(str::to_owned),
+        original_sequence: letter
+            .original_sequence()
+            .and_then(|s| i64::try_from(s).ok()),
+        headers: encode_headers(letter.headers()),
+        payload: letter.payload().to_vec(),
         failed_at,
     }
 }

@@ -1,5 +1,4 @@
-//! How rows hold what the tables cannot type: headers as JSON, times as
-//! milliseconds since 1970.
+//! How rows hold what the tables cannot type: headers as JSON.
 
 /// Headers as stored: a JSON list of `[name, value]`.
 pub(crate) fn encode_headers(headers: &jetwire::async_nats::HeaderMap) -> String {
@@ -22,13 +21,6 @@ pub(crate) fn decode_headers(text: &str) -> Option<jetwire::async_nats::HeaderMa
         headers.append(name, value.as_str());
     }
     Some(headers)
-}
-
-/// Milliseconds since 1970: the tables' clock.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

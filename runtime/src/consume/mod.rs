@@ -185,7 +185,7 @@ pub(crate) async fn run(
                 if let Some(old) = subscription.take() {
                     old.close().await;
                 }
-                let pause = puller.pause.next();
+                let pause = puller.pause.after_failure();
                 resume::recover(&puller.shared, &mut consumer, &stop, pause, &error).await;
             }
         }

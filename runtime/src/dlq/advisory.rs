@@ -153,7 +153,7 @@ pub(crate) async fn run(
         tracing::warn!(error, "reading advisories failed; retrying");
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(pause.next()) => {}
+            _ = tokio::time::sleep(pause.after_failure()) => {}
         }
         match capture.ensure().await {
             Ok(again) => consumer = again,

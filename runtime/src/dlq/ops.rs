@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, stream::RawMessageErrorKind};
 use jetwire_grammar::subject::with_prefix;
 
 use crate::config::Config;
-use crate::dlq::view::{DeadLetter, Filter};
+use crate::dlq::view::{self, DeadLetter, Filter};
 use crate::error::Error;
 use crate::names;
 use crate::publish::{MSG_ID, Message, Publisher, Receipt};
@@ -94,18 +94,9 @@ impl DeadLetters {
     }
 
     fn view(&self, m: jetstream::message::StreamMessage) -> DeadLetter {
-        let full = m.subject.as_str();
-        let unprefixed = match &self.prefix {
-            Some(p) => full
-                .strip_prefix(p.as_str())
-                .and_then(|s| s.strip_prefix('.'))
-                .unwrap_or(full),
-            None => full,
-        };
-        let subject = unprefixed.strip_prefix("dlq.").unwrap_or(unprefixed);
         DeadLetter {
             sequence: m.sequence,
-            subject: subject.to_owned(),
+            subject: view::original_subject(self.prefix.as_deref(), m.subject.as_str()),
             headers: m.headers,
             payload: m.payload,
             stored_at: SystemTime::from(m.time),

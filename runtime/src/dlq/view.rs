@@ -41,7 +41,50 @@ impl std::fmt::Debug for DeadLetter {
     }
 }
 
+/// The original subject of a letter stored under `letter_subject`: the
+/// deployment's prefix and the `dlq.` token taken off.
+pub(crate) fn original_subject(prefix: Option<&str>, letter_subject: &str) -> String {
+    let unprefixed = match prefix.filter(|p| !p.is_empty()) {
+        Some(p) => letter_subject
+            .strip_prefix(p)
+            .and_then(|s| s.strip_prefix('.'))
+            .unwrap_or(letter_subject),
+        None => letter_subject,
+    };
+    unprefixed
+        .strip_prefix("dlq.")
+        .unwrap_or(unprefixed)
+        .to_owned()
+}
+
 impl DeadLetter {
+    /// A letter as a consumer of your own on the dead-letter stream gets it
+    /// (a service that copies letters elsewhere, say); `prefix` is the
+    /// deployment's subject prefix. Nothing in it is trusted to be there:
+    /// a message jetwire did not write reads with `None`s.
+    ///
+    /// ```no_run
+    /// # async fn demo(m: jetwire::async_nats::jetstream::Message) {
+    /// let letter = jetwire::dlq::DeadLetter::from_message(Some("eu"), &m);
+    /// println!("{} failed in {:?}", letter.subject(), letter.handler());
+    /// # }
+    /// ```
+    pub fn from_message(
+        prefix: Option<&str>,
+        message: &async_nats::jetstream::Message,
+    ) -> DeadLetter {
+        let info = message.info().ok();
+        DeadLetter {
+            sequence: info.as_ref().map_or(0, |i| i.stream_sequence),
+            subject: original_subject(prefix, message.subject.as_str()),
+            headers: message.headers.clone().unwrap_or_default(),
+            payload: message.payload.clone(),
+            stored_at: info
+                .as_ref()
+                .map_or_else(SystemTime::now, |i| SystemTime::from(i.published)),
+        }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.as_str())
     }
@@ -142,10 +185,10 @@ impl crate::handler::extract::Payload for DeadLetter {
         bytes: Bytes,
         ctx: &crate::handler::context::Context,
     ) -> Result<Self, crate::handler::extract::Failure> {
-        let subject = ctx.subject();
         Ok(DeadLetter {
             sequence: ctx.stream_sequence(),
-            subject: subject.strip_prefix("dlq.").unwrap_or(subject).to_owned(),
+            // The context's subject has no prefix.
+            subject: original_subject(None, ctx.subject()),
             headers: ctx.headers().clone(),
             payload: bytes,
             stored_at: ctx.published_at(),

@@ -14,6 +14,6 @@ mod silence;
 mod sizing;
 
 pub(crate) use inline::Inline;
-pub(crate) use pause::RetryPause;
+pub use pause::RetryPause;
 pub(crate) use silence::Silence;
 pub(crate) use sizing::Sizing;

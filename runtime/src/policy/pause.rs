@@ -15,16 +15,36 @@ const MOST: Duration = Duration::from_secs(5);
 /// upper half of its step (`step / 2 ..= step`); the step doubles from
 /// 100 ms up to 5 s with each failure in a row, and [`RetryPause::reset`]
 /// starts it over (any answer from the server, or a new connection).
+///
+/// Every loop of jetwire's that retries the server waits by it; a
+/// [`Service`](crate::Service) that retries something can too.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut pause = jetwire::RetryPause::new();
+/// let first = pause.after_failure();
+/// assert!(first <= Duration::from_millis(100));
+/// pause.after_failure();
+/// pause.reset(); // it worked: the next failure waits the least again
+/// assert!(pause.after_failure() <= Duration::from_millis(100));
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct RetryPause {
+pub struct RetryPause {
     step: Duration,
     /// xorshift64 state; never 0.
     seed: u64,
 }
 
+impl Default for RetryPause {
+    fn default() -> Self {
+        RetryPause::new()
+    }
+}
+
 impl RetryPause {
     /// A pause whose jitter is seeded from the process's random state.
-    pub(crate) fn new() -> RetryPause {
+    pub fn new() -> RetryPause {
         RetryPause::seeded(RandomState::new().hash_one(0u8))
     }
 
@@ -35,8 +55,9 @@ impl RetryPause {
         }
     }
 
-    /// The pause before the next try; the one after it is longer.
-    pub(crate) fn next(&mut self) -> Duration {
+    /// The pause before the next try, after a failure; the one after it
+    /// is longer.
+    pub fn after_failure(&mut self) -> Duration {
         let step = self.step;
         self.step = (step * 2).min(MOST);
         let half = step / 2;
@@ -45,7 +66,7 @@ impl RetryPause {
     }
 
     /// The server answered: the next failure waits the least again.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.step = FIRST;
     }
 
@@ -68,7 +89,7 @@ mod tests {
         let mut pause = RetryPause::seeded(7);
         let mut step = FIRST;
         for _ in 0..10 {
-            let p = pause.next();
+            let p = pause.after_failure();
             assert!(p >= step / 2 && p <= step, "{p:?} outside {step:?}");
             step = (step * 2).min(MOST);
         }
@@ -79,21 +100,21 @@ mod tests {
     fn reset_starts_over() {
         let mut pause = RetryPause::seeded(3);
         for _ in 0..6 {
-            pause.next();
+            pause.after_failure();
         }
         pause.reset();
-        assert!(pause.next() <= FIRST);
+        assert!(pause.after_failure() <= FIRST);
     }
 
     #[test]
     fn replicas_do_not_pause_in_lockstep() {
         let draws = |seed| {
             let mut p = RetryPause::seeded(seed);
-            (0..8).map(|_| p.next()).collect::<Vec<_>>()
+            (0..8).map(|_| p.after_failure()).collect::<Vec<_>>()
         };
         assert_ne!(draws(1), draws(2));
         let distinct: std::collections::HashSet<_> = (0..8u64)
-            .map(|s| RetryPause::seeded(s * 7919).next())
+            .map(|s| RetryPause::seeded(s * 7919).after_failure())
             .collect();
         assert!(distinct.len() > 4, "{distinct:?}");
     }

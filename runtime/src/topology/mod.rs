@@ -33,7 +33,7 @@ mod status;
 pub(crate) mod streams;
 
 pub use crate::names::{
-    default_stream, default_stream_subjects, dlq_stream, durable_for, queue_stream,
+    default_stream, default_stream_subjects, dlq_stream, durable_for, queue_stream, service_durable,
 };
 pub use crate::partition::{partition_durable, partition_of, partition_subject};
 pub(crate) use consumers::Binding;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use jetwire::publish::Message;
 use jetwire::{
-    BoxFuture, Error, PublishError, PublishErrorKind, Publisher, Service, ServiceContext,
+    BoxFuture, Error, PublishError, PublishErrorKind, Publisher, RetryPause, Service,
+    ServiceContext,
 };
 
 use crate::pool::{Claim, Claimed, Failed, Pool};
@@ -193,12 +194,7 @@ impl Outbox {
     }
 
     fn delay(&self, attempt: u32) -> Duration {
-        let i = (attempt.max(1) - 1) as usize;
-        self.backoff
-            .get(i)
-            .or(self.backoff.last())
-            .copied()
-            .unwrap_or_default()
+        jetwire::classify::backoff_delay(&self.backoff, attempt)
     }
 }
 
@@ -245,19 +241,18 @@ impl Outbox {
     async fn relay(self, ctx: ServiceContext) -> Result<(), Error> {
         let mut wake = crate::outbox::wake::Wake::listen(&self.pool, &self.tables).await;
         let mut purged_at: Option<Instant> = None;
-        let mut pause = Duration::from_millis(100);
+        let mut pause = RetryPause::new();
         tracing::info!(table = %self.tables.outbox(), "outbox relay running");
         while !ctx.is_shutting_down() {
             let lease = i64::try_from(self.claim_for.as_millis()).unwrap_or(i64::MAX / 2);
             let claim = match self.pool.claim(&self.tables, lease, self.batch).await {
                 Ok(claim) => {
-                    pause = Duration::from_millis(100);
+                    pause.reset();
                     claim
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox: cannot claim rows; trying again");
-                    wake.wait(&ctx, pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    wake.wait(&ctx, pause.after_failure()).await;
                     continue;
                 }
             };
