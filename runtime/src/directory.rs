@@ -173,7 +173,7 @@ impl Registration {
     }
 
     /// Refreshes the record until `stop`, then deletes it.
-    pub(crate) async fn keep(self, stop: CancellationToken) -> Result<(), String> {
+    pub(crate) async fn keep(self, stop: CancellationToken) -> Result<(), Error> {
         let mut every =
             tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
         loop {

@@ -105,29 +105,11 @@ impl ServiceContext {
     }
 }
 
-/// Runs `service` to its end; why it stopped the app, if it did: an
-/// error, an end before shutdown, or a panic.
+/// Runs `service` to its end: its error, if it failed. (A panic, or an
+/// end before shutdown, is the supervisor's to tell: `app::tasks`.)
 pub(crate) async fn supervised(
     service: Box<dyn Service>,
     ctx: ServiceContext,
-) -> Result<(), String> {
-    use futures_util::FutureExt;
-    let name = service.name().to_owned();
-    let stop = ctx.stop.clone();
-    let ran = std::panic::AssertUnwindSafe(service.run(ctx))
-        .catch_unwind()
-        .await;
-    match ran {
-        Ok(Ok(())) if stop.is_cancelled() => Ok(()),
-        Ok(Ok(())) => Err(format!("service `{name}` ended while the app was running")),
-        Ok(Err(e)) => Err(format!("service `{name}` failed: {e}")),
-        Err(panic) => {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_owned());
-            Err(format!("service `{name}` panicked: {text}"))
-        }
-    }
+) -> Result<(), Error> {
+    service.run(ctx).await
 }

@@ -19,6 +19,16 @@ pub(crate) fn bounded(text: &str, max: usize) -> String {
     out
 }
 
+/// What a panic said, from its payload (a `&str` or `String`; anything
+/// else is named as such).
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

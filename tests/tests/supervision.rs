@@ -1,5 +1,5 @@
 //! A background task that panics stops the app: `run` returns an error
-//! naming the panic instead of running on without that task. The panic is
+//! naming the task and the panic instead of running on without that task. The panic is
 //! injected through a tracing subscriber, the one piece of user code that
 //! runs inside a handler's loop rather than inside a call.
 
@@ -73,6 +73,9 @@ async fn a_panicking_background_task_stops_the_app_with_an_error() {
         .expect("run returns on its own, without a signal")
         .expect("run does not panic");
     let err = ended.expect_err("a panicking loop is an error").to_string();
-    assert!(err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("the loop of handler `supervision::sup_ok` panicked"),
+        "names the task: {err}"
+    );
     assert!(err.contains("injected"), "{err}");
 }

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicU64;
 
 use async_nats::jetstream;
 use futures_util::FutureExt;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::tasks::Tasks;
 use crate::config::Config;
 use crate::consume::{self, Counters, Shared, partitioned};
 use crate::handler::context::Env;
@@ -38,7 +38,7 @@ impl Loops {
     /// worker directory, which decides the partitions it reads.
     pub(super) fn spawn(
         &self,
-        tasks: &mut JoinSet<Result<(), String>>,
+        tasks: &mut Tasks,
         bindings: Vec<(topology::Binding, jetstream::consumer::PullConsumer)>,
         instance: &str,
     ) -> Vec<Stat> {
@@ -92,11 +92,22 @@ impl Loops {
                 counters,
             });
             let (stop, abort) = (self.stop.clone(), self.abort.clone());
+            let name = match partition {
+                Some(i) => format!(
+                    "the loop of handler `{}`, partition {i}",
+                    shared.binding.def.path()
+                ),
+                None => format!("the loop of handler `{}`", shared.binding.def.path()),
+            };
             match (&members, partition) {
                 (Some(members), Some(_)) => tasks.spawn(
+                    name,
                     partitioned::run(shared, consumer, stop, abort, members.clone()).map(Ok),
                 ),
-                _ => tasks.spawn(consume::run(shared, consumer, stop, abort).map(|_| Ok(()))),
+                _ => tasks.spawn(
+                    name,
+                    consume::run(shared, consumer, stop, abort).map(|_| Ok(())),
+                ),
             };
         }
         stats

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::asyncapi;
@@ -26,10 +25,11 @@ use crate::topology;
 
 mod loops;
 mod running;
+mod tasks;
 
 use loops::Loops;
-use running::supervise;
 pub use running::{HandlerStats, RunningApp};
+use tasks::{Tasks, supervise};
 
 /// Runs every handler linked into the binary until SIGINT or SIGTERM.
 ///
@@ -244,7 +244,7 @@ impl App {
             reconnects: reconnects.clone(),
             partitions: Arc::default(),
         };
-        let mut tasks = JoinSet::new();
+        let mut tasks = Tasks::default();
         let streams = advised_streams(&bindings);
         let shared_config = Arc::new(config.clone());
         if !streams.is_empty() {
@@ -255,7 +255,10 @@ impl App {
                 streams,
             };
             let advisories = capture.ensure().await?;
-            tasks.spawn(advisory::run(capture, advisories, stop.clone()).map(Ok));
+            tasks.spawn(
+                "the advisory reader",
+                advisory::run(capture, advisories, stop.clone()).map(Ok),
+            );
         }
         let shared_client = Arc::new(client.clone());
         let calls = call_env(&config, &js, states.clone(), &outlet, &shared_client, &stop);
@@ -283,7 +286,10 @@ impl App {
             stop: stop.clone(),
         };
         start_services(&mut tasks, services, &ctx);
-        tasks.spawn(registration.keep(stop.clone()));
+        tasks.spawn(
+            "the worker directory's record of this replica",
+            registration.keep(stop.clone()),
+        );
         readiness.handlers(
             stats
                 .iter()
@@ -415,14 +421,11 @@ async fn listen(
 }
 
 /// Starts each service, supervised beside the handler loops.
-fn start_services(
-    tasks: &mut JoinSet<Result<(), String>>,
-    services: Vec<Box<dyn Service>>,
-    ctx: &ServiceContext,
-) {
+fn start_services(tasks: &mut Tasks, services: Vec<Box<dyn Service>>, ctx: &ServiceContext) {
     for service in services {
         tracing::info!(service = service.name(), "starting service");
-        tasks.spawn(service::supervised(service, ctx.clone()));
+        let name = format!("service `{}`", service.name());
+        tasks.spawn(name, service::supervised(service, ctx.clone()));
     }
 }
 

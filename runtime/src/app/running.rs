@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -17,7 +16,6 @@ use crate::observe::health::{Health, Phase, Readiness};
 use crate::observe::http;
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
-use crate::text;
 
 /// A started app. Dropping it stops consuming at once; call
 /// [`RunningApp::shutdown`] to drain first.
@@ -181,36 +179,6 @@ impl RunningApp {
 /// How long shutdown waits, past `shutdown_timeout`, for interrupted calls
 /// to be handed back, and then for the final flush.
 const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
-
-/// Owns the app's background tasks until they have all ended. One that
-/// panics, or ends before shutdown has begun, stops the app: it is logged,
-/// `failed` says why, and `stop` ends every other. Returns what went wrong.
-pub(super) async fn supervise(
-    mut tasks: JoinSet<Result<(), String>>,
-    stop: CancellationToken,
-    failed: tokio::sync::watch::Sender<Option<String>>,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let why = match joined {
-            Err(e) if e.is_panic() => format!(
-                "a background task panicked: {}",
-                text::bounded(&e.to_string(), 1024)
-            ),
-            Ok(Err(why)) => why,
-            Ok(Ok(())) if !stop.is_cancelled() => {
-                "a background task ended while the app was running".to_owned()
-            }
-            // Cancelled at shutdown, or ended because shutdown began.
-            Err(_) | Ok(Ok(())) => continue,
-        };
-        tracing::error!(problem = %why, "stopping the app");
-        failed.send_replace(Some(why.clone()));
-        problems.push(why);
-        stop.cancel();
-    }
-    problems
-}
 
 impl Drop for RunningApp {
     fn drop(&mut self) {

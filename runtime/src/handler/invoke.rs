@@ -114,12 +114,7 @@ fn from_failure(failure: Failure) -> Called {
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
-    let msg = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned());
-    format!("panic: {msg}")
+    format!("panic: {}", crate::text::panic_text(panic))
 }
 
 #[cfg(test)]
