@@ -20,7 +20,7 @@ use crate::consume::events::{self, ConsumerEvent};
 use crate::consume::settle::{self, Slots};
 use crate::handler::registry::HandlerDef;
 use crate::policy::{Inline, RetryPause, Silence, Sizing};
-use crate::protocol::pull::{self, PinId, Pull, Pulled, Request, Wait};
+use crate::protocol::pull::{self, PinId, Pull, PullError, Pulled, Request, Wait};
 use crate::protocol::reply;
 
 /// A no-wait fetch still waiting for messages after this is given up.
@@ -57,7 +57,7 @@ pub(super) enum Ended {
     /// is still good. Pull again, draining first.
     Again,
     /// Pulling failed; recover before the next stretch.
-    Failed(String),
+    Failed(PullError),
 }
 
 /// How draining the backlog ended.
@@ -69,7 +69,7 @@ enum Drained {
 
 /// What woke the loop.
 enum Wake {
-    Pulled(Option<Result<Pulled, String>>),
+    Pulled(Option<Result<Pulled, PullError>>),
     /// The timer the caller passed: a heartbeat period, or a fetch's limit.
     Timer,
     Interrupted(Interrupt),
@@ -143,7 +143,7 @@ impl Puller {
     }
 
     /// A fresh pull subscription on the handler's durable.
-    fn open_pull(&self) -> impl Future<Output = Result<Pull, String>> + Send + 'static {
+    fn open_pull(&self) -> impl Future<Output = Result<Pull, PullError>> + Send + 'static {
         let shared = &self.shared;
         let handbacks = shared.binding.handbacks.clone();
         Pull::open(
@@ -181,7 +181,7 @@ impl Puller {
                 // The waiting pull reports and recovers what lasts.
                 tracing::debug!(
                     handler = self.shared.binding.def.name,
-                    error,
+                    %error,
                     "draining the backlog failed; waiting for messages instead"
                 );
             }
@@ -231,9 +231,7 @@ impl Puller {
             }
             // A request that reached the server as the durable went may
             // never be answered: recreate it now.
-            Interrupt::Event(ConsumerEvent::Deleted) => {
-                Ended::Failed("the durable was deleted".into())
-            }
+            Interrupt::Event(ConsumerEvent::Deleted) => Ended::Failed(PullError::DurableDeleted),
             // The requests went with the old connection; what arrived
             // before is still good.
             Interrupt::Reconnected => {
@@ -283,7 +281,7 @@ impl Puller {
                     // Lost, most likely: wait for messages with the
                     // waiting pull, which heartbeats tell is alive.
                     Wake::Timer => {
-                        return Drained::Ended(Ended::Failed("a fetch went unanswered".into()));
+                        return Drained::Ended(Ended::Failed(PullError::Unanswered));
                     }
                     // The fetch went to the old leader, or with the old
                     // connection: give it up; the loop fetches again, or
@@ -314,7 +312,7 @@ impl Puller {
                     Some(Ok(Pulled::Heartbeat)) => {}
                     Some(Err(e)) => return Drained::Ended(Ended::Failed(e)),
                     None => {
-                        return Drained::Ended(Ended::Failed("the pull subscription ended".into()));
+                        return Drained::Ended(Ended::Failed(PullError::Closed));
                     }
                 }
             }
@@ -380,7 +378,7 @@ impl Puller {
             let next = match self.wake(pull, heartbeats.tick()).await {
                 Wake::Pulled(next) => next,
                 Wake::Timer if silence.period_ended() => {
-                    return Ended::Failed("missed two pull heartbeats".into());
+                    return Ended::Failed(PullError::Silent);
                 }
                 Wake::Timer => continue,
                 Wake::Interrupted(other) => return self.interrupted(pull, other).await,
@@ -397,7 +395,7 @@ impl Puller {
                 }
                 Some(Ok(Pulled::Heartbeat)) => {}
                 Some(Err(e)) => return Ended::Failed(e),
-                None => return Ended::Failed("the pull subscription ended".into()),
+                None => return Ended::Failed(PullError::Closed),
             }
             // The server answered: the next failure waits the least again.
             self.pause.reset();

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consume::Shared;
 use crate::handler::registry::Kind;
+use crate::protocol::pull::PullError;
 use crate::topology::consumers;
 
 /// How often, at most, an event loop notes its durable's ack floor, to
@@ -76,10 +77,10 @@ pub(super) async fn recover(
     consumer: &mut jetstream::consumer::PullConsumer,
     stop: &CancellationToken,
     pause: Duration,
-    error: &str,
+    error: &PullError,
 ) {
     let b = &shared.binding;
-    tracing::warn!(handler = b.def.name, durable = %b.route.durable, error, "pull failed; retrying");
+    tracing::warn!(handler = b.def.name, durable = %b.route.durable, %error, "pull failed; retrying");
     tokio::select! {
         _ = stop.cancelled() => return,
         _ = tokio::time::sleep(pause) => {}

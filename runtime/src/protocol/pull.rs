@@ -24,9 +24,9 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::names;
 use crate::protocol::ack::Acker;
+pub(crate) use crate::protocol::pull_error::PullError;
 use crate::protocol::reply::Delivered;
 use crate::protocol::runs::{RunKey, Runs};
-use crate::text;
 
 /// What a pull subscription hears.
 #[derive(Debug)]
@@ -211,12 +211,12 @@ impl Pull {
         next: Subject,
         handbacks: HandBacks,
         pin: Option<Arc<PinId>>,
-    ) -> Result<Pull, String> {
+    ) -> Result<Pull, PullError> {
         let inbox = Subject::from(client.new_inbox());
         let sub = client
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| format!("subscribing to a pull inbox: {e}"))?;
+            .map_err(PullError::Subscribe)?;
         Ok(Pull {
             next,
             client,
@@ -228,7 +228,7 @@ impl Pull {
     }
 
     /// Sends a pull request; its messages arrive on this subscription.
-    pub(crate) async fn ask(&self, request: Request) -> Result<(), String> {
+    pub(crate) async fn ask(&self, request: Request) -> Result<(), PullError> {
         self.client
             .publish_with_reply(
                 self.next.clone(),
@@ -236,7 +236,7 @@ impl Pull {
                 request.body(self.pin.as_deref()),
             )
             .await
-            .map_err(|e| format!("sending a pull request: {e}"))
+            .map_err(PullError::Send)
     }
 
     /// Naks what has arrived and not been taken, so another replica (or
@@ -315,7 +315,7 @@ const QUIET_WITHIN: Duration = Duration::from_millis(500);
 const CLOSED_WITHIN: Duration = Duration::from_secs(1);
 
 impl Stream for Pull {
-    type Item = Result<Pulled, String>;
+    type Item = Result<Pulled, PullError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let pin = self.pin.clone();
@@ -339,7 +339,7 @@ impl Pulled {
 
     /// What one message on a pull inbox means; a singleton's messages
     /// carry its pin.
-    fn read(msg: async_nats::Message, pin: Option<&PinId>) -> Result<Pulled, String> {
+    fn read(msg: async_nats::Message, pin: Option<&PinId>) -> Result<Pulled, PullError> {
         let status = match msg.status {
             None | Some(StatusCode::OK) => {
                 if let Some(pin) = pin
@@ -382,15 +382,11 @@ impl Pulled {
             {
                 Ok(Pulled::ended(&msg))
             }
-            StatusCode::REQUEST_TERMINATED => Err(format!(
-                "pull request refused: {status} {}",
-                text::bounded(description, 200)
-            )),
-            StatusCode::NO_RESPONDERS => Err("no JetStream answers pull requests (503)".to_owned()),
-            status => Err(format!(
-                "unexpected pull status: {status} {}",
-                text::bounded(description, 200)
-            )),
+            StatusCode::REQUEST_TERMINATED => {
+                Err(PullError::status(true, status.as_u16(), description))
+            }
+            StatusCode::NO_RESPONDERS => Err(PullError::NoResponders),
+            status => Err(PullError::status(false, status.as_u16(), description)),
         }
     }
 }
@@ -556,10 +552,18 @@ mod tests {
             (503, ""),
             (400, "Bad Request"),
         ] {
-            assert!(
-                Pulled::read(status(code, description, None), None).is_err(),
-                "{code} {description}"
-            );
+            let kind = match Pulled::read(status(code, description, None), None) {
+                Err(PullError::Refused { status, .. }) => ("refused", status),
+                Err(PullError::NoResponders) => ("no responders", 503),
+                Err(PullError::Unexpected { status, .. }) => ("unexpected", status),
+                _ => ("not an error", code),
+            };
+            let want = match code {
+                409 => "refused",
+                503 => "no responders",
+                _ => "unexpected",
+            };
+            assert_eq!(kind, (want, code), "{code} {description}");
         }
     }
 
