@@ -419,6 +419,50 @@ async fn published_rows_are_kept_when_asked() {
     }
 }
 
+/// Kept rows past `keep_published` are removed while a backlog keeps the
+/// relay from ever running dry: one row a claim, 3,000 rows waiting.
+#[tokio::test]
+#[allow(clippy::print_stdout)]
+async fn kept_rows_are_removed_under_a_backlog_too() {
+    let server = shared_server();
+    for db in TestDb::both("keepbusy").await {
+        let prefix = unique_prefix(&format!("keepbusy-{}", db.kind()));
+        let (running, stats) = relay(server, &prefix, &db, |o| {
+            o.keep_published(Duration::from_secs(1)).batch(1)
+        })
+        .await;
+        running
+            .publisher()
+            .ensure_streams(&["keepbusy.rows"])
+            .await
+            .expect("streams");
+        db.enqueue(
+            (0..3000).map(|n| row("keepbusy.rows", json!(n))).collect(),
+            true,
+        )
+        .await
+        .expect("committed");
+        let (kept, pending) = eventually(
+            Duration::from_secs(60),
+            "kept rows removed while rows wait",
+            || async {
+                let published = stats.published();
+                let kept = db.count("published").await;
+                let pending = db.count("pending").await;
+                (published > 0 && (kept as u64) < published && pending > 0)
+                    .then_some((kept, pending))
+            },
+        )
+        .await;
+        assert!(
+            pending > 0 && kept >= 0,
+            "{}: the backlog was there",
+            db.kind()
+        );
+        running.shutdown().await.expect("shutdown");
+    }
+}
+
 /// A row that fails for good holds back the later rows of its key, which
 /// keep their order: they go once an operator deals with it (here, by
 /// deleting it); rows of other keys and without one are not held.

@@ -169,7 +169,9 @@ impl Outbox {
     }
 
     /// Keeps published rows (status `published`) this long instead of
-    /// deleting them at once.
+    /// deleting them at once. They are removed once a minute, or once per
+    /// `for_how_long` when that is shorter (at most once a second), also
+    /// while a backlog keeps the relay busy.
     pub fn keep_published(mut self, for_how_long: Duration) -> Self {
         self.keep_published = Some(for_how_long);
         self
@@ -263,7 +265,7 @@ impl Outbox {
                 continue;
             }
             self.publish(&ctx, claim).await;
-            // Kept rows go under a backlog too (at most once a minute):
+            // Kept rows go under a backlog too (`purge` limits how often):
             // else a relay that never runs dry keeps every row.
             self.purge(&mut purged_at).await;
         }
@@ -389,12 +391,14 @@ impl Outbox {
         }
     }
 
-    /// Removes rows kept past `keep_published`, at most once a minute.
+    /// Removes rows kept past `keep_published`: at most once a minute, or
+    /// once per keep when that is shorter (but not above once a second).
     async fn purge(&self, purged_at: &mut Option<Instant>) {
         let Some(keep) = self.keep_published else {
             return;
         };
-        if purged_at.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+        let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        if purged_at.is_some_and(|at| at.elapsed() < every) {
             return;
         }
         *purged_at = Some(Instant::now());
