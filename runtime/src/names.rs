@@ -250,6 +250,12 @@ pub(crate) fn checkpoints_bucket(prefix: Option<&str>) -> String {
     default_stream(prefix, "jetwire_checkpoints")
 }
 
+/// The key-value bucket of short locks between a deployment's apps (one
+/// stream's config written at a time).
+pub(crate) fn locks_bucket(prefix: Option<&str>) -> String {
+    default_stream(prefix, "jetwire_locks")
+}
+
 /// The key-value bucket of signals awaited by handlers.
 pub(crate) fn signals_bucket(prefix: Option<&str>) -> String {
     default_stream(prefix, "jetwire_signals")

@@ -417,3 +417,95 @@ async fn a_retried_job_holds_back_its_keys_later_jobs_on_the_server() {
     }
     running.shutdown().await.expect("stops");
 }
+
+#[queue("queue.partsrace-a", partitions = 2)]
+async fn race_a(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.partsrace-b", partitions = 2)]
+async fn race_b(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.partsrace-c", partitions = 2)]
+async fn race_c(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.partsrace-d", partitions = 2)]
+async fn race_d(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.partsrace-e", partitions = 2)]
+async fn race_e(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.partsrace-f", partitions = 2)]
+async fn race_f(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+const ROUNDS: usize = 20;
+
+const RACERS: &[(&str, &str)] = &[
+    ("race_a", "queue.partsrace-a"),
+    ("race_b", "queue.partsrace-b"),
+    ("race_c", "queue.partsrace-c"),
+    ("race_d", "queue.partsrace-d"),
+    ("race_e", "queue.partsrace-e"),
+    ("race_f", "queue.partsrace-f"),
+];
+
+/// Six apps partitioning six subjects of one stream start at the same
+/// moment, twenty times: each time all six start (none refused for a
+/// stream another made meanwhile), and every count ends up recorded in
+/// the stream's metadata (a lost one would leave its keyed messages
+/// unpartitioned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)]
+async fn concurrent_startups_record_every_partition_count() {
+    let mut lost = Vec::new();
+    for round in 0..ROUNDS {
+        let prefix = unique_prefix(&format!("partsrace{round}"));
+        let starts = RACERS.iter().map(|(handler, _)| {
+            App::new(config(shared_server(), &prefix, handler))
+                .only(&[handler])
+                .start()
+        });
+        let apps: Vec<_> = futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .map(|a| a.expect("starts"))
+            .collect();
+        let js = jetwire::async_nats::jetstream::new(apps[0].publisher().client().clone());
+        let queue = jetwire::topology::queue_stream(Some(&prefix));
+        let metadata = js
+            .get_stream(&queue)
+            .await
+            .expect("the stream")
+            .info()
+            .await
+            .expect("its info")
+            .config
+            .metadata
+            .clone();
+        for (_, subject) in RACERS {
+            let key = format!("jetwire.partitions.{prefix}.{subject}");
+            if metadata.get(&key).map(String::as_str) != Some("2") {
+                lost.push(format!("round {round}: {key} is {:?}", metadata.get(&key)));
+            }
+        }
+        for app in apps {
+            app.shutdown().await.expect("stops");
+        }
+    }
+    println!(
+        "{} of {} partition counts lost",
+        lost.len(),
+        ROUNDS * RACERS.len()
+    );
+    assert!(lost.is_empty(), "{lost:#?}");
+}

@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::names;
 use crate::observe::metrics;
 use crate::policy::RetryPause;
+use crate::protocol::stream::create_or_open;
 use crate::publish::outlet::JetStreamOutlet;
 
 /// Makes sure the advisory stream captures the advisories of `streams`,
@@ -52,8 +53,9 @@ pub(crate) async fn ensure(
     }
     // Several apps may add their subjects at once: re-read until ours stick.
     for _ in 0..10 {
-        let stream = js
-            .get_or_create_stream(stream::Config {
+        let stream = create_or_open(
+            js,
+            stream::Config {
                 name: name.clone(),
                 subjects: want.clone(),
                 retention: stream::RetentionPolicy::WorkQueue,
@@ -63,9 +65,10 @@ pub(crate) async fn ensure(
                     "jetwire: max-deliveries advisories awaiting dead-lettering".into(),
                 ),
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| stream_err(format!("cannot create the advisory stream: {e}")))?;
+            },
+        )
+        .await
+        .map_err(|e| stream_err(format!("cannot create the advisory stream: {e}")))?;
         let have = stream.cached_info().config.clone();
         let missing: Vec<&String> = want.iter().filter(|w| !have.subjects.contains(w)).collect();
         if missing.is_empty() {

@@ -7,6 +7,7 @@ use crate::config::{Config, Provision};
 use crate::dlq::letter;
 use crate::error::{Error, PublishError};
 use crate::names;
+use crate::protocol::stream::create_or_open;
 use crate::publish::message::Outbound;
 use crate::publish::outlet::{JetStreamOutlet, Receipt};
 
@@ -16,10 +17,7 @@ pub(crate) async fn ensure(js: &jetstream::Context, config: &Config) -> Result<(
     let subjects = names::dlq_stream_subjects(config.prefix());
     let cfg = config.stream_config(name.clone(), subjects.clone(), RetentionPolicy::Limits);
     let stream = match config.provision {
-        Provision::Create => js
-            .get_or_create_stream(cfg)
-            .await
-            .map_err(|e| e.to_string()),
+        Provision::Create => create_or_open(js, cfg).await.map_err(|e| e.to_string()),
         // Never made here: `topology` listed it if missing.
         Provision::Bind => js.get_stream(&name).await.map_err(|e| e.to_string()),
     }

@@ -6,8 +6,10 @@
 pub(crate) mod ack;
 pub(crate) mod checkpoints;
 pub(crate) mod kept;
+pub(crate) mod lock;
 pub(crate) mod pull;
 pub(crate) mod pull_error;
 pub(crate) mod reply;
 pub(crate) mod runs;
 pub(crate) mod signals;
+pub(crate) mod stream;

@@ -9,8 +9,9 @@ use jetwire_grammar::subject::{self, with_prefix};
 use crate::config::{Config, Provision};
 use crate::error::Error;
 use crate::handler::registry::HandlerDef;
-use crate::names::Owner;
+use crate::names::{self, Owner};
 use crate::partition::{self, METADATA_PREFIX};
+use crate::protocol::lock::Lock;
 use crate::topology::consumers::{self, Binding};
 
 /// Makes stream `stream` fit `def`: a partitioned handler's partition
@@ -48,10 +49,7 @@ pub(crate) async fn fit_stream(
     check_other_readers(js, config, def, stream, &subject, n).await?;
     match settings.metadata.get(&key) {
         Some(have) if have.parse() == Ok(n) => Ok(()),
-        Some(have) => Err(Error::Config(format!(
-            "handler `{}` has `partitions = {n}`, but stream `{stream}` records `{subject}` in {have} partitions (metadata `{key}`): keyed messages already wait in those. Set `partitions = {have}`, or stop the keyed publishers, let the stream's backlog drain, change the metadata (`nats stream edit`) and wait 5 s (publishers keep the count that long) before publishing again",
-            def.path()
-        ))),
+        Some(have) => Err(count_differs(def, stream, &subject, n, have)),
         None if config.provision == Provision::Bind => Err(Error::Stream {
             stream: stream.to_owned(),
             reason: format!(
@@ -59,8 +57,39 @@ pub(crate) async fn fit_stream(
                 def.path()
             ),
         }),
-        None => record(js, def, stream, &subject, n, settings.clone()).await,
+        None => {
+            // One app at a time writes the stream's config: another
+            // writing a stale copy at the same moment would drop this
+            // entry after it was read back.
+            let bucket = names::locks_bucket(config.prefix());
+            let settings_of = (config.replicas(), config.storage());
+            let lock = Lock::take(js, &bucket, settings_of, &format!("stream-{stream}")).await?;
+            let fresh = match js.get_stream(stream).await {
+                Ok(mut s) => s.info().await.map(|i| i.config.clone()).ok(),
+                Err(_) => None,
+            };
+            let recorded = match fresh.as_ref().and_then(|c| c.metadata.get(&key)) {
+                Some(have) if have.parse() == Ok(n) => Ok(()),
+                Some(have) => Err(count_differs(def, stream, &subject, n, have)),
+                None => {
+                    let fresh = fresh.unwrap_or_else(|| settings.clone());
+                    record(js, def, stream, &subject, n, fresh).await
+                }
+            };
+            lock.release().await;
+            recorded
+        }
     }
+}
+
+/// The error of a handler whose count differs from the one the stream
+/// records for its subject.
+fn count_differs(def: &HandlerDef, stream: &str, subject: &str, n: u32, have: &str) -> Error {
+    let key = partition::metadata_key(subject);
+    Error::Config(format!(
+        "handler `{}` has `partitions = {n}`, but stream `{stream}` records `{subject}` in {have} partitions (metadata `{key}`): keyed messages already wait in those. Set `partitions = {have}`, or stop the keyed publishers, let the stream's backlog drain, change the metadata (`nats stream edit`) and wait 5 s (publishers keep the count that long) before publishing again",
+        def.path()
+    ))
 }
 
 /// Records `subject` as partitioned in `n` in the stream's metadata. The

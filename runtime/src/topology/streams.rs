@@ -8,6 +8,7 @@ use crate::config::{Config, Provision};
 use crate::error::Error;
 use crate::handler::registry::{HandlerDef, Kind};
 use crate::names;
+use crate::protocol::stream::create_or_open;
 use crate::publish::Publisher;
 
 /// The stream for one handler: the `stream` option, else the stream that
@@ -107,7 +108,7 @@ async fn create_default_stream(
     };
     let subjects = with_prefix(prefix, &names::default_stream_subjects(def.subject));
     let cfg = config.stream_config(name.clone(), subjects.clone(), retention);
-    let stream = js.get_or_create_stream(cfg).await.map_err(|e| Error::Stream {
+    let stream = create_or_open(js, cfg).await.map_err(|e| Error::Stream {
         stream: name.clone(),
         reason: format!(
             "cannot create it capturing `{subjects}` for handler `{}`: {e}; if another stream captures some of these subjects, bind it with `stream = \"..\"`",
@@ -168,12 +169,10 @@ pub(crate) async fn ensure_for_subjects(
                     continue;
                 }
                 let cfg = config.stream_config(name.clone(), captures.clone(), retention);
-                js.get_or_create_stream(cfg)
-                    .await
-                    .map_err(|e| Error::Stream {
-                        stream: name.clone(),
-                        reason: format!("cannot create it capturing `{captures}`: {e}"),
-                    })?;
+                create_or_open(js, cfg).await.map_err(|e| Error::Stream {
+                    stream: name.clone(),
+                    reason: format!("cannot create it capturing `{captures}`: {e}"),
+                })?;
                 found.push(name);
             }
             Err(e) => return Err(Error::nats(format!("looking up the stream of `{full}`"), e)),
