@@ -373,3 +373,117 @@ async fn no_password_on_stdout_or_stderr() {
     app.shutdown().await.expect("shutdown");
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }
+
+/// Stores `n` letters in the dead-letter stream of `prefix`, pipelined.
+async fn store_letters(client: &jetwire::async_nats::Client, prefix: &str, from: u64, n: u64) {
+    let js = jetwire::async_nats::jetstream::new(client.clone());
+    let mut acks = Vec::new();
+    for i in from..from + n {
+        let mut headers = jetwire::async_nats::HeaderMap::new();
+        headers.insert(jetwire::dlq::REASON, "permanent");
+        headers.insert(jetwire::dlq::HANDLER, "scaled");
+        headers.insert(jetwire::dlq::ERROR, "an error a letter carries");
+        headers.insert("Nats-Msg-Id", format!("scale-{i}").as_str());
+        let subject = format!("{prefix}.dlq.queue.scale");
+        let payload = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(100));
+        acks.push(
+            js.publish_with_headers(subject, headers, payload.into())
+                .await
+                .expect("sent"),
+        );
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+}
+
+/// The peak resident memory of `jetwire args` (KiB), and how long it took.
+fn peak_kib(prefix: &str, args: &[&str]) -> (u64, Duration) {
+    let started = std::time::Instant::now();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import resource, subprocess, sys\n\
+             r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n\
+             print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+             sys.exit(r.returncode)",
+            env!("CARGO_BIN_EXE_jetwire"),
+        ])
+        .args(args)
+        .env("NATS_URL", shared_server().url())
+        .env("JETWIRE_SUBJECT_PREFIX", prefix)
+        .env_remove("NATS_CONTEXT")
+        .output()
+        .expect("run jetwire under python3");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kib = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("ru_maxrss");
+    (kib, started.elapsed())
+}
+
+/// The CLI's memory does not grow with the dead-letter stream: `status`,
+/// `dlq ls` and `purge --all --dry-run` over 2,000 letters and over
+/// 20,000 peak within a few MiB of each other, and under 100 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)]
+async fn the_clis_memory_does_not_grow_with_the_letters() {
+    let prefix = unique_prefix("cliscale");
+    let app = App::new(
+        Config::builder()
+            .url(shared_server().url())
+            .subject_prefix(&prefix)
+            .app("cliscale")
+            .build()
+            .expect("valid"),
+    )
+    .only(&[])
+    .start()
+    .await
+    .expect("starts");
+    let client = app.publisher().client().clone();
+    let commands: [&[&str]; 3] = [
+        &["status"],
+        &["dlq", "ls"],
+        &["dlq", "purge", "--all", "--dry-run"],
+    ];
+    let mut peaks = Vec::new();
+    let mut stored = 0;
+    for letters in [2_000, 20_000] {
+        store_letters(&client, &prefix, stored, letters - stored).await;
+        stored = letters;
+        for args in commands {
+            let (kib, took) = peak_kib(&prefix, args);
+            println!(
+                "{args:?} over {letters} letters: {} MiB peak, {took:?}",
+                kib / 1024
+            );
+            peaks.push((args, letters, kib));
+        }
+    }
+    for args in commands {
+        let of = |n| {
+            peaks
+                .iter()
+                .find(|(a, l, _)| *a == args && *l == n)
+                .map(|p| p.2)
+                .expect("measured")
+        };
+        let (small, large) = (of(2_000), of(20_000));
+        assert!(
+            large < small + 4 * 1024 && large < 100 * 1024,
+            "{args:?}: {small} KiB over 2,000 letters, {large} KiB over 20,000"
+        );
+    }
+    app.shutdown().await.expect("stops");
+}
