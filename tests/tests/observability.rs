@@ -414,3 +414,127 @@ async fn slow_many_and_huge_clients_neither_hold_the_listener_nor_stop_the_app()
     .await;
     running.shutdown().await.expect("shutdown");
 }
+
+/// The CPU time a process has used so far (user and system).
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("its stat");
+    // Fields after the command's closing parenthesis: utime and stime are
+    // the 12th and 13th, in clock ticks (100 a second on Linux).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().expect("ticks"))
+        .collect();
+    Duration::from_millis((fields[0] + fields[1]) * 10)
+}
+
+/// Asks for `/metrics` over one keep-alive connection until `until`; how
+/// many answers came.
+async fn scrape_until(addr: SocketAddr, until: std::time::Instant) -> u64 {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut stream = BufReader::new(stream);
+    let mut answers = 0;
+    while std::time::Instant::now() < until {
+        if stream
+            .get_mut()
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .is_err()
+        {
+            break;
+        }
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return answers;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        answers += 1;
+    }
+    answers
+}
+
+/// The listener of an app in its own process: under 5,000 half-open
+/// connections the app handles 50 jobs (past the 256 connections the
+/// listener holds, each is closed at once); then `/metrics` is asked as
+/// fast as 16 keep-alive clients can for 3 s, and the process's CPU per
+/// answer is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)]
+async fn five_thousand_half_open_connections_and_a_metrics_flood_leave_the_app_working() {
+    use tokio::io::AsyncWriteExt;
+    let prefix = unique_prefix("obs-flood");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let worker = jetwire_tests::WorkerProcess::spawn(
+        env!("CARGO_BIN_EXE_jetwire-test-worker"),
+        &shared_server().url(),
+        &prefix,
+        "slow",
+        &[("JETWIRE_HTTP_ADDR", addr.to_string().as_str())],
+    );
+    eventually(Duration::from_secs(20), "the worker ready", || async {
+        get(addr, "/readyz").await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+    let publisher =
+        jetwire::Publisher::connect(&jetwire_tests::config(shared_server(), &prefix, "flood"))
+            .await
+            .expect("connect");
+    let mut half_open = Vec::with_capacity(5000);
+    for _ in 0..5000 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await;
+        half_open.push(s);
+    }
+    for n in 0..50u64 {
+        publisher
+            .publish("queue.slowterm", &n)
+            .await
+            .expect("publish");
+    }
+    let done = (0..50)
+        .filter(|_| {
+            worker
+                .expect_line(|l| l.starts_with("DONE "))
+                .starts_with("DONE ")
+        })
+        .count();
+    drop(half_open);
+    eventually(
+        Duration::from_secs(20),
+        "/healthz answers again",
+        || async { get(addr, "/healthz").await.filter(|(s, _)| *s == 200) },
+    )
+    .await;
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let before = cpu_of(worker.pid());
+    let clients = (0..16).map(|_| tokio::spawn(scrape_until(addr, until)));
+    let mut answers = 0;
+    for c in clients {
+        answers += c.await.expect("client");
+    }
+    let used = cpu_of(worker.pid()) - before;
+    println!(
+        "HTTP: 5,000 half-open connections, then {answers} /metrics answers in 3 s ({} a second); the app's process used {used:?} of CPU ({} µs an answer); {done} of 50 jobs done",
+        answers / 3,
+        used.as_micros() / u128::from(answers.max(1))
+    );
+    assert_eq!(done, 50);
+    assert!(answers > 0, "the listener answered");
+    drop(worker);
+}

@@ -151,7 +151,7 @@ fn answer(req: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes
                 StatusCode::SERVICE_UNAVAILABLE
             };
             let body = serde_json::to_vec(&health).unwrap_or_default();
-            respond(status, "application/json", body)
+            respond(status, "application/json", Bytes::from(body))
         }
         "/metrics" => metrics(),
         _ => text(
@@ -167,7 +167,7 @@ fn metrics() -> Response<Full<Bytes>> {
         Some(handle) => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            super::prometheus::render(handle).into_bytes(),
+            super::prometheus::rendered(handle),
         ),
         None => text(
             StatusCode::NOT_FOUND,
@@ -186,11 +186,11 @@ fn metrics() -> Response<Full<Bytes>> {
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    respond(status, "text/plain; charset=utf-8", body.into_bytes())
+    respond(status, "text/plain; charset=utf-8", Bytes::from(body))
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -1,6 +1,9 @@
 //! The Prometheus text exposition behind `/metrics` (feature `metrics`).
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -38,4 +41,23 @@ pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
 pub(crate) fn render(handle: &PrometheusHandle) -> String {
     handle.run_upkeep();
     handle.render()
+}
+
+/// How long one rendering answers every scrape: a scraper asks every few
+/// seconds, a flood of requests renders once this often.
+const FRESH: Duration = Duration::from_millis(200);
+
+/// The exposition text, rendered at most once per [`FRESH`]; scrapes that
+/// come while it renders wait for that rendering.
+pub(crate) fn rendered(handle: &PrometheusHandle) -> Bytes {
+    static LAST: Mutex<Option<(Instant, Bytes)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, body)) = &*last
+        && at.elapsed() < FRESH
+    {
+        return body.clone();
+    }
+    let body = Bytes::from(render(handle));
+    *last = Some((Instant::now(), body.clone()));
+    body
 }
