@@ -174,6 +174,74 @@ async fn keys_keep_their_order_over_three_replicas_and_a_kill() {
     );
 }
 
+/// The same run, with the busiest replica frozen (SIGSTOP) for 5 s, past
+/// `ack_wait` and the worker TTL (2 s each), a quarter of the way
+/// through, then thawed: its partitions are read by others meanwhile, and
+/// when it wakes no key's jobs go out of order and none is lost.
+#[tokio::test]
+#[allow(clippy::print_stdout)]
+async fn keys_keep_their_order_when_a_replica_is_frozen_and_thawed() {
+    let prefix = unique_prefix("partsfrozen");
+    let url = shared_server().url();
+    let env = [("JETWIRE_WORKER_TTL", "2s")];
+    let replicas = replicas(WORKER, &url, &prefix, "partitioned", &env, 3);
+    let publisher = jetwire::Publisher::connect(&config_for(&prefix))
+        .await
+        .expect("connects");
+    let mut done: Vec<Done> = Vec::new();
+    let collect = |done: &mut Vec<Done>| {
+        done.extend(
+            drain_replicas(&replicas)
+                .iter()
+                .filter_map(|(i, l)| parse(*i, l)),
+        );
+    };
+    publish_all(&publisher).await;
+    let total = (KEYS * PER_KEY) as usize;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while done.len() < total / 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        collect(&mut done);
+    }
+    let busiest = (0..3)
+        .max_by_key(|i| done.iter().filter(|d| d.replica == *i).count())
+        .expect("replicas");
+    let frozen = replicas[busiest].as_ref().expect("running");
+    frozen.pause();
+    let at_freeze = done.len();
+    // The fault itself: frozen for longer than ack_wait and the TTL.
+    let thaw = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < thaw {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        collect(&mut done);
+    }
+    let while_frozen = done.len() - at_freeze;
+    frozen.resume();
+    let unique = |done: &[Done]| {
+        done.iter()
+            .map(|d| (d.key.clone(), d.n))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    while unique(&done) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        collect(&mut done);
+    }
+    let lost = total - unique(&done);
+    let repeated = done.len() - unique(&done);
+    let out_of_order = keys_out_of_order(&done);
+    println!(
+        "partitions: {total} jobs, one of 3 replicas frozen 5 s after {at_freeze} done: {while_frozen} done by the others meanwhile; lost {lost}, out of order {out_of_order} keys, done twice {repeated}"
+    );
+    assert_eq!(lost, 0, "jobs lost");
+    assert_eq!(out_of_order, 0, "keys out of order");
+    assert!(
+        while_frozen > 0,
+        "the others read its partitions while it was frozen"
+    );
+    drop(replicas);
+}
+
 #[queue("queue.partsplain")]
 async fn plain(_job: u64) -> Result<(), HandlerError> {
     Ok(())
