@@ -70,6 +70,13 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
     let payload_ty = &*payload.ty;
     let payload_name = quote!(#payload_ty).to_string().replace(' ', "");
 
+    // The adapter's locals, each one identifier with one span wherever it
+    // is written: a check spanned at the user's tokens must still name
+    // the same local when those tokens come from a `macro_rules!`.
+    let call_site = Span::call_site();
+    let [msg, ctx, value] = ["__jetwire_msg", "__jetwire_ctx", "__jetwire_value"]
+        .map(|local| format_ident!("{}", local, span = call_site));
+
     // Each check sits on the user's own tokens, so a wrong type is reported
     // at the parameter (or return type) that has it.
     let decode = quote_spanned! {payload_ty.span()=>
@@ -78,12 +85,16 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
     let extractor_idents: Vec<_> = (0..handler.extractors.len())
         .map(|i| format_ident!("__jetwire_arg{}", i))
         .collect();
-    let extract = handler.extractors.iter().zip(&extractor_idents).map(|(pat, ident)| {
-        let ty = &*pat.ty;
-        quote_spanned! {ty.span()=>
-            let #ident = <#ty as ::jetwire::__private::FromContext>::from_context(&__jetwire_ctx)?;
-        }
-    });
+    let extract = handler
+        .extractors
+        .iter()
+        .zip(&extractor_idents)
+        .map(|(pat, ident)| {
+            let ty = &*pat.ty;
+            quote_spanned! {ty.span()=>
+                let #ident = <#ty as ::jetwire::__private::FromContext>::from_context(&#ctx)?;
+            }
+        });
     let requirements = handler.extractors.iter().map(|pat| {
         let ty = &*pat.ty;
         quote_spanned! {ty.span()=> <#ty as ::jetwire::__private::FromContext>::requirement }
@@ -104,7 +115,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
     };
     // A future that is not `Send` is reported at the fn's name.
     let call = quote_spanned! {fn_name.span()=>
-        ::jetwire::__private::assert_send(#fn_name(__jetwire_msg #(, #extractor_idents)*))
+        ::jetwire::__private::assert_send(#fn_name(#msg #(, #extractor_idents)*))
     };
     // With `output`, the `Ok` value is published before the ack; `T` must
     // be `Serialize`, checked at `T`.
@@ -117,15 +128,14 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
             // is one error, there; the error type is checked at the
             // return type, as without `output`.
             let encode = quote_spanned! {ok_ty.span()=>
-                |__jetwire_value| ::jetwire::__private::encode_output::<#ok_ty>(&__jetwire_value)
+                |#value| ::jetwire::__private::encode_output::<#ok_ty>(&#value)
             };
             let publish = quote_spanned! {output_span=> ::jetwire::__private::publish_output };
-            quote!(#publish(&__jetwire_ctx, #output, (#call.await).map(#encode)).await)
+            quote!(#publish(&#ctx, #output, (#call.await).map(#encode)).await)
         }
         _ => quote!(#into_outcome(#call.await)),
     };
     let options = options_tokens(options);
-    let call_site = Span::call_site();
     let adapter = format_ident!("__jetwire_call", span = call_site);
 
     quote! {
@@ -136,8 +146,8 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
                 __jetwire_delivery: ::jetwire::__private::Delivery,
             ) -> ::jetwire::__private::CallFuture {
                 ::std::boxed::Box::pin(async move {
-                    let (__jetwire_payload, __jetwire_ctx) = __jetwire_delivery.into_parts();
-                    let __jetwire_msg = #decode(__jetwire_payload, &__jetwire_ctx)?;
+                    let (__jetwire_payload, #ctx) = __jetwire_delivery.into_parts();
+                    let #msg = #decode(__jetwire_payload, &#ctx)?;
                     #(#extract)*
                     #settle
                 })
