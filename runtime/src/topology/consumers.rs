@@ -168,6 +168,18 @@ pub(crate) async fn ensure_consumer_resuming(
                     "JETWIRE_PROVISION=bind: the durable's options differ from the handler's, and are left as they are"
                 );
             }
+            if !create && Owner::read(&have.metadata) != Owner::read(&want.metadata) {
+                let owner: Vec<String> = want
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                tracing::warn!(
+                    durable = %b.route.durable,
+                    "JETWIRE_PROVISION=bind: the durable lacks the metadata naming its handler ({}), so a last delivery that is never answered is not dead-lettered; add it (`nats consumer edit`)",
+                    owner.join(", ")
+                );
+            }
             if have.deliver_policy != b.consumer.deliver_policy {
                 tracing::warn!(
                     durable = %b.route.durable,

@@ -143,6 +143,11 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
         }
         if create && p.partitions.is_some() {
             publish.push(format!("$JS.API.STREAM.UPDATE.{}", p.stream));
+            // The lock held while the count is recorded.
+            let locks = names::locks_bucket(prefix);
+            publish.push(format!("$KV.{locks}.>"));
+            publish.push(format!("$JS.API.STREAM.INFO.KV_{locks}"));
+            publish.push(format!("$JS.API.STREAM.CREATE.KV_{locks}"));
         }
     }
     if !places.is_empty() {
