@@ -36,15 +36,12 @@ impl Lcg {
     }
 }
 
-fn relay(prefix: &str, db: &TestDb, url: &str) -> WorkerProcess {
-    relay_with(prefix, db, url, &[])
+fn relay(prefix: &str, db: &TestDb) -> WorkerProcess {
+    relay_with(prefix, db, &[])
 }
 
-fn relay_with(prefix: &str, db: &TestDb, url: &str, env: &[(&str, &str)]) -> WorkerProcess {
-    let target = match db.sqlite_file() {
-        Some(file) => file.display().to_string(),
-        None => url.to_owned(),
-    };
+fn relay_with(prefix: &str, db: &TestDb, env: &[(&str, &str)]) -> WorkerProcess {
+    let target = db.target();
     let tables = db.tables().outbox();
     let tables = tables.trim_end_matches("jetwire_outbox").to_owned();
     WorkerProcess::ready(
@@ -96,7 +93,6 @@ async fn a_relay_killed_five_times_loses_nothing_and_stores_nothing_twice() {
     let client = async_nats::connect(shared_server().url())
         .await
         .expect("connect");
-    let url = jetwire_tests::postgres_sqlx_url();
     for db in TestDb::both("crash").await {
         let prefix = unique_prefix(&format!("crash-{}", db.kind()));
         let cfg = jetwire::Config::builder()
@@ -134,11 +130,11 @@ async fn a_relay_killed_five_times_loses_nothing_and_stores_nothing_twice() {
                 })
             })
             .collect();
-        let mut process = relay(&prefix, &db, &url);
+        let mut process = relay(&prefix, &db);
         for _ in 0..KILLS {
             tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
             process.kill9();
-            process = relay(&prefix, &db, &url);
+            process = relay(&prefix, &db);
         }
         let mut committed = HashSet::new();
         for w in writers {
@@ -211,7 +207,6 @@ async fn a_relay_whose_clock_is_ten_minutes_behind_publishes_rows_at_once() {
     let client = async_nats::connect(shared_server().url())
         .await
         .expect("connect");
-    let url = jetwire_tests::postgres_sqlx_url();
     {
         let db = TestDb::postgres("skew").await;
         let prefix = unique_prefix("skew");
@@ -227,7 +222,7 @@ async fn a_relay_whose_clock_is_ten_minutes_behind_publishes_rows_at_once() {
             ("FAKETIME", "-10m"),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ];
-        let process = relay_with(&prefix, &db, &url, &skewed);
+        let process = relay_with(&prefix, &db, &skewed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("after 1970")
