@@ -177,6 +177,11 @@ pub(crate) async fn run(
         match puller.stretch(&mut subscription).await {
             Ended::Stopped => break,
             Ended::Again => {}
+            Ended::Away => {
+                if let Some(old) = subscription.take() {
+                    old.abandon().await;
+                }
+            }
             Ended::Failed(error) => {
                 puller.shared.counters.consuming(false);
                 // A pull the server no longer knows of (its durable

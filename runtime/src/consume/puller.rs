@@ -20,7 +20,8 @@ use crate::consume::events::{self, ConsumerEvent};
 use crate::consume::settle::{self, Slots};
 use crate::handler::registry::HandlerDef;
 use crate::policy::{Inline, RetryPause, Silence, Sizing};
-use crate::protocol::pull::{self, PinId, Pull, PullError, Pulled, Request, Wait};
+use crate::protocol::pin::PinId;
+use crate::protocol::pull::{self, Pull, PullError, Pulled, Request, Wait};
 use crate::protocol::reply;
 
 /// A no-wait fetch still waiting for messages after this is given up.
@@ -58,6 +59,9 @@ pub(super) enum Ended {
     Again,
     /// Pulling failed; recover before the next stretch.
     Failed(PullError),
+    /// A pinned loop was away past half `ack_wait` ([`PinId::look`]): what
+    /// arrived may be another replica's now. Abandon it and pull on standby.
+    Away,
 }
 
 /// How draining the backlog ended.
@@ -94,6 +98,9 @@ pub(super) struct Puller {
     waits: Wait,
     /// A singleton's pin, kept across pull subscriptions.
     pin: Option<Arc<PinId>>,
+    /// How many times the pin's clock had found the process away when
+    /// the loop last looked.
+    aways: u64,
     /// Places for the messages the process holds ([`Sizing::places`]).
     held: Arc<Semaphore>,
     slots: Arc<Slots>,
@@ -117,7 +124,10 @@ impl Puller {
         let mut reconnects = shared.reconnects.clone();
         reconnects.mark_unchanged();
         let b = &shared.binding;
-        let pin: Option<Arc<PinId>> = b.pinned().then(Arc::default);
+        let pin: Option<Arc<PinId>> = b.pinned().then(|| Arc::new(PinId::new(b.def.ack_wait())));
+        if let Some(pin) = &pin {
+            tokio::spawn(PinId::keep_looking(Arc::downgrade(pin), pin.look_every()));
+        }
         Puller {
             next: pull::next_subject(&b.route.stream, &b.route.durable),
             held: Arc::new(Semaphore::new(sizing.places())),
@@ -125,7 +135,6 @@ impl Puller {
                 calls: Arc::new(Semaphore::new(sizing.concurrency)),
                 stop: stop.clone(),
                 abort,
-                pin: pin.clone(),
             }),
             in_flight: TaskTracker::new(),
             inline: Inline::default(),
@@ -136,6 +145,7 @@ impl Puller {
             fast_run: FAST_RUN,
             max_bytes: Sizing::max_bytes(shared.client.server_info().max_payload),
             pin,
+            aways: 0,
             waits: waits(b.def, b.pinned()),
             sizing,
             shared,
@@ -152,6 +162,19 @@ impl Puller {
             handbacks,
             self.pin.clone(),
         )
+    }
+
+    /// Whether a pinned loop was found away since it last looked: then
+    /// what arrived before is dropped, not run.
+    fn was_away(&mut self) -> bool {
+        let Some(pin) = &self.pin else { return false };
+        let aways = pin.look();
+        if std::mem::replace(&mut self.aways, aways) == aways {
+            return false;
+        }
+        // A message read since may have carried the old pin back.
+        pin.set(None);
+        true
     }
 
     /// Whether this loop holds the server's pin now.
@@ -296,6 +319,10 @@ impl Puller {
                 match next {
                     // Every message has its place: the loop reads at most
                     // `asked`, and holds that many places.
+                    Some(Ok(Pulled::Message(msg))) if self.was_away() => {
+                        pull.forget(&msg).await;
+                        return Drained::Ended(Ended::Away);
+                    }
                     Some(Ok(Pulled::Message(msg))) => {
                         got += 1;
                         match places.split(1) {
@@ -386,6 +413,10 @@ impl Puller {
             silence.heard();
             self.shared.counters.consuming(true);
             match next {
+                Some(Ok(Pulled::Message(msg))) if self.was_away() => {
+                    pull.forget(&msg).await;
+                    return Ended::Away;
+                }
                 Some(Ok(Pulled::Message(msg))) => {
                     asked = asked.saturating_sub(1);
                     self.take(msg, hold).await;
@@ -444,12 +475,13 @@ impl Puller {
                 call => started = Some(call),
             }
         }
+        let fence = self.pin.as_ref().map(PinId::fence);
         let task = settle::settle(
             shared.clone(),
             ctx,
             payload,
             hold,
-            self.slots.clone(),
+            (self.slots.clone(), fence),
             started,
         );
         self.in_flight.spawn(task.instrument(span));

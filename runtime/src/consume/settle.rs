@@ -22,7 +22,7 @@ use crate::handler::context::Context;
 use crate::handler::invoke::{Call, Called};
 use crate::policy::runs::Count;
 use crate::protocol::ack::{self, Acker};
-use crate::protocol::pull::PinId;
+use crate::protocol::pin::Fence;
 
 /// What every delivery task of one loop shares: the call slots and the
 /// shutdown signals.
@@ -33,10 +33,6 @@ pub(super) struct Slots {
     pub(super) stop: CancellationToken,
     /// The shutdown timeout passed: running calls are interrupted.
     pub(super) abort: CancellationToken,
-    /// A pinned loop's pin (a singleton's, a partition's): its calls stop
-    /// when it is lost, or when the process was away (paused, cut off)
-    /// for longer than `ack_wait`, after which the pin has moved.
-    pub(super) pin: Option<Arc<PinId>>,
 }
 
 /// Acks a delivery whose call succeeded: [`settlement`]'s `Ack` row, on
@@ -58,12 +54,18 @@ pub(super) async fn ack(shared: &Shared, ctx: &Context) {
 /// The common case, a free slot and a call that finishes at its first
 /// poll and succeeds, never gets here; waiting for a slot, a call that
 /// waits, and a failure each run boxed, so the task stays small.
+///
+/// A pinned loop's delivery (a singleton's, a partition's) comes with the
+/// fence of the pin it was taken under: once that pin is lost, or the
+/// process was found away past it, the delivery is dropped unanswered
+/// before its call begins, and a running call stops. The replica pinned
+/// now runs the message, after `ack_wait`.
 pub(super) async fn settle(
     shared: Arc<Shared>,
     ctx: Context,
     payload: bytes::Bytes,
     _hold: OwnedSemaphorePermit,
-    slots: Arc<Slots>,
+    (slots, fence): (Arc<Slots>, Option<Fence>),
     started: Option<Started>,
 ) {
     let def = shared.binding.def;
@@ -93,17 +95,32 @@ pub(super) async fn settle(
                 }
                 return;
             }
-            let (slot, next_beat) = match slots.calls.clone().try_acquire_owned() {
-                Ok(slot) => (slot, first_beat),
-                Err(_) => match Box::pin(wait_for_slot(acker, &slots, first_beat, beat)).await {
-                    Some(waited) => waited,
-                    None => {
-                        // Shutdown came first: handed back, never started.
-                        tally.hand_back(&shared).await;
-                        let _ = acker.ack_with(AckKind::Nak(None)).await;
-                        return;
-                    }
-                },
+            let waited = match slots.calls.clone().try_acquire_owned() {
+                Ok(slot) => Waited::Slot(slot, first_beat),
+                Err(_) => {
+                    Box::pin(wait_for_slot(
+                        acker,
+                        &slots,
+                        fence.as_ref(),
+                        first_beat,
+                        beat,
+                    ))
+                    .await
+                }
+            };
+            let (slot, next_beat) = match waited {
+                Waited::Slot(slot, _) if fence.as_ref().is_some_and(|f| !f.holds()) => {
+                    drop(slot);
+                    return drop_fenced(&shared, tally).await;
+                }
+                Waited::Slot(slot, next_beat) => (slot, next_beat),
+                Waited::Fenced => return drop_fenced(&shared, tally).await,
+                Waited::Stopped => {
+                    // Shutdown came first: handed back, never started.
+                    tally.hand_back(&shared).await;
+                    let _ = acker.ack_with(AckKind::Nak(None)).await;
+                    return;
+                }
             };
             tally.begin(&shared, &ctx).await;
             let call = Started::call(
@@ -119,10 +136,6 @@ pub(super) async fn settle(
     let (_slot, called) = match started {
         Started::Finished(slot, called) => (slot, called),
         Started::Running(slot, call, _timed) => {
-            let fence = slots.pin.as_ref().map(|pin| Fence {
-                lost: pin.fence(),
-                ack_wait: def.ack_wait(),
-            });
             let finished = finish_alive(call, acker, &slots.abort, fence, first_beat, beat);
             match Box::pin(finished).await {
                 Some(called) => (slot, called),
@@ -149,23 +162,48 @@ pub(super) async fn settle(
     }
 }
 
-/// Waits for a call slot, sending progress from `first_beat` on. The slot
-/// and when the next progress is due; `None` if shutdown came first.
+/// How waiting for a call slot ended.
+enum Waited {
+    /// The slot, and when the next progress is due.
+    Slot(OwnedSemaphorePermit, Instant),
+    /// Shutdown came first.
+    Stopped,
+    /// The pin the delivery was taken under was lost first.
+    Fenced,
+}
+
+/// Waits for a call slot, sending progress from `first_beat` on while the
+/// delivery's pin (if any) holds.
 async fn wait_for_slot(
     acker: Acker<'_>,
     slots: &Slots,
+    fence: Option<&Fence>,
     first_beat: Instant,
     beat: Duration,
-) -> Option<(OwnedSemaphorePermit, Instant)> {
+) -> Waited {
     let mut due = first_beat;
     let slot = slots.calls.clone().acquire_owned();
     tokio::pin!(slot);
+    let lost = async {
+        match fence {
+            Some(f) => f.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lost);
     loop {
         tokio::select! {
             biased;
-            _ = slots.stop.cancelled() => return None,
-            slot = &mut slot => return slot.ok().map(|s| (s, due)),
+            _ = slots.stop.cancelled() => return Waited::Stopped,
+            _ = &mut lost => return Waited::Fenced,
+            slot = &mut slot => return match slot {
+                Ok(slot) => Waited::Slot(slot, due),
+                Err(_) => Waited::Stopped,
+            },
             _ = tokio::time::sleep_until(due) => {
+                if fence.is_some_and(|f| !f.holds()) {
+                    return Waited::Fenced;
+                }
                 send_progress(acker).await;
                 due = Instant::now() + beat;
             }
@@ -173,12 +211,15 @@ async fn wait_for_slot(
     }
 }
 
-/// What stops a pinned loop's call: its pin lost, or a gap of more than
-/// `ack_wait` since the call was last known alive (the process paused or
-/// cut off while the pin moved).
-struct Fence {
-    lost: CancellationToken,
-    ack_wait: Duration,
+/// Drops a pinned loop's delivery whose pin was lost before its call
+/// began: recorded as handed back, not answered (the replica pinned now
+/// may hold it already).
+async fn drop_fenced(shared: &Shared, mut tally: Tally) {
+    tracing::info!(
+        "the pin was lost before the call began: delivery dropped; the replica pinned now runs it"
+    );
+    tally.hand_back(shared).await;
+    shared.counters.interrupted();
 }
 
 /// Runs a call that did not finish at its first poll, sending progress
@@ -195,26 +236,18 @@ async fn finish_alive(
     beat: Duration,
 ) -> Option<Called> {
     let mut ticker = tokio::time::interval_at(first_beat, beat);
-    // When the call was last known alive, in ms since it began.
-    let began = Instant::now();
-    let alive = std::sync::atomic::AtomicU64::new(0);
-    let since = || u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let away = |f: &Fence| {
-        let gap = since().saturating_sub(alive.load(std::sync::atomic::Ordering::Relaxed));
-        u128::from(gap) > f.ack_wait.as_millis()
-    };
     let call = call.finish();
     tokio::pin!(call);
-    // The call is polled only while it is known alive: after a pause past
-    // `ack_wait`, it stops before it takes another step.
+    // The call is polled only while its pin holds: after a pause past
+    // half `ack_wait`, it stops before it takes another step.
     let fenced_call = std::future::poll_fn(|cx| match &fence {
-        Some(f) if away(f) => std::task::Poll::Ready(None),
+        Some(f) if !f.holds() => std::task::Poll::Ready(None),
         _ => call.as_mut().poll(cx).map(Some),
     });
     tokio::pin!(fenced_call);
     let lost = async {
         match &fence {
-            Some(f) => f.lost.cancelled().await,
+            Some(f) => f.lost().await,
             None => std::future::pending().await,
         }
     };
@@ -226,7 +259,7 @@ async fn finish_alive(
             biased;
             called = &mut fenced_call => {
                 if called.is_none() {
-                    tracing::warn!("the process was away past ack_wait and the pin moved: call stopped; the replica pinned now runs the message");
+                    tracing::warn!("the process was away past half of ack_wait and the pin may have moved: call stopped; the replica pinned now runs the message");
                 }
                 return called;
             }
@@ -236,7 +269,6 @@ async fn finish_alive(
             }
             _ = ticker.tick() => {
                 send_progress(acker).await;
-                alive.store(since(), std::sync::atomic::Ordering::Relaxed);
             }
             _ = abort.cancelled() => {
                 tracing::warn!("shutdown timeout: call interrupted, message handed back");

@@ -7,6 +7,7 @@ pub(crate) mod ack;
 pub(crate) mod checkpoints;
 pub(crate) mod kept;
 pub(crate) mod lock;
+pub(crate) mod pin;
 pub(crate) mod pull;
 pub(crate) mod pull_error;
 pub(crate) mod reply;

@@ -24,6 +24,8 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::names;
 use crate::protocol::ack::Acker;
+use crate::protocol::pin::server_pin;
+pub(crate) use crate::protocol::pin::{PIN_GROUP, PinId};
 pub(crate) use crate::protocol::pull_error::PullError;
 use crate::protocol::reply::Delivered;
 use crate::protocol::runs::{RunKey, Runs};
@@ -61,60 +63,6 @@ pub(crate) struct Wait {
     pub(crate) heartbeat: Duration,
 }
 
-/// The priority group a singleton handler's replicas pull in: the server
-/// pins one of them and delivers to it alone.
-pub(crate) const PIN_GROUP: &str = "jetwire";
-/// The header a pinned client's messages carry its pin id in.
-const PIN_ID: &str = "Nats-Pin-Id";
-
-/// A pinned loop's pin: the id the server gave it with its messages, sent
-/// back with every request to keep it; none while on standby. And its
-/// fence: cancelled when the pin is lost, so the calls begun under it stop
-/// before another replica, pinned now, runs the same messages.
-#[derive(Debug, Default)]
-pub(crate) struct PinId(std::sync::Mutex<Held>);
-
-#[derive(Debug, Default)]
-struct Held {
-    id: Option<String>,
-    fence: tokio_util::sync::CancellationToken,
-}
-
-impl PinId {
-    fn get(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|pin| pin.id.clone())
-    }
-
-    /// Whether the server has pinned this loop.
-    pub(crate) fn held(&self) -> bool {
-        self.get().is_some()
-    }
-
-    /// What the calls begun now stop on: the pin being lost.
-    pub(crate) fn fence(&self) -> tokio_util::sync::CancellationToken {
-        self.0
-            .lock()
-            .map(|pin| pin.fence.clone())
-            .unwrap_or_default()
-    }
-
-    fn set(&self, id: Option<&str>) {
-        if let Ok(mut held) = self.0.lock()
-            && held.id.as_deref() != id
-        {
-            match id {
-                Some(_) => tracing::info!("pinned: this replica now consumes the pinned handler"),
-                None => {
-                    tracing::info!("the pin moved to another replica: calls begun under it stop");
-                    held.fence.cancel();
-                    held.fence = tokio_util::sync::CancellationToken::new();
-                }
-            }
-            held.id = id.map(str::to_owned);
-        }
-    }
-}
-
 impl Request {
     /// The request's JSON, as ADR-13 has it; with the priority group, and
     /// the pin id if held, for a singleton. Built by `serde_json`, so no
@@ -144,16 +92,6 @@ impl Request {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The pin id the server gave with a message: the *last* `Nats-Pin-Id`,
-/// the one it appends on delivery to a pinned client after whatever the
-/// publisher stored (a forged or replayed header comes first). An id the
-/// server would not have made (it makes short alphanumeric ones) is none.
-fn server_pin(headers: &async_nats::HeaderMap) -> Option<&str> {
-    let id = headers.get_last(PIN_ID)?.as_str();
-    let fits = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
-    fits.then_some(id)
 }
 
 /// One loop's pull subscription: an inbox, and the subject its requests
@@ -301,6 +239,31 @@ impl Pull {
         let handing = futures_util::future::join_all(arrived.iter().map(|m| this.hand_back_one(m)));
         let _ = tokio::time::timeout(CLOSED_WITHIN, handing).await;
         self.hand_back().await;
+    }
+}
+
+impl Pull {
+    /// Gives up one delivery unanswered, as [`Pull::abandon`] does.
+    pub(crate) async fn forget(&self, msg: &async_nats::Message) {
+        self.handbacks.note(msg).await;
+    }
+
+    /// Gives up what arrived and was not taken, unanswered: a pinned loop
+    /// that was away past its pin's life holds deliveries the server may
+    /// have sent to the replica pinned now (a nak from here could make it
+    /// deliver one twice). Each is recorded as handed back, so it does not
+    /// count as a run; the server sends it again after `ack_wait`.
+    pub(crate) async fn abandon(mut self) {
+        let _ = self.sub.unsubscribe().await;
+        let mut arrived = Vec::new();
+        let rest = async {
+            while let Some(pulled) = self.sub.next().await {
+                arrived.push(pulled);
+            }
+        };
+        let _ = tokio::time::timeout(CLOSED_WITHIN, rest).await;
+        let noting = arrived.iter().map(|m| self.forget(m));
+        let _ = tokio::time::timeout(CLOSED_WITHIN, futures_util::future::join_all(noting)).await;
     }
 }
 
@@ -483,21 +446,6 @@ mod tests {
             Ok(Pulled::Ended { unanswered: None })
         ));
         assert_eq!(pin.get(), None, "on standby again");
-    }
-
-    #[test]
-    fn losing_the_pin_stops_the_calls_begun_under_it() {
-        let pin = PinId::default();
-        pin.set(Some("p1"));
-        let begun = pin.fence();
-        pin.set(Some("p1"));
-        assert!(!begun.is_cancelled(), "kept");
-        pin.set(None);
-        assert!(begun.is_cancelled(), "lost");
-        assert!(
-            !pin.fence().is_cancelled(),
-            "calls begun on standby are not"
-        );
     }
 
     #[test]
