@@ -168,9 +168,13 @@ async fn keys_keep_their_order_over_three_replicas_and_a_kill() {
     assert_eq!(out_of_order, 0, "keys out of order");
     assert_eq!(spread.len(), 3, "every replica read partitions: {spread:?}");
     assert!(taken_over < Duration::from_secs(10), "{taken_over:?}");
+    // A partition has one message unacked at a time (`max_ack_pending =
+    // 1`), and a job done but not yet acked when the kill came was done in
+    // its last 300 ms: so at most one job per partition it read then.
     assert!(
-        repeated <= 3,
-        "only the killed replica's unacked jobs come twice: {repeated}"
+        repeated <= held.len(),
+        "only the killed replica's unacked jobs come twice, one per partition it held: {repeated} for {} partitions",
+        held.len()
     );
 }
 
