@@ -173,6 +173,10 @@ fn main() {
         // Without and with a checkpoint per call: what a checkpoint costs.
         jetwire_against("checkpoint", Kind::Queue, Kind::Checkpoint, n / 4);
     }
+    if want("middleware") {
+        // Without and with one middleware that only calls `next`.
+        jetwire_against("middleware", Kind::Queue, Kind::Middleware, n / 2);
+    }
     if want("partitioned") {
         // Unpartitioned, and in 16 partitions with 64 keys.
         jetwire_against("partitioned", Kind::Queue, Kind::Partitioned, n / 4);

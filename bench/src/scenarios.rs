@@ -20,17 +20,19 @@ pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throu
     HANDLED.store(0, Ordering::Relaxed);
     let handler = match kind {
         Kind::Events => "bench_event",
-        Kind::Queue => "bench_queue",
+        Kind::Queue | Kind::Middleware => "bench_queue",
         Kind::QueueOnce => "bench_queue_once",
         Kind::Checkpoint => "bench_checkpoint",
         Kind::Partitioned => "bench_partitioned",
     };
     let (t0, cpu0) = (Instant::now(), Cpu::now());
-    let app = App::new(config(&prefix))
-        .only(&[handler])
-        .start()
-        .await
-        .expect("start");
+    let mut app = App::new(config(&prefix)).only(&[handler]);
+    if kind == Kind::Middleware {
+        app = app.middleware(jetwire::middleware::from_fn(
+            |delivery, next: jetwire::middleware::Next| next.run(delivery),
+        ));
+    }
+    let app = app.start().await.expect("start");
     wait_handled(n).await;
     let durable = app.stats()[0].durable.clone();
     all_acked(&client, &kind.stream(&prefix), &durable).await;

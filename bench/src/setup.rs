@@ -227,13 +227,16 @@ pub(crate) enum Kind {
     Checkpoint,
     /// A work queue in partitions, each message keyed with one of [`KEYS`].
     Partitioned,
+    /// The work queue's handler behind one middleware that only calls
+    /// `next`.
+    Middleware,
 }
 
 impl Kind {
     pub(crate) fn subject(self) -> &'static str {
         match self {
             Kind::Events => "bev.data",
-            Kind::Queue => "queue.bench",
+            Kind::Queue | Kind::Middleware => "queue.bench",
             Kind::QueueOnce => "queue.bench-once",
             Kind::Checkpoint => "queue.bench-ckpt",
             Kind::Partitioned => "queue.bench-part",
@@ -250,7 +253,7 @@ impl Kind {
     pub(crate) fn durable(self, prefix: &str) -> String {
         let (kind, handler) = match self {
             Kind::Events => (jetwire::registry::Kind::Subscribe, "bench_event"),
-            Kind::Queue => (jetwire::registry::Kind::Queue, "bench_queue"),
+            Kind::Queue | Kind::Middleware => (jetwire::registry::Kind::Queue, "bench_queue"),
             Kind::QueueOnce => (jetwire::registry::Kind::Queue, "bench_queue_once"),
             Kind::Checkpoint => (jetwire::registry::Kind::Queue, "bench_checkpoint"),
             Kind::Partitioned => (jetwire::registry::Kind::Queue, "bench_partitioned"),

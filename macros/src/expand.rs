@@ -74,7 +74,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
     // is written: a check spanned at the user's tokens must still name
     // the same local when those tokens come from a `macro_rules!`.
     let call_site = Span::call_site();
-    let [msg, ctx, value] = ["__jetwire_msg", "__jetwire_ctx", "__jetwire_value"]
+    let [msg, delivery, value] = ["__jetwire_msg", "__jetwire_delivery", "__jetwire_value"]
         .map(|local| format_ident!("{}", local, span = call_site));
 
     // Each check sits on the user's own tokens, so a wrong type is reported
@@ -82,23 +82,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
     let decode = quote_spanned! {payload_ty.span()=>
         <#payload_ty as ::jetwire::__private::Payload>::decode
     };
-    let extractor_idents: Vec<_> = (0..handler.extractors.len())
-        .map(|i| format_ident!("__jetwire_arg{}", i))
-        .collect();
-    let extract = handler
-        .extractors
-        .iter()
-        .zip(&extractor_idents)
-        .map(|(pat, ident)| {
-            let ty = &*pat.ty;
-            quote_spanned! {ty.span()=>
-                let #ident = <#ty as ::jetwire::__private::FromContext>::from_context(&#ctx)?;
-            }
-        });
-    let requirements = handler.extractors.iter().map(|pat| {
-        let ty = &*pat.ty;
-        quote_spanned! {ty.span()=> <#ty as ::jetwire::__private::FromContext>::requirement }
-    });
+    let (extractor_idents, extract, requirements) = extractors(handler, &delivery);
     let output_ty = match handler.output {
         Some(ty) => quote!(#ty),
         None => quote!(()),
@@ -131,7 +115,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
                 |#value| ::jetwire::__private::encode_output::<#ok_ty>(&#value)
             };
             let publish = quote_spanned! {output_span=> ::jetwire::__private::publish_output };
-            quote!(#publish(&#ctx, #output, (#call.await).map(#encode)).await)
+            quote!(#publish(#delivery.context(), #output, (#call.await).map(#encode)).await)
         }
         _ => quote!(#into_outcome(#call.await)),
     };
@@ -143,11 +127,10 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
         #[allow(non_upper_case_globals, non_snake_case, clippy::all)]
         const _: () = {
             fn #adapter(
-                __jetwire_delivery: ::jetwire::__private::Delivery,
+                #delivery: ::jetwire::Delivery,
             ) -> ::jetwire::__private::CallFuture {
                 ::std::boxed::Box::pin(async move {
-                    let (__jetwire_payload, #ctx) = __jetwire_delivery.into_parts();
-                    let #msg = #decode(__jetwire_payload, &#ctx)?;
+                    let #msg = #decode(::core::clone::Clone::clone(#delivery.payload()), &#delivery)?;
                     #(#extract)*
                     #settle
                 })
@@ -180,6 +163,45 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
             }
         };
     }
+}
+
+/// Each parameter after the payload: its local, the statement that takes
+/// it from the delivery, and its state requirement. Whether its type is an
+/// extractor is checked once, at the type, by the requirement; taking it
+/// goes through the probe, which compiles for any type.
+fn extractors(
+    handler: &Handler<'_>,
+    delivery: &syn::Ident,
+) -> (Vec<syn::Ident>, Vec<TokenStream>, Vec<TokenStream>) {
+    let idents: Vec<_> = (0..handler.extractors.len())
+        .map(|i| format_ident!("__jetwire_arg{}", i))
+        .collect();
+    let extract = handler
+        .extractors
+        .iter()
+        .zip(&idents)
+        .map(|(pat, ident)| {
+            let ty = &*pat.ty;
+            quote! {
+                let #ident: #ty = {
+                    #[allow(unused_imports)]
+                    use ::jetwire::__private::extract::{Extract as _, Unextractable as _};
+                    (&::jetwire::__private::extract::Probe::<#ty>::new())
+                        .extract(&#delivery)
+                        .await?
+                };
+            }
+        })
+        .collect();
+    let requirements = handler
+        .extractors
+        .iter()
+        .map(|pat| {
+            let ty = &*pat.ty;
+            quote_spanned! {ty.span()=> <#ty as ::jetwire::FromDelivery>::requirement }
+        })
+        .collect();
+    (idents, extract, requirements)
 }
 
 fn duration(d: std::time::Duration) -> TokenStream {

@@ -49,6 +49,8 @@ pub(crate) enum ErrorKind {
     RetryAfter(Duration),
     Permanent,
     Discard,
+    /// The payload did not decode: dead-lettered as `decode`.
+    Decode,
 }
 
 impl HandlerError {
@@ -102,14 +104,24 @@ impl HandlerError {
         }
     }
 
+    /// A payload that did not decode as the handler's type: dead-lettered
+    /// now with reason `decode`. What a codec returns.
+    pub(crate) fn decode(err: impl Into<BoxError>) -> Self {
+        HandlerError {
+            kind: ErrorKind::Decode,
+            source: err.into(),
+        }
+    }
+
     /// Whether this error drops the message without a dead letter.
     pub fn is_discard(&self) -> bool {
         self.kind == ErrorKind::Discard
     }
 
-    /// Whether this error dead-letters the message at once.
+    /// Whether this error dead-letters the message at once: a permanent
+    /// error, or a payload that did not decode (reason `decode`).
     pub fn is_permanent(&self) -> bool {
-        self.kind == ErrorKind::Permanent
+        matches!(self.kind, ErrorKind::Permanent | ErrorKind::Decode)
     }
 
     /// The delay asked for with [`HandlerError::retry_after`].
@@ -157,7 +169,46 @@ impl fmt::Display for HandlerError {
             ErrorKind::Transient => write!(f, "transient: {}", self.source),
             ErrorKind::Permanent => write!(f, "permanent: {}", self.source),
             ErrorKind::Discard => write!(f, "discard: {}", self.source),
+            ErrorKind::Decode => write!(f, "decode: {}", self.source),
             ErrorKind::RetryAfter(d) => write!(f, "retry after {d:?}: {}", self.source),
+        }
+    }
+}
+
+/// A [`HandlerError`] as a boxed std error (what tower's layers pass on),
+/// keeping its kind for [`HandlerError::from_boxed`].
+#[derive(Debug)]
+struct Boxed(HandlerError);
+
+impl fmt::Display for Boxed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl StdError for Boxed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0.source)
+    }
+}
+
+impl From<HandlerError> for Box<dyn StdError + Send + Sync + 'static> {
+    fn from(err: HandlerError) -> Self {
+        Box::new(Boxed(err))
+    }
+}
+
+impl HandlerError {
+    /// The error a boxed one is: a boxed [`HandlerError`] with its kind,
+    /// any other error transient.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn from_boxed(err: BoxError) -> HandlerError {
+        match err.downcast::<Boxed>() {
+            Ok(boxed) => boxed.0,
+            Err(other) => HandlerError {
+                kind: ErrorKind::Transient,
+                source: other,
+            },
         }
     }
 }

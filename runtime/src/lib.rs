@@ -97,6 +97,19 @@ mod app;
 mod consume;
 pub mod testing;
 
+/// Code around a handler: a [`Middleware`](middleware::Middleware) gets each
+/// [`Delivery`] and passes it on with [`Next::run`](middleware::Next::run),
+/// or settles it without calling the handler. Added with
+/// [`App::middleware`] for every handler and [`App::middleware_for`] for
+/// one; the first added is the outermost. With feature `tower`,
+/// `App::layer` adds any `tower::Layer` over `HandlerService`. `TestApp`
+/// runs the same chain.
+pub mod middleware {
+    #[cfg(feature = "tower")]
+    pub use crate::handler::layer::{HandlerLayer, HandlerService};
+    pub use crate::handler::middleware::{FromFn, Middleware, Next, from_fn};
+}
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
@@ -108,7 +121,8 @@ pub use crate::classify::DlqReason;
 pub use crate::config::{Auth, Config, ConfigBuilder, Provision, Storage, StreamSettings, Tls};
 pub use crate::error::{Error, HandlerError, PublishError, PublishErrorKind, ResultExt};
 pub use crate::handler::context::Context;
-pub use crate::handler::extract::{Raw, State};
+pub use crate::handler::delivery::Delivery;
+pub use crate::handler::extract::{Extension, FromDelivery, Headers, Raw, State};
 pub use crate::handler::registry;
 pub use crate::observe::health::{HandlerHealth, Health};
 pub use crate::policy::RetryPause;

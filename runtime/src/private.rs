@@ -3,9 +3,7 @@
 
 pub use inventory;
 
-pub use crate::handler::extract::{
-    CallFuture, Delivery, Failure, FromContext, IntoOutcome, Payload, StateKey,
-};
+pub use crate::handler::extract::{CallFuture, IntoOutcome, Payload, StateKey};
 pub use crate::handler::registry::{Deliver, HandlerDef, HandlerOptions, Kind};
 
 /// Settles a handler with `output`: its `Ok` value is published to `subject`
@@ -15,18 +13,16 @@ pub async fn publish_output<E: Into<crate::error::HandlerError>>(
     ctx: &crate::handler::context::Context,
     subject: &'static str,
     returned: Result<Result<serde_json::Value, serde_json::Error>, E>,
-) -> Result<(), Failure> {
-    let transient = |e: Box<dyn std::error::Error + Send + Sync>| {
-        Failure::Handler(crate::error::HandlerError::transient(e))
-    };
-    let value = returned
-        .map_err(|e| Failure::Handler(e.into()))?
-        .map_err(|e| {
-            transient(format!("the output for `{subject}` does not encode as JSON: {e}").into())
-        })?;
+) -> Result<(), crate::error::HandlerError> {
+    let transient = crate::error::HandlerError::transient;
+    let value = returned.map_err(Into::into)?.map_err(|e| {
+        transient(format!(
+            "the output for `{subject}` does not encode as JSON: {e}"
+        ))
+    })?;
     ctx.publish(subject, &value)
         .await
-        .map_err(|e| transient(e.into()))
+        .map_err(crate::error::HandlerError::from)
 }
 
 /// A handler's `Ok` value as JSON, for [`publish_output`]; `T: Serialize`
@@ -85,4 +81,59 @@ pub mod schema {
     }
 
     impl<T> Undescribed for &Probe<T> {}
+}
+
+/// A handler's parameters after the payload, taken from the delivery.
+///
+/// Whether a parameter's type implements `FromDelivery` is checked once,
+/// at the type, where the expansion names its requirement; taking it goes
+/// through `(&Probe::<T>::new()).extract(..)` with both traits in scope,
+/// which finds `Extract` for an extractor and falls back to `Unextractable`
+/// (never run: the check failed the build) for anything else, so one
+/// mistake is one error.
+pub mod extract {
+    use std::future::Future;
+    use std::marker::PhantomData;
+
+    use crate::error::HandlerError;
+    use crate::handler::delivery::Delivery;
+    use crate::handler::extract::FromDelivery;
+
+    /// Names a parameter type without a value of it.
+    pub struct Probe<T>(PhantomData<fn() -> T>);
+
+    impl<T> Probe<T> {
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    /// An extractor's type.
+    pub trait Extract<T> {
+        fn extract(
+            &self,
+            delivery: &Delivery,
+        ) -> impl Future<Output = Result<T, HandlerError>> + Send;
+    }
+
+    impl<T: FromDelivery> Extract<T> for Probe<T> {
+        fn extract(
+            &self,
+            delivery: &Delivery,
+        ) -> impl Future<Output = Result<T, HandlerError>> + Send {
+            T::from_delivery(delivery)
+        }
+    }
+
+    /// Any other type.
+    pub trait Unextractable<T> {
+        fn extract(&self, _delivery: &Delivery) -> std::future::Ready<Result<T, HandlerError>> {
+            std::future::ready(Err(HandlerError::permanent(
+                "not an extractor: the build reported it",
+            )))
+        }
+    }
+
+    impl<T> Unextractable<T> for &Probe<T> {}
 }

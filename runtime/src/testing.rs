@@ -43,6 +43,7 @@ use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
 use crate::handler::context::{Context, Env, Meta, Origin};
 use crate::handler::invoke::invoke;
+use crate::handler::middleware::{Middleware, Middlewares};
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::partition;
@@ -64,6 +65,7 @@ pub struct TestApp {
     log: Arc<Log>,
     /// Cancelled by [`TestApp::draining`]: what `ctx.shutdown()` awaits.
     draining: CancellationToken,
+    middlewares: Middlewares,
 }
 
 #[derive(Default)]
@@ -119,7 +121,30 @@ impl TestApp {
             states: States::default(),
             log: Arc::default(),
             draining: CancellationToken::new(),
+            middlewares: Middlewares::default(),
         }
+    }
+
+    /// Runs `middleware` around every handler's calls, as
+    /// [`App::middleware`](crate::App::middleware) does.
+    pub fn middleware(mut self, middleware: impl Middleware) -> TestApp {
+        self.middlewares.add(None, Arc::new(middleware));
+        self
+    }
+
+    /// Runs `layer` around every handler's calls, as
+    /// [`App::layer`](crate::App::layer) does (feature `tower`).
+    #[cfg(feature = "tower")]
+    pub fn layer(self, layer: impl crate::handler::layer::HandlerLayer) -> TestApp {
+        self.middleware(crate::handler::layer::layered(layer))
+    }
+
+    /// Runs `middleware` around the calls of the handlers answering to
+    /// `handler`, as [`App::middleware_for`](crate::App::middleware_for) does.
+    pub fn middleware_for(mut self, handler: &str, middleware: impl Middleware) -> TestApp {
+        self.middlewares
+            .add(Some(handler.to_owned()), Arc::new(middleware));
+        self
     }
 
     /// Sends signal `name` to the handler of the message with id
@@ -174,9 +199,27 @@ impl TestApp {
     }
 
     /// The startup checks `App::start` makes: duplicate or overlapping
-    /// work queues, duplicate durables, missing state.
+    /// work queues, duplicate durables, missing state, middleware for a
+    /// handler that is not there.
     pub fn check(&self) -> Result<(), Error> {
-        registry::check(&self.handlers, &self.app, &self.states)
+        self.env().map(drop)
+    }
+
+    /// What every call shares, once the startup checks pass: the state,
+    /// the in-memory log; and each handler's middleware chain.
+    fn env(&self) -> Result<(Arc<Env>, Middlewares), Error> {
+        registry::check(&self.handlers, &self.app, &self.states)?;
+        let mut middlewares = self.middlewares.clone();
+        middlewares.resolve(&self.handlers)?;
+        let env = Arc::new(Env {
+            states: Arc::new(self.states.clone()),
+            outlet: Arc::new(TestOutlet(self.log.clone())),
+            acks: None,
+            draining: self.draining.clone(),
+            checkpoints: self.log.clone(),
+            signals: self.log.clone(),
+        });
+        Ok((env, middlewares))
     }
 
     /// Publishes `payload` as JSON to `subject` and delivers it, and
@@ -242,15 +285,13 @@ impl TestApp {
     }
 
     async fn run(&self, first: Outbound) -> Report {
-        if let Err(e) = self.check() {
-            panic!("TestApp: {e}");
-        }
-        let mut report = self.deliver(first).await;
+        let env = self.env().unwrap_or_else(|e| panic!("TestApp: {e}"));
+        let mut report = self.deliver(&env, first).await;
         let mut deliveries = report.runs.len();
         loop {
             let next = lock(&self.log.pending).pop_front();
             let Some(msg) = next else { break };
-            let follow_up = self.deliver(msg).await;
+            let follow_up = self.deliver(&env, msg).await;
             deliveries += follow_up.runs.len().max(1);
             assert!(
                 deliveries <= MAX_DELIVERIES,
@@ -262,7 +303,7 @@ impl TestApp {
     }
 
     /// Delivers one message to every handler whose subject matches it.
-    async fn deliver(&self, msg: Outbound) -> Report {
+    async fn deliver(&self, env: &(Arc<Env>, Middlewares), msg: Outbound) -> Report {
         let mut report = Report {
             subject: msg.subject.clone(),
             runs: Vec::new(),
@@ -273,7 +314,7 @@ impl TestApp {
             partition::delivery(h.subject, h.partitions(), &msg.subject, key).map(|to| (h, to))
         });
         for (def, (partition, subject)) in targets {
-            let mut run = self.run_handler(def, &msg, &subject).await;
+            let mut run = self.run_handler(env, def, &msg, &subject).await;
             run.partition = partition;
             report.runs.push(run);
         }
@@ -282,18 +323,16 @@ impl TestApp {
 
     /// Delivers `msg` on `subject` to one handler until it is acked or
     /// dead-lettered.
-    async fn run_handler(&self, def: &'static HandlerDef, msg: &Outbound, subject: &str) -> Run {
+    async fn run_handler(
+        &self,
+        (env, middlewares): &(Arc<Env>, Middlewares),
+        def: &'static HandlerDef,
+        msg: &Outbound,
+        subject: &str,
+    ) -> Run {
         let route = def.route(def.stream(None).into(), def.durable(None, &self.app).into());
         let sequence = self.log.next_sequence(&route.stream);
         let policy = def.policy();
-        let env = Arc::new(Env {
-            states: Arc::new(self.states.clone()),
-            outlet: Arc::new(TestOutlet(self.log.clone())),
-            acks: None,
-            draining: self.draining.clone(),
-            checkpoints: self.log.clone(),
-            signals: self.log.clone(),
-        });
         let mut run = Run {
             handler: def.name,
             attempts: 0,
@@ -320,7 +359,7 @@ impl TestApp {
                 Origin::Known(delivered),
             );
             let ctx = Context::new(meta, env.clone());
-            let called = invoke(def, msg.payload.clone(), ctx.clone()).await;
+            let called = invoke(def, middlewares, msg.payload.clone(), ctx.clone()).await;
             run.attempts = attempt;
             run.outcomes.push(called.outcome);
             if let Some(e) = &called.error {

@@ -13,6 +13,7 @@ use super::tasks::Tasks;
 use crate::config::Config;
 use crate::consume::{self, Counters, Shared, partitioned};
 use crate::handler::context::Env;
+use crate::handler::middleware::Middlewares;
 use crate::handler::registry::HandlerDef;
 use crate::publish::outlet::JetStreamOutlet;
 use crate::topology;
@@ -24,6 +25,7 @@ pub(super) struct Loops {
     pub(super) js: jetstream::Context,
     pub(super) outlet: JetStreamOutlet,
     pub(super) calls: Arc<Env>,
+    pub(super) middlewares: Arc<Middlewares>,
     pub(super) config: Arc<Config>,
     pub(super) stop: CancellationToken,
     pub(super) abort: CancellationToken,
@@ -88,6 +90,7 @@ impl Loops {
                 js: self.js.clone(),
                 outlet: self.outlet.clone(),
                 calls: self.calls.clone(),
+                middlewares: self.middlewares.clone(),
                 config: self.config.clone(),
                 counters,
             });

@@ -13,6 +13,7 @@ use crate::directory::Registration;
 use crate::dlq::advisory;
 use crate::error::Error;
 use crate::handler::context::Env;
+use crate::handler::middleware::{Middleware, Middlewares};
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::observe::health::{Phase, Readiness};
@@ -62,6 +63,7 @@ pub struct App {
     services: Vec<Box<dyn Service>>,
     /// The app's own version, for the AsyncAPI document.
     version: Option<String>,
+    middlewares: Middlewares,
 }
 
 impl fmt::Debug for App {
@@ -86,7 +88,59 @@ impl App {
             client: None,
             version: None,
             services: Vec::new(),
+            middlewares: Middlewares::default(),
         }
+    }
+
+    /// Runs `middleware` around every handler's calls, inside the
+    /// middleware added before: the first added is the outermost. See
+    /// [`middleware`](crate::middleware).
+    ///
+    /// ```
+    /// use jetwire::middleware::{from_fn, Next};
+    /// use jetwire::{App, Delivery, HandlerError};
+    ///
+    /// async fn logged(delivery: Delivery, next: Next) -> Result<(), HandlerError> {
+    ///     let (handler, attempt) = (delivery.handler(), delivery.attempt());
+    ///     let result = next.run(delivery).await;
+    ///     if let Err(error) = &result {
+    ///         tracing::warn!(handler, attempt, %error, "call failed");
+    ///     }
+    ///     result
+    /// }
+    ///
+    /// let config = jetwire::Config::builder().app("billing").build().unwrap();
+    /// let app = App::new(config).middleware(from_fn(logged));
+    /// # drop(app);
+    /// ```
+    pub fn middleware(mut self, middleware: impl Middleware) -> App {
+        self.middlewares.add(None, Arc::new(middleware));
+        self
+    }
+
+    /// Runs `layer` around every handler's calls, as one more
+    /// [`App::middleware`]: any `tower::Layer` over
+    /// [`HandlerService`](crate::middleware::HandlerService), so tower's
+    /// limits and timeouts, and layers of your own, work unchanged. The
+    /// layer's service is built once; each call runs a clone of it.
+    ///
+    /// ```
+    /// let config = jetwire::Config::builder().app("billing").build().unwrap();
+    /// let app = jetwire::App::new(config).layer(tower::limit::ConcurrencyLimitLayer::new(4));
+    /// # drop(app);
+    /// ```
+    #[cfg(feature = "tower")]
+    pub fn layer(self, layer: impl crate::handler::layer::HandlerLayer) -> App {
+        self.middleware(crate::handler::layer::layered(layer))
+    }
+
+    /// [`App::middleware`] for the handlers answering to `handler` (a fn
+    /// name or `module::fn` path) only. A name no handler answers to fails
+    /// [`App::start`], naming the handlers there are.
+    pub fn middleware_for(mut self, handler: &str, middleware: impl Middleware) -> App {
+        self.middlewares
+            .add(Some(handler.to_owned()), Arc::new(middleware));
+        self
     }
 
     /// Runs `service` beside the handlers: started once the app is
@@ -208,10 +262,12 @@ impl App {
             client,
             services,
             version,
+            mut middlewares,
         } = self;
         config.validate()?;
         let handlers = registry::fill_groups(handlers, &config.groups, &config.app)?;
         registry::check(&handlers, &config.app, &states)?;
+        middlewares.resolve(&handlers)?;
         if handlers.is_empty() {
             tracing::warn!(
                 "no handlers registered: annotate an async fn with #[subscribe] or #[queue]"
@@ -270,6 +326,7 @@ impl App {
             js: js.clone(),
             outlet: outlet.clone(),
             calls,
+            middlewares: Arc::new(middlewares),
             config: shared_config.clone(),
             stop: stop.clone(),
             abort: abort.clone(),

@@ -6,8 +6,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::consume::Shared;
 use crate::handler::context::{Context, Meta, Origin};
 use crate::handler::invoke::{Call, Called};
-use crate::handler::registry::HandlerDef;
-use crate::observe::metrics::{CallTimer, HandlerMetrics};
+use crate::observe::metrics::CallTimer;
 use crate::observe::trace;
 use crate::protocol::reply;
 
@@ -88,13 +87,13 @@ impl Started {
     /// Starts `def`'s call on a delivery and polls it once.
     pub(super) fn call(
         slot: OwnedSemaphorePermit,
-        def: &HandlerDef,
+        shared: &Shared,
         payload: bytes::Bytes,
         ctx: Context,
-        metrics: &HandlerMetrics,
     ) -> Started {
-        let timer = metrics.call();
-        let mut call = Call::start(def, payload, ctx);
+        let timer = shared.counters.metrics.call();
+        let def = shared.binding.def;
+        let mut call = Call::start(def, &shared.middlewares, payload, ctx);
         match call.now() {
             Some(called) => Started::Finished(slot, called),
             None => Started::Running(slot, call, timer),

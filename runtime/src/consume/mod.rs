@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::classify::DlqReason;
 use crate::config::Config;
 use crate::handler::context::Env;
+use crate::handler::middleware::Middlewares;
 use crate::observe::metrics::{HandlerMetrics, Settled};
 use crate::policy::Sizing;
 use crate::protocol::pull::Pull;
@@ -131,6 +132,8 @@ pub(crate) struct Shared {
     /// What every call's context shares: state, the outlet, the acking
     /// client, the drain signal, the checkpoint store.
     pub(crate) calls: Arc<Env>,
+    /// Each handler's middleware.
+    pub(crate) middlewares: Arc<Middlewares>,
     /// The app's config: the subject prefix, and how to make the
     /// dead-letter stream again should it be deleted.
     pub(crate) config: Arc<Config>,

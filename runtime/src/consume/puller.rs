@@ -454,16 +454,7 @@ impl Puller {
             && let Ok(slot) = self.slots.calls.clone().try_acquire_owned()
         {
             let at = std::time::Instant::now();
-            let def = shared.binding.def;
-            let call = span.in_scope(|| {
-                Started::call(
-                    slot,
-                    def,
-                    payload.clone(),
-                    ctx.clone(),
-                    &shared.counters.metrics,
-                )
-            });
+            let call = span.in_scope(|| Started::call(slot, shared, payload.clone(), ctx.clone()));
             self.inline.took(at.elapsed());
             match call {
                 Started::Finished(slot, called) if called.outcome == Outcome::Ok => {

@@ -123,13 +123,7 @@ pub(super) async fn settle(
                 }
             };
             tally.begin(&shared, &ctx).await;
-            let call = Started::call(
-                slot,
-                def,
-                payload.clone(),
-                ctx.clone(),
-                &shared.counters.metrics,
-            );
+            let call = Started::call(slot, &shared, payload.clone(), ctx.clone());
             (call, next_beat, Some(tally))
         }
     };

@@ -183,8 +183,9 @@ impl DeadLetter {
 impl crate::handler::extract::Payload for DeadLetter {
     fn decode(
         bytes: Bytes,
-        ctx: &crate::handler::context::Context,
-    ) -> Result<Self, crate::handler::extract::Failure> {
+        delivery: &crate::handler::delivery::Delivery,
+    ) -> Result<Self, crate::error::HandlerError> {
+        let ctx = delivery.context();
         Ok(DeadLetter {
             sequence: ctx.stream_sequence(),
             // The context's subject has no prefix.

@@ -1,5 +1,5 @@
 //! What a handler's parameters and return type may be: the payload
-//! ([`Payload`]), the extractors after it ([`FromContext`]), and the output
+//! ([`Payload`]), the extractors after it ([`FromDelivery`]), and the output
 //! ([`IntoOutcome`]). The macros check each parameter against these traits
 //! at its own span, so a wrong type is reported where it is written.
 
@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::HandlerError;
 use crate::handler::context::Context;
+use crate::handler::delivery::Delivery;
 
 /// A state type a handler needs (`State<T>`).
 #[doc(hidden)]
@@ -23,34 +24,10 @@ pub struct StateKey {
     pub name: &'static str,
 }
 
-/// The future a handler adapter returns.
+/// The future a handler adapter returns: the handler's result, or why it
+/// was not called (a payload that did not decode, an extractor's error).
 #[doc(hidden)]
-pub type CallFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + 'static>>;
-
-/// One message handed to a handler adapter.
-#[doc(hidden)]
-pub struct Delivery {
-    pub(crate) payload: Bytes,
-    pub(crate) ctx: Context,
-}
-
-impl Delivery {
-    pub fn into_parts(self) -> (Bytes, Context) {
-        (self.payload, self.ctx)
-    }
-}
-
-/// Why an adapter did not get an `Ok` from the handler.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum Failure {
-    /// The handler returned an error.
-    Handler(HandlerError),
-    /// The payload did not decode; the handler was not called.
-    Decode(String),
-    /// A `State<T>` was missing (the startup check prevents this).
-    MissingState(&'static str),
-}
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'static>>;
 
 /// The bytes of a message as they came, undecoded. Accepted as a payload.
 ///
@@ -134,7 +111,7 @@ impl<T> Deref for State<T> {
     }
 }
 
-/// A handler's first parameter: decoded from the message's bytes.
+/// A handler's first parameter: decoded from the delivery's payload.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler payload",
@@ -142,19 +119,20 @@ impl<T> Deref for State<T> {
     note = "the first parameter of a handler is the message, decoded from JSON: add `#[derive(serde::Deserialize)]` to `{Self}`, or take `jetwire::Raw` for the bytes as they came"
 )]
 pub trait Payload: Sized + Send + 'static {
-    /// The payload of the delivery `ctx` describes.
-    fn decode(bytes: Bytes, ctx: &Context) -> Result<Self, Failure>;
+    /// The payload of `delivery`, from its bytes `payload`.
+    fn decode(payload: Bytes, delivery: &Delivery) -> Result<Self, HandlerError>;
 }
 
 impl<T: DeserializeOwned + Send + 'static> Payload for T {
-    fn decode(bytes: Bytes, _ctx: &Context) -> Result<Self, Failure> {
-        serde_json::from_slice(&bytes).map_err(|e| Failure::Decode(decode_error(&e, &bytes)))
+    fn decode(payload: Bytes, _delivery: &Delivery) -> Result<Self, HandlerError> {
+        serde_json::from_slice(&payload)
+            .map_err(|e| HandlerError::decode(decode_error(&e, &payload)))
     }
 }
 
 impl Payload for Raw {
-    fn decode(bytes: Bytes, _ctx: &Context) -> Result<Self, Failure> {
-        Ok(Raw(bytes))
+    fn decode(payload: Bytes, _delivery: &Delivery) -> Result<Self, HandlerError> {
+        Ok(Raw(payload))
     }
 }
 
@@ -165,38 +143,150 @@ fn decode_error(err: &serde_json::Error, bytes: &[u8]) -> String {
     format!("invalid JSON payload ({} bytes): {err}", bytes.len())
 }
 
-/// A handler parameter after the payload: taken from the delivery's context.
-#[doc(hidden)]
+/// A handler parameter after the payload, taken from the [`Delivery`]:
+/// what axum's `FromRequestParts` is to a request. Built in: [`Context`],
+/// [`State<T>`], [`Extension<T>`] and [`Headers`]; implement it for a type
+/// of your own to take it as a parameter.
+///
+/// An extractor's error is settled like the handler's: the handler is not
+/// called, and a permanent error dead-letters the message.
+///
+/// ```
+/// use jetwire::{queue, Delivery, FromDelivery, HandlerError};
+///
+/// /// The `tenant` header, required.
+/// struct Tenant(String);
+///
+/// impl FromDelivery for Tenant {
+///     async fn from_delivery(delivery: &Delivery) -> Result<Self, HandlerError> {
+///         match delivery.headers().get("tenant") {
+///             Some(t) => Ok(Tenant(t.to_string())),
+///             None => Err(HandlerError::permanent("no tenant header")),
+///         }
+///     }
+/// }
+///
+/// #[queue("queue.invoices")]
+/// async fn invoice(amount: u64, Tenant(tenant): Tenant) -> Result<(), HandlerError> {
+///     tracing::info!(%tenant, amount, "invoicing");
+///     Ok(())
+/// }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler argument",
-    label = "after the payload, a handler takes only `jetwire::Context` and `jetwire::State<T>`",
-    note = "the payload is the first parameter and there is one; other values come in through `State<T>`, given to `App::state`"
+    label = "after the payload, a handler takes only types that implement `jetwire::FromDelivery`",
+    note = "`Context`, `State<T>`, `Extension<T>` and `Headers` implement it; implement `FromDelivery` for `{Self}`, or give a value to `App::state` and take `State<{Self}>`"
 )]
-pub trait FromContext: Sized {
-    fn from_context(ctx: &Context) -> Result<Self, Failure>;
-    fn requirement() -> Option<StateKey>;
-}
+pub trait FromDelivery: Sized + Send {
+    /// Takes the value from the delivery.
+    fn from_delivery(
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<Self, HandlerError>> + Send;
 
-impl FromContext for Context {
-    fn from_context(ctx: &Context) -> Result<Self, Failure> {
-        Ok(ctx.clone())
-    }
+    /// The state the app must have for this to succeed, checked at startup.
+    #[doc(hidden)]
     fn requirement() -> Option<StateKey> {
         None
     }
 }
 
-impl<T: Clone + Send + Sync + 'static> FromContext for State<T> {
-    fn from_context(ctx: &Context) -> Result<Self, Failure> {
-        ctx.state::<T>()
-            .map(State)
-            .ok_or(Failure::MissingState(std::any::type_name::<T>()))
+impl FromDelivery for Context {
+    async fn from_delivery(delivery: &Delivery) -> Result<Self, HandlerError> {
+        Ok(delivery.context().clone())
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> FromDelivery for State<T> {
+    async fn from_delivery(delivery: &Delivery) -> Result<Self, HandlerError> {
+        delivery.context().state::<T>().map(State).ok_or_else(|| {
+            HandlerError::permanent(format!(
+                "no `{}` was given to App::state",
+                std::any::type_name::<T>()
+            ))
+        })
     }
     fn requirement() -> Option<StateKey> {
         Some(StateKey {
             id: TypeId::of::<T>(),
             name: std::any::type_name::<T>(),
         })
+    }
+}
+
+/// A value a middleware inserted into the delivery's extensions
+/// ([`Delivery::extensions_mut`]). Without one, the handler is not called
+/// and the message is dead-lettered as `permanent`, naming the type.
+///
+/// ```
+/// use jetwire::middleware::{from_fn, Next};
+/// use jetwire::{queue, App, Delivery, Extension, HandlerError};
+///
+/// #[derive(Clone)]
+/// struct Started(std::time::Instant);
+///
+/// async fn clock(mut delivery: Delivery, next: Next) -> Result<(), HandlerError> {
+///     delivery.extensions_mut().insert(Started(std::time::Instant::now()));
+///     next.run(delivery).await
+/// }
+///
+/// #[queue("queue.timed")]
+/// async fn timed(_job: u64, Extension(started): Extension<Started>) -> Result<(), HandlerError> {
+///     let _waited = started.0.elapsed();
+///     Ok(())
+/// }
+/// # fn wire(app: App) -> App { app.middleware(from_fn(clock)) }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extension<T>(pub T);
+
+impl<T> Deref for Extension<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> FromDelivery for Extension<T> {
+    async fn from_delivery(delivery: &Delivery) -> Result<Self, HandlerError> {
+        delivery
+            .extensions()
+            .get::<T>()
+            .cloned()
+            .map(Extension)
+            .ok_or_else(|| {
+                HandlerError::permanent(format!(
+                    "no `{}` extension: no middleware inserted one",
+                    std::any::type_name::<T>()
+                ))
+            })
+    }
+}
+
+/// The delivery's headers, as the middleware left them
+/// ([`Delivery::headers`]).
+///
+/// ```
+/// use jetwire::{subscribe, HandlerError, Headers};
+///
+/// #[subscribe("orders.created")]
+/// async fn audit(_order: serde_json::Value, headers: Headers) -> Result<(), HandlerError> {
+///     let _source = headers.get("source").map(|v| v.as_str());
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Headers(pub async_nats::HeaderMap);
+
+impl Deref for Headers {
+    type Target = async_nats::HeaderMap;
+    fn deref(&self) -> &async_nats::HeaderMap {
+        &self.0
+    }
+}
+
+impl FromDelivery for Headers {
+    async fn from_delivery(delivery: &Delivery) -> Result<Self, HandlerError> {
+        Ok(Headers(delivery.headers().clone()))
     }
 }
 
@@ -208,17 +298,17 @@ impl<T: Clone + Send + Sync + 'static> FromContext for State<T> {
     note = "any `std::error::Error + Send + Sync + 'static` converts into `HandlerError` as a transient error"
 )]
 pub trait IntoOutcome {
-    fn into_outcome(self) -> Result<(), Failure>;
+    fn into_outcome(self) -> Result<(), HandlerError>;
 }
 
 impl IntoOutcome for () {
-    fn into_outcome(self) -> Result<(), Failure> {
+    fn into_outcome(self) -> Result<(), HandlerError> {
         Ok(())
     }
 }
 
 impl<E: Into<HandlerError>> IntoOutcome for Result<(), E> {
-    fn into_outcome(self) -> Result<(), Failure> {
-        self.map_err(|e| Failure::Handler(e.into()))
+    fn into_outcome(self) -> Result<(), HandlerError> {
+        self.map_err(Into::into)
     }
 }

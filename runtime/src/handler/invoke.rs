@@ -12,8 +12,11 @@ use tokio::time::Instant;
 
 use crate::classify::Outcome;
 use crate::error::ErrorKind;
+use crate::error::HandlerError;
 use crate::handler::context::Context;
-use crate::handler::extract::{CallFuture, Delivery, Failure};
+use crate::handler::delivery::Delivery;
+use crate::handler::extract::CallFuture;
+use crate::handler::middleware::Middlewares;
 use crate::handler::registry::HandlerDef;
 use crate::text;
 
@@ -37,9 +40,14 @@ impl Called {
     }
 }
 
-/// Runs `def`'s handler on one delivery.
-pub(crate) async fn invoke(def: &HandlerDef, payload: Bytes, ctx: Context) -> Called {
-    Call::start(def, payload, ctx).finish().await
+/// Runs `def`'s handler, through its middleware, on one delivery.
+pub(crate) async fn invoke(
+    def: &HandlerDef,
+    middlewares: &Middlewares,
+    payload: Bytes,
+    ctx: Context,
+) -> Called {
+    Call::start(def, middlewares, payload, ctx).finish().await
 }
 
 /// A started handler call. It can be polled once in place ([`Call::now`]),
@@ -52,9 +60,16 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    pub(crate) fn start(def: &HandlerDef, payload: Bytes, ctx: Context) -> Call {
+    /// Starts `def`'s call through its middleware, if it has any.
+    pub(crate) fn start(
+        def: &HandlerDef,
+        middlewares: &Middlewares,
+        payload: Bytes,
+        ctx: Context,
+    ) -> Call {
+        let future = middlewares.call(def, Delivery::new(payload, ctx));
         Call {
-            future: AssertUnwindSafe((def.call)(Delivery { payload, ctx })).catch_unwind(),
+            future: AssertUnwindSafe(future).catch_unwind(),
             deadline: def.options.timeout.map(|t| (Instant::now() + t, t)),
         }
     }
@@ -76,13 +91,13 @@ impl Call {
     }
 }
 
-fn called(result: std::thread::Result<Result<(), Failure>>) -> Called {
+fn called(result: std::thread::Result<Result<(), HandlerError>>) -> Called {
     match result {
         Ok(Ok(())) => Called {
             outcome: Outcome::Ok,
             error: None,
         },
-        Ok(Err(failure)) => from_failure(failure),
+        Ok(Err(error)) => from_error(&error),
         Err(panic) => Called::failed(Outcome::Panic, &panic_message(&*panic)),
     }
 }
@@ -94,23 +109,15 @@ fn timed_out(limit: Duration) -> Called {
     )
 }
 
-fn from_failure(failure: Failure) -> Called {
-    match failure {
-        Failure::Handler(err) => {
-            let outcome = match err.kind() {
-                ErrorKind::Transient => Outcome::Transient,
-                ErrorKind::Permanent => Outcome::Permanent,
-                ErrorKind::RetryAfter(d) => Outcome::RetryAfter(d),
-                ErrorKind::Discard => Outcome::Discard,
-            };
-            Called::failed(outcome, &err.report())
-        }
-        Failure::Decode(msg) => Called::failed(Outcome::Decode, &msg),
-        Failure::MissingState(ty) => Called::failed(
-            Outcome::Permanent,
-            &format!("no `{ty}` was given to App::state"),
-        ),
-    }
+fn from_error(err: &HandlerError) -> Called {
+    let outcome = match err.kind() {
+        ErrorKind::Transient => Outcome::Transient,
+        ErrorKind::Permanent => Outcome::Permanent,
+        ErrorKind::RetryAfter(d) => Outcome::RetryAfter(d),
+        ErrorKind::Discard => Outcome::Discard,
+        ErrorKind::Decode => Outcome::Decode,
+    };
+    Called::failed(outcome, &err.report())
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -120,14 +127,13 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::HandlerError;
 
     #[test]
     fn error_messages_from_outside_are_bounded() {
         let huge = format!("invalid type: string \"{}\"\r\n", "x".repeat(1 << 20));
         for called in [
-            from_failure(Failure::Decode(huge.clone())),
-            from_failure(Failure::Handler(HandlerError::transient(huge.clone()))),
+            from_error(&HandlerError::decode(huge.clone())),
+            from_error(&HandlerError::transient(huge.clone())),
             called(Err(Box::new(huge.clone()))),
         ] {
             let error = called.error.expect("a failure has an error");
