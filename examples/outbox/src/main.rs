@@ -167,8 +167,12 @@ impl Db {
 #[tokio::main]
 #[allow(clippy::print_stdout)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Logs go to stderr, coloured only on a terminal: no escape codes in
+    // a file or a pipe.
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let mut args = std::env::args().skip(1);
