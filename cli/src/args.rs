@@ -8,6 +8,28 @@ use clap::{Args, Parser, Subcommand};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// The NATS server's URL (over `NATS_URL`).
+    #[arg(long, short, global = true, env = "NATS_URL", hide_env_values = true)]
+    pub(crate) server: Option<String>,
+    /// A `nats` CLI context, by name or path (over `NATS_CONTEXT`).
+    #[arg(long, global = true, env = "NATS_CONTEXT")]
+    pub(crate) context: Option<String>,
+}
+
+impl Cli {
+    /// The deployment's config: the environment's variables, with
+    /// `--server` and `--context` over theirs.
+    pub(crate) fn config(&self) -> Result<jetwire::Config, jetwire::Error> {
+        jetwire::Config::from_lookup(|name| {
+            let flag = match name {
+                "NATS_URL" => self.server.clone(),
+                "NATS_CONTEXT" => self.context.clone(),
+                _ => None,
+            };
+            flag.or_else(|| std::env::var(name).ok())
+                .filter(|v| !v.is_empty())
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,28 +117,14 @@ pub(crate) struct FilterArgs {
     pub(crate) limit: Option<usize>,
 }
 
+/// A duration as the attributes write one (`500ms`, `90s`, `15m`, `2h`,
+/// `7d`), by the grammar the macros use: at most a hundred years.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    jetwire_duration(s)
-}
-
-/// Durations as the attributes write them.
-fn jetwire_duration(s: &str) -> Result<std::time::Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write 90s, 15m, 2h or 7d"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?} is not a duration: write 90s, 15m, 2h or 7d")),
-    };
-    n.checked_mul(secs)
-        .filter(|s| *s <= 100 * 365 * 86_400)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is longer than a hundred years"))
+    let d = jetwire_grammar::duration::parse(s).map_err(|e| e.to_string())?;
+    if d > std::time::Duration::from_secs(100 * 365 * 86_400) {
+        return Err(format!("{s:?} is longer than a hundred years"));
+    }
+    Ok(d)
 }
 
 impl FilterArgs {
@@ -138,5 +146,25 @@ impl FilterArgs {
             f = f.limit(n);
         }
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_read_as_the_attributes_write_them() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "5", "5x", "ms", "99999999999999999999s", "36501d"] {
+            let error = parse_duration(bad).expect_err(bad);
+            assert!(!error.is_empty(), "{bad}");
+        }
+        let error = parse_duration("5").expect_err("no unit");
+        assert!(error.contains("5s"), "says what to write: {error}");
     }
 }

@@ -1,8 +1,8 @@
 //! `jetwire`: dead letters and the state of a deployment, from a shell.
 //!
-//! Configured like an app: `NATS_URL`, the credential and TLS variables
-//! (the `nats` CLI's names and `NATS_CONTEXT` too) and
-//! `JETWIRE_SUBJECT_PREFIX`. Exit codes: 0 done, 1 error (one line on
+//! Configured like an app: `NATS_URL` (or `--server`), the credential and
+//! TLS variables (the `nats` CLI's names and `NATS_CONTEXT`, or
+//! `--context`, too) and `JETWIRE_SUBJECT_PREFIX`. Exit codes: 0 done, 1 error (one line on
 //! stderr saying what to do), 2 bad usage.
 
 use std::process::ExitCode;
@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), jetwire::Error> {
-    let config = jetwire::Config::from_env()?;
+    let config = cli.config()?;
     match cli.command {
         Command::Status { json } => show::status(&jetwire::status(&config).await?, json),
         Command::Workers { json } => {

@@ -85,6 +85,38 @@ fn a_missing_server_is_one_line_naming_nats_url_and_bad_usage_is_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn server_flag_wins_over_nats_url_and_since_takes_milliseconds() {
+    // NATS_URL names a closed port; --server the running server.
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_jetwire"))
+            .args(args)
+            .env("NATS_URL", "nats://127.0.0.1:1")
+            .env("JETWIRE_SUBJECT_PREFIX", unique_prefix("cliflag"))
+            .env_remove("NATS_CONTEXT")
+            .output()
+            .expect("run jetwire")
+    };
+    let url = shared_server().url();
+    // Connected: the dead-letter stream of this prefix is not there.
+    let out = run(&["dlq", "ls", "--server", &url, "--since", "500ms"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stream not found"), "{err}");
+    let out = run(&["status", "--json", "-s", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let out = run(&["dlq", "ls", "--since", "500ms"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NATS_URL"),
+        "without --server, NATS_URL's closed port: {err}"
+    );
+    let out = run(&["dlq", "ls", "--server", &url, "--since", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("5s"), "says what to write: {err}");
+}
+
 #[tokio::test]
 async fn list_show_replay_purge_and_status_from_the_binary() {
     let prefix = unique_prefix("cli");

@@ -118,8 +118,20 @@ impl Vars<'_> {
 }
 
 impl Config {
-    /// [`Config::from_env`] with variables from `get`.
-    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    /// [`Config::from_env`] with the variables from `get` instead of the
+    /// process environment: a command line's flags over the environment, a
+    /// settings file, a test's map. `get` returns `None` for a variable
+    /// that is not set.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// let vars = HashMap::from([("NATS_URL", "nats://10.0.0.5:4222"), ("JETWIRE_APP", "billing")]);
+    /// let config = jetwire::Config::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+    /// assert_eq!(config.url, "nats://10.0.0.5:4222");
+    /// assert_eq!(config.app, "billing");
+    /// ```
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let context = context::variables(&get)?;
         let env_has_auth = AUTH_VARIABLES.iter().any(|v| get(v).is_some());
         let vars = Vars {
