@@ -122,7 +122,7 @@ pub use crate::config::{Auth, Config, ConfigBuilder, Provision, Storage, StreamS
 pub use crate::error::{Error, HandlerError, PublishError, PublishErrorKind, ResultExt};
 pub use crate::handler::context::Context;
 pub use crate::handler::delivery::Delivery;
-pub use crate::handler::extract::{Extension, FromDelivery, Headers, Raw, State};
+pub use crate::handler::extract::{Envelope, Extension, FromDelivery, Headers, Raw, State};
 pub use crate::handler::registry;
 pub use crate::observe::health::{HandlerHealth, Health};
 pub use crate::policy::RetryPause;

@@ -32,6 +32,7 @@ const BATCH_GIVEN_UP: Duration = Duration::from_secs(5);
 /// | `original_stream`, `original_sequence` | where the original was |
 /// | `headers`, `payload` | the letter as stored (JSON list of `[name, value]`; bytes) |
 /// | `failed_at`, `stored_at` | when it was dead-lettered, and copied (ms since 1970) |
+/// | `version` | the original payload's version (`Jetwire-Version`), if it had one |
 ///
 /// ```no_run
 /// # #[cfg(feature = "postgres")]
@@ -213,5 +214,6 @@ fn letter_row(prefix: Option<&str>, m: &jetstream::Message) -> LetterRow {
         headers: encode_headers(letter.headers()),
         payload: letter.payload().to_vec(),
         failed_at,
+        version: letter.version().map(str::to_owned),
     }
 }

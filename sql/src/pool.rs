@@ -97,6 +97,8 @@ pub(crate) struct LetterRow {
     pub(crate) headers: String,
     pub(crate) payload: Vec<u8>,
     pub(crate) failed_at: i64,
+    /// The payload's version (`Jetwire-Version`), if the original had one.
+    pub(crate) version: Option<String>,
 }
 
 /// PostgreSQL's clock, in milliseconds since 1970, as SQL: the start of
@@ -308,8 +310,8 @@ impl Pool {
     ) -> Result<bool, sqlx::Error> {
         let text = format!(
             "INSERT INTO {} (id, subject, reason, error, handler, attempts, original_stream,
-               original_sequence, headers, payload, failed_at, stored_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, {})
+               original_sequence, headers, payload, failed_at, version, stored_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {})
              ON CONFLICT (id) DO NOTHING",
             t.dead_letters(),
             self.now()
@@ -318,7 +320,7 @@ impl Pool {
         let inserted = on_pool!(self, p => sqlx::query(&sql)
             .bind(&l.id).bind(&l.subject).bind(&l.reason).bind(&l.error).bind(&l.handler)
             .bind(l.attempts).bind(&l.original_stream).bind(l.original_sequence)
-            .bind(&l.headers).bind(&l.payload).bind(l.failed_at)
+            .bind(&l.headers).bind(&l.payload).bind(l.failed_at).bind(&l.version)
             .execute(p).await?.rows_affected());
         Ok(inserted == 1)
     }

@@ -122,7 +122,9 @@ impl Tables {
                 ),
             ]);
         }
-        vec![first]
+        // The version of the letter's payload (`Jetwire-Version`).
+        let versions = vec![format!("ALTER TABLE {letters} ADD COLUMN version TEXT")];
+        vec![first, versions]
     }
 }
 

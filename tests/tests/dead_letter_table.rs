@@ -69,8 +69,13 @@ async fn every_letter_lands_once_even_when_the_writer_is_killed_mid_run() {
         let publisher = poison.publisher();
         const LETTERS: usize = 400;
         for n in 0..LETTERS as u64 {
+            // Every payload at version 3: the table keeps it.
             publisher
-                .publish("tablepoison.created", &n)
+                .publish_with(
+                    "tablepoison.created",
+                    &n,
+                    jetwire::PublishOptions::new().version("3"),
+                )
                 .await
                 .expect("publish");
         }
@@ -127,6 +132,7 @@ async fn every_letter_lands_once_even_when_the_writer_is_killed_mid_run() {
             ("subject", "tablepoison.created"),
             ("reason", "permanent"),
             ("handler", "poisoned"),
+            ("version", "3"),
             (
                 "original_stream",
                 &jetwire::topology::default_stream(Some(&prefix), "tablepoison.created"),

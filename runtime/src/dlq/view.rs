@@ -130,6 +130,10 @@ impl DeadLetter {
     pub fn message_id(&self) -> Option<&str> {
         self.header(letter::MESSAGE_ID)
     }
+    /// The original's payload version (`Jetwire-Version`), if it had one.
+    pub fn version(&self) -> Option<&str> {
+        self.header(crate::publish::message::VERSION)
+    }
     /// The letter's own `Nats-Msg-Id`.
     pub fn letter_id(&self) -> Option<&str> {
         self.header(MSG_ID)

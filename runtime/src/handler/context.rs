@@ -308,6 +308,29 @@ impl Context {
         self.inner.meta.delivered().published_at
     }
 
+    /// The payload's version, as its publisher set it
+    /// ([`PublishOptions::version`]); `None` when it did not.
+    ///
+    /// ```
+    /// use jetwire::{queue, Context, HandlerError};
+    ///
+    /// #[queue("queue.prices")]
+    /// async fn price(raw: serde_json::Value, ctx: Context) -> Result<(), HandlerError> {
+    ///     match ctx.version() {
+    ///         Some("2") => { /* cents */ }
+    ///         _ => { /* the first version: euros as a float */ }
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn version(&self) -> Option<&str> {
+        self.inner
+            .meta
+            .headers
+            .get(message::VERSION)
+            .map(|v| v.as_str())
+    }
+
     /// The handler's fn name.
     pub fn handler(&self) -> &'static str {
         self.inner.meta.handler

@@ -81,6 +81,41 @@ impl fmt::Debug for Raw {
     }
 }
 
+/// A payload in a versioned envelope, `{"version": "..", "payload": ..}`:
+/// take it as a handler's payload to decode one, publish one to write it.
+///
+/// ```
+/// use jetwire::{queue, Envelope, HandlerError};
+///
+/// #[queue("queue.enveloped")]
+/// async fn enveloped(job: Envelope<serde_json::Value>) -> Result<(), HandlerError> {
+///     match job.version.as_str() {
+///         "1" | "2" => Ok(()),
+///         other => Err(HandlerError::permanent(format!("unknown version {other}"))),
+///     }
+/// }
+///
+/// let json = serde_json::to_string(&Envelope::new("2", 42)).unwrap();
+/// assert_eq!(json, r#"{"version":"2","payload":42}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Envelope<T> {
+    /// The payload's version.
+    pub version: String,
+    /// The payload.
+    pub payload: T,
+}
+
+impl<T> Envelope<T> {
+    /// `payload` at `version`.
+    pub fn new(version: impl Into<String>, payload: T) -> Envelope<T> {
+        Envelope {
+            version: version.into(),
+            payload,
+        }
+    }
+}
+
 /// A value given to `App::state` (or `TestApp::state`), cloned into each
 /// call. Wrap large or shared values in an `Arc`.
 ///

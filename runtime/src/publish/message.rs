@@ -35,6 +35,11 @@ pub const KEY: &str = "Jetwire-Key";
 /// the original recognise it by that id.
 pub const REPLAYED_ID: &str = "Jetwire-Replayed-Id";
 
+/// `Jetwire-Version`: the version of the payload's schema the publisher
+/// wrote ([`PublishOptions::version`]), for handlers that read more than
+/// one ([`Context::version`](crate::Context::version)).
+pub const VERSION: &str = "Jetwire-Version";
+
 const JSON: &str = "application/json";
 
 /// Per-message options for `Publisher::publish_with` and
@@ -81,6 +86,21 @@ impl PublishOptions {
     /// where they are handled one at a time, in order.
     pub fn key(self, key: impl Into<String>) -> Self {
         self.header(KEY, key)
+    }
+
+    /// Sets the payload's version (header `Jetwire-Version`): a handler
+    /// reads it with [`Context::version`](crate::Context::version), and a
+    /// dead letter keeps it ([`DeadLetter::version`](crate::dlq::DeadLetter::version)).
+    ///
+    /// ```
+    /// use jetwire::PublishOptions;
+    /// use jetwire::publish::Message;
+    ///
+    /// let m = Message::json("orders.created", &42, PublishOptions::new().version("2")).unwrap();
+    /// assert_eq!(m.header("Jetwire-Version"), Some("2"));
+    /// ```
+    pub fn version(self, version: impl Into<String>) -> Self {
+        self.header(VERSION, version)
     }
 
     /// Adds a header. Names are ASCII without `:` or whitespace; values hold

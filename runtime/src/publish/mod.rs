@@ -12,6 +12,7 @@ mod publisher;
 
 pub use message::{
     CONTENT_TYPE, CORRELATION_ID, KEY, MSG_ID, Message, PublishOptions, TRACEPARENT, TRACESTATE,
+    VERSION,
 };
 pub use outlet::{PendingReceipt, Receipt};
 pub use publisher::Publisher;
