@@ -10,12 +10,15 @@ use jetwire::testing::TestApp;
 use jetwire::{App, Context, Envelope, HandlerError, PublishOptions, State, queue};
 use jetwire_tests::{config, eventually, shared_server, unique_prefix};
 
-/// What each call saw: the header's version, the envelope's, its payload.
+/// What one call saw: the header's version, the envelope's, its payload.
+type Call = (Option<String>, String, u64);
+
+/// Every call's.
 #[derive(Clone, Default)]
-struct Calls(Arc<Mutex<Vec<(Option<String>, String, u64)>>>);
+struct Calls(Arc<Mutex<Vec<Call>>>);
 
 impl Calls {
-    fn all(&self) -> Vec<(Option<String>, String, u64)> {
+    fn all(&self) -> Vec<Call> {
         self.0.lock().expect("not poisoned").clone()
     }
 }
