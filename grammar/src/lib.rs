@@ -1,13 +1,14 @@
 //! The grammar jetwire checks at compile time and again at run time.
 //!
-//! One source of truth for three small languages, used by `jetwire-macros`
-//! while it expands `#[subscribe]`/`#[queue]` and by `jetwire` when it
-//! publishes, binds streams and routes test messages:
+//! One source of truth for the small languages that `jetwire-macros`
+//! checks while it expands `#[subscribe]`/`#[queue]`, and `jetwire` when
+//! it publishes, binds streams and routes test messages:
 //!
 //! - [`subject`]: NATS subjects as jetwire accepts them, with the namespace
 //!   rules for events, work queues and publishing, and wildcard matching;
 //! - [`duration`]: `"250ms"`, `"5s"`, `"2m"`, `"1h"`;
-//! - [`name`]: stream and durable consumer names.
+//! - [`name`]: stream and durable consumer names;
+//! - [`deliver`]: where a new event durable starts reading.
 //!
 //! ```
 //! use jetwire_grammar::subject::{self, Usage};
@@ -18,6 +19,7 @@
 //! ```
 
 pub mod defaults;
+pub mod deliver;
 pub mod duration;
 pub mod name;
 pub mod subject;

@@ -235,6 +235,16 @@ fn options_tokens(o: &Options) -> TokenStream {
             Key::Deliver => opt(o.deliver, |d| match d {
                 Deliver::New => quote!(::jetwire::__private::Deliver::New),
                 Deliver::All => quote!(::jetwire::__private::Deliver::All),
+                Deliver::Last => quote!(::jetwire::__private::Deliver::Last),
+                Deliver::LastPerSubject => quote!(::jetwire::__private::Deliver::LastPerSubject),
+                Deliver::Sequence(n) => quote!(::jetwire::__private::Deliver::Sequence(#n)),
+                Deliver::Time {
+                    unix_seconds,
+                    nanos,
+                } => quote!(::jetwire::__private::Deliver::Time {
+                    unix_seconds: #unix_seconds,
+                    nanos: #nanos,
+                }),
             }),
             Key::Durable => opt(o.durable.as_deref(), |s| quote!(#s)),
             Key::Stream => opt(o.stream.as_deref(), |s| quote!(#s)),

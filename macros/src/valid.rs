@@ -13,11 +13,7 @@ use crate::ctxt::Ctxt;
 use crate::keys::Key;
 
 /// Where a new durable starts reading (`deliver = ..`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Deliver {
-    New,
-    All,
-}
+pub(crate) use jetwire_grammar::deliver::Start as Deliver;
 
 /// The options as the runtime will get them; `None` means the default.
 #[derive(Default)]
@@ -161,19 +157,9 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
             }
             Key::Deliver => {
                 out.deliver = string(cx, &name, value, "\"new\"").and_then(|lit| {
-                    match lit.value().as_str() {
-                        "new" => Some(Deliver::New),
-                        "all" => Some(Deliver::All),
-                        other => {
-                            cx.error_spanned_by(
-                                &lit,
-                                format!(
-                                    "`deliver` is \"new\" (only messages published from now on) or \"all\" (everything in the stream), not {other:?}"
-                                ),
-                            );
-                            None
-                        }
-                    }
+                    jetwire_grammar::deliver::parse(&lit.value())
+                        .map_err(|message| cx.error_spanned_by(&lit, message))
+                        .ok()
                 });
             }
             Key::Durable => out.durable = checked_name(cx, &name, value, name::Kind::Durable),

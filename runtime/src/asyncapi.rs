@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
-use crate::handler::registry::{Deliver, GROUP, HandlerDef, Kind, Schemas};
+use crate::handler::registry::{GROUP, HandlerDef, Kind, Schemas};
 
 /// The AsyncAPI version the document follows.
 pub(crate) const VERSION: &str = "3.0.0";
@@ -89,7 +89,7 @@ fn operation(config: &Config, def: &HandlerDef, channel: &str, message: &str) ->
             "ack_wait": format!("{:?}", def.ack_wait()),
             "concurrency": def.concurrency(),
             "timeout": def.options.timeout.map(|t| format!("{t:?}")),
-            "deliver": match def.deliver() { Deliver::New => "new", Deliver::All => "all" },
+            "deliver": def.deliver().describe(),
         },
     });
     if def.kind == Kind::Queue {

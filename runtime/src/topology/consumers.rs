@@ -48,12 +48,33 @@ impl Binding {
     }
 }
 
+/// The server's deliver policy for `deliver`. A time before the server's
+/// range is the earliest it keeps.
+fn deliver_policy(deliver: Deliver) -> DeliverPolicy {
+    match deliver {
+        Deliver::New => DeliverPolicy::New,
+        Deliver::Last => DeliverPolicy::Last,
+        Deliver::LastPerSubject => DeliverPolicy::LastPerSubject,
+        Deliver::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+        Deliver::Time {
+            unix_seconds,
+            nanos,
+        } => DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(unix_seconds) * 1_000_000_000 + i128::from(nanos),
+            )
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        },
+        Deliver::All => DeliverPolicy::All,
+    }
+}
+
 /// The durable consumer config for a handler. Never sets the consumer's
 /// `backoff`: it applies only to ack timeouts and replaces `ack_wait`.
 pub(crate) fn consumer_config(config: &Config, def: &HandlerDef, durable: &str) -> pull::Config {
-    let deliver_policy = match (def.kind, def.deliver()) {
-        (Kind::Subscribe, Deliver::New) => DeliverPolicy::New,
-        _ => DeliverPolicy::All,
+    let deliver_policy = match def.kind {
+        Kind::Subscribe => deliver_policy(def.deliver()),
+        Kind::Queue => DeliverPolicy::All,
     };
     let owner = Owner {
         handler: def.path(),
