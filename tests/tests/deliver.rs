@@ -10,9 +10,12 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use jetwire::{App, Context, State, subscribe};
 use jetwire_tests::{config, eventually, shared_server, unique_prefix};
 
-/// What each handler saw, in order: (handler, subject, payload).
+/// One delivery: the handler, the subject, the payload.
+type Mark = (&'static str, String, u64);
+
+/// What each handler saw, in order.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(&'static str, String, u64)>>>);
+struct Seen(Arc<Mutex<Vec<Mark>>>);
 
 impl Seen {
     fn of(&self, handler: &str) -> Vec<(String, u64)> {
