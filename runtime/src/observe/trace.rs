@@ -1,4 +1,5 @@
-//! W3C trace context on the wire (feature `otel`): a handler's span
+//! Trace context on the wire (feature `otel`), through the propagator the
+//! app installed globally (W3C trace context when none): a handler's span
 //! continues the producer's trace, and a publish carries the current
 //! span's context. Without the feature both are empty; `publish` then
 //! copies an inbound `traceparent` forward as it is.
@@ -29,6 +30,7 @@ pub(crate) fn inject_current(headers: &mut HeaderMap) -> bool {
 #[cfg(feature = "otel")]
 mod on {
     use async_nats::HeaderMap;
+    use opentelemetry::Context;
     use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
     use opentelemetry::trace::TraceContextExt;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -53,8 +55,22 @@ mod on {
         }
     }
 
+    /// Runs `f` with the propagator the app installed
+    /// (`opentelemetry::global::set_text_map_propagator`: W3C and baggage,
+    /// B3, Jaeger, one of its own), or W3C trace context when it installed
+    /// none (the global default propagates nothing).
+    fn with_propagator<T>(mut f: impl FnMut(&dyn TextMapPropagator) -> T) -> T {
+        opentelemetry::global::get_text_map_propagator(|global| {
+            if global.fields().next().is_some() {
+                f(global)
+            } else {
+                f(&TraceContextPropagator::new())
+            }
+        })
+    }
+
     pub(super) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
-        let cx = TraceContextPropagator::new().extract(&Reading(headers));
+        let cx: Context = with_propagator(|p| p.extract(&Reading(headers)));
         if cx.span().span_context().is_valid() {
             // Fails only for a span no OpenTelemetry layer records.
             let _ = span.set_parent(cx);
@@ -66,7 +82,7 @@ mod on {
         if !cx.span().span_context().is_valid() {
             return false;
         }
-        TraceContextPropagator::new().inject_context(&cx, &mut Writing(headers));
+        with_propagator(|p| p.inject_context(&cx, &mut Writing(headers)));
         true
     }
 }
