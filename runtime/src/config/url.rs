@@ -115,23 +115,9 @@ fn same(a: &Auth, b: &Auth) -> bool {
 /// Percent-decoding of URL credentials: `%40` is `@`, `%2C` is `,`. A `%`
 /// not followed by two hex digits is kept as it is.
 fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The URL list with the credentials of every entry replaced by `***`.
@@ -183,6 +169,7 @@ mod tests {
             ("nats://u:a:b@h:1", "a:b"),
             ("nats://u:a%2Cb%40c%3Ad@h:1", "a,b@c:d"),
             ("nats://u:100%@h:1", "100%"),
+            ("nats://u:%+1%zz@h:1", "%+1%zz"),
         ] {
             let (urls, auth) = creds(list);
             assert!(!urls.contains('@'), "{urls}");
