@@ -16,6 +16,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod asyncapi;
+
+/// The README's code, compiled, and run where it runs without a server
+/// (`cargo test --doc -p jetwire-tests`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct Readme;
 pub mod auth;
 mod postgres;
 mod process;
