@@ -276,3 +276,46 @@ async fn demo(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     println!("\nall apps drained and stopped");
     Ok(())
 }
+
+/// The example's handlers in memory: an order is billed and shipped, its
+/// receipt sent once through a mail server that fails the first try, and
+/// an address without `@` is dead-lettered at once.
+#[cfg(test)]
+mod tests {
+    use jetwire::DlqReason;
+    use jetwire::testing::TestApp;
+
+    use super::*;
+
+    fn order(order_id: u64, email: &str) -> OrderCreated {
+        OrderCreated {
+            order_id,
+            email: email.into(),
+            total_cents: 1299,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_is_billed_shipped_and_its_receipt_sent_after_one_retry() {
+        let app = TestApp::new().state(Mailer::default());
+        let report = app.publish("orders.created", &order(3, "a@b.c")).await;
+        assert!(report.run("bill_order").is_some_and(|r| r.acked()));
+        assert!(report.run("ship_order").is_some_and(|r| r.acked()));
+        let email = &report.follow_ups()[0];
+        let sent = email.run("send_email").expect("the receipt job");
+        assert!(sent.acked());
+        assert_eq!(sent.attempts(), 2, "order 3: the mail server failed once");
+    }
+
+    #[tokio::test]
+    async fn an_address_without_at_is_dead_lettered_at_once() {
+        let app = TestApp::new().state(Mailer::default());
+        let report = app.publish("orders.created", &order(4, "nobody")).await;
+        let email = report.follow_ups()[0]
+            .run("send_email")
+            .expect("the receipt job");
+        assert_eq!(email.dlq_reason(), Some(DlqReason::Permanent));
+        assert_eq!(email.attempts(), 1);
+        assert_eq!(app.dead_letters().len(), 1);
+    }
+}

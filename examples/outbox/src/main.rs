@@ -265,3 +265,32 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     );
     Ok(())
 }
+
+/// The example's handler in memory: an order is seen once; a negative
+/// total is dead-lettered at once.
+#[cfg(test)]
+mod tests {
+    use jetwire::DlqReason;
+    use jetwire::testing::TestApp;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn orders_are_seen_once_and_a_negative_total_is_refused() {
+        let seen = Seen::default();
+        let app = TestApp::new().state(seen.clone());
+        let ok = OrderCreated {
+            order_id: 1,
+            total_cents: 100,
+        };
+        assert!(app.publish("orders.created", &ok).await.acked());
+        let bad = OrderCreated {
+            order_id: 2,
+            total_cents: -5,
+        };
+        let report = app.publish("orders.created", &bad).await;
+        assert_eq!(report.dlq_reason(), Some(DlqReason::Permanent));
+        let counts = seen.0.lock().expect("lock").clone();
+        assert_eq!(counts, BTreeMap::from([(1, 1)]));
+    }
+}
