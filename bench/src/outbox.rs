@@ -22,7 +22,7 @@ const BATCH: i64 = 500;
 async fn postgres() -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(8)
-        .connect(&jetwire_tests::postgres_sqlx_url())
+        .connect(&jetwire_tests::postgres_url())
         .await
         .expect("the bench's PostgreSQL")
 }

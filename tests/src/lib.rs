@@ -29,7 +29,7 @@ pub mod scrape;
 pub mod sql;
 mod tools;
 
-pub use postgres::{postgres_sqlx_url, postgres_url};
+pub use postgres::postgres_url;
 use process::signal;
 pub use process::{WorkerProcess, assert_succeeded, drain_replicas, replicas};
 use tools::installed;
@@ -440,7 +440,7 @@ pub fn dlq_stream(prefix: &str) -> String {
 /// scenario, message id), counting how often it was handled.
 #[derive(Clone)]
 pub struct Ledger {
-    client: std::sync::Arc<tokio_postgres::Client>,
+    pool: sqlx::PgPool,
     run: String,
     scenario: String,
 }
@@ -451,48 +451,51 @@ impl Ledger {
         let url = tokio::task::spawn_blocking(postgres_url)
             .await
             .expect("start the tests' PostgreSQL");
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
             .await
             .expect("connect to the ledger database");
-        tokio::spawn(conn);
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS jetwire_fault_ledger (
-                    run text NOT NULL, scenario text NOT NULL, id bigint NOT NULL,
-                    handled int NOT NULL DEFAULT 1, PRIMARY KEY (run, scenario, id))",
-            )
-            .await
-            .expect("ledger table");
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS jetwire_fault_ledger (
+                run text NOT NULL, scenario text NOT NULL, id bigint NOT NULL,
+                handled int NOT NULL DEFAULT 1, PRIMARY KEY (run, scenario, id))",
+        )
+        .execute(&pool)
+        .await
+        .expect("ledger table");
         Ledger {
-            client: std::sync::Arc::new(client),
+            pool,
             run: run.into(),
             scenario: scenario.into(),
         }
     }
 
     /// Records one handling of message `id`.
-    pub async fn record(&self, id: u64) -> Result<(), tokio_postgres::Error> {
-        self.client
-            .execute(
-                "INSERT INTO jetwire_fault_ledger (run, scenario, id) VALUES ($1, $2, $3)
-                 ON CONFLICT (run, scenario, id) DO UPDATE SET handled = jetwire_fault_ledger.handled + 1",
-                &[&self.run, &self.scenario, &(id as i64)],
-            )
-            .await
-            .map(|_| ())
+    pub async fn record(&self, id: u64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO jetwire_fault_ledger (run, scenario, id) VALUES ($1, $2, $3)
+             ON CONFLICT (run, scenario, id) DO UPDATE SET handled = jetwire_fault_ledger.handled + 1",
+        )
+        .bind(&self.run)
+        .bind(&self.scenario)
+        .bind(id as i64)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 
     /// (distinct messages handled, extra handlings).
     pub async fn tally(&self) -> (u64, u64) {
-        let row = self
-            .client
-            .query_one(
-                "SELECT count(*), coalesce(sum(handled - 1), 0)::bigint FROM jetwire_fault_ledger
-                 WHERE run = $1 AND scenario = $2",
-                &[&self.run, &self.scenario],
-            )
-            .await
-            .expect("tally");
-        (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64)
+        let (distinct, extra): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), coalesce(sum(handled - 1), 0)::bigint FROM jetwire_fault_ledger
+             WHERE run = $1 AND scenario = $2",
+        )
+        .bind(&self.run)
+        .bind(&self.scenario)
+        .fetch_one(&self.pool)
+        .await
+        .expect("tally");
+        (distinct as u64, extra as u64)
     }
 }

@@ -21,7 +21,7 @@ use crate::tools::{free_port, installed};
 /// The system user the server runs as when the tests run as root.
 const USER: &str = "jetwire-pg";
 
-/// The connection string of the tests' PostgreSQL (`host=.. port=..`),
+/// The URL of the tests' PostgreSQL (`postgres://user@host:port/db`),
 /// starting the server on first use.
 pub fn postgres_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
@@ -37,27 +37,6 @@ pub fn postgres_url() -> String {
         url
     })
     .clone()
-}
-
-/// [`postgres_url`] as a URL, the form sqlx takes.
-pub fn postgres_sqlx_url() -> String {
-    let kv = postgres_url();
-    if kv.contains("://") {
-        return kv;
-    }
-    let get = |k: &str| {
-        kv.split_whitespace()
-            .find_map(|p| p.strip_prefix(&format!("{k}=")))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    format!(
-        "postgres://{}@{}:{}/{}",
-        get("user"),
-        get("host"),
-        get("port"),
-        get("dbname")
-    )
 }
 
 /// A running server; stopped when this process ends, which closes the
@@ -131,7 +110,7 @@ impl Postgres {
         let watchdog = child.stdin.take().expect("piped stdin");
         wait_ready(&bin, port, &log);
         Postgres {
-            url: format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             _watchdog: (child, watchdog),
         }
     }

@@ -36,7 +36,7 @@ impl TestDb {
     pub async fn postgres(name: &str) -> TestDb {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
-            .connect(&crate::postgres::postgres_sqlx_url())
+            .connect(&crate::postgres::postgres_url())
             .await
             .expect("connect to the tests' PostgreSQL");
         let tables = Tables::with_prefix(table_prefix(name)).expect("a valid prefix");
@@ -244,7 +244,7 @@ impl TestDb {
     pub fn target(&self) -> String {
         match self.sqlite_file() {
             Some(file) => file.display().to_string(),
-            None => crate::postgres::postgres_sqlx_url(),
+            None => crate::postgres::postgres_url(),
         }
     }
 

@@ -290,7 +290,7 @@ const DB_PASSWORD: &str = "DbS3cr3t,pw@x";
 #[test]
 fn database_passwords_never_show() {
     let server = Server::start();
-    let pg = jetwire_tests::postgres_sqlx_url();
+    let pg = jetwire_tests::postgres_url();
     let rest = pg
         .split_once('@')
         .map(|(_, r)| r.to_owned())
