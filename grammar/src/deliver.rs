@@ -15,7 +15,7 @@
 //! ```
 
 /// Where reading starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Start {
     /// Only messages published after the durable is created.
     New,

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
-use crate::handler::registry::{GROUP, HandlerDef, Kind, Schemas};
+use crate::handler::registry::{Deliver, GROUP, HandlerDef, Kind, Schemas};
 
 /// The AsyncAPI version the document follows.
 pub(crate) const VERSION: &str = "3.0.0";
@@ -89,7 +89,7 @@ fn operation(config: &Config, def: &HandlerDef, channel: &str, message: &str) ->
             "ack_wait": format!("{:?}", def.ack_wait()),
             "concurrency": def.concurrency(),
             "timeout": def.options.timeout.map(|t| format!("{t:?}")),
-            "deliver": def.deliver().describe(),
+            "deliver": describe(def.deliver()),
         },
     });
     if def.kind == Kind::Queue {
@@ -139,6 +139,29 @@ fn send_output(
 
 /// The servers of a URL list (credentials were taken out when the config
 /// was built).
+/// `deliver` as the attribute writes it.
+fn describe(deliver: Deliver) -> String {
+    match deliver {
+        Deliver::New => "new".to_owned(),
+        Deliver::All => "all".to_owned(),
+        Deliver::Last => "last".to_owned(),
+        Deliver::LastPerSubject => "last_per_subject".to_owned(),
+        Deliver::Sequence(n) => format!("seq:{n}"),
+        Deliver::Time {
+            unix_seconds,
+            nanos,
+        } => time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(unix_seconds) * 1_000_000_000 + i128::from(nanos),
+        )
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{unix_seconds}s since 1970")),
+    }
+}
+
 fn servers(urls: &str) -> Value {
     let mut servers = Map::new();
     for (i, url) in urls
@@ -197,5 +220,16 @@ mod tests {
         let s = servers("nats://a:4222, tls://b:4443");
         assert_eq!(s["nats-0"]["host"], "a:4222");
         assert_eq!(s["nats-1"]["protocol"], "tls");
+    }
+
+    #[test]
+    fn deliver_is_written_as_the_attribute_takes_it() {
+        assert_eq!(describe(Deliver::Sequence(3)), "seq:3");
+        assert_eq!(describe(Deliver::LastPerSubject), "last_per_subject");
+        let time = Deliver::Time {
+            unix_seconds: 1_767_319_445,
+            nanos: 500_000_000,
+        };
+        assert_eq!(describe(time), "2026-01-02T02:04:05.5Z");
     }
 }

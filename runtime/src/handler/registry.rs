@@ -22,54 +22,9 @@ use crate::handler::state::States;
 use crate::names;
 pub use crate::names::Kind;
 
-/// Where a new event durable starts reading (`deliver = ".."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Deliver {
-    /// Only messages published after the durable is created (`"new"`).
-    New,
-    /// Every message in the stream (`"all"`).
-    All,
-    /// The stream's last message, then what follows (`"last"`).
-    Last,
-    /// The last message of each subject, then what follows
-    /// (`"last_per_subject"`).
-    LastPerSubject,
-    /// The first message stored at or after this time (an RFC 3339 time).
-    Time {
-        /// Seconds since 1970-01-01T00:00:00Z.
-        unix_seconds: i64,
-        /// And nanoseconds.
-        nanos: u32,
-    },
-    /// The message at this stream sequence, then what follows (`"seq:<n>"`).
-    Sequence(u64),
-}
-
-impl Deliver {
-    /// The form `deliver = ".."` writes this in.
-    pub fn describe(&self) -> String {
-        match self {
-            Deliver::New => "new".to_owned(),
-            Deliver::All => "all".to_owned(),
-            Deliver::Last => "last".to_owned(),
-            Deliver::LastPerSubject => "last_per_subject".to_owned(),
-            Deliver::Sequence(n) => format!("seq:{n}"),
-            Deliver::Time {
-                unix_seconds,
-                nanos,
-            } => time::OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(*unix_seconds) * 1_000_000_000 + i128::from(*nanos),
-            )
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| format!("{unix_seconds}s since 1970")),
-        }
-    }
-}
+/// Where a new event durable starts reading (`deliver = ".."`), as the
+/// grammar reads it.
+pub use jetwire_grammar::deliver::Start as Deliver;
 
 /// The options as written in the attribute; `None` is the default.
 #[doc(hidden)]

@@ -28,5 +28,4 @@ fn main() {
         def("from_time").deliver(),
         Deliver::Time { unix_seconds: 1_767_319_445, nanos: 500_000_000 }
     );
-    assert_eq!(def("from_time").deliver().describe(), "2026-01-02T02:04:05.5Z");
 }
