@@ -4,18 +4,19 @@
 //! headers starts a new trace, and the spans follow the messaging
 //! conventions.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use jetwire::{App, Config, Context, HandlerError, queue};
 use jetwire_tests::{
     dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
 };
-use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt};
+use opentelemetry_sdk::trace::SpanData;
+use otel::{exporter, span_named};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::layer::SubscriberExt;
+
+mod otel;
 
 #[queue("queue.otfirst")]
 async fn ot_first(n: u64, ctx: Context) -> Result<(), HandlerError> {
@@ -33,21 +34,6 @@ async fn ot_fail(_n: u64) -> Result<(), HandlerError> {
     Err(HandlerError::permanent("refused"))
 }
 
-/// Every span of this test binary, exported as it ends.
-fn exporter() -> &'static InMemorySpanExporter {
-    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
-    EXPORTER.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("tests"));
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-            .expect("the only subscriber");
-        exporter
-    })
-}
-
 fn config(prefix: &str) -> Config {
     Config::builder()
         .url(shared_server().url())
@@ -55,17 +41,6 @@ fn config(prefix: &str) -> Config {
         .subject_prefix(prefix)
         .build()
         .expect("valid")
-}
-
-async fn span_named(name: &str) -> SpanData {
-    eventually(Duration::from_secs(20), name, || async {
-        exporter()
-            .get_finished_spans()
-            .expect("spans")
-            .into_iter()
-            .find(|s| s.name == name)
-    })
-    .await
 }
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {

@@ -4,7 +4,6 @@
 //! `traceparent`, and the handler's span continues the trace read from it.
 //! A binary of its own: the global propagator is the whole process's.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use jetwire::{App, Config, HandlerError, Headers, queue};
@@ -13,13 +12,12 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapPropagator, text_map_propagator::FieldIter,
 };
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
-};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use otel::span_named;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::layer::SubscriberExt;
+
+mod otel;
 
 /// `x-trace: <trace id>-<span id>`.
 #[derive(Debug)]
@@ -65,30 +63,14 @@ async fn ot_prop(_n: u64, headers: Headers) -> Result<(), HandlerError> {
     Ok(())
 }
 
-fn exporter() -> &'static InMemorySpanExporter {
-    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
-    EXPORTER.get_or_init(|| {
+/// Every span of this binary, recorded with the propagator of its own
+/// installed first.
+fn exporter() -> &'static opentelemetry_sdk::trace::InMemorySpanExporter {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
         opentelemetry::global::set_text_map_propagator(OneHeader(vec!["x-trace".to_owned()]));
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("tests"));
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-            .expect("the only subscriber");
-        exporter
-    })
-}
-
-async fn span_named(name: &str) -> SpanData {
-    eventually(Duration::from_secs(20), name, || async {
-        exporter()
-            .get_finished_spans()
-            .expect("spans")
-            .into_iter()
-            .find(|s| s.name == name)
-    })
-    .await
+    });
+    otel::exporter()
 }
 
 #[tokio::test]
