@@ -8,7 +8,8 @@
 //!   rules for events, work queues and publishing, and wildcard matching;
 //! - [`duration`]: `"250ms"`, `"5s"`, `"2m"`, `"1h"`;
 //! - [`name`]: stream and durable consumer names;
-//! - [`deliver`]: where a new event durable starts reading.
+//! - [`deliver`]: where a new event durable starts reading;
+//! - [`options`]: the rules of a handler's options, with their errors.
 //!
 //! ```
 //! use jetwire_grammar::subject::{self, Usage};
@@ -22,4 +23,5 @@ pub mod defaults;
 pub mod deliver;
 pub mod duration;
 pub mod name;
+pub mod options;
 pub mod subject;

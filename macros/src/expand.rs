@@ -147,7 +147,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
                     payload: #payload_name,
                     options: #options,
                     requires: &[#(#requirements),*],
-                    call: #adapter,
+                    call: &#adapter,
                     schema: {
                         fn __jetwire_schema(
                             __jetwire_schemas: &mut ::jetwire::__private::schema::Schemas,
@@ -219,7 +219,7 @@ fn opt<T>(value: Option<T>, f: impl FnOnce(T) -> TokenStream) -> TokenStream {
     }
 }
 
-/// `HandlerOptions { <key>: <value>, .. }`, one field per option key.
+/// `Settings { <key>: <value>, .. }`, one field per option key.
 fn options_tokens(o: &Options) -> TokenStream {
     let fields = Key::ALL.into_iter().map(|key| {
         let field = format_ident!("{}", key.name());
@@ -255,6 +255,6 @@ fn options_tokens(o: &Options) -> TokenStream {
         quote!(#field: #value)
     });
     quote! {
-        ::jetwire::__private::HandlerOptions { #(#fields),* }
+        ::jetwire::__private::Settings { #(#fields),* }
     }
 }

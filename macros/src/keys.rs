@@ -1,5 +1,5 @@
 //! Every option key, once: its name as written in the attribute (and as
-//! the field of the runtime's `HandlerOptions` it fills), and which
+//! the field of the runtime's `Settings` it fills), and which
 //! attributes take it. Validation and expansion both match on [`Key`], so
 //! the compiler checks that each handles every key.
 
@@ -37,7 +37,7 @@ impl Key {
         Key::Partitions,
     ];
 
-    /// The key as written, and the `HandlerOptions` field it fills.
+    /// The key as written, and the `Settings` field it fills.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Key::MaxDeliver => "max_deliver",

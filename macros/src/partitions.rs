@@ -1,5 +1,7 @@
 //! `partitions = N`: what it cannot go with.
 
+use jetwire_grammar::options;
+
 use crate::attr::Args;
 use crate::ctxt::Ctxt;
 use crate::valid::Options;
@@ -14,21 +16,11 @@ pub(crate) fn check(cx: &Ctxt, args: &Args, options: &Options) {
     if options.singleton == Some(true)
         && let Some(opt) = key
     {
-        cx.error_spanned_by(
-            &opt.key,
-            "`partitions` spreads keys over replicas, and `singleton = true` keeps every message on one: keep one of them (a singleton is one partition)",
-        );
+        cx.error_spanned_by(&opt.key, options::PARTITIONS_AND_SINGLETON);
     }
-    if let Some(lit) = &args.subject {
-        let value = lit.value();
-        if value == ">" || value.ends_with(".>") {
-            let at = value.len() - 1;
-            crate::spans::error_in_literal(
-                cx,
-                lit,
-                Some(at..at + 1),
-                "a partitioned handler's subject cannot end in `>`: partition i is read from `<subject>._p<i>`, which `>` matches too; name the tokens, e.g. \"queue.orders.*\"",
-            );
-        }
+    if let Some(lit) = &args.subject
+        && let Err(mistake) = options::partitioned_subject(&lit.value())
+    {
+        crate::spans::error_in_literal(cx, lit, mistake.location, &mistake.message);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jetwire_grammar::{defaults, duration, name, subject};
+use jetwire_grammar::{duration, name, options, subject};
 use syn::spanned::Spanned;
 use syn::{Expr, ExprArray, ExprLit, FnArg, Lit, LitStr, Type};
 
@@ -34,10 +34,7 @@ pub(crate) struct Options {
     pub(crate) partitions: Option<u32>,
 }
 
-const MAX_MAX_DELIVER: u64 = 1_000_000;
-const MAX_CONCURRENCY: u64 = 10_000;
-/// As `jetwire::topology`'s limit.
-const MAX_PARTITIONS: u64 = 256;
+use options::{MAX_CONCURRENCY, MAX_MAX_DELIVER, MAX_PARTITIONS};
 
 /// The subject rules a handler's subject follows: an event's, a work
 /// queue's, a work queue's on a stream the operator made (`stream = ".."`,
@@ -80,39 +77,14 @@ fn is_dead_letter(ty: &syn::Type) -> bool {
     }
 }
 
-/// The placeholder a subject token may be, filled from `JETWIRE_GROUPS`
-/// at startup.
-const GROUP: &str = "{group}";
-
-/// Checks the subject against the grammar and the rules of `usage`. A
-/// token `{group}` is checked as a plain token; braces anywhere else are
-/// an error naming the one placeholder there is.
+/// Checks the subject against the grammar and the rules of `usage`, a
+/// `{group}` token allowed.
 pub(crate) fn subject(cx: &Ctxt, lit: &LitStr, usage: subject::Usage) -> Option<String> {
     let value = lit.value();
-    let mut start = 0;
-    for token in value.split('.') {
-        if token != GROUP && (token.contains('{') || token.contains('}')) {
-            crate::spans::error_in_literal(
-                cx,
-                lit,
-                Some(start..start + token.len()),
-                format!(
-                    "`{token}`: the one placeholder a subject may hold is a whole token `{{group}}` (filled from JETWIRE_GROUPS at startup), e.g. \"queue.render.{{group}}\""
-                ),
-            );
-            return None;
-        }
-        start += token.len() + 1;
-    }
-    let checked = value
-        .split('.')
-        .map(|t| if t == GROUP { "_group_" } else { t })
-        .collect::<Vec<_>>()
-        .join(".");
-    match subject::check(&checked, usage) {
+    match options::handler_subject(&value, usage) {
         Ok(()) => Some(value),
-        Err(err) => {
-            crate::spans::error_in_literal(cx, lit, err.location(), &err);
+        Err(mistake) => {
+            crate::spans::error_in_literal(cx, lit, mistake.location, &mistake.message);
             None
         }
     }
@@ -144,10 +116,10 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
         match known {
             Key::MaxDeliver => {
                 max_deliver_given = true;
-                out.max_deliver = int(cx, &name, value, MAX_MAX_DELIVER, "5").map(|n| n as u32);
+                out.max_deliver = int(cx, &name, value, MAX_MAX_DELIVER, "5");
             }
             Key::Concurrency => {
-                out.concurrency = int(cx, &name, value, MAX_CONCURRENCY, "8").map(|n| n as u32);
+                out.concurrency = int(cx, &name, value, MAX_CONCURRENCY, "8");
             }
             Key::AckWait => out.ack_wait = positive_duration(cx, &name, value, "30s"),
             Key::Timeout => out.timeout = positive_duration(cx, &name, value, "10s"),
@@ -166,7 +138,7 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
             Key::Stream => out.stream = checked_name(cx, &name, value, name::Kind::Stream),
             Key::Singleton => out.singleton = boolean(cx, &name, value),
             Key::Partitions => {
-                out.partitions = int(cx, &name, value, MAX_PARTITIONS, "8").map(|n| n as u32);
+                out.partitions = int(cx, &name, value, MAX_PARTITIONS, "8");
             }
             Key::Output => {
                 out.output_given = true;
@@ -177,30 +149,9 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
 
     // `backoff` has one delay per redelivery: at most `max_deliver - 1`.
     if let (Some(list), Some(expr)) = (&out.backoff, backoff_expr) {
-        let max_deliver = out.max_deliver.unwrap_or(defaults::MAX_DELIVER);
-        let allowed = max_deliver.saturating_sub(1) as usize;
-        let from = if max_deliver_given {
-            format!("`max_deliver = {max_deliver}`")
-        } else {
-            format!("the default `max_deliver` of {max_deliver}")
-        };
-        if allowed == 0 {
-            cx.error_spanned_by(
-                expr,
-                format!(
-                    "{from} allows no redelivery, so `backoff` would never be used: remove `backoff` or raise `max_deliver`"
-                ),
-            );
-        } else if list.len() > allowed {
-            cx.error_spanned_by(
-                expr,
-                format!(
-                    "`backoff` has {} delays but {from} allows at most {allowed} (one before each redelivery; the last repeats): drop {} or raise `max_deliver` to {}",
-                    list.len(),
-                    list.len() - allowed,
-                    list.len() + 1
-                ),
-            );
+        let max_deliver = out.max_deliver.filter(|_| max_deliver_given);
+        if let Err(message) = options::backoff_fits(list.len(), max_deliver) {
+            cx.error_spanned_by(expr, message);
         }
     }
     out
@@ -227,11 +178,7 @@ fn unknown_option(name: &str, kind: Kind) -> String {
 }
 
 fn not_for_queue(key: Key) -> String {
-    match key {
-        Key::Deliver => "`deliver` applies only to #[subscribe]: a work queue always starts with its oldest job; remove it".to_owned(),
-        Key::Durable => "`durable` applies only to #[subscribe]: a work queue has one durable per subject, shared by every app; remove it".to_owned(),
-        other => format!("`{}` applies only to #[subscribe]; remove it", other.name()),
-    }
+    options::not_for_queue(key.name())
 }
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -257,9 +204,8 @@ fn lit(value: &Expr) -> Option<&Lit> {
     }
 }
 
-fn int(cx: &Ctxt, name: &str, value: &Expr, max: u64, example: &str) -> Option<u64> {
-    let wrong =
-        || format!("`{name}` takes a whole number from 1 to {max}, e.g. `{name} = {example}`");
+fn int(cx: &Ctxt, name: &str, value: &Expr, max: u32, example: &str) -> Option<u32> {
+    let wrong = || options::whole_number(name, max, example);
     if let Expr::Unary(unary) = value
         && matches!(unary.op, syn::UnOp::Neg(_))
     {
@@ -270,10 +216,11 @@ fn int(cx: &Ctxt, name: &str, value: &Expr, max: u64, example: &str) -> Option<u
         cx.error_spanned_by(value, wrong());
         return None;
     };
-    match int.base10_parse::<u64>() {
-        Ok(n) if (1..=max).contains(&n) => Some(n),
-        _ => {
-            cx.error_spanned_by(int, wrong());
+    let parsed = int.base10_parse::<u64>().map_err(|_| wrong());
+    match parsed.and_then(|n| options::in_range(name, n, max, example)) {
+        Ok(n) => Some(n),
+        Err(message) => {
+            cx.error_spanned_by(int, message);
             None
         }
     }
@@ -306,10 +253,7 @@ fn positive_duration(cx: &Ctxt, name: &str, value: &Expr, example: &str) -> Opti
     let lit = string(cx, name, value, &format!("\"{example}\""))?;
     let d = parse_duration(cx, &lit)?;
     if d.is_zero() {
-        cx.error_spanned_by(
-            &lit,
-            format!("`{name}` must be longer than zero, e.g. `{name} = \"{example}\"`"),
-        );
+        cx.error_spanned_by(&lit, options::zero_duration(name, example));
         return None;
     }
     Some(d)
@@ -328,10 +272,7 @@ fn backoff(cx: &Ctxt, value: &Expr) -> Option<Vec<Duration>> {
         return None;
     };
     if elems.is_empty() {
-        cx.error_spanned_by(
-            value,
-            "`backoff` is empty: give at least one delay, e.g. `backoff = [\"1s\"]`, or remove it for the default",
-        );
+        cx.error_spanned_by(value, options::EMPTY_BACKOFF);
         return None;
     }
     let mut out = Vec::with_capacity(elems.len());
@@ -386,17 +327,10 @@ fn boolean(cx: &Ctxt, name: &str, value: &Expr) -> Option<bool> {
 fn output_subject(cx: &Ctxt, key: &str, value: &Expr) -> Option<String> {
     let lit = string(cx, key, value, "\"images.resized\"")?;
     let value = lit.value();
-    if value.split('.').next() == Some(subject::DLQ_TOKEN) {
-        cx.error_spanned_by(
-            &lit,
-            "an output cannot go to `dlq.`: dead letters are jetwire's to write; return an error to dead-letter the message",
-        );
-        return None;
-    }
-    match subject::check(&value, subject::Usage::Publish) {
+    match options::output_subject(&value) {
         Ok(()) => Some(value),
-        Err(err) => {
-            crate::spans::error_in_literal(cx, &lit, err.location(), &err);
+        Err(mistake) => {
+            crate::spans::error_in_literal(cx, &lit, mistake.location, &mistake.message);
             None
         }
     }

@@ -120,6 +120,7 @@ pub use crate::app::{App, HandlerStats, RunningApp, run};
 pub use crate::classify::DlqReason;
 pub use crate::config::{Auth, Config, ConfigBuilder, Provision, Storage, StreamSettings, Tls};
 pub use crate::error::{Error, HandlerError, PublishError, PublishErrorKind, ResultExt};
+pub use crate::handler::configured::{Handler, HandlerOptions};
 pub use crate::handler::context::Context;
 pub use crate::handler::delivery::Delivery;
 pub use crate::handler::extract::{Envelope, Extension, FromDelivery, Headers, Raw, State};

@@ -3,8 +3,8 @@
 
 pub use inventory;
 
-pub use crate::handler::extract::{CallFuture, IntoOutcome, Payload, StateKey};
-pub use crate::handler::registry::{Deliver, HandlerDef, HandlerOptions, Kind};
+pub use crate::handler::extract::{CallFn, CallFuture, IntoOutcome, Payload, StateKey};
+pub use crate::handler::registry::{Deliver, HandlerDef, Kind, Settings};
 
 /// Settles a handler with `output`: its `Ok` value is published to `subject`
 /// (as `ctx.publish` would, so a retried handler's output is stored once)
@@ -14,24 +14,17 @@ pub async fn publish_output<E: Into<crate::error::HandlerError>>(
     subject: &'static str,
     returned: Result<Result<serde_json::Value, serde_json::Error>, E>,
 ) -> Result<(), crate::error::HandlerError> {
-    let transient = crate::error::HandlerError::transient;
     let value = returned.map_err(Into::into)?.map_err(|e| {
-        transient(format!(
+        crate::error::HandlerError::transient(format!(
             "the output for `{subject}` does not encode as JSON: {e}"
         ))
     })?;
-    ctx.publish(subject, &value)
-        .await
-        .map_err(crate::error::HandlerError::from)
+    crate::handler::configured::publish_output(ctx, subject, value).await
 }
 
 /// A handler's `Ok` value as JSON, for [`publish_output`]; `T: Serialize`
 /// is checked here, at the `T` the handler returns.
-pub fn encode_output<T: serde::Serialize>(
-    value: &T,
-) -> Result<serde_json::Value, serde_json::Error> {
-    serde_json::to_value(value)
-}
+pub use crate::handler::configured::encode_output;
 
 /// Checks, at the handler's name, that its future can move between threads.
 pub fn assert_send<F: std::future::Future + Send>(f: F) -> F {

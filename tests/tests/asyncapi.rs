@@ -150,3 +150,45 @@ fn the_schema_check_refuses_a_broken_document() {
     let refused = std::panic::catch_unwind(|| assert_valid(&doc));
     assert!(refused.is_err(), "an operation's action is send or receive");
 }
+
+#[derive(Serialize, Deserialize, JsonSchema)]
+struct DocMoved {
+    id: u64,
+    to: String,
+}
+
+/// Given in code: no attribute, so its schema is named in its options.
+async fn docs_configured(_doc: DocMoved) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[test]
+fn a_handler_from_configuration_is_described_with_the_schema_it_names() {
+    let doc = app()
+        .subscribe_with(
+            "docs.configured",
+            docs_configured,
+            jetwire::HandlerOptions::new().schema::<DocMoved>(),
+        )
+        .asyncapi();
+    assert_valid(&doc);
+    let op = &doc["operations"]["docs_configured"];
+    assert_eq!(op["x-jetwire"]["kind"], "subscribe", "{doc}");
+    assert_eq!(op["channel"]["$ref"], "#/channels/docs.configured", "{doc}");
+    let message = &doc["components"]["messages"]["DocMoved"];
+    assert_eq!(message["payload"]["$ref"], "#/components/schemas/DocMoved");
+    assert!(
+        doc["components"]["schemas"]["DocMoved"].is_object(),
+        "{doc}"
+    );
+
+    let without = app()
+        .subscribe("docs.configured", docs_configured)
+        .asyncapi();
+    assert_valid(&without);
+    let message = &without["components"]["messages"]["DocMoved"];
+    assert!(
+        message.get("payload").is_none(),
+        "no schema named: {message}"
+    );
+}

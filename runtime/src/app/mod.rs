@@ -24,6 +24,7 @@ use crate::publish::outlet::JetStreamOutlet;
 use crate::service::{self, Service, ServiceContext};
 use crate::topology;
 
+mod configured;
 mod loops;
 mod running;
 mod tasks;
@@ -64,6 +65,9 @@ pub struct App {
     /// The app's own version, for the AsyncAPI document.
     version: Option<String>,
     middlewares: Middlewares,
+    /// Handlers given in code that failed their checks: the first fails
+    /// [`App::start`].
+    mistakes: Vec<String>,
 }
 
 impl fmt::Debug for App {
@@ -89,6 +93,7 @@ impl App {
             version: None,
             services: Vec::new(),
             middlewares: Middlewares::default(),
+            mistakes: Vec::new(),
         }
     }
 
@@ -263,7 +268,11 @@ impl App {
             services,
             version,
             mut middlewares,
+            mistakes,
         } = self;
+        if let Some(mistake) = mistakes.into_iter().next() {
+            return Err(Error::Config(mistake));
+        }
         config.validate()?;
         let handlers = registry::fill_groups(handlers, &config.groups, &config.app)?;
         registry::check(&handlers, &config.app, &states)?;

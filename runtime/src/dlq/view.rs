@@ -185,6 +185,8 @@ impl DeadLetter {
 /// failures are logged, never dead-lettered again, and the letter stays in
 /// the dead-letter stream.
 impl crate::handler::extract::Payload for DeadLetter {
+    const DEAD_LETTERS: bool = true;
+
     fn decode(
         bytes: Bytes,
         delivery: &crate::handler::delivery::Delivery,

@@ -29,6 +29,11 @@ pub struct StateKey {
 #[doc(hidden)]
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'static>>;
 
+#[doc(hidden)]
+/// A handler's call, as its definition keeps it: the expansion's adapter
+/// or a fn registered in code, boxed once for the life of the process.
+pub type CallFn = &'static (dyn Fn(Delivery) -> CallFuture + Send + Sync);
+
 /// The bytes of a message as they came, undecoded. Accepted as a payload.
 ///
 /// ```
@@ -154,6 +159,9 @@ impl<T> Deref for State<T> {
     note = "the first parameter of a handler is the message, decoded from JSON: add `#[derive(serde::Deserialize)]` to `{Self}`, or take `jetwire::Raw` for the bytes as they came"
 )]
 pub trait Payload: Sized + Send + 'static {
+    /// Whether it is a dead letter, read from `dlq.` subjects.
+    const DEAD_LETTERS: bool = false;
+
     /// The payload of `delivery`, from its bytes `payload`.
     fn decode(payload: Bytes, delivery: &Delivery) -> Result<Self, HandlerError>;
 }

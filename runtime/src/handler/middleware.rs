@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, HandlerError};
 use crate::handler::delivery::Delivery;
-use crate::handler::extract::CallFuture;
+use crate::handler::extract::{CallFn, CallFuture};
 use crate::handler::registry::HandlerDef;
 use futures_util::future::BoxFuture;
 
@@ -128,7 +128,7 @@ impl std::fmt::Debug for Next {
 /// One handler's middleware, outermost first, then the handler.
 pub(crate) struct Chain {
     layers: Vec<Arc<dyn Middleware>>,
-    handler: fn(Delivery) -> CallFuture,
+    handler: CallFn,
 }
 
 /// The middleware an app was given, each for every handler or for the

@@ -2,8 +2,9 @@
 //! parameters may be ([`extract`]), what it knows of its message
 //! ([`context`]), the values it is given ([`state`]), the message on its
 //! way to it ([`delivery`]) through its [`middleware`], and one call of it
-//! ([`invoke`]). Shared by the live loop and `TestApp`.
+//! ([`invoke`]); handlers given in code ([`configured`]). Shared by the live loop and `TestApp`.
 
+pub(crate) mod configured;
 pub(crate) mod context;
 pub(crate) mod delivery;
 pub(crate) mod extract;

@@ -15,8 +15,7 @@ use crate::classify::Policy;
 use crate::error::Error;
 pub use crate::error::{Problem, Problems};
 use crate::handler::context::Route;
-use crate::handler::delivery::Delivery;
-use crate::handler::extract::CallFuture;
+use crate::handler::extract::CallFn;
 pub use crate::handler::extract::StateKey;
 use crate::handler::state::States;
 use crate::names;
@@ -29,7 +28,7 @@ pub use jetwire_grammar::deliver::Start as Deliver;
 /// The options as written in the attribute; `None` is the default.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
-pub struct HandlerOptions {
+pub struct Settings {
     pub max_deliver: Option<u32>,
     pub backoff: Option<&'static [Duration]>,
     pub ack_wait: Option<Duration>,
@@ -56,9 +55,9 @@ pub struct HandlerDef {
     pub kind: Kind,
     pub subject: &'static str,
     pub payload: &'static str,
-    pub options: HandlerOptions,
+    pub options: Settings,
     pub requires: &'static [fn() -> Option<StateKey>],
-    pub call: fn(Delivery) -> CallFuture,
+    pub call: CallFn,
     /// The payload's JSON Schema, added to `schemas`, where its type has
     /// one (feature `asyncapi`).
     pub schema: fn(&mut Schemas) -> Option<serde_json::Value>,

@@ -26,8 +26,12 @@
 //! # });
 //! ```
 
+mod configured;
+mod report;
+
+pub use report::{Published, Report, Run};
+
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -35,10 +39,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use jetwire_grammar::subject;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Answer, Counted, DlqReason, Outcome, classify, settlement};
+use crate::classify::{Answer, Counted, classify, settlement};
 use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
 use crate::handler::context::{Context, Env, Meta, Origin};
@@ -50,7 +53,7 @@ use crate::partition;
 use crate::protocol::checkpoints::Checkpoints;
 use crate::protocol::reply::Delivered;
 use crate::protocol::signals::{self, Signals};
-use crate::publish::message::{self, Inherited, Message, Outbound, PublishOptions};
+use crate::publish::message::{self, Inherited, Outbound, PublishOptions};
 use crate::publish::outlet::Outlet;
 
 /// How many deliveries one `publish` may cause, follow-ups included, before
@@ -66,6 +69,11 @@ pub struct TestApp {
     /// Cancelled by [`TestApp::draining`]: what `ctx.shutdown()` awaits.
     draining: CancellationToken,
     middlewares: Middlewares,
+    /// Handlers given in code that failed their checks, each message once.
+    mistakes: Vec<String>,
+    /// The groups [`TestApp::groups`] set: handlers given in code later
+    /// are filled with them too.
+    groups: Vec<String>,
 }
 
 #[derive(Default)]
@@ -122,6 +130,8 @@ impl TestApp {
             log: Arc::default(),
             draining: CancellationToken::new(),
             middlewares: Middlewares::default(),
+            mistakes: Vec::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -170,9 +180,9 @@ impl TestApp {
     /// Serves these groups: each fills the `{group}` token of handler
     /// subjects, as `JETWIRE_GROUPS` does for an app.
     pub fn groups(mut self, groups: &[&str]) -> TestApp {
-        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        self.groups = groups.iter().map(|g| (*g).to_owned()).collect();
         if let Ok(filled) =
-            registry::fill_groups(std::mem::take(&mut self.handlers), &groups, &self.app)
+            registry::fill_groups(std::mem::take(&mut self.handlers), &self.groups, &self.app)
         {
             self.handlers = filled;
         }
@@ -208,6 +218,9 @@ impl TestApp {
     /// What every call shares, once the startup checks pass: the state,
     /// the in-memory log; and each handler's middleware chain.
     fn env(&self) -> Result<(Arc<Env>, Middlewares), Error> {
+        if let Some(mistake) = self.mistakes.first() {
+            return Err(Error::Config(mistake.clone()));
+        }
         registry::check(&self.handlers, &self.app, &self.states)?;
         let mut middlewares = self.middlewares.clone();
         middlewares.resolve(&self.handlers)?;
@@ -426,172 +439,5 @@ impl Checkpoints for Log {
     fn remove(&self, key: String) -> BoxFuture<'_, ()> {
         lock(&self.checkpoints).remove(&key);
         Box::pin(async {})
-    }
-}
-
-/// What became of one published message: one [`Run`] per handler it
-/// reached, and the reports of what those handlers published.
-#[derive(Debug, Clone)]
-pub struct Report {
-    subject: String,
-    runs: Vec<Run>,
-    follow_ups: Vec<Report>,
-}
-
-impl Report {
-    /// The subject the message was published to.
-    pub fn subject(&self) -> &str {
-        &self.subject
-    }
-
-    /// Whether any handler received the message.
-    pub fn handled(&self) -> bool {
-        !self.runs.is_empty()
-    }
-
-    /// Whether every handler that received it acked it (false if none did).
-    pub fn acked(&self) -> bool {
-        self.handled() && self.runs.iter().all(Run::acked)
-    }
-
-    /// Whether any handler dead-lettered it.
-    pub fn dead_lettered(&self) -> bool {
-        self.runs.iter().any(|r| r.dlq_reason.is_some())
-    }
-
-    /// Whether any handler dropped it on purpose.
-    pub fn discarded(&self) -> bool {
-        self.runs.iter().any(|r| r.discarded)
-    }
-
-    /// The reason of the first dead letter.
-    pub fn dlq_reason(&self) -> Option<DlqReason> {
-        self.runs.iter().find_map(|r| r.dlq_reason)
-    }
-
-    /// Deliveries made: the most any one handler needed.
-    pub fn attempts(&self) -> u32 {
-        self.runs.iter().map(|r| r.attempts).max().unwrap_or(0)
-    }
-
-    /// The last error message any handler gave, if any.
-    pub fn error(&self) -> Option<&str> {
-        self.runs
-            .iter()
-            .rev()
-            .find_map(|r| r.errors.last())
-            .map(String::as_str)
-    }
-
-    /// Each handler's run, in registry order.
-    pub fn runs(&self) -> &[Run] {
-        &self.runs
-    }
-
-    /// The run of the handler with this fn name.
-    pub fn run(&self, handler: &str) -> Option<&Run> {
-        self.runs.iter().find(|r| r.handler == handler)
-    }
-
-    /// What the handlers published while handling it, delivered in turn.
-    pub fn follow_ups(&self) -> &[Report] {
-        &self.follow_ups
-    }
-}
-
-/// One handler's deliveries of one message.
-#[derive(Debug, Clone)]
-pub struct Run {
-    handler: &'static str,
-    attempts: u32,
-    outcomes: Vec<Outcome>,
-    errors: Vec<String>,
-    delays: Vec<Duration>,
-    dlq_reason: Option<DlqReason>,
-    discarded: bool,
-    partition: Option<u32>,
-}
-
-impl Run {
-    /// The handler's fn name.
-    pub fn handler(&self) -> &'static str {
-        self.handler
-    }
-
-    /// Deliveries made.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    /// Whether the last delivery was acked.
-    pub fn acked(&self) -> bool {
-        self.outcomes.last() == Some(&Outcome::Ok)
-    }
-
-    /// What each delivery did, in order.
-    pub fn outcomes(&self) -> &[Outcome] {
-        &self.outcomes
-    }
-
-    /// Each failed delivery's error message, in order.
-    pub fn errors(&self) -> &[String] {
-        &self.errors
-    }
-
-    /// The virtual delay before each redelivery.
-    pub fn delays(&self) -> &[Duration] {
-        &self.delays
-    }
-
-    /// Why it was dead-lettered, if it was.
-    pub fn dlq_reason(&self) -> Option<DlqReason> {
-        self.dlq_reason
-    }
-
-    /// Whether the handler dropped it on purpose
-    /// ([`HandlerError::discard`](crate::HandlerError::discard)).
-    pub fn discarded(&self) -> bool {
-        self.discarded
-    }
-
-    /// The partition of a partitioned handler that read it (its key's), as
-    /// the live runtime picks it; `None` without a key or partitions.
-    pub fn partition(&self) -> Option<u32> {
-        self.partition
-    }
-}
-
-/// A message a handler published (or jetwire dead-lettered) in a `TestApp`:
-/// the [`Message`] as built, so `subject()`, `headers()`, `header()` and
-/// `payload()` are the ones every publish path has.
-#[derive(Clone)]
-pub struct Published(Message);
-
-impl std::ops::Deref for Published {
-    type Target = Message;
-
-    fn deref(&self) -> &Message {
-        &self.0
-    }
-}
-
-impl Published {
-    /// The bytes (the same as [`Message::payload`]).
-    pub fn bytes(&self) -> &Bytes {
-        self.0.payload()
-    }
-
-    /// The payload decoded from JSON.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(self.0.payload())
-    }
-}
-
-impl fmt::Debug for Published {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Published")
-            .field("subject", &self.0.subject())
-            .field("payload", &String::from_utf8_lossy(self.0.payload()))
-            .finish_non_exhaustive()
     }
 }
