@@ -101,6 +101,41 @@ pub fn not_for_queue(key: &str) -> String {
     }
 }
 
+/// When a delivery is acknowledged, if not after its call (`ack = ".."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Before the call: at most once.
+    First,
+}
+
+/// The value of `ack`.
+///
+/// ```
+/// use jetwire_grammar::options::{self, Ack};
+///
+/// assert_eq!(options::ack("first"), Ok(Ack::First));
+/// assert!(options::ack("later").is_err());
+/// ```
+pub fn ack(value: &str) -> Result<Ack, String> {
+    match value {
+        "first" => Ok(Ack::First),
+        other => Err(format!(
+            "`ack = \"{other}\"`: the one value is \"first\" (acknowledged before the call: at most once); remove `ack` to acknowledge after a call succeeds"
+        )),
+    }
+}
+
+/// Option `key` beside `ack = "first"`, which runs a message at most once.
+pub fn with_ack_first(key: &str) -> String {
+    let why = match key {
+        "output" => {
+            "an output is published before the ack, and `ack = \"first\"` acknowledges before the call"
+        }
+        _ => "`ack = \"first\"` runs a message at most once, so it is never redelivered",
+    };
+    format!("`{key}` cannot go with `ack = \"first\"`: {why}; remove one of them")
+}
+
 /// `partitions` with `singleton = true`.
 pub const PARTITIONS_AND_SINGLETON: &str = "`partitions` spreads keys over replicas, and `singleton = true` keeps every message on one: keep one of them (a singleton is one partition)";
 

@@ -251,6 +251,9 @@ fn options_tokens(o: &Options) -> TokenStream {
             Key::Output => opt(o.output.as_deref(), |s| quote!(#s)),
             Key::Singleton => opt(o.singleton, |b| quote!(#b)),
             Key::Partitions => opt(o.partitions, |n| quote!(#n)),
+            Key::Ack => opt(o.ack, |a| match a {
+                jetwire_grammar::options::Ack::First => quote!(::jetwire::__private::Ack::First),
+            }),
         };
         quote!(#field: #value)
     });

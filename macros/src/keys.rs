@@ -19,11 +19,12 @@ pub(crate) enum Key {
     Output,
     Singleton,
     Partitions,
+    Ack,
 }
 
 impl Key {
     /// Every key, in the order error messages list them.
-    pub(crate) const ALL: [Key; 11] = [
+    pub(crate) const ALL: [Key; 12] = [
         Key::MaxDeliver,
         Key::Backoff,
         Key::AckWait,
@@ -35,6 +36,7 @@ impl Key {
         Key::Output,
         Key::Singleton,
         Key::Partitions,
+        Key::Ack,
     ];
 
     /// The key as written, and the `Settings` field it fills.
@@ -51,6 +53,7 @@ impl Key {
             Key::Output => "output",
             Key::Singleton => "singleton",
             Key::Partitions => "partitions",
+            Key::Ack => "ack",
         }
     }
 
@@ -66,7 +69,8 @@ impl Key {
             | Key::Stream
             | Key::Output
             | Key::Singleton
-            | Key::Partitions => None,
+            | Key::Partitions
+            | Key::Ack => None,
         }
     }
 
@@ -93,7 +97,7 @@ mod tests {
             assert_eq!(Key::named(key.name()), Some(key));
             assert!(!Key::ALL[..i].contains(&key), "{key:?} listed twice");
         }
-        assert_eq!(Key::of(Kind::Queue).count(), 9);
-        assert_eq!(Key::of(Kind::Subscribe).count(), 11);
+        assert_eq!(Key::of(Kind::Queue).count(), 10);
+        assert_eq!(Key::of(Kind::Subscribe).count(), 12);
     }
 }

@@ -32,6 +32,7 @@ pub(crate) struct Options {
     pub(crate) output_given: bool,
     pub(crate) singleton: Option<bool>,
     pub(crate) partitions: Option<u32>,
+    pub(crate) ack: Option<options::Ack>,
 }
 
 use options::{MAX_CONCURRENCY, MAX_MAX_DELIVER, MAX_PARTITIONS};
@@ -143,6 +144,22 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
             Key::Output => {
                 out.output_given = true;
                 out.output = output_subject(cx, &name, value);
+            }
+            Key::Ack => {
+                out.ack = string(cx, &name, value, "\"first\"").and_then(|lit| {
+                    options::ack(&lit.value())
+                        .map_err(|message| cx.error_spanned_by(&lit, message))
+                        .ok()
+                });
+            }
+        }
+    }
+    // `ack = "first"` runs a message once: nothing to redeliver or publish first.
+    if out.ack == Some(options::Ack::First) {
+        for opt in &args.options {
+            let key = opt.key.to_string();
+            if matches!(key.as_str(), "max_deliver" | "backoff" | "output") {
+                cx.error_spanned_by(&opt.key, options::with_ack_first(&key));
             }
         }
     }

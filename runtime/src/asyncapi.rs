@@ -90,6 +90,7 @@ fn operation(config: &Config, def: &HandlerDef, channel: &str, message: &str) ->
             "concurrency": def.concurrency(),
             "timeout": def.options.timeout.map(|t| format!("{t:?}")),
             "deliver": describe(def.deliver()),
+            "ack": if def.acks_first() { "first" } else { "after" },
         },
     });
     if def.kind == Kind::Queue {

@@ -187,6 +187,8 @@ pub(crate) enum Answer {
     Ack,
     Nak(Duration),
     Term,
+    /// Acknowledged before the call ended: nothing more is sent.
+    Already,
 }
 
 /// What a settled delivery counts as, in the handler's counters, metrics
@@ -199,6 +201,21 @@ pub(crate) enum Counted {
     /// A handler of dead letters gave up on one: no letter of a letter.
     GaveUp(DlqReason),
     Discarded,
+    /// The call failed after its message was acknowledged: never retried.
+    FailedAfterAck,
+}
+
+/// Who acknowledged a delivery before its call ended, if anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acked {
+    /// Nobody: the call's result decides.
+    No,
+    /// jetwire, before the call (`ack = "first"`): a failure is still
+    /// dead-lettered, with its reason.
+    First,
+    /// The handler, with `ctx.ack()`: a later failure is only logged and
+    /// counted.
+    ByHandler,
 }
 
 /// What to remove of what a message kept (its checkpoint).
@@ -261,9 +278,134 @@ pub(crate) fn settlement(action: Action, reads_dead_letters: bool) -> Settlement
     }
 }
 
+/// The plan for `action` on a delivery `acked` before its call ended:
+/// as [`settlement`], but nothing is answered, nothing is retried, and a
+/// failure counts as failed after its ack (dead-lettered only when
+/// jetwire acked first).
+pub(crate) fn settlement_after(
+    action: Action,
+    reads_dead_letters: bool,
+    acked: Acked,
+) -> Settlement {
+    let plan = settlement(action, reads_dead_letters);
+    if acked == Acked::No {
+        return plan;
+    }
+    let (letter, counted) = match plan.counted {
+        Counted::Acked => (None, Counted::Acked),
+        Counted::Discarded => (None, Counted::Discarded),
+        _ if acked == Acked::First => (plan.letter, Counted::FailedAfterAck),
+        _ => (None, Counted::FailedAfterAck),
+    };
+    Settlement {
+        letter,
+        answer: Answer::Already,
+        counted,
+        kept: if counted == Counted::Acked {
+            Kept::IfUsed
+        } else {
+            Kept::Always
+        },
+        leaves: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_acked_before_its_call_ended_is_never_answered_again() {
+        let r = DlqReason::Panic;
+        let nak = Action::Nak {
+            delay: Duration::from_secs(1),
+        };
+        type Row = (Action, bool, Acked, Option<DlqReason>, Counted, Kept);
+        let rows: &[Row] = &[
+            (
+                Action::Ack,
+                false,
+                Acked::First,
+                None,
+                Counted::Acked,
+                Kept::IfUsed,
+            ),
+            (
+                Action::Ack,
+                false,
+                Acked::ByHandler,
+                None,
+                Counted::Acked,
+                Kept::IfUsed,
+            ),
+            (
+                Action::DeadLetter(r),
+                false,
+                Acked::First,
+                Some(r),
+                Counted::FailedAfterAck,
+                Kept::Always,
+            ),
+            (
+                Action::DeadLetter(r),
+                true,
+                Acked::First,
+                None,
+                Counted::FailedAfterAck,
+                Kept::Always,
+            ),
+            (
+                Action::DeadLetter(r),
+                false,
+                Acked::ByHandler,
+                None,
+                Counted::FailedAfterAck,
+                Kept::Always,
+            ),
+            (
+                nak,
+                false,
+                Acked::First,
+                None,
+                Counted::FailedAfterAck,
+                Kept::Always,
+            ),
+            (
+                nak,
+                false,
+                Acked::ByHandler,
+                None,
+                Counted::FailedAfterAck,
+                Kept::Always,
+            ),
+            (
+                Action::Discard,
+                false,
+                Acked::First,
+                None,
+                Counted::Discarded,
+                Kept::Always,
+            ),
+        ];
+        for (action, reads, acked, letter, counted, kept) in rows {
+            let plan = settlement_after(*action, *reads, *acked);
+            let want = Settlement {
+                letter: *letter,
+                answer: Answer::Already,
+                counted: *counted,
+                kept: *kept,
+                leaves: true,
+            };
+            assert_eq!(
+                plan, want,
+                "{action:?} acked {acked:?}, reads dead letters {reads}"
+            );
+        }
+        assert_eq!(
+            settlement_after(nak, false, Acked::No),
+            settlement(nak, false)
+        );
+    }
 
     #[test]
     fn every_row_of_the_settlement_table() {

@@ -4,7 +4,7 @@
 pub use inventory;
 
 pub use crate::handler::extract::{CallFn, CallFuture, IntoOutcome, Payload, StateKey};
-pub use crate::handler::registry::{Deliver, HandlerDef, Kind, Settings};
+pub use crate::handler::registry::{Ack, Deliver, HandlerDef, Kind, Settings};
 
 /// Settles a handler with `output`: its `Ok` value is published to `subject`
 /// (as `ctx.publish` would, so a retried handler's output is stored once)

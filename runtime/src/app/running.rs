@@ -66,6 +66,9 @@ pub struct HandlerStats {
     pub discarded: u64,
     /// Calls interrupted by the shutdown timeout and handed back.
     pub interrupted: u64,
+    /// Calls that failed after their message was acknowledged
+    /// (`ack = "first"`, `ctx.ack()`): never retried.
+    pub failed_after_ack: u64,
 }
 
 impl RunningApp {
@@ -97,6 +100,7 @@ impl RunningApp {
                 dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
                 discarded: c.discarded.load(Ordering::Relaxed),
                 interrupted: c.interrupted.load(Ordering::Relaxed),
+                failed_after_ack: c.failed_after_ack.load(Ordering::Relaxed),
             })
             .collect()
     }

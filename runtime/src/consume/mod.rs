@@ -53,6 +53,8 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) interrupted: AtomicU64,
+    /// Calls that failed after their message was acknowledged.
+    pub(crate) failed_after_ack: AtomicU64,
     /// The same events, and each call's duration, for the `metrics`
     /// recorder (nothing without the feature).
     pub(crate) metrics: HandlerMetrics,
@@ -69,6 +71,7 @@ impl Counters {
             dead_lettered: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             interrupted: AtomicU64::new(0),
+            failed_after_ack: AtomicU64::new(0),
             metrics: HandlerMetrics::new(handler),
             consuming: Arc::new(AtomicBool::new(false)),
         }
@@ -105,6 +108,11 @@ impl Counters {
 
     pub(crate) fn interrupted(&self) {
         Counters::count(&self.interrupted);
+    }
+
+    pub(crate) fn failed_after_ack(&self) {
+        Counters::count(&self.failed_after_ack);
+        self.metrics.settled(Settled::FailedAfterAck);
     }
 
     /// The loop heard from the server, or lost it.

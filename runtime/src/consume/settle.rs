@@ -10,7 +10,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Action, Answer, Counted, DlqReason, Outcome, classify, settlement};
+use crate::classify::{
+    Acked, Action, Answer, Counted, DlqReason, Outcome, Settlement, classify, settlement,
+    settlement_after,
+};
 use crate::consume::Shared;
 use crate::consume::delivery::Started;
 use crate::consume::tally::Tally;
@@ -41,7 +44,10 @@ pub(super) async fn ack(shared: &Shared, ctx: &Context) {
     let plan = settlement(Action::Ack, false);
     shared.counters.acked();
     tracing::debug!(attempt = ctx.attempt(), "acked");
-    if let Some(acker) = ctx.acker() {
+    // A handler that acked with `ctx.ack()` was answered already.
+    if let Some(acker) = ctx.acker()
+        && ctx.acked_by(false) == Acked::No
+    {
         answer(acker, plan.answer).await;
     }
     ctx.clear_kept(plan.kept).await;
@@ -85,12 +91,8 @@ pub(super) async fn settle(
                     outcome: Outcome::Transient,
                     error: Some(letter::NEVER_ANSWERED.to_owned()),
                 };
-                let action = Action::DeadLetter(DlqReason::Exhausted);
-                if Box::pin(settle_failure(
-                    &shared, &ctx, acker, payload, action, called,
-                ))
-                .await
-                {
+                let plan = settlement(Action::DeadLetter(DlqReason::Exhausted), false);
+                if Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called)).await {
                     tally.settled(&shared).await;
                 }
                 return;
@@ -122,6 +124,11 @@ pub(super) async fn settle(
                     return;
                 }
             };
+            if def.acks_first() && !Box::pin(ack_first(acker, &ctx)).await {
+                tally.hand_back(&shared).await;
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
             tally.begin(&shared, &ctx).await;
             let call = Started::call(slot, &shared, payload.clone(), ctx.clone());
             (call, next_beat, Some(tally))
@@ -142,17 +149,32 @@ pub(super) async fn settle(
         Outcome::Ok => Action::Ack,
         ref failed => classify(failed, ctx.attempt(), &def.policy()),
     };
-    let settled = if action == Action::Ack {
+    let acked = ctx.acked_by(def.acks_first());
+    let settled = if action == Action::Ack && acked == Acked::No {
         ack(&shared, &ctx).await;
         true
     } else {
-        Box::pin(settle_failure(
-            &shared, &ctx, acker, payload, action, called,
-        ))
-        .await
+        let plan = settlement_after(action, def.reads_dead_letters(), acked);
+        Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called)).await
     };
     if settled && let Some(tally) = tally {
         tally.settled(&shared).await;
+    }
+}
+
+/// Acks a delivery of an `ack = "first"` handler before its call, and
+/// waits for the server to confirm it; whether it did. One that did not
+/// is handed back unrun: at most once means never run unacked.
+async fn ack_first(acker: Acker<'_>, ctx: &Context) -> bool {
+    match acker.ack_confirmed().await {
+        Ok(()) => {
+            ctx.acked_first();
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not acknowledge before the call (ack = \"first\"); handed back unrun");
+            false
+        }
     }
 }
 
@@ -273,19 +295,20 @@ async fn finish_alive(
     }
 }
 
-/// Carries out a failed call's [`Settlement`]: the letter stored first
-/// (a nak if it cannot be), the answer, the counters, what it kept.
-/// Whether the message left its durable.
-async fn settle_failure(
+/// Carries out a call's [`Settlement`] (a failure's, or any call's whose
+/// message was acknowledged before it ended): the letter stored first (a
+/// nak if it cannot be, unless the message was acked already), the
+/// answer, the counters, what it kept. Whether the message left its
+/// durable.
+async fn carry_out(
     shared: &Shared,
     ctx: &Context,
     acker: Acker<'_>,
     payload: bytes::Bytes,
-    action: Action,
+    plan: Settlement,
     called: Called,
 ) -> bool {
     let def = shared.binding.def;
-    let plan = settlement(action, def.reads_dead_letters());
     let error = called.error.as_deref().unwrap_or_default();
     let meta = ctx.meta();
     let (handler, subject, stream) = (meta.handler, meta.subject(), &meta.stream);
@@ -294,11 +317,15 @@ async fn settle_failure(
         let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
         if let Err(e) = dlq::stream::store(&shared.js, &shared.outlet, &shared.config, letter).await
         {
-            // Not stored: keep the original. On the last attempt the
-            // server's max-deliveries advisory moves it later.
-            tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
-            nak(acker, def.policy().delay(attempt)).await;
-            return false;
+            if plan.answer == Answer::Already {
+                tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "the call failed after its ack and its dead letter could not be stored: the message is gone");
+            } else {
+                // Not stored: keep the original. On the last attempt the
+                // server's max-deliveries advisory moves it later.
+                tracing::error!(handler = %handler, %subject, %stream, sequence, %reason, error = %e, "could not store the dead letter; handing the message back");
+                nak(acker, def.policy().delay(attempt)).await;
+                return false;
+            }
         }
     }
     let counters = &shared.counters;
@@ -322,6 +349,11 @@ async fn settle_failure(
             counters.discarded();
             tracing::info!(handler = %handler, %subject, %stream, sequence, attempt, reason = error, "discarded by the handler; no dead letter");
         }
+        Counted::FailedAfterAck => {
+            counters.failed_after_ack();
+            let lettered = plan.letter.map(DlqReason::as_str);
+            tracing::warn!(handler = %handler, %subject, %stream, sequence, outcome = ?called.outcome, error, dead_letter = lettered, "failed after the message was acknowledged; not retried");
+        }
     }
     answer(acker, plan.answer).await;
     ctx.clear_kept(plan.kept).await;
@@ -334,6 +366,7 @@ async fn answer(acker: Acker<'_>, answer: Answer) {
         Answer::Nak(delay) => return nak(acker, delay).await,
         Answer::Ack => AckKind::Ack,
         Answer::Term => AckKind::Term,
+        Answer::Already => return,
     };
     if let Err(e) = acker.ack_with(kind).await {
         tracing::warn!(error = %e, ?answer, "could not answer the delivery; it comes again (a dead letter already stored is not stored twice)");

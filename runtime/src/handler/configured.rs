@@ -46,6 +46,7 @@ pub struct HandlerOptions {
     output: Option<String>,
     singleton: Option<bool>,
     partitions: Option<u32>,
+    ack: Option<String>,
     schema: Option<fn(&mut Schemas) -> Option<serde_json::Value>>,
 }
 
@@ -129,6 +130,13 @@ impl HandlerOptions {
     /// Messages with one key in order, spread over replicas (`partitions`).
     pub fn partitions(mut self, n: u32) -> Self {
         self.partitions = Some(n);
+        self
+    }
+
+    /// `"first"`: acknowledged before the call, so run at most once
+    /// (`ack`); it cannot go with `max_deliver`, `backoff` or `output`.
+    pub fn ack(mut self, when: impl Into<String>) -> Self {
+        self.ack = Some(when.into());
         self
     }
 
@@ -469,6 +477,17 @@ fn settings(kind: Kind, o: &HandlerOptions) -> Result<Settings, String> {
     if o.partitions.is_some() && o.singleton == Some(true) {
         return Err(options::PARTITIONS_AND_SINGLETON.to_owned());
     }
+    let ack = o.ack.as_deref().map(options::ack).transpose()?;
+    if ack == Some(options::Ack::First) {
+        let given = [
+            ("max_deliver", o.max_deliver.is_some()),
+            ("backoff", o.backoff.is_some()),
+            ("output", o.output.is_some()),
+        ];
+        if let Some((key, _)) = given.into_iter().find(|(_, given)| *given) {
+            return Err(options::with_ack_first(key));
+        }
+    }
     Ok(Settings {
         max_deliver,
         backoff,
@@ -486,6 +505,7 @@ fn settings(kind: Kind, o: &HandlerOptions) -> Result<Settings, String> {
         output,
         singleton: o.singleton,
         partitions: number("partitions", o.partitions, options::MAX_PARTITIONS, "8")?,
+        ack,
     })
 }
 
@@ -558,5 +578,17 @@ mod tests {
         )
         .expect("valid options");
         assert_eq!(ok.backoff.map(<[_]>::len), Some(2));
+        let err = settings(
+            Kind::Queue,
+            &HandlerOptions::new().ack("first").max_deliver(3),
+        )
+        .expect_err("at most once, redelivered");
+        assert!(
+            err.starts_with("`max_deliver` cannot go with `ack = \"first\"`"),
+            "{err}"
+        );
+        let err =
+            settings(Kind::Queue, &HandlerOptions::new().ack("last")).expect_err("an unknown ack");
+        assert!(err.contains("the one value is \"first\""), "{err}");
     }
 }

@@ -2,152 +2,27 @@
 //! it publishes follow-ups.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use async_nats::jetstream::AckKind;
-use async_nats::{Client, HeaderMap, Subject};
+use async_nats::{Client, HeaderMap};
 use jetwire_grammar::subject::{self, SubjectError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::Kept;
+use crate::classify::{Acked, Kept};
 use crate::error::{Error, PublishError};
 use crate::handler::state::States;
 use crate::protocol::ack::Acker;
 use crate::protocol::checkpoints::{self, Checkpoints, MAX_CHECKPOINT};
-use crate::protocol::reply::Delivered;
 use crate::protocol::signals::{self, Signals};
 use crate::publish::message::{self, Inherited, PublishOptions};
 use crate::publish::outlet::Outlet;
 
-/// Everything about one delivery.
-pub(crate) struct Meta {
-    pub(crate) handler: &'static str,
-    pub(crate) durable: Arc<str>,
-    /// The subject as stored, with the prefix, and where the part without
-    /// it starts: a delivery's subject is never copied.
-    full_subject: Subject,
-    subject_start: usize,
-    pub(crate) headers: HeaderMap,
-    /// Made on first use: see [`Meta::message_id`].
-    message_id: OnceLock<String>,
-    /// The `$JS.ACK.` subject a live delivery came with, read into
-    /// `delivered` on first use.
-    pub(crate) reply: Option<Subject>,
-    delivered: OnceLock<Delivered>,
-    /// Which run of the handler this is, when it is not the delivery's
-    /// number (deliveries handed back unrun do not count).
-    attempt: OnceLock<u32>,
-    pub(crate) max_deliver: u32,
-    pub(crate) stream: Arc<str>,
-}
-
-/// Which handler a delivery is for, and where: its name, the stream and
-/// durable it came through, and its `max_deliver`.
-#[derive(Debug, Clone)]
-pub(crate) struct Route {
-    pub(crate) handler: &'static str,
-    pub(crate) stream: Arc<str>,
-    pub(crate) durable: Arc<str>,
-    pub(crate) max_deliver: u32,
-}
-
-/// Where a delivery's attempt and stream sequence come from.
-pub(crate) enum Origin {
-    /// A live delivery's reply subject, read only when first asked for.
-    Reply(Subject),
-    /// Known already (`TestApp`).
-    Known(Delivered),
-}
-
-impl Meta {
-    /// One delivery of `route` on `full_subject` (which carries `prefix`).
-    pub(crate) fn new(
-        route: &Route,
-        full_subject: Subject,
-        prefix: Option<&str>,
-        headers: HeaderMap,
-        origin: Origin,
-    ) -> Meta {
-        let full = full_subject.as_str();
-        let subject_start = full.len() - subject::strip_prefix(prefix, full).unwrap_or(full).len();
-        let (reply, delivered) = match origin {
-            Origin::Reply(reply) => (Some(reply), OnceLock::new()),
-            Origin::Known(delivered) => (None, OnceLock::from(delivered)),
-        };
-        Meta {
-            handler: route.handler,
-            durable: route.durable.clone(),
-            full_subject,
-            subject_start,
-            headers,
-            message_id: OnceLock::new(),
-            reply,
-            delivered,
-            attempt: OnceLock::new(),
-            max_deliver: route.max_deliver,
-            stream: route.stream.clone(),
-        }
-    }
-
-    /// The subject without the subject prefix.
-    pub(crate) fn subject(&self) -> &str {
-        self.full_subject
-            .get(self.subject_start..)
-            .unwrap_or_default()
-    }
-
-    /// The message's id: a replay's original one ([`message::REPLAYED_ID`]),
-    /// else its `Nats-Msg-Id`, else `<stream>:<sequence>`: the same on
-    /// every redelivery.
-    pub(crate) fn message_id(&self) -> &str {
-        self.message_id.get_or_init(|| {
-            let id = self
-                .headers
-                .get(message::REPLAYED_ID)
-                .or_else(|| self.headers.get(message::MSG_ID));
-            match id {
-                Some(id) => id.as_str().to_owned(),
-                None => format!("{}:{}", self.stream, self.delivered().stream_sequence),
-            }
-        })
-    }
-
-    /// Which run of the handler this is, from 1: the delivery's number
-    /// unless the loop counted it otherwise ([`Meta::count_attempt`]).
-    pub(crate) fn attempt(&self) -> u32 {
-        match self.attempt.get() {
-            Some(attempt) => *attempt,
-            None => self.delivered().deliveries,
-        }
-    }
-
-    /// Sets which run of the handler this is, once, before it runs.
-    pub(crate) fn count_attempt(&self, attempt: u32) {
-        let _ = self.attempt.set(attempt);
-    }
-
-    /// Which delivery this is and where the message sits in its stream.
-    pub(crate) fn delivered(&self) -> Delivered {
-        *self.delivered.get_or_init(|| {
-            let reply = self.reply.as_deref().unwrap_or_default();
-            Delivered::parse(reply).unwrap_or_else(|| {
-                tracing::error!(
-                    reply,
-                    "unreadable JetStream reply subject; taking it as a first delivery"
-                );
-                Delivered {
-                    deliveries: 1,
-                    stream_sequence: 0,
-                    published_at: SystemTime::UNIX_EPOCH,
-                }
-            })
-        })
-    }
-}
+pub(crate) use crate::handler::meta::{Meta, Origin, Route};
 
 /// The message being handled, and a way to publish follow-ups that carry
 /// its correlation id and trace context. Cheap to clone.
@@ -177,6 +52,9 @@ struct Inner {
     /// A checkpoint of this message was saved or found: it is removed
     /// once the message is settled.
     checkpointed: AtomicBool,
+    /// Acknowledged before the call ended: by jetwire first, or by
+    /// [`Context::ack`].
+    acked: AtomicBool,
     env: Arc<Env>,
 }
 
@@ -204,6 +82,7 @@ impl Context {
                 meta,
                 published: AtomicU32::new(0),
                 checkpointed: AtomicBool::new(false),
+                acked: AtomicBool::new(false),
                 env,
             }),
         }
@@ -329,6 +208,54 @@ impl Context {
             .headers
             .get(message::VERSION)
             .map(|v| v.as_str())
+    }
+
+    /// Acknowledges the message now, waiting for the server to confirm:
+    /// it is never delivered again, and whatever the call does after this
+    /// is logged and counted (`outcome="failed_after_ack"` for a failure),
+    /// never retried or dead-lettered. For a handler that must not run a
+    /// message twice once it has started its side effect. A second call
+    /// does nothing; an ack the server does not confirm is a transient
+    /// error, so the message is retried.
+    ///
+    /// ```
+    /// use jetwire::{queue, Context, HandlerError};
+    ///
+    /// #[queue("queue.sms")]
+    /// async fn send_sms(to: String, ctx: Context) -> Result<(), HandlerError> {
+    ///     ctx.ack().await?; // from here on, at most once
+    ///     tracing::info!(%to, "sending");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn ack(&self) -> Result<(), crate::error::HandlerError> {
+        if self.inner.acked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(acker) = self.acker() {
+            acker.ack_confirmed().await.map_err(|e| {
+                crate::error::HandlerError::transient(format!(
+                    "could not acknowledge the message: {e}"
+                ))
+            })?;
+        }
+        self.inner.acked.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records that jetwire acknowledged the delivery before its call.
+    pub(crate) fn acked_first(&self) {
+        self.inner.acked.store(true, Ordering::Release);
+    }
+
+    /// Who acknowledged the delivery before its call ended, for a handler
+    /// that acks `first` or not.
+    pub(crate) fn acked_by(&self, first: bool) -> Acked {
+        match (self.inner.acked.load(Ordering::Acquire), first) {
+            (false, _) => Acked::No,
+            (true, true) => Acked::First,
+            (true, false) => Acked::ByHandler,
+        }
     }
 
     /// The handler's fn name.

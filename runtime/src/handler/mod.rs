@@ -11,6 +11,7 @@ pub(crate) mod extract;
 pub(crate) mod invoke;
 #[cfg(feature = "tower")]
 pub(crate) mod layer;
+pub(crate) mod meta;
 pub(crate) mod middleware;
 pub mod registry;
 pub(crate) mod state;

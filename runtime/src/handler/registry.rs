@@ -25,6 +25,9 @@ pub use crate::names::Kind;
 /// grammar reads it.
 pub use jetwire_grammar::deliver::Start as Deliver;
 
+/// When a delivery is acknowledged, if not after its call (`ack = ".."`).
+pub use jetwire_grammar::options::Ack;
+
 /// The options as written in the attribute; `None` is the default.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +45,8 @@ pub struct Settings {
     pub singleton: Option<bool>,
     /// Messages with one key in order, spread over replicas.
     pub partitions: Option<u32>,
+    /// Acknowledged before the call (`ack = "first"`), not after it.
+    pub ack: Option<Ack>,
 }
 
 /// One registered handler, built by `#[subscribe]`/`#[queue]`.
@@ -108,9 +113,18 @@ impl HandlerDef {
         name == self.name || name == self.path()
     }
 
-    /// Deliveries before dead-lettering.
+    /// Deliveries before dead-lettering; one when acknowledged first.
     pub fn max_deliver(&self) -> u32 {
+        if self.acks_first() {
+            return 1;
+        }
         self.options.max_deliver.unwrap_or(defaults::MAX_DELIVER)
+    }
+
+    /// Whether a delivery is acknowledged before its call (`ack = "first"`):
+    /// at most once.
+    pub fn acks_first(&self) -> bool {
+        self.options.ack == Some(Ack::First)
     }
 
     /// The backoff delays, the default cut to fit `max_deliver`.

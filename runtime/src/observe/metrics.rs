@@ -35,6 +35,8 @@ pub(crate) enum Settled {
     Nak,
     DeadLetter,
     Discard,
+    /// The call failed after its message was acknowledged.
+    FailedAfterAck,
 }
 
 /// One handler's instruments, registered once when its loop starts, so
@@ -64,6 +66,7 @@ struct Instruments {
     naked: metrics::Counter,
     dead_lettered: metrics::Counter,
     discarded: metrics::Counter,
+    failed_after_ack: metrics::Counter,
     duration: metrics::Histogram,
     in_flight: metrics::Gauge,
     pending: metrics::Gauge,
@@ -85,6 +88,7 @@ impl HandlerMetrics {
                     naked: settled("nak"),
                     dead_lettered: settled("dead_letter"),
                     discarded: settled("discard"),
+                    failed_after_ack: settled("failed_after_ack"),
                     duration: metrics::histogram!(DURATION, "handler" => handler),
                     in_flight: metrics::gauge!(IN_FLIGHT, "handler" => handler),
                     pending: metrics::gauge!(PENDING, "handler" => handler),
@@ -113,6 +117,7 @@ impl HandlerMetrics {
             Settled::Nak => self.on.naked.increment(1),
             Settled::DeadLetter => self.on.dead_lettered.increment(1),
             Settled::Discard => self.on.discarded.increment(1),
+            Settled::FailedAfterAck => self.on.failed_after_ack.increment(1),
         }
     }
 

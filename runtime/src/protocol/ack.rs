@@ -35,6 +35,13 @@ impl Acker<'_> {
     pub(crate) async fn ack_with(self, kind: AckKind) -> Result<(), async_nats::PublishError> {
         self.client.publish(self.reply.clone(), kind.into()).await
     }
+
+    /// Acks and waits for the server to confirm it: once this returns
+    /// `Ok`, the message is not delivered again.
+    pub(crate) async fn ack_confirmed(self) -> Result<(), async_nats::RequestError> {
+        let ack: bytes::Bytes = AckKind::Ack.into();
+        self.client.request(self.reply.clone(), ack).await.map(drop)
+    }
 }
 
 #[cfg(test)]

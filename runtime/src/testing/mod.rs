@@ -41,7 +41,7 @@ use jetwire_grammar::subject;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Answer, Counted, classify, settlement};
+use crate::classify::{Answer, Counted, classify, settlement_after};
 use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
 use crate::handler::context::{Context, Env, Meta, Origin};
@@ -354,6 +354,7 @@ impl TestApp {
             delays: Vec::new(),
             dlq_reason: None,
             discarded: false,
+            failed_after_ack: false,
             partition: None,
         };
         // Stored once: every delivery of it has the same time.
@@ -372,6 +373,9 @@ impl TestApp {
                 Origin::Known(delivered),
             );
             let ctx = Context::new(meta, env.clone());
+            if def.acks_first() {
+                ctx.acked_first();
+            }
             let called = invoke(def, middlewares, msg.payload.clone(), ctx.clone()).await;
             run.attempts = attempt;
             run.outcomes.push(called.outcome);
@@ -380,7 +384,8 @@ impl TestApp {
             }
             let action = classify(&called.outcome, attempt, &policy);
             // The plan the live loop carries out, played in memory.
-            let plan = settlement(action, def.reads_dead_letters());
+            let acked = ctx.acked_by(def.acks_first());
+            let plan = settlement_after(action, def.reads_dead_letters(), acked);
             if let Some(reason) = plan.letter {
                 let error = called.error.as_deref().unwrap_or_default();
                 let failed = Failed::delivery(ctx.meta(), msg.payload.clone(), reason, error);
@@ -391,12 +396,16 @@ impl TestApp {
                     run.dlq_reason = Some(reason);
                 }
                 Counted::Discarded => run.discarded = true,
+                Counted::FailedAfterAck => {
+                    run.failed_after_ack = true;
+                    run.dlq_reason = plan.letter;
+                }
                 Counted::Acked | Counted::Retried => {}
             }
             ctx.clear_kept(plan.kept).await;
             match plan.answer {
                 Answer::Nak(delay) => run.delays.push(delay),
-                Answer::Ack | Answer::Term => break,
+                Answer::Ack | Answer::Term | Answer::Already => break,
             }
         }
         run

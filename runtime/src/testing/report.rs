@@ -45,6 +45,12 @@ impl Report {
         self.runs.iter().any(|r| r.discarded)
     }
 
+    /// Whether any handler's call failed after the message was
+    /// acknowledged (`ack = "first"`, `ctx.ack()`).
+    pub fn failed_after_ack(&self) -> bool {
+        self.runs.iter().any(|r| r.failed_after_ack)
+    }
+
     /// The reason of the first dead letter.
     pub fn dlq_reason(&self) -> Option<DlqReason> {
         self.runs.iter().find_map(|r| r.dlq_reason)
@@ -90,6 +96,7 @@ pub struct Run {
     pub(super) delays: Vec<Duration>,
     pub(super) dlq_reason: Option<DlqReason>,
     pub(super) discarded: bool,
+    pub(super) failed_after_ack: bool,
     pub(super) partition: Option<u32>,
 }
 
@@ -133,6 +140,13 @@ impl Run {
     /// ([`HandlerError::discard`](crate::HandlerError::discard)).
     pub fn discarded(&self) -> bool {
         self.discarded
+    }
+
+    /// Whether the call failed after its message was acknowledged
+    /// (`ack = "first"`, `ctx.ack()`): never retried, counted as
+    /// `failed_after_ack`.
+    pub fn failed_after_ack(&self) -> bool {
+        self.failed_after_ack
     }
 
     /// The partition of a partitioned handler that read it (its key's), as

@@ -9,7 +9,9 @@
 //! by `LEDGER_RUN` and `LEDGER_SCENARIO`), `checkpoint` (a job of six
 //! steps that saves a checkpoint after each and resumes from the last),
 //! `singleton` (prints when each call starts and ends), `partitioned`
-//! (a handler in 16 partitions that prints each job it finished).
+//! (a handler in 16 partitions that prints each job it finished),
+//! `ack-first` (an `ack = "first"` handler that prints `START <id>` and,
+//! 20 ms later, `DONE <id>`; drains on SIGTERM).
 
 use std::io::Write;
 
@@ -111,6 +113,14 @@ async fn part_job(job: Keyed, ctx: Context) -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// At most once: acknowledged before it runs.
+#[queue("queue.atmost", ack = "first", concurrency = 16, ack_wait = "2s")]
+async fn once_job(id: u64) {
+    say(&format!("START {id}"));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    say(&format!("DONE {id}"));
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -143,6 +153,15 @@ async fn main() -> Result<(), jetwire::Error> {
         let running = App::new(config).only(&[handler]).start().await?;
         say("READY");
         tokio::signal::ctrl_c().await.ok();
+        return running.shutdown().await;
+    }
+    if mode.0 == "ack-first" {
+        // Drains on SIGTERM, so that only a SIGKILL loses calls.
+        let running = App::new(config).only(&["once_job"]).start().await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        say("READY");
+        term.recv().await;
         return running.shutdown().await;
     }
     if mode.0 == "slow" {
