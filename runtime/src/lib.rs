@@ -57,6 +57,7 @@
 //! | `deliver` | subscribe | `"new"` | `"new"` or `"all"`: where a new durable starts |
 //! | `durable` | subscribe | `<app>-<fn name>` | the consumer name |
 //! | `stream` | both | derived | bind to this stream instead of the default |
+//! | `ack` | both | after the call | `"first"`: acknowledged before the call, at most once |
 //!
 //! ## Outcomes
 //! | what happened | outcome | DLQ reason |
