@@ -136,6 +136,10 @@ pub fn with_ack_first(key: &str) -> String {
     format!("`{key}` cannot go with `ack = \"first\"`: {why}; remove one of them")
 }
 
+/// `bind = true` with `partitions`: a partition's durables are jetwire's
+/// to make.
+pub const BIND_AND_PARTITIONS: &str = "`bind = true` adopts one durable configured elsewhere, and `partitions` makes a durable per partition: keep one of them";
+
 /// `partitions` with `singleton = true`.
 pub const PARTITIONS_AND_SINGLETON: &str = "`partitions` spreads keys over replicas, and `singleton = true` keeps every message on one: keep one of them (a singleton is one partition)";
 

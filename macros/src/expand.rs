@@ -251,6 +251,7 @@ fn options_tokens(o: &Options) -> TokenStream {
             Key::Output => opt(o.output.as_deref(), |s| quote!(#s)),
             Key::Singleton => opt(o.singleton, |b| quote!(#b)),
             Key::Partitions => opt(o.partitions, |n| quote!(#n)),
+            Key::Bind => opt(o.bind, |b| quote!(#b)),
             Key::Ack => opt(o.ack, |a| match a {
                 jetwire_grammar::options::Ack::First => quote!(::jetwire::__private::Ack::First),
             }),

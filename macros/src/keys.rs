@@ -20,11 +20,12 @@ pub(crate) enum Key {
     Singleton,
     Partitions,
     Ack,
+    Bind,
 }
 
 impl Key {
     /// Every key, in the order error messages list them.
-    pub(crate) const ALL: [Key; 12] = [
+    pub(crate) const ALL: [Key; 13] = [
         Key::MaxDeliver,
         Key::Backoff,
         Key::AckWait,
@@ -37,6 +38,7 @@ impl Key {
         Key::Singleton,
         Key::Partitions,
         Key::Ack,
+        Key::Bind,
     ];
 
     /// The key as written, and the `Settings` field it fills.
@@ -54,6 +56,7 @@ impl Key {
             Key::Singleton => "singleton",
             Key::Partitions => "partitions",
             Key::Ack => "ack",
+            Key::Bind => "bind",
         }
     }
 
@@ -70,7 +73,8 @@ impl Key {
             | Key::Output
             | Key::Singleton
             | Key::Partitions
-            | Key::Ack => None,
+            | Key::Ack
+            | Key::Bind => None,
         }
     }
 
@@ -97,7 +101,7 @@ mod tests {
             assert_eq!(Key::named(key.name()), Some(key));
             assert!(!Key::ALL[..i].contains(&key), "{key:?} listed twice");
         }
-        assert_eq!(Key::of(Kind::Queue).count(), 10);
-        assert_eq!(Key::of(Kind::Subscribe).count(), 12);
+        assert_eq!(Key::of(Kind::Queue).count(), 11);
+        assert_eq!(Key::of(Kind::Subscribe).count(), 13);
     }
 }

@@ -1,4 +1,5 @@
-//! `partitions = N`: what it cannot go with.
+//! `partitions = N`: what it cannot go with (`singleton`, `bind`, a
+//! subject ending in `>`).
 
 use jetwire_grammar::options;
 
@@ -17,6 +18,11 @@ pub(crate) fn check(cx: &Ctxt, args: &Args, options: &Options) {
         && let Some(opt) = key
     {
         cx.error_spanned_by(&opt.key, options::PARTITIONS_AND_SINGLETON);
+    }
+    if options.bind == Some(true)
+        && let Some(opt) = key
+    {
+        cx.error_spanned_by(&opt.key, options::BIND_AND_PARTITIONS);
     }
     if let Some(lit) = &args.subject
         && let Err(mistake) = options::partitioned_subject(&lit.value())

@@ -33,6 +33,7 @@ pub(crate) struct Options {
     pub(crate) singleton: Option<bool>,
     pub(crate) partitions: Option<u32>,
     pub(crate) ack: Option<options::Ack>,
+    pub(crate) bind: Option<bool>,
 }
 
 use options::{MAX_CONCURRENCY, MAX_MAX_DELIVER, MAX_PARTITIONS};
@@ -145,6 +146,7 @@ pub(crate) fn options(cx: &Ctxt, kind: Kind, args: &Args) -> Options {
                 out.output_given = true;
                 out.output = output_subject(cx, &name, value);
             }
+            Key::Bind => out.bind = boolean(cx, &name, value),
             Key::Ack => {
                 out.ack = string(cx, &name, value, "\"first\"").and_then(|lit| {
                     options::ack(&lit.value())

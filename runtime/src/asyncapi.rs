@@ -91,6 +91,7 @@ fn operation(config: &Config, def: &HandlerDef, channel: &str, message: &str) ->
             "timeout": def.options.timeout.map(|t| format!("{t:?}")),
             "deliver": describe(def.deliver()),
             "ack": if def.acks_first() { "first" } else { "after" },
+            "bind": def.binds(),
         },
     });
     if def.kind == Kind::Queue {

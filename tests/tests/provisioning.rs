@@ -448,3 +448,136 @@ async fn a_work_queue_on_a_stream_the_operator_made() {
     let left = stream_messages(&client, "LEGACYJOBS").await;
     assert!(left.is_empty(), "the work queue kept {} jobs", left.len());
 }
+
+#[queue("adoptjobs.render", stream = "ADOPTJOBS", bind = true)]
+async fn adopted_render(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[subscribe(
+    "adoptev.created",
+    stream = "ADOPTEV",
+    durable = "adopt-events",
+    bind = true
+)]
+async fn adopted_event(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn bind_true_adopts_a_durable_as_it_is_and_reports_what_it_contradicts() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let server = Server::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client.clone());
+    let prefix = unique_prefix("adopt");
+    let cfg = config(&server, &prefix).build().expect("valid");
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ADOPTJOBS".into(),
+            subjects: vec![format!("{prefix}.adoptjobs.>")],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .expect("the operator's stream");
+    let durable = jetwire::topology::durable_for(
+        Some(&prefix),
+        "prov",
+        jetwire::registry::Kind::Queue,
+        "adopted_render",
+        "adoptjobs.render",
+        None,
+    );
+
+    // Not there: startup fails naming it, and nothing is made.
+    let err = App::new(cfg.clone())
+        .only(&["adopted_render"])
+        .start()
+        .await
+        .expect_err("no durable to adopt")
+        .to_string();
+    assert!(err.contains(&durable), "{err}");
+    assert!(err.contains("remove `bind = true`"), "{err}");
+    assert!(stream.consumer_info(&durable).await.is_err(), "made one");
+
+    // Made elsewhere without explicit acks (on a stream that allows
+    // that, not a work queue): refused.
+    let events = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ADOPTEV".into(),
+            subjects: vec![format!("{prefix}.adoptev.>")],
+            ..Default::default()
+        })
+        .await
+        .expect("the operator's event stream");
+    events
+        .create_consumer(pull::Config {
+            durable_name: Some(jetwire::topology::durable_for(
+                Some(&prefix),
+                "prov",
+                jetwire::registry::Kind::Subscribe,
+                "adopted_event",
+                "adoptev.created",
+                Some("adopt-events"),
+            )),
+            filter_subject: format!("{prefix}.adoptev.created"),
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("their durable without acks");
+    let err = App::new(cfg.clone())
+        .only(&["adopted_event"])
+        .start()
+        .await
+        .expect_err("a durable without acks")
+        .to_string();
+    assert!(err.contains("needs explicit acks"), "{err}");
+
+    // Made elsewhere as it should be: adopted, never changed, each
+    // contradicted option reported.
+    let theirs = pull::Config {
+        durable_name: Some(durable.clone()),
+        filter_subject: format!("{prefix}.adoptjobs.render"),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(7),
+        max_deliver: 40,
+        max_ack_pending: 8,
+        ..Default::default()
+    };
+    stream.create_consumer(theirs).await.expect("their durable");
+    let (logs, guard) = capture_logs();
+    let running = App::new(cfg)
+        .only(&["adopted_render"])
+        .start()
+        .await
+        .expect("starts on the adopted durable");
+    drop(guard);
+    running
+        .publisher()
+        .publish("adoptjobs.render", &1u64)
+        .await
+        .expect("publish");
+    one_acked_then_shutdown(running).await;
+    let logs = String::from_utf8_lossy(&logs.lock().expect("lock")).into_owned();
+    for contradiction in [
+        "`bind = true`: its ack_wait is 7s, the handler's 30s",
+        "`bind = true`: its max_deliver is 40",
+        "`bind = true`: its max_ack_pending is 8",
+        "`bind = true`: it lacks the metadata naming its handler",
+    ] {
+        assert!(
+            logs.contains(contradiction),
+            "{contradiction:?} in:\n{logs}"
+        );
+    }
+    let info = stream.consumer_info(&durable).await.expect("still there");
+    assert_eq!(
+        info.config.ack_wait,
+        Duration::from_secs(7),
+        "never updated"
+    );
+    assert_eq!(info.config.max_deliver, 40, "never updated");
+    assert_eq!(info.config.max_ack_pending, 8, "never updated");
+}

@@ -47,6 +47,7 @@ pub struct HandlerOptions {
     singleton: Option<bool>,
     partitions: Option<u32>,
     ack: Option<String>,
+    bind: Option<bool>,
     schema: Option<fn(&mut Schemas) -> Option<serde_json::Value>>,
 }
 
@@ -137,6 +138,13 @@ impl HandlerOptions {
     /// (`ack`); it cannot go with `max_deliver`, `backoff` or `output`.
     pub fn ack(mut self, when: impl Into<String>) -> Self {
         self.ack = Some(when.into());
+        self
+    }
+
+    /// Adopt the durable as the server has it, never creating or
+    /// updating it (`bind`); not with `partitions`.
+    pub fn bind(mut self, on: bool) -> Self {
+        self.bind = Some(on);
         self
     }
 
@@ -477,6 +485,9 @@ fn settings(kind: Kind, o: &HandlerOptions) -> Result<Settings, String> {
     if o.partitions.is_some() && o.singleton == Some(true) {
         return Err(options::PARTITIONS_AND_SINGLETON.to_owned());
     }
+    if o.partitions.is_some() && o.bind == Some(true) {
+        return Err(options::BIND_AND_PARTITIONS.to_owned());
+    }
     let ack = o.ack.as_deref().map(options::ack).transpose()?;
     if ack == Some(options::Ack::First) {
         let given = [
@@ -506,6 +517,7 @@ fn settings(kind: Kind, o: &HandlerOptions) -> Result<Settings, String> {
         singleton: o.singleton,
         partitions: number("partitions", o.partitions, options::MAX_PARTITIONS, "8")?,
         ack,
+        bind: o.bind,
     })
 }
 

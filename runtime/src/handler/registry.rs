@@ -47,6 +47,8 @@ pub struct Settings {
     pub partitions: Option<u32>,
     /// Acknowledged before the call (`ack = "first"`), not after it.
     pub ack: Option<Ack>,
+    /// Adopt the durable as configured on the server, never change it.
+    pub bind: Option<bool>,
 }
 
 /// One registered handler, built by `#[subscribe]`/`#[queue]`.
@@ -119,6 +121,12 @@ impl HandlerDef {
             return 1;
         }
         self.options.max_deliver.unwrap_or(defaults::MAX_DELIVER)
+    }
+
+    /// Whether it adopts its durable as the server has it (`bind = true`):
+    /// the durable must exist, and is never created or updated.
+    pub fn binds(&self) -> bool {
+        self.options.bind == Some(true)
     }
 
     /// Whether a delivery is acknowledged before its call (`ack = "first"`):

@@ -1,5 +1,7 @@
 //! Durable consumers: one per handler, created or updated to the
-//! handler's options, and recreated where a deleted one left off.
+//! handler's options, and recreated where a deleted one left off; or,
+//! under `bind = true` or `JETWIRE_PROVISION=bind`, taken as the server
+//! has them, each contradicted option reported.
 
 use std::time::Duration;
 
@@ -37,6 +39,15 @@ impl Binding {
     /// Whether one replica at a time consumes it (a singleton, a partition).
     pub(crate) fn pinned(&self) -> bool {
         self.def.singleton() || self.partition.is_some()
+    }
+
+    /// Why its durable is taken as the server has it, for messages.
+    fn held_by(&self) -> &'static str {
+        if self.def.binds() {
+            "`bind = true`"
+        } else {
+            "JETWIRE_PROVISION=bind"
+        }
     }
 
     /// Calls in flight per process: one for a partition.
@@ -99,6 +110,62 @@ pub(crate) fn consumer_config(config: &Config, def: &HandlerDef, durable: &str) 
         true => pinned(def.ack_wait(), consumer),
         false => consumer,
     }
+}
+
+/// Each option of the durable `have` that contradicts what the handler
+/// would give it (`want`), worded for an operator.
+fn contradictions(have: &jetstream::consumer::Config, want: &pull::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if have.ack_wait != want.ack_wait {
+        out.push(format!(
+            "its ack_wait is {:?}, the handler's {:?}",
+            have.ack_wait, want.ack_wait
+        ));
+    }
+    if have.max_deliver != want.max_deliver {
+        out.push(format!(
+            "its max_deliver is {}, where the handler's runs and hand-backs need {}",
+            have.max_deliver, want.max_deliver
+        ));
+    }
+    if have.max_ack_pending != -1 && have.max_ack_pending < want.max_ack_pending {
+        out.push(format!(
+            "its max_ack_pending is {}, below the {} the handler's concurrency keeps in flight",
+            have.max_ack_pending, want.max_ack_pending
+        ));
+    }
+    if !have.backoff.is_empty() {
+        out.push(format!(
+            "it has a backoff of {} delays, which replaces ack_wait after a timeout",
+            have.backoff.len()
+        ));
+    }
+    if have.deliver_policy != want.deliver_policy {
+        out.push(format!(
+            "it starts at {:?}, the handler's `deliver` at {:?}",
+            have.deliver_policy, want.deliver_policy
+        ));
+    }
+    if want.priority_policy == PriorityPolicy::PinnedClient
+        && (have.priority_policy != PriorityPolicy::PinnedClient
+            || !have.priority_groups.contains(&PIN_GROUP.to_owned()))
+    {
+        out.push(format!(
+            "it has no pinned priority group `{PIN_GROUP}`, which `singleton = true` pulls from"
+        ));
+    }
+    if Owner::read(&have.metadata) != Owner::read(&want.metadata) {
+        let owner: Vec<String> = want
+            .metadata
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push(format!(
+            "it lacks the metadata naming its handler ({}), so a last delivery that is never answered is not dead-lettered; add it (`nats consumer edit`)",
+            owner.join(", ")
+        ));
+    }
+    out
 }
 
 /// `consumer` with one pinned replica: the server delivers to the one it
@@ -179,29 +246,23 @@ pub(crate) async fn ensure_consumer_resuming(
                 );
                 return Ok(consumer);
             }
-            if !create && (have.ack_wait != want.ack_wait || have.max_deliver != want.max_deliver) {
-                tracing::warn!(
-                    durable = %b.route.durable,
-                    have_ack_wait = ?have.ack_wait,
-                    want_ack_wait = ?want.ack_wait,
-                    have_max_deliver = have.max_deliver,
-                    want_max_deliver = want.max_deliver,
-                    "JETWIRE_PROVISION=bind: the durable's options differ from the handler's, and are left as they are"
-                );
-            }
-            if !create && Owner::read(&have.metadata) != Owner::read(&want.metadata) {
-                let owner: Vec<String> = want
-                    .metadata
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                tracing::warn!(
-                    durable = %b.route.durable,
-                    "JETWIRE_PROVISION=bind: the durable lacks the metadata naming its handler ({}), so a last delivery that is never answered is not dead-lettered; add it (`nats consumer edit`)",
-                    owner.join(", ")
-                );
-            }
-            if have.deliver_policy != b.consumer.deliver_policy {
+            if !create {
+                if have.ack_policy != AckPolicy::Explicit {
+                    return Err(consumer_err(format!(
+                        "{}: it acknowledges {:?}, and a handler needs explicit acks; set its ack policy to explicit (`nats consumer edit`), or let jetwire make its own durable",
+                        b.held_by(),
+                        have.ack_policy
+                    )));
+                }
+                for contradiction in contradictions(have, want) {
+                    tracing::warn!(
+                        durable = %b.route.durable,
+                        handler = %b.def.path(),
+                        "{}: {contradiction}; left as it is",
+                        b.held_by()
+                    );
+                }
+            } else if have.deliver_policy != want.deliver_policy {
                 tracing::warn!(
                     durable = %b.route.durable,
                     "the durable exists with another deliver policy, which cannot change; delete it to apply `deliver`"
@@ -213,8 +274,14 @@ pub(crate) async fn ensure_consumer_resuming(
                 .map_err(|e| consumer_err(format!("cannot open it: {e}")))
         }
         Err(e) if b.provision == Provision::Bind => Err(consumer_err(format!(
-            "JETWIRE_PROVISION=bind, and it cannot be read on stream `{}`: {e}; create it, or let jetwire (JETWIRE_PROVISION=create)",
-            b.route.stream
+            "{}, and it cannot be read on stream `{}`: {e}; create it, or {}",
+            b.held_by(),
+            b.route.stream,
+            if b.def.binds() {
+                "remove `bind = true` to let jetwire make it"
+            } else {
+                "let jetwire make it (JETWIRE_PROVISION=create)"
+            }
         ))),
         Err(_) => {
             let mut config = b.consumer.clone();
@@ -232,5 +299,59 @@ pub(crate) async fn ensure_consumer_resuming(
             consumer_err(format!("cannot create it on stream `{}`: {text}{hint}", b.route.stream))
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_contradicted_option_is_named_once() {
+        let want = pull::Config {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 25,
+            max_ack_pending: 64,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        };
+        let same = jetstream::consumer::Config {
+            ack_wait: want.ack_wait,
+            max_deliver: want.max_deliver,
+            max_ack_pending: want.max_ack_pending,
+            deliver_policy: want.deliver_policy,
+            ..Default::default()
+        };
+        assert!(contradictions(&same, &want).is_empty());
+        let have = jetstream::consumer::Config {
+            ack_wait: Duration::from_secs(5),
+            max_deliver: 3,
+            max_ack_pending: 8,
+            backoff: vec![Duration::from_secs(1)],
+            deliver_policy: DeliverPolicy::New,
+            ..same.clone()
+        };
+        let found = contradictions(&have, &want);
+        for word in [
+            "its ack_wait",
+            "its max_deliver",
+            "max_ack_pending",
+            "backoff",
+            "starts at",
+        ] {
+            assert_eq!(
+                found.iter().filter(|c| c.contains(word)).count(),
+                1,
+                "{word} in {found:?}"
+            );
+        }
+        assert_eq!(found.len(), 5, "{found:?}");
+        let unlimited = jetstream::consumer::Config {
+            max_ack_pending: -1,
+            ..same.clone()
+        };
+        assert!(contradictions(&unlimited, &want).is_empty());
+        let pinned = pinned(want.ack_wait, want.clone());
+        assert_eq!(contradictions(&same, &pinned).len(), 1);
     }
 }

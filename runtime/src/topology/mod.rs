@@ -105,7 +105,11 @@ pub(crate) async fn ensure_all(
                 stream: route.stream.clone(),
                 durable: route.durable.clone(),
             },
-            provision: config.provision,
+            provision: if def.binds() {
+                Provision::Bind
+            } else {
+                config.provision
+            },
             partition: None,
             route,
         };
