@@ -4,7 +4,8 @@
 use std::panic::Location;
 
 use crate::app::App;
-use crate::handler::configured::{self, Handler, HandlerOptions};
+use crate::handler::configured::{self, Handler};
+use crate::handler::options::HandlerOptions;
 use crate::names::Kind;
 
 impl App {

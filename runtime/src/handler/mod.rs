@@ -13,5 +13,6 @@ pub(crate) mod invoke;
 pub(crate) mod layer;
 pub(crate) mod meta;
 pub(crate) mod middleware;
+pub(crate) mod options;
 pub mod registry;
 pub(crate) mod state;

@@ -3,7 +3,8 @@
 
 use std::panic::Location;
 
-use crate::handler::configured::{self, Handler, HandlerOptions};
+use crate::handler::configured::{self, Handler};
+use crate::handler::options::HandlerOptions;
 use crate::handler::registry;
 use crate::names::Kind;
 use crate::testing::TestApp;
