@@ -16,6 +16,7 @@ use crate::setup::{
     CONCURRENCY, Kind, Throughput, loaded, median, on_own_runtime, quick, runs, server,
 };
 
+mod codecs;
 mod dlq;
 mod observed;
 mod outbox;
@@ -152,6 +153,8 @@ fn main() {
         ("queue", Kind::Queue, n, 128),
         ("queue-once", Kind::QueueOnce, n / 4, 128),
         ("events-4k", Kind::Events, n4k, 4096),
+        ("queue-msgpack", Kind::MsgPack, n, 128),
+        ("queue-protobuf", Kind::Protobuf, n, 128),
     ] {
         if want(name) {
             throughput(

@@ -18,13 +18,7 @@ use crate::setup::{
 pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
     let client = async_nats::connect(server().url()).await.expect("connect");
     HANDLED.store(0, Ordering::Relaxed);
-    let handler = match kind {
-        Kind::Events => "bench_event",
-        Kind::Queue | Kind::Middleware => "bench_queue",
-        Kind::QueueOnce => "bench_queue_once",
-        Kind::Checkpoint => "bench_checkpoint",
-        Kind::Partitioned => "bench_partitioned",
-    };
+    let handler = kind.handler();
     let (t0, cpu0) = (Instant::now(), Cpu::now());
     let mut app = App::new(config(&prefix)).only(&[handler]);
     if kind == Kind::Middleware {
@@ -69,8 +63,7 @@ pub(crate) async fn raw_consume(kind: Kind, n: u64, prefix: String) -> Throughpu
                 let count = &count;
                 async move {
                     let m = m.expect("message");
-                    let msg: Msg = serde_json::from_slice(&m.payload).expect("decode");
-                    std::hint::black_box(&msg);
+                    crate::setup::decode(kind, &m.payload);
                     m.ack().await.expect("ack");
                     count.fetch_add(1, Ordering::Relaxed);
                 }

@@ -39,6 +39,54 @@ impl Msg {
     }
 }
 
+/// [`Msg`] as a Protocol Buffers message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PbMsg {
+    #[prost(uint64, tag = "1")]
+    pub(crate) id: u64,
+    #[prost(uint64, tag = "2")]
+    pub(crate) sent_ns: u64,
+    #[prost(string, tag = "3")]
+    pub(crate) body: String,
+}
+
+/// `m` as `kind`'s handler reads it, and its `Content-Type`.
+pub(crate) fn encode(kind: Kind, m: &Msg) -> (Vec<u8>, &'static str) {
+    match kind {
+        Kind::MsgPack => (
+            rmp_serde::to_vec_named(m).expect("msgpack"),
+            "application/msgpack",
+        ),
+        Kind::Protobuf => {
+            let pb = PbMsg {
+                id: m.id,
+                sent_ns: m.sent_ns,
+                body: m.body.clone(),
+            };
+            (prost::Message::encode_to_vec(&pb), "application/protobuf")
+        }
+        _ => (serde_json::to_vec(m).expect("json"), "application/json"),
+    }
+}
+
+/// What the hand-written consumer does with a payload of `kind`: decode it.
+pub(crate) fn decode(kind: Kind, bytes: &[u8]) {
+    match kind {
+        Kind::MsgPack => {
+            let m: Msg = rmp_serde::from_slice(bytes).expect("msgpack");
+            std::hint::black_box(&m);
+        }
+        Kind::Protobuf => {
+            let m = <PbMsg as prost::Message>::decode(bytes).expect("protobuf");
+            std::hint::black_box(&m);
+        }
+        _ => {
+            let m: Msg = serde_json::from_slice(bytes).expect("decode");
+            std::hint::black_box(&m);
+        }
+    }
+}
+
 pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -230,6 +278,10 @@ pub(crate) enum Kind {
     /// The work queue's handler behind one middleware that only calls
     /// `next`.
     Middleware,
+    /// A work queue of MessagePack payloads.
+    MsgPack,
+    /// A work queue of Protocol Buffers payloads.
+    Protobuf,
 }
 
 impl Kind {
@@ -240,6 +292,21 @@ impl Kind {
             Kind::QueueOnce => "queue.bench-once",
             Kind::Checkpoint => "queue.bench-ckpt",
             Kind::Partitioned => "queue.bench-part",
+            Kind::MsgPack => "queue.bench-mp",
+            Kind::Protobuf => "queue.bench-pb",
+        }
+    }
+
+    /// The handler jetwire runs for it.
+    pub(crate) fn handler(self) -> &'static str {
+        match self {
+            Kind::Events => "bench_event",
+            Kind::Queue | Kind::Middleware => "bench_queue",
+            Kind::QueueOnce => "bench_queue_once",
+            Kind::Checkpoint => "bench_checkpoint",
+            Kind::Partitioned => "bench_partitioned",
+            Kind::MsgPack => "bench_msgpack",
+            Kind::Protobuf => "bench_protobuf",
         }
     }
     pub(crate) fn stream(self, prefix: &str) -> String {
@@ -251,13 +318,11 @@ impl Kind {
     /// grows with them: raw on a 3-letter durable against raw on jetwire's
     /// 22-letter one measured 0.87 for events. Same names, same work.
     pub(crate) fn durable(self, prefix: &str) -> String {
-        let (kind, handler) = match self {
-            Kind::Events => (jetwire::registry::Kind::Subscribe, "bench_event"),
-            Kind::Queue | Kind::Middleware => (jetwire::registry::Kind::Queue, "bench_queue"),
-            Kind::QueueOnce => (jetwire::registry::Kind::Queue, "bench_queue_once"),
-            Kind::Checkpoint => (jetwire::registry::Kind::Queue, "bench_checkpoint"),
-            Kind::Partitioned => (jetwire::registry::Kind::Queue, "bench_partitioned"),
+        let kind = match self {
+            Kind::Events => jetwire::registry::Kind::Subscribe,
+            _ => jetwire::registry::Kind::Queue,
         };
+        let handler = self.handler();
         jetwire::topology::durable_for(Some(prefix), "bench", kind, handler, self.subject(), None)
     }
 }
@@ -341,7 +406,7 @@ pub(crate) async fn preload(
     let subject = format!("{prefix}.{}", kind.subject());
     let mut acks = AckWindow::new();
     for id in 0..n {
-        let body = serde_json::to_vec(&Msg::new(id, size)).expect("json");
+        let (body, content_type) = encode(kind, &Msg::new(id, size));
         // Where a keyed publish goes: its key's partition.
         let to = match kind {
             Kind::Partitioned => jetwire::topology::partition_subject(
@@ -350,8 +415,16 @@ pub(crate) async fn preload(
             ),
             _ => subject.clone(),
         };
-        acks.push(js.publish(to, body.into()).await.expect("publish"))
-            .await;
+        // The JSON scenarios' messages have no headers, as before codecs.
+        let published = match kind {
+            Kind::MsgPack | Kind::Protobuf => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Content-Type", content_type);
+                js.publish_with_headers(to, headers, body.into()).await
+            }
+            _ => js.publish(to, body.into()).await,
+        };
+        acks.push(published.expect("publish")).await;
     }
     acks.drain().await;
 }

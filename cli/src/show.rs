@@ -96,9 +96,9 @@ pub(crate) fn letter_json(l: &DeadLetter, with_body: bool) -> serde_json::Value 
             })
             .collect();
         v["headers"] = serde_json::json!(headers);
-        v["payload"] = match serde_json::from_slice::<serde_json::Value>(l.payload()) {
-            Ok(json) => json,
-            Err(_) => serde_json::json!(String::from_utf8_lossy(l.payload())),
+        v["payload"] = match l.payload_as_json() {
+            Some(json) => json,
+            None => serde_json::json!(String::from_utf8_lossy(l.payload())),
         };
     }
     v
@@ -156,9 +156,14 @@ pub(crate) fn letter(l: &DeadLetter, json: bool) {
         ago(l.failed_at())
     );
     println!("{t}");
-    match serde_json::from_slice::<serde_json::Value>(l.payload()) {
-        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-        Err(_) => println!("{}", safe(&String::from_utf8_lossy(l.payload()), true)),
+    match (l.payload_as_json(), std::str::from_utf8(l.payload())) {
+        (Some(v), _) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        (None, Ok(text)) => println!("{}", safe(text, true)),
+        (None, Err(_)) => println!(
+            "({} bytes of {}, not text)",
+            l.payload().len(),
+            safe(l.content_type().unwrap_or("unknown content"), false)
+        ),
     }
 }
 

@@ -145,6 +145,7 @@ fn register(kind: Kind, handler: &Handler<'_>, subject: &str, options: &Options)
                     kind: #kind_tokens,
                     subject: #subject,
                     payload: #payload_name,
+                    content_type: <#payload_ty as ::jetwire::__private::Payload>::CONTENT_TYPE_READ,
                     options: #options,
                     requires: &[#(#requirements),*],
                     call: &#adapter,

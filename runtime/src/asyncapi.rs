@@ -18,10 +18,11 @@ pub(crate) fn document(config: &Config, version: &str, handlers: &[&'static Hand
     let mut messages = Map::new();
     for def in handlers {
         let channel = id(def.subject);
-        let message = id(def.payload);
+        let name = crate::text::short_type_name(def.payload);
+        let message = id(&name);
         let mut described = json!({
-            "name": def.payload,
-            "contentType": "application/json",
+            "name": name,
+            "contentType": def.content_type.unwrap_or("application/octet-stream"),
         });
         if let Some(schema) = (def.schema)(&mut schemas) {
             described["payload"] = schema;

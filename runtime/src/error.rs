@@ -269,6 +269,15 @@ pub enum PublishError {
         #[source]
         source: serde_json::Error,
     },
+    /// The payload could not be encoded by its codec; nothing was sent.
+    #[error("cannot encode the payload for `{subject}`: {source}")]
+    Codec {
+        /// The subject.
+        subject: String,
+        /// The codec's error.
+        #[source]
+        source: BoxError,
+    },
     /// A header name or value is not valid in NATS; nothing was sent.
     #[error("invalid header for `{subject}`: {reason}")]
     InvalidHeader {
@@ -332,12 +341,28 @@ pub enum PublishErrorKind {
 }
 
 impl PublishError {
+    /// A payload that did not encode: [`PublishError::Encode`] for JSON's
+    /// error, [`PublishError::Codec`] for another codec's.
+    pub(crate) fn encoding(subject: &str, error: BoxError) -> PublishError {
+        match error.downcast::<serde_json::Error>() {
+            Ok(json) => PublishError::Encode {
+                subject: subject.to_owned(),
+                source: *json,
+            },
+            Err(source) => PublishError::Codec {
+                subject: subject.to_owned(),
+                source,
+            },
+        }
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> PublishErrorKind {
         use async_nats::jetstream::context::{PublishError as NatsPublish, PublishErrorKind as K};
         match self {
             PublishError::InvalidSubject(_)
             | PublishError::Encode { .. }
+            | PublishError::Codec { .. }
             | PublishError::InvalidHeader { .. } => PublishErrorKind::Invalid,
             PublishError::Send { source, .. } => match source.downcast_ref::<NatsPublish>() {
                 Some(e) if e.kind() == K::MaxPayloadExceeded => PublishErrorKind::Invalid,

@@ -75,6 +75,7 @@
 // Layers, bottom up; each imports only from those below it (ARCHITECTURE.md).
 // Ground floor: pure rules.
 pub mod classify;
+mod codecs;
 mod config;
 mod error;
 mod names;
@@ -109,6 +110,87 @@ pub mod middleware {
     #[cfg(feature = "tower")]
     pub use crate::handler::layer::{HandlerLayer, HandlerService};
     pub use crate::handler::middleware::{FromFn, Middleware, Next, from_fn};
+}
+
+/// Payload codecs: how a message's bytes become a value and back, and the
+/// `Content-Type` that says which.
+///
+/// A bare payload type is JSON (`order: Order` is `Json<Order>`). A
+/// wrapper chooses another codec, as a handler's payload and as a value
+/// to publish: `Json`, `MsgPack` (feature `msgpack`), `Cbor`
+/// (feature `cbor`), `Protobuf` (feature `protobuf`, prost), and
+/// [`Raw`] for the bytes as they came.
+///
+/// ```
+/// # #[cfg(feature = "msgpack")] {
+/// use jetwire::codec::MsgPack;
+/// use jetwire::{queue, Context, HandlerError};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Resize { width: u32 }
+///
+/// #[queue("queue.thumbs")]
+/// async fn thumb(MsgPack(job): MsgPack<Resize>, ctx: Context) -> Result<(), HandlerError> {
+///     ctx.publish("images.resized", &MsgPack(job.width)).await?; // Content-Type: application/msgpack
+///     Ok(())
+/// }
+/// # }
+/// ```
+///
+/// On receipt a `Content-Type` naming another codec than the handler's is
+/// dead-lettered `decode`, the error naming both; a message without one
+/// is decoded with the handler's codec.
+///
+/// A codec of your own is a wrapper implementing [`Codec`](codec::Codec),
+/// and the two traits that let it be a payload and be published, each
+/// one line:
+///
+/// ```
+/// use jetwire::codec::{BoxError, Codec, Encode};
+///
+/// /// Text, one line per item.
+/// struct Lines(Vec<String>);
+///
+/// impl Codec for Lines {
+///     const CONTENT_TYPE: &'static str = "text/plain";
+///
+///     fn encode(&self) -> Result<Vec<u8>, BoxError> {
+///         Ok(self.0.join("\n").into_bytes())
+///     }
+///
+///     fn decode(bytes: &[u8]) -> Result<Self, BoxError> {
+///         let text = std::str::from_utf8(bytes)?;
+///         Ok(Lines(text.lines().map(str::to_owned).collect()))
+///     }
+/// }
+/// impl jetwire::codec::Payload for Lines {
+///     fn decode(payload: jetwire::codec::Bytes, delivery: &jetwire::Delivery) -> Result<Self, jetwire::HandlerError> {
+///         jetwire::codec::decode(payload, delivery)
+///     }
+/// }
+/// impl Encode for Lines {
+///     fn encoded(&self) -> Result<(Vec<u8>, &'static str), BoxError> {
+///         jetwire::codec::encode(self)
+///     }
+/// }
+///
+/// #[jetwire::queue("queue.lines")]
+/// async fn count(lines: Lines) -> Result<(), jetwire::HandlerError> {
+///     tracing::info!(lines = lines.0.len(), "counted");
+///     Ok(())
+/// }
+/// ```
+pub mod codec {
+    #[cfg(feature = "cbor")]
+    pub use crate::codecs::Cbor;
+    #[cfg(feature = "msgpack")]
+    pub use crate::codecs::MsgPack;
+    #[cfg(feature = "protobuf")]
+    pub use crate::codecs::Protobuf;
+    pub use crate::codecs::{BoxError, Codec, Encode, JSON, Json, encode};
+    pub use crate::handler::extract::{Payload, decode};
+    /// The bytes of a payload, as `Payload::decode` gets them.
+    pub use bytes::Bytes;
 }
 
 #[doc(hidden)]

@@ -29,9 +29,33 @@ pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-string panic payload".to_owned())
 }
 
+/// `a::b::Order<c::Item>` as `Order<Item>`.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            out.push_str(segment.rsplit("::").next().unwrap_or(""));
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(segment.rsplit("::").next().unwrap_or(""));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_names_lose_their_paths() {
+        assert_eq!(short_type_name("a::b::Order"), "Order");
+        assert_eq!(short_type_name("alloc::vec::Vec<app::Item>"), "Vec<Item>");
+        assert_eq!(short_type_name("(u8, x::Y)"), "(u8, Y)");
+    }
 
     #[test]
     fn control_characters_are_blanked_and_long_text_cut() {

@@ -192,3 +192,30 @@ fn a_handler_from_configuration_is_described_with_the_schema_it_names() {
         "no schema named: {message}"
     );
 }
+
+#[queue("queue.docs.packed")]
+async fn docs_packed(_job: jetwire::codec::MsgPack<DocJob>) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[test]
+fn each_message_has_its_codecs_content_type() {
+    let config = Config::builder().app("docs").build().expect("valid");
+    let doc = App::new(config)
+        .only(&["docs_packed", "docs_raw", "docs_job"])
+        .asyncapi();
+    assert_valid(&doc);
+    let messages = &doc["components"]["messages"];
+    let content_type = |name: &str| messages[name]["contentType"].clone();
+    assert_eq!(
+        content_type("MsgPack_DocJob_"),
+        "application/msgpack",
+        "{messages}"
+    );
+    assert_eq!(content_type("DocJob"), "application/json", "{messages}");
+    assert_eq!(
+        content_type("Raw"),
+        "application/octet-stream",
+        "{messages}"
+    );
+}

@@ -134,6 +134,16 @@ impl DeadLetter {
     pub fn version(&self) -> Option<&str> {
         self.header(crate::publish::message::VERSION)
     }
+    /// The original payload's `Content-Type` (its codec), if it had one.
+    pub fn content_type(&self) -> Option<&str> {
+        self.header(crate::publish::message::CONTENT_TYPE)
+    }
+    /// The original payload as JSON, for a person to read: JSON as it is,
+    /// MessagePack and CBOR decoded (features `msgpack`, `cbor`); `None`
+    /// for any other bytes.
+    pub fn payload_as_json(&self) -> Option<serde_json::Value> {
+        crate::codecs::as_json(self.content_type(), &self.payload)
+    }
     /// The letter's own `Nats-Msg-Id`.
     pub fn letter_id(&self) -> Option<&str> {
         self.header(MSG_ID)

@@ -59,6 +59,7 @@ pub trait Handler<Args>: Send + Sync + 'static {
 #[doc(hidden)]
 pub struct Shape {
     payload: &'static str,
+    content_type: Option<&'static str>,
     dead_letters: bool,
     requires: Vec<fn() -> Option<StateKey>>,
     /// The `Ok` type, unless it is `()`.
@@ -136,6 +137,7 @@ macro_rules! handler_fn {
             fn shape() -> Shape {
                 Shape {
                     payload: type_name::<P>(),
+                    content_type: P::CONTENT_TYPE_READ,
                     dead_letters: P::DEAD_LETTERS,
                     requires: vec![$(<$arg as FromDelivery>::requirement,)*],
                     ok: R::ok_type(),
@@ -225,7 +227,8 @@ pub(crate) fn register<H: Handler<A>, A>(
         line: at.line(),
         kind,
         subject: leak(subject.to_owned()),
-        payload: leak(short_type_name(shape.payload)),
+        payload: leak(crate::text::short_type_name(shape.payload)),
+        content_type: shape.content_type,
         options: settings,
         requires: Box::leak(shape.requires.into_boxed_slice()),
         call,
@@ -252,23 +255,6 @@ fn names_of<H>() -> (String, Option<&'static str>) {
         Some((module, name)) => (module.to_owned(), Some(name)),
         None => (String::new(), Some(path)),
     }
-}
-
-/// `a::b::Order<c::Item>` as `Order<Item>`.
-fn short_type_name(full: &str) -> String {
-    let mut out = String::with_capacity(full.len());
-    let mut segment = String::new();
-    for c in full.chars() {
-        if c.is_alphanumeric() || c == '_' || c == ':' {
-            segment.push(c);
-        } else {
-            out.push_str(segment.rsplit("::").next().unwrap_or(""));
-            segment.clear();
-            out.push(c);
-        }
-    }
-    out.push_str(segment.rsplit("::").next().unwrap_or(""));
-    out
 }
 
 /// The subject under the rules the attribute's would follow.
@@ -393,13 +379,6 @@ fn backoff(list: &[String], max_deliver: Option<u32>) -> Result<&'static [Durati
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn type_names_lose_their_paths() {
-        assert_eq!(short_type_name("a::b::Order"), "Order");
-        assert_eq!(short_type_name("alloc::vec::Vec<app::Item>"), "Vec<Item>");
-        assert_eq!(short_type_name("(u8, x::Y)"), "(u8, Y)");
-    }
 
     async fn named(_: crate::handler::extract::Raw) {}
 

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::{Acked, Kept};
+use crate::codecs::Encode;
 use crate::error::{Error, PublishError};
 use crate::handler::state::States;
 use crate::protocol::ack::Acker;
@@ -287,7 +288,7 @@ impl Context {
     /// the stream's duplicate window). Subjects under `dlq.` are refused
     /// with [`PublishError::InvalidSubject`]: dead letters are jetwire's to
     /// write.
-    pub async fn publish<T: Serialize + ?Sized>(
+    pub async fn publish<T: Encode + ?Sized>(
         &self,
         subject: &str,
         payload: &T,
@@ -297,7 +298,7 @@ impl Context {
     }
 
     /// [`Context::publish`] with options: message id, headers, correlation id.
-    pub async fn publish_with<T: Serialize + ?Sized>(
+    pub async fn publish_with<T: Encode + ?Sized>(
         &self,
         subject: &str,
         payload: &T,

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::codecs::{self, Codec, Readable};
 use crate::error::HandlerError;
 use crate::handler::context::Context;
 use crate::handler::delivery::Delivery;
@@ -152,7 +153,32 @@ impl<T> Deref for State<T> {
 }
 
 /// A handler's first parameter: decoded from the delivery's payload.
-#[doc(hidden)]
+/// Any `Deserialize` type is (as JSON), and [`Raw`], a `DeadLetter`, and
+/// each codec's wrapper ([`Json`](crate::codec::Json), `MsgPack`, `Cbor`, `Protobuf`). For a
+/// [`Codec`] of your own, [`decode`] is the whole method:
+///
+/// ```
+/// use jetwire::codec::{self, BoxError, Codec, Payload};
+/// use jetwire::{Delivery, HandlerError};
+///
+/// struct Csv(Vec<String>);
+///
+/// impl Codec for Csv {
+///     const CONTENT_TYPE: &'static str = "text/csv";
+///     fn encode(&self) -> Result<Vec<u8>, BoxError> {
+///         Ok(self.0.join(",").into_bytes())
+///     }
+///     fn decode(bytes: &[u8]) -> Result<Self, BoxError> {
+///         Ok(Csv(std::str::from_utf8(bytes)?.split(',').map(str::to_owned).collect()))
+///     }
+/// }
+///
+/// impl Payload for Csv {
+///     fn decode(payload: codec::Bytes, delivery: &Delivery) -> Result<Self, HandlerError> {
+///         codec::decode(payload, delivery)
+///     }
+/// }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler payload",
     label = "the payload must implement `serde::Deserialize`, or be `jetwire::Raw`",
@@ -160,14 +186,25 @@ impl<T> Deref for State<T> {
 )]
 pub trait Payload: Sized + Send + 'static {
     /// Whether it is a dead letter, read from `dlq.` subjects.
+    #[doc(hidden)]
     const DEAD_LETTERS: bool = false;
 
-    /// The payload of `delivery`, from its bytes `payload`.
+    /// The content type it reads, for the AsyncAPI document; `None`: any
+    /// bytes (`application/octet-stream`).
+    #[doc(hidden)]
+    const CONTENT_TYPE_READ: Option<&'static str> = None;
+
+    /// The payload of `delivery`, from its bytes `payload`. A failure is
+    /// settled before the handler runs (a `decode` error from [`decode`]
+    /// is dead-lettered as `decode`, never retried).
     fn decode(payload: Bytes, delivery: &Delivery) -> Result<Self, HandlerError>;
 }
 
 impl<T: DeserializeOwned + Send + 'static> Payload for T {
-    fn decode(payload: Bytes, _delivery: &Delivery) -> Result<Self, HandlerError> {
+    const CONTENT_TYPE_READ: Option<&'static str> = Some(codecs::JSON);
+
+    fn decode(payload: Bytes, delivery: &Delivery) -> Result<Self, HandlerError> {
+        content_type_is(delivery, codecs::JSON, &[])?;
         serde_json::from_slice(&payload)
             .map_err(|e| HandlerError::decode(decode_error(&e, &payload)))
     }
@@ -178,6 +215,67 @@ impl Payload for Raw {
         Ok(Raw(payload))
     }
 }
+
+/// [`Payload::decode`] for a [`Codec`] of your own: a `Content-Type`
+/// naming another codec is a `decode` error naming both.
+pub fn decode<C: Codec>(payload: Bytes, delivery: &Delivery) -> Result<C, HandlerError> {
+    read_as(payload, delivery, C::CONTENT_TYPE, C::ALIASES, C::decode)
+}
+
+fn content_type_is(
+    delivery: &Delivery,
+    want: &'static str,
+    aliases: &[&str],
+) -> Result<(), HandlerError> {
+    let got = delivery
+        .headers()
+        .get(crate::publish::message::CONTENT_TYPE);
+    codecs::check_content_type(got.map(|v| v.as_str()), want, aliases).map_err(HandlerError::decode)
+}
+
+fn read_as<T>(
+    payload: Bytes,
+    delivery: &Delivery,
+    want: &'static str,
+    aliases: &[&str],
+    read: impl FnOnce(&[u8]) -> Result<T, codecs::BoxError>,
+) -> Result<T, HandlerError> {
+    content_type_is(delivery, want, aliases)?;
+    read(&payload).map_err(|e| {
+        HandlerError::decode(format!(
+            "the payload ({} bytes) does not decode as {want}: {e}",
+            payload.len()
+        ))
+    })
+}
+
+/// A codec's wrapper as a payload: its content type checked, then read.
+macro_rules! wrapper_payload {
+    ($($(#[$cfg:meta])* $wrapper:ident),*) => {$(
+        $(#[$cfg])*
+        impl<T> Payload for codecs::$wrapper<T>
+        where
+            codecs::$wrapper<T>: Readable,
+        {
+            const CONTENT_TYPE_READ: Option<&'static str> = Some(<Self as Readable>::CONTENT_TYPE);
+
+            fn decode(payload: Bytes, delivery: &Delivery) -> Result<Self, HandlerError> {
+                let (want, aliases) = (<Self as Readable>::CONTENT_TYPE, <Self as Readable>::ALIASES);
+                read_as(payload, delivery, want, aliases, <Self as Readable>::read)
+            }
+        }
+    )*};
+}
+
+wrapper_payload!(
+    Json,
+    #[cfg(feature = "msgpack")]
+    MsgPack,
+    #[cfg(feature = "cbor")]
+    Cbor,
+    #[cfg(feature = "protobuf")]
+    Protobuf
+);
 
 fn decode_error(err: &serde_json::Error, bytes: &[u8]) -> String {
     if bytes.is_empty() {

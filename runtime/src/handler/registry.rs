@@ -62,6 +62,8 @@ pub struct HandlerDef {
     pub kind: Kind,
     pub subject: &'static str,
     pub payload: &'static str,
+    /// The content type its payload is read as; `None`: any bytes.
+    pub content_type: Option<&'static str>,
     pub options: Settings,
     pub requires: &'static [fn() -> Option<StateKey>],
     pub call: CallFn,

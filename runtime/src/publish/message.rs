@@ -7,14 +7,15 @@ use std::fmt;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetwire_grammar::subject::{self, Usage};
-use serde::Serialize;
 
+use crate::codecs::Encode;
 use crate::error::PublishError;
 use crate::observe::trace;
 
 /// `Nats-Msg-Id`: JetStream stores a message id once per duplicate window.
 pub const MSG_ID: &str = "Nats-Msg-Id";
-/// `Content-Type`, always `application/json` for typed publishes.
+/// `Content-Type`: the codec of a typed publish (`application/json`
+/// unless a [`codec`](crate::codec) wrapper says otherwise).
 pub const CONTENT_TYPE: &str = "Content-Type";
 /// `Jetwire-Correlation-Id`: carried from every inbound message to what its
 /// handler publishes.
@@ -39,8 +40,6 @@ pub const REPLAYED_ID: &str = "Jetwire-Replayed-Id";
 /// wrote ([`PublishOptions::version`]), for handlers that read more than
 /// one ([`Context::version`](crate::Context::version)).
 pub const VERSION: &str = "Jetwire-Version";
-
-const JSON: &str = "application/json";
 
 /// Per-message options for `Publisher::publish_with` and
 /// `Context::publish_with`.
@@ -137,9 +136,10 @@ pub struct Message {
 pub(crate) type Outbound = Message;
 
 impl Message {
-    /// `payload` as JSON to `subject`, with a fresh message id unless
-    /// `options` gives one: checked as every publish is.
-    pub fn json<T: Serialize + ?Sized>(
+    /// `payload` to `subject`, as JSON or in its codec (a wrapper of
+    /// [`codec`](crate::codec)), with a fresh message id unless `options`
+    /// gives one: checked as every publish is.
+    pub fn json<T: Encode + ?Sized>(
         subject: &str,
         payload: &T,
         options: PublishOptions,
@@ -271,21 +271,20 @@ pub(crate) fn fresh_id() -> String {
 /// Validates, encodes and labels one message.
 ///
 /// `default_id` is used when the options give no message id.
-pub(crate) fn build<T: Serialize + ?Sized>(
+pub(crate) fn build<T: Encode + ?Sized>(
     subject: &str,
     payload: &T,
     opts: PublishOptions,
     inherited: &Inherited,
     default_id: impl FnOnce() -> String,
 ) -> Result<Outbound, PublishError> {
-    let bytes = serde_json::to_vec(payload).map_err(|source| PublishError::Encode {
-        subject: subject.to_owned(),
-        source,
-    })?;
+    let (bytes, content_type) = payload
+        .encoded()
+        .map_err(|e| PublishError::encoding(subject, e))?;
     build_bytes(
         subject,
         bytes.into(),
-        Some(JSON),
+        Some(content_type),
         opts,
         inherited,
         default_id,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::codecs::Encode;
 use crate::config::{Config, Provision, Reconnects, watch_reconnects};
 use crate::error::{Error, PublishError};
 use crate::protocol::signals::{self, Signals};
@@ -167,7 +168,7 @@ impl Publisher {
     }
 
     /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.
-    pub async fn publish<T: Serialize + ?Sized>(
+    pub async fn publish<T: Encode + ?Sized>(
         &self,
         subject: &str,
         payload: &T,
@@ -177,7 +178,7 @@ impl Publisher {
     }
 
     /// [`Publisher::publish`] with options: message id, headers, correlation id.
-    pub async fn publish_with<T: Serialize + ?Sized>(
+    pub async fn publish_with<T: Encode + ?Sized>(
         &self,
         subject: &str,
         payload: &T,

@@ -42,6 +42,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::{Answer, Counted, classify, settlement_after};
+use crate::codecs::Encode;
 use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
 use crate::handler::context::{Context, Env, Meta, Origin};
@@ -241,13 +242,13 @@ impl TestApp {
     /// # Panics
     /// If the subject is invalid, the handlers fail the startup checks, or
     /// handlers keep publishing to each other past 10,000 deliveries.
-    pub async fn publish<T: Serialize + ?Sized>(&self, subject: &str, payload: &T) -> Report {
+    pub async fn publish<T: Encode + ?Sized>(&self, subject: &str, payload: &T) -> Report {
         self.publish_with(subject, payload, PublishOptions::new())
             .await
     }
 
     /// [`TestApp::publish`] with options (message id, headers).
-    pub async fn publish_with<T: Serialize + ?Sized>(
+    pub async fn publish_with<T: Encode + ?Sized>(
         &self,
         subject: &str,
         payload: &T,

@@ -6,8 +6,8 @@
 //! error inside the caller's transaction, never a failed row later.
 
 use jetwire::PublishOptions;
+use jetwire::codec::Encode;
 use jetwire::publish::Message;
-use serde::Serialize;
 
 use crate::error::OutboxError;
 use crate::tables::Tables;
@@ -92,7 +92,8 @@ connection!(
     crate::pool::SQLITE_NOW
 );
 
-/// Saves `payload`, as JSON to `subject`, in the caller's transaction: it
+/// Saves `payload` to `subject`, as JSON or in its codec (a wrapper of
+/// `jetwire::codec`, whose `Content-Type` it keeps), in the caller's transaction: it
 /// is published once the transaction commits, never if it rolls back.
 /// Returns the row's id, which is the message's `Nats-Msg-Id`.
 ///
@@ -108,7 +109,7 @@ connection!(
 /// tx.commit().await?;
 /// # let _ = id; Ok(()) }
 /// ```
-pub async fn enqueue<'c, T: Serialize + ?Sized>(
+pub async fn enqueue<'c, T: Encode + ?Sized>(
     conn: impl Connection<'c>,
     subject: &str,
     payload: &T,
@@ -120,7 +121,7 @@ pub async fn enqueue<'c, T: Serialize + ?Sized>(
 /// `key` (rows of one key are published in the order they were enqueued;
 /// rows of different keys in parallel). A `Jetwire-Destination` header
 /// picks the publisher ([`Outbox::destination`]).
-pub async fn enqueue_with<'c, T: Serialize + ?Sized>(
+pub async fn enqueue_with<'c, T: Encode + ?Sized>(
     conn: impl Connection<'c>,
     subject: &str,
     payload: &T,
@@ -156,7 +157,7 @@ impl Tables {
     /// tx.commit().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn enqueue<'c, T: Serialize + ?Sized>(
+    pub async fn enqueue<'c, T: Encode + ?Sized>(
         &self,
         conn: impl Connection<'c>,
         subject: &str,
@@ -167,7 +168,7 @@ impl Tables {
     }
 
     /// [`enqueue_with`] into these tables.
-    pub async fn enqueue_with<'c, T: Serialize + ?Sized>(
+    pub async fn enqueue_with<'c, T: Encode + ?Sized>(
         &self,
         conn: impl Connection<'c>,
         subject: &str,
