@@ -519,3 +519,48 @@ async fn the_clis_memory_does_not_grow_with_the_letters() {
     }
     app.shutdown().await.expect("stops");
 }
+
+#[subscribe("climp.created", max_deliver = 1)]
+async fn cli_msgpack(_job: jetwire::codec::MsgPack<serde_json::Value>) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent("refused"))
+}
+
+/// A MessagePack letter is shown as the JSON it encodes, in the table
+/// view and in `--json`.
+#[tokio::test]
+async fn a_letter_in_another_codec_is_shown_as_json() {
+    let prefix = unique_prefix("climp");
+    let config = Config::builder()
+        .url(shared_server().url())
+        .app("cli")
+        .subject_prefix(&prefix)
+        .build()
+        .expect("valid");
+    let running = App::new(config)
+        .only(&["cli_msgpack"])
+        .start()
+        .await
+        .expect("starts");
+    let order = serde_json::json!({ "order": 7, "items": ["a", "b"] });
+    running
+        .publisher()
+        .publish("climp.created", &jetwire::codec::MsgPack(order.clone()))
+        .await
+        .expect("publish");
+    let dlq = running.dead_letters();
+    let letter = eventually(Duration::from_secs(20), "a letter", || async {
+        dlq.list(&jetwire::dlq::Filter::new())
+            .await
+            .expect("list")
+            .pop()
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+    assert_eq!(letter.content_type(), Some("application/msgpack"));
+    let seq = letter.sequence().to_string();
+    let shown = json(&jetwire(&prefix, &["dlq", "show", &seq, "--json"]));
+    assert_eq!(shown["payload"], order, "{shown}");
+    let text =
+        String::from_utf8_lossy(&jetwire(&prefix, &["dlq", "show", &seq]).stdout).into_owned();
+    assert!(text.contains("\"order\": 7"), "{text}");
+}

@@ -122,6 +122,20 @@ macro_rules! serde_codec {
             }
         }
 
+        /// Described as `T` in the AsyncAPI document.
+        #[cfg(feature = "asyncapi")]
+        impl<T: schemars::JsonSchema> schemars::JsonSchema for $name<T> {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                T::schema_name()
+            }
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                generator.subschema_for::<T>()
+            }
+        }
+
         impl<T: serde::Serialize> Encode for $name<T> {
             fn encoded(&self) -> Result<(Vec<u8>, &'static str), BoxError> {
                 Ok(($encode(&self.0)?, $ct))

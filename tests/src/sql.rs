@@ -105,12 +105,26 @@ impl TestDb {
         rows: Vec<Row>,
         commit: bool,
     ) -> Result<Vec<String>, jetwire_sql::OutboxError> {
+        let messages = rows
+            .into_iter()
+            .map(|(subject, payload, options)| {
+                jetwire::publish::Message::json(&subject, &payload, options)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.enqueue_messages(messages, commit).await
+    }
+
+    /// [`TestDb::enqueue`] for messages built already (in any codec).
+    pub async fn enqueue_messages(
+        &self,
+        messages: Vec<jetwire::publish::Message>,
+        commit: bool,
+    ) -> Result<Vec<String>, jetwire_sql::OutboxError> {
         macro_rules! run {
             ($pool:expr) => {{
                 let mut tx = $pool.begin().await?;
                 let mut ids = Vec::new();
-                for (subject, payload, options) in rows {
-                    let message = jetwire::publish::Message::json(&subject, &payload, options)?;
+                for message in messages {
                     ids.push(self.tables().enqueue_message(&mut *tx, message).await?);
                 }
                 if commit {

@@ -198,11 +198,16 @@ async fn docs_packed(_job: jetwire::codec::MsgPack<DocJob>) -> Result<(), Handle
     Ok(())
 }
 
+#[queue("queue.docs.versioned")]
+async fn docs_versioned(_job: jetwire::Envelope<DocJob>) -> Result<(), HandlerError> {
+    Ok(())
+}
+
 #[test]
-fn each_message_has_its_codecs_content_type() {
+fn each_message_has_its_codecs_content_type_and_schema() {
     let config = Config::builder().app("docs").build().expect("valid");
     let doc = App::new(config)
-        .only(&["docs_packed", "docs_raw", "docs_job"])
+        .only(&["docs_packed", "docs_raw", "docs_job", "docs_versioned"])
         .asyncapi();
     assert_valid(&doc);
     let messages = &doc["components"]["messages"];

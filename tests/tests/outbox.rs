@@ -544,3 +544,45 @@ async fn a_failed_row_holds_back_its_key_until_it_is_dealt_with() {
         running.shutdown().await.expect("shutdown");
     }
 }
+
+/// A row enqueued in a codec of its own is published with its bytes and
+/// its `Content-Type` as they were enqueued.
+#[tokio::test]
+async fn a_row_in_another_codec_keeps_its_bytes_and_content_type() {
+    use jetwire::codec::MsgPack;
+    let server = shared_server();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    for db in TestDb::both("codec").await {
+        let prefix = unique_prefix(&format!("codec-{}", db.kind()));
+        let (running, _) = relay(server, &prefix, &db, |o| o).await;
+        let streams = running
+            .publisher()
+            .ensure_streams(&["outbox.packed"])
+            .await
+            .expect("streams");
+        let packed = jetwire::publish::Message::json(
+            "outbox.packed",
+            &MsgPack(json!({"n": 1})),
+            PublishOptions::new(),
+        )
+        .expect("a message");
+        db.enqueue_messages(vec![packed], true)
+            .await
+            .expect("committed");
+        let stored = eventually(Duration::from_secs(20), "1 stored", || async {
+            let m = stream_messages(&client, &streams[0]).await;
+            (!m.is_empty()).then_some(m)
+        })
+        .await;
+        assert_eq!(
+            header(&stored[0], "Content-Type"),
+            Some("application/msgpack"),
+            "{}",
+            db.kind()
+        );
+        let payload: serde_json::Value =
+            rmp_serde::from_slice(&stored[0].payload).expect("MessagePack");
+        assert_eq!(payload, json!({"n": 1}), "{}", db.kind());
+        running.shutdown().await.expect("shutdown");
+    }
+}

@@ -112,6 +112,25 @@ pub struct Envelope<T> {
     pub payload: T,
 }
 
+/// `{"version": string, "payload": T}` in the AsyncAPI document.
+#[cfg(feature = "asyncapi")]
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Envelope<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Envelope_{}", T::schema_name()).into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let payload = generator.subschema_for::<T>();
+        schemars::json_schema!({
+            "type": "object",
+            "properties": {
+                "version": { "type": "string" },
+                "payload": payload,
+            },
+            "required": ["version", "payload"],
+        })
+    }
+}
+
 impl<T> Envelope<T> {
     /// `payload` at `version`.
     pub fn new(version: impl Into<String>, payload: T) -> Envelope<T> {
@@ -227,10 +246,23 @@ fn content_type_is(
     want: &'static str,
     aliases: &[&str],
 ) -> Result<(), HandlerError> {
-    let got = delivery
-        .headers()
-        .get(crate::publish::message::CONTENT_TYPE);
-    codecs::check_content_type(got.map(|v| v.as_str()), want, aliases).map_err(HandlerError::decode)
+    codecs::check_content_type(content_type(delivery.headers()), want, aliases)
+        .map_err(HandlerError::decode)
+}
+
+/// The `Content-Type` header, its name compared without case. Read by
+/// walking the few headers a message has: a lookup by name would build
+/// (and allocate) a header name for every message.
+fn content_type(headers: &async_nats::HeaderMap) -> Option<&str> {
+    if headers.is_empty() {
+        return None;
+    }
+    let name = crate::publish::message::CONTENT_TYPE;
+    headers
+        .iter()
+        .find(|(key, _)| AsRef::<str>::as_ref(key).eq_ignore_ascii_case(name))
+        .and_then(|(_, values)| values.first())
+        .map(|v| v.as_str())
 }
 
 fn read_as<T>(
