@@ -371,6 +371,25 @@ pub async fn dead_letters(
     .await
 }
 
+/// Waits up to 20 s for `n` dead letters in the dead-letter stream of
+/// `prefix`, and returns every letter there, oldest first.
+pub async fn letters(
+    client: &async_nats::Client,
+    prefix: &str,
+    n: usize,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let stream = dlq_stream(prefix);
+    eventually(
+        Duration::from_secs(20),
+        &format!("{n} dead letters"),
+        || async {
+            let all = stream_messages(client, &stream).await;
+            (all.len() >= n).then_some(all)
+        },
+    )
+    .await
+}
+
 /// Every message stored in `stream`, oldest first; none when the stream
 /// does not exist. Panics on any other failure to read, which must not
 /// pass for an empty stream.

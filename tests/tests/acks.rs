@@ -12,7 +12,7 @@ use std::time::Duration;
 use jetwire::testing::TestApp;
 use jetwire::{App, Context, DlqReason, HandlerError, State, queue};
 use jetwire_tests::{
-    WorkerProcess, config, dlq_stream, eventually, header, shared_server, stream_messages,
+    WorkerProcess, config, dlq_stream, eventually, header, letters, shared_server, stream_messages,
     unique_prefix,
 };
 
@@ -89,15 +89,7 @@ async fn ack_first_runs_each_message_once_and_dead_letters_a_failure() {
             .expect("published");
     }
     let client = app.publisher().client().clone();
-    let letters = eventually(Duration::from_secs(20), "3 dead letters", || {
-        let client = client.clone();
-        let prefix = prefix.clone();
-        async move {
-            let all = stream_messages(&client, &dlq_stream(&prefix)).await;
-            (all.len() >= 3).then_some(all)
-        }
-    })
-    .await;
+    let letters = letters(&client, &prefix, 3).await;
     eventually(Duration::from_secs(10), "every job settled", || async {
         let s = &app.stats()[0];
         (s.acked + s.failed_after_ack == 4).then_some(())

@@ -11,9 +11,7 @@ use jetwire::codec::{Cbor, Codec, Json, MsgPack, Protobuf};
 use jetwire::dlq::Filter;
 use jetwire::testing::TestApp;
 use jetwire::{App, DlqReason, HandlerError, State, queue};
-use jetwire_tests::{
-    config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
-};
+use jetwire_tests::{config, eventually, header, letters, shared_server, unique_prefix};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Job {
@@ -160,15 +158,7 @@ async fn each_codec_round_trips_through_publish_handler_dead_letter_and_replay()
             .expect("published"));
     }
     let client = publisher.client().clone();
-    let letters = eventually(Duration::from_secs(20), "5 dead letters", || {
-        let client = client.clone();
-        let prefix = prefix.clone();
-        async move {
-            let all = stream_messages(&client, &dlq_stream(&prefix)).await;
-            (all.len() >= 5).then_some(all)
-        }
-    })
-    .await;
+    let letters = letters(&client, &prefix, 5).await;
     for (codec, subject, content_type) in CODECS {
         assert_eq!(seen.count(codec, 1), 1, "{codec}: job 1 decoded");
         let letter = letters
@@ -227,15 +217,7 @@ async fn a_content_type_of_another_codec_is_a_decode_letter_naming_both() {
         .await
         .expect("published");
     let client = publisher.client().clone();
-    let letters = eventually(Duration::from_secs(20), "3 dead letters", || {
-        let client = client.clone();
-        let prefix = prefix.clone();
-        async move {
-            let all = stream_messages(&client, &dlq_stream(&prefix)).await;
-            (all.len() >= 3).then_some(all)
-        }
-    })
-    .await;
+    let letters = letters(&client, &prefix, 3).await;
     app.shutdown().await.expect("clean shutdown");
     for (sent, read) in [
         ("application/json", "application/msgpack"),

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use jetwire::testing::TestApp;
 use jetwire::{App, Context, DlqReason, Error, HandlerError, HandlerOptions, State, queue};
-use jetwire_tests::{
-    config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
-};
+use jetwire_tests::{config, eventually, header, letters, shared_server, unique_prefix};
 
 /// The attempts of each job, by (handler, job id).
 type Attempts = HashMap<(&'static str, u64), Vec<u32>>;
@@ -75,15 +73,7 @@ async fn a_handler_from_configuration_behaves_like_its_attribute_twin() {
         }
     }
     let client = app.publisher().client().clone();
-    let letters = eventually(Duration::from_secs(20), "2 dead letters", || {
-        let client = client.clone();
-        let prefix = prefix.clone();
-        async move {
-            let all = stream_messages(&client, &dlq_stream(&prefix)).await;
-            (all.len() >= 2).then_some(all)
-        }
-    })
-    .await;
+    let letters = letters(&client, &prefix, 2).await;
     eventually(Duration::from_secs(10), "both twins settled", || async {
         let stats = app.stats();
         stats

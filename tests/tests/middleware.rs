@@ -15,9 +15,7 @@ use jetwire::{
     App, Context, Delivery, DlqReason, Error, Extension, HandlerError, Headers, PublishOptions,
     State, queue,
 };
-use jetwire_tests::{
-    config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
-};
+use jetwire_tests::{config, eventually, header, letters, shared_server, unique_prefix};
 
 /// The attempts each job id's handler saw.
 #[derive(Clone, Default)]
@@ -107,15 +105,7 @@ async fn a_middleware_settles_each_way_without_the_handler() {
             .expect("published");
     }
     let client = app.publisher().client().clone();
-    let letters = eventually(Duration::from_secs(20), "3 dead letters", || {
-        let client = client.clone();
-        let prefix = prefix.clone();
-        async move {
-            let all = stream_messages(&client, &dlq_stream(&prefix)).await;
-            (all.len() >= 3).then_some(all)
-        }
-    })
-    .await;
+    let letters = letters(&client, &prefix, 3).await;
     eventually(Duration::from_secs(10), "every job settled", || async {
         let s = &app.stats()[0];
         (s.acked + s.discarded + s.dead_lettered == 7).then_some(())
