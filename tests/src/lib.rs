@@ -391,8 +391,9 @@ pub async fn letters(
 }
 
 /// Every message stored in `stream`, oldest first; none when the stream
-/// does not exist. Panics on any other failure to read, which must not
-/// pass for an empty stream.
+/// does not exist. A read the cluster refuses for a moment (a leader
+/// election answers 503) is tried again for up to 30 s; any other failure
+/// panics, because it must not pass for an empty stream.
 pub async fn stream_messages(
     client: &async_nats::Client,
     stream: &str,
@@ -400,34 +401,54 @@ pub async fn stream_messages(
     use async_nats::jetstream::context::GetStreamErrorKind;
     use async_nats::jetstream::stream::RawMessageErrorKind;
     let js = async_nats::jetstream::new(client.clone());
-    let mut s = match js.get_stream(stream).await {
-        Ok(s) => s,
-        Err(e)
-            if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
-                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            return Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut s = loop {
+        match js.get_stream(stream).await {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Vec::new();
+            }
+            Err(e) => again(deadline, format!("reading stream {stream}: {e}")).await,
         }
-        Err(e) => panic!("reading stream {stream}: {e}"),
     };
-    let info = s
-        .info()
-        .await
-        .unwrap_or_else(|e| panic!("stream {stream} info: {e}"));
+    let info = loop {
+        match s.info().await {
+            Ok(info) => break info.clone(),
+            Err(e) => again(deadline, format!("stream {stream} info: {e}")).await,
+        }
+    };
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut out = Vec::new();
     if info.state.messages == 0 {
         return out;
     }
     for seq in first..=last {
-        match s.get_raw_message(seq).await {
-            Ok(m) => out.push(m),
-            // Deleted (a work queue's consumed messages leave gaps).
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
-            Err(e) => panic!("reading {stream} #{seq}: {e}"),
+        loop {
+            match s.get_raw_message(seq).await {
+                Ok(m) => out.push(m),
+                // Deleted (a work queue's consumed messages leave gaps).
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => {
+                    again(deadline, format!("reading {stream} #{seq}: {e}")).await;
+                    continue;
+                }
+            }
+            break;
         }
     }
     out
+}
+
+/// Waits a moment before a read is tried again, or panics with `what`
+/// once `deadline` has passed.
+async fn again(deadline: tokio::time::Instant, what: String) {
+    if tokio::time::Instant::now() >= deadline {
+        panic!("{what} (still failing after 30 s)");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 /// One header of a stored message.
