@@ -93,6 +93,9 @@ async fn handler_spans_continue_the_producers_trace() {
         Some("process")
     );
     assert!(attribute(&first, "messaging.message.id").is_some());
+    // Recorded once the span is known to be taken, with their own types.
+    assert_eq!(attribute(&first, "delivery").as_deref(), Some("1"));
+    assert!(attribute(&first, "sequence").is_some_and(|s| s.parse::<u64>().is_ok()));
     assert!(
         attribute(&first, "messaging.consumer.group.name").is_some_and(|d| d.contains("otel")),
         "the durable"

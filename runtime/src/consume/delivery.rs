@@ -38,39 +38,56 @@ pub(super) fn open(shared: &Shared, msg: async_nats::Message) -> Option<(Context
     Some((ctx, payload))
 }
 
-/// The span every delivery runs in; its fields are computed only when a
-/// subscriber wants it.
+/// The span every delivery runs in. Its fields that cost a parse of the
+/// reply subject or an allocation (sequence, delivery, message id) are
+/// recorded only when a subscriber takes the span: a disabled span costs
+/// nothing per message, even where tracing's `log` feature (which sqlx
+/// turns on) would otherwise evaluate every field for a logger.
 pub(super) fn span_for(ctx: &Context) -> tracing::Span {
+    use tracing::field::Empty;
     let meta = ctx.meta();
     #[cfg(not(feature = "otel"))]
-    let span = tracing::info_span!(
-        "jetwire.handle",
-        handler = meta.handler,
-        subject = meta.subject(),
-        stream = &*meta.stream,
-        sequence = meta.delivered().stream_sequence,
-        delivery = meta.delivered().deliveries,
-        message_id = meta.message_id(),
+    let (span, id_field) = (
+        tracing::info_span!(
+            "jetwire.handle",
+            handler = meta.handler,
+            subject = meta.subject(),
+            stream = &*meta.stream,
+            sequence = Empty,
+            delivery = Empty,
+            message_id = Empty,
+        ),
+        "message_id",
     );
     // With OpenTelemetry, the messaging conventions' names take the place
     // of `subject` and `message_id`: a consumer span named `process
     // <subject>`. Each string field costs the layer an allocation per
     // message, so none is recorded twice.
     #[cfg(feature = "otel")]
-    let span = tracing::info_span!(
-        "jetwire.handle",
-        handler = meta.handler,
-        stream = &*meta.stream,
-        sequence = meta.delivered().stream_sequence,
-        delivery = meta.delivered().deliveries,
-        otel.name = format!("process {}", meta.subject()),
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.operation.type = "process",
-        messaging.destination.name = meta.subject(),
-        messaging.message.id = meta.message_id(),
-        messaging.consumer.group.name = &*meta.durable,
+    let (span, id_field) = (
+        tracing::info_span!(
+            "jetwire.handle",
+            handler = meta.handler,
+            stream = &*meta.stream,
+            sequence = Empty,
+            delivery = Empty,
+            otel.name = format_args!("process {}", meta.subject()),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.destination.name = meta.subject(),
+            messaging.message.id = Empty,
+            messaging.consumer.group.name = &*meta.durable,
+        ),
+        "messaging.message.id",
     );
+    if span.is_disabled() {
+        return span;
+    }
+    let delivered = meta.delivered();
+    span.record("sequence", delivered.stream_sequence);
+    span.record("delivery", delivered.deliveries);
+    span.record(id_field, meta.message_id());
     trace::continue_trace(&span, ctx.headers());
     span
 }
