@@ -112,13 +112,13 @@ macro_rules! serde_codec {
         }
 
         impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Codec for $name<T> {
-            const CONTENT_TYPE: &'static str = $ct;
-            const ALIASES: &'static [&'static str] = &[$($alias),*];
+            const CONTENT_TYPE: &'static str = <Self as Readable>::CONTENT_TYPE;
+            const ALIASES: &'static [&'static str] = <Self as Readable>::ALIASES;
             fn encode(&self) -> Result<Vec<u8>, BoxError> {
                 $encode(&self.0)
             }
             fn decode(bytes: &[u8]) -> Result<Self, BoxError> {
-                $decode(bytes).map($name)
+                <Self as Readable>::read(bytes)
             }
         }
 
@@ -218,12 +218,6 @@ serde_codec!(
 pub struct Protobuf<T>(pub T);
 
 #[cfg(feature = "protobuf")]
-const PROTOBUF: &str = "application/protobuf";
-
-#[cfg(feature = "protobuf")]
-const PROTOBUF_ALIASES: &[&str] = &["application/x-protobuf", "application/vnd.google.protobuf"];
-
-#[cfg(feature = "protobuf")]
 impl<T> std::ops::Deref for Protobuf<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -233,13 +227,13 @@ impl<T> std::ops::Deref for Protobuf<T> {
 
 #[cfg(feature = "protobuf")]
 impl<T: prost::Message + Default + 'static> Codec for Protobuf<T> {
-    const CONTENT_TYPE: &'static str = PROTOBUF;
-    const ALIASES: &'static [&'static str] = PROTOBUF_ALIASES;
+    const CONTENT_TYPE: &'static str = <Self as Readable>::CONTENT_TYPE;
+    const ALIASES: &'static [&'static str] = <Self as Readable>::ALIASES;
     fn encode(&self) -> Result<Vec<u8>, BoxError> {
         Ok(self.0.encode_to_vec())
     }
     fn decode(bytes: &[u8]) -> Result<Self, BoxError> {
-        Ok(Protobuf(T::decode(bytes)?))
+        <Self as Readable>::read(bytes)
     }
 }
 
@@ -252,8 +246,9 @@ impl<T: prost::Message + Default + 'static> Encode for Protobuf<T> {
 
 #[cfg(feature = "protobuf")]
 impl<T: prost::Message + Default + 'static> Readable for Protobuf<T> {
-    const CONTENT_TYPE: &'static str = PROTOBUF;
-    const ALIASES: &'static [&'static str] = PROTOBUF_ALIASES;
+    const CONTENT_TYPE: &'static str = "application/protobuf";
+    const ALIASES: &'static [&'static str] =
+        &["application/x-protobuf", "application/vnd.google.protobuf"];
     fn read(bytes: &[u8]) -> Result<Self, BoxError> {
         Ok(Protobuf(T::decode(bytes)?))
     }

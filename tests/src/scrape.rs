@@ -22,6 +22,13 @@ pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, response.text().await.ok()?))
 }
 
+/// The body of `GET /metrics`, asserting it answered 200.
+pub async fn metrics(addr: SocketAddr) -> String {
+    let (status, body) = get(addr, "/metrics").await.expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// One sample of a Prometheus text exposition: its value, if a line has
 /// this metric name and every label given (others may be present).
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -1,6 +1,5 @@
 //! What an operator sees, scraped over real HTTP from a running app:
-//! `/metrics` counts every outcome per handler exactly (a failure after an
-//! early ack and a handler registered in code among them), the lag gauges
+//! `/metrics` counts every outcome per handler exactly, the lag gauges
 //! follow a backlog, and `/readyz` follows the app from starting through a
 //! server outage to draining while `/healthz` stays 200.
 
@@ -8,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetwire::{App, Config, Context, HandlerError, HandlerOptions, State, queue};
-use jetwire_tests::scrape::{get, sample, total};
+use jetwire::{App, Config, Context, HandlerError, State, queue};
+use jetwire_tests::scrape::{get, metrics, sample, total};
 use jetwire_tests::{Server, dlq_stream, eventually, free_port, shared_server, unique_prefix};
 use tokio::sync::Semaphore;
 
@@ -29,28 +28,6 @@ async fn obs_retry(_n: u64, ctx: Context) -> Result<(), HandlerError> {
 #[queue("queue.obsdead", max_deliver = 3)]
 async fn obs_dead(_n: u64) -> Result<(), HandlerError> {
     Err(HandlerError::permanent("never"))
-}
-
-/// Acknowledged before the call: a failure after it is counted, never
-/// retried or dead-lettered.
-#[queue("queue.obsfirst", ack = "first")]
-async fn obs_first(_n: u64) -> Result<(), HandlerError> {
-    Err(HandlerError::transient("fails after the ack"))
-}
-
-/// Acknowledges by hand, then fails.
-#[queue("queue.obsbyhand")]
-async fn obs_by_hand(_n: u64, ctx: Context) -> Result<(), HandlerError> {
-    ctx.ack().await?;
-    Err(HandlerError::permanent("fails after ctx.ack()"))
-}
-
-/// No attribute: registered in code, under the name it is given.
-async fn obs_code(n: u64) -> Result<(), HandlerError> {
-    if n % 2 == 1 {
-        return Err(HandlerError::permanent("odd"));
-    }
-    Ok(())
 }
 
 /// Calls wait for a permit: none, and a backlog builds.
@@ -83,12 +60,6 @@ fn config(url: &str, prefix: &str, http: SocketAddr) -> Config {
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-async fn metrics(addr: SocketAddr) -> String {
-    let (status, body) = get(addr, "/metrics").await.expect("/metrics answers");
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 #[tokio::test]
@@ -177,88 +148,6 @@ async fn metrics_count_every_outcome_per_handler() {
             &[("stream", &dlq_stream(&prefix))]
         ),
         Some(2.0)
-    );
-    running.shutdown().await.expect("clean shutdown");
-}
-
-#[tokio::test]
-async fn metrics_count_acks_first_and_handlers_from_configuration() {
-    let prefix = unique_prefix("obsa");
-    let running = App::new(config(&shared_server().url(), &prefix, loopback()))
-        .only(&["obs_first", "obs_by_hand"])
-        .queue_with(
-            "queue.obscode",
-            obs_code,
-            HandlerOptions::new().name("obs_code").max_deliver(2),
-        )
-        .start()
-        .await
-        .expect("starts");
-    let addr = running.http_addr().expect("listening");
-    let publisher = running.publisher();
-    for subject in ["queue.obsfirst", "queue.obsbyhand"] {
-        for i in 0..3u64 {
-            publisher.publish(subject, &i).await.expect("publish");
-        }
-    }
-    for i in 0..4u64 {
-        publisher
-            .publish("queue.obscode", &i)
-            .await
-            .expect("publish");
-    }
-    let settled = |text: &str, handler: &str, outcome: &str| {
-        sample(
-            text,
-            "jetwire_messages_settled_total",
-            &[("handler", handler), ("outcome", outcome)],
-        )
-    };
-    let text = eventually(Duration::from_secs(20), "every message settled", || async {
-        let text = metrics(addr).await;
-        let done = settled(&text, "obs_first", "failed_after_ack") == Some(3.0)
-            && settled(&text, "obs_by_hand", "failed_after_ack") == Some(3.0)
-            && settled(&text, "obs_code", "ack") == Some(2.0)
-            && settled(&text, "obs_code", "dead_letter") == Some(2.0);
-        done.then_some(text)
-    })
-    .await;
-    for handler in ["obs_first", "obs_by_hand"] {
-        for outcome in ["ack", "nak", "dead_letter"] {
-            assert_eq!(
-                settled(&text, handler, outcome).unwrap_or(0.0),
-                0.0,
-                "{handler} {outcome}"
-            );
-        }
-        let received = sample(
-            &text,
-            "jetwire_messages_received_total",
-            &[("handler", handler)],
-        );
-        assert_eq!(received, Some(3.0), "{handler}: each message once");
-    }
-    let received = sample(
-        &text,
-        "jetwire_messages_received_total",
-        &[("handler", "obs_code")],
-    );
-    assert_eq!(received, Some(4.0));
-    assert_eq!(
-        sample(
-            &text,
-            "jetwire_dead_letters_total",
-            &[("handler", "obs_code"), ("reason", "permanent")]
-        ),
-        Some(2.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "jetwire_handler_duration_seconds_count",
-            &[("handler", "obs_code")],
-        ),
-        Some(4.0)
     );
     running.shutdown().await.expect("clean shutdown");
 }

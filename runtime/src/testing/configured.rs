@@ -3,6 +3,7 @@
 
 use std::panic::Location;
 
+use crate::error::Error;
 use crate::handler::configured::{self, Handler};
 use crate::handler::options::HandlerOptions;
 use crate::handler::registry;
@@ -60,7 +61,8 @@ impl TestApp {
             Ok(def) if self.groups.is_empty() => self.handlers.push(def),
             Ok(def) => match registry::fill_groups(vec![def], &self.groups, &self.app) {
                 Ok(filled) => self.handlers.extend(filled),
-                Err(err) => self.mistakes.push(err.to_string()),
+                Err(Error::Config(why)) => self.mistakes.push(why),
+                Err(other) => self.mistakes.push(other.to_string()),
             },
             Err(mistake) => self.mistakes.push(mistake),
         }
