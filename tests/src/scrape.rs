@@ -47,6 +47,15 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
+/// `jetwire_messages_settled_total` of `handler` with `outcome`.
+pub fn settled(text: &str, handler: &str, outcome: &str) -> Option<f64> {
+    sample(
+        text,
+        "jetwire_messages_settled_total",
+        &[("handler", handler), ("outcome", outcome)],
+    )
+}
+
 /// The sum of every sample of `name` with these labels.
 pub fn total(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jetwire::{App, Config, Context, HandlerError, HandlerOptions, queue};
-use jetwire_tests::scrape::{metrics, sample};
+use jetwire_tests::scrape::{metrics, sample, settled};
 use jetwire_tests::{eventually, shared_server, unique_prefix};
 
 /// Acknowledged before the call: a failure after it is counted, never
@@ -69,13 +69,6 @@ async fn metrics_count_acks_first_and_handlers_from_configuration() {
             .await
             .expect("publish");
     }
-    let settled = |text: &str, handler: &str, outcome: &str| {
-        sample(
-            text,
-            "jetwire_messages_settled_total",
-            &[("handler", handler), ("outcome", outcome)],
-        )
-    };
     let text = eventually(Duration::from_secs(20), "every message settled", || async {
         let text = metrics(addr).await;
         let done = settled(&text, "obs_first", "failed_after_ack") == Some(3.0)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jetwire::{App, Config, Context, HandlerError, State, queue};
-use jetwire_tests::scrape::{get, metrics, sample, total};
+use jetwire_tests::scrape::{get, metrics, sample, settled, total};
 use jetwire_tests::{Server, dlq_stream, eventually, free_port, shared_server, unique_prefix};
 use tokio::sync::Semaphore;
 
@@ -83,13 +83,6 @@ async fn metrics_count_every_outcome_per_handler() {
             *published.entry(receipt.stream).or_default() += 1;
         }
     }
-    let settled = |text: &str, handler: &str, outcome: &str| {
-        sample(
-            text,
-            "jetwire_messages_settled_total",
-            &[("handler", handler), ("outcome", outcome)],
-        )
-    };
     let text = eventually(Duration::from_secs(20), "every message settled", || async {
         let text = metrics(addr).await;
         let done = settled(&text, "obs_ok", "ack") == Some(5.0)
