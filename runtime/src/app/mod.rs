@@ -27,10 +27,12 @@ use crate::topology;
 mod configured;
 mod loops;
 mod running;
+mod selection;
 mod tasks;
 
 use loops::Loops;
 pub use running::{HandlerStats, RunningApp};
+use selection::chosen;
 use tasks::{Tasks, supervise};
 
 /// Runs every handler linked into the binary until SIGINT or SIGTERM.
@@ -216,14 +218,6 @@ impl App {
         self
     }
 
-    /// Keeps only the handlers with these fn names (or `module::fn` paths):
-    /// to split one binary's handlers across deployments.
-    pub fn only(mut self, names: &[&str]) -> App {
-        self.handlers
-            .retain(|h| names.iter().any(|n| h.answers_to(n)));
-        self
-    }
-
     /// The app's version, shown as `info.version` in [`App::asyncapi`]
     /// (`0.0.0` unless given).
     pub fn version(mut self, version: impl Into<String>) -> App {
@@ -274,6 +268,7 @@ impl App {
             return Err(Error::Config(mistake));
         }
         config.validate()?;
+        let handlers = chosen(handlers, &config)?;
         let handlers = registry::fill_groups(handlers, &config.groups, &config.app)?;
         registry::check(&handlers, &config.app, &states)?;
         middlewares.resolve(&handlers)?;

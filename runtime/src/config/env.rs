@@ -173,6 +173,9 @@ impl Config {
         if let Some(groups) = vars.var("JETWIRE_GROUPS") {
             b = b.groups(groups.split(',').map(str::trim).filter(|g| !g.is_empty()));
         }
+        if let Some(handlers) = vars.var("JETWIRE_HANDLERS") {
+            b = b.handlers(handlers);
+        }
         if let Some(d) = vars.duration("JETWIRE_WORKER_TTL")? {
             b = b.worker_ttl(d);
         }

@@ -22,10 +22,12 @@ use crate::names;
 mod connect;
 mod context;
 mod env;
+mod selection;
 mod streams;
 mod url;
 
 pub(crate) use connect::{Reconnects, watch_reconnects};
+pub(crate) use selection::Selection;
 pub(crate) use streams::shortfalls;
 pub use streams::{Provision, Storage, StreamSettings};
 
@@ -158,6 +160,11 @@ pub struct Config {
     /// The groups this process serves (`JETWIRE_GROUPS`, a comma-separated
     /// list): each fills the `{group}` token of handler subjects.
     pub groups: Vec<String>,
+    /// Which of the binary's handlers run (`JETWIRE_HANDLERS`): `queues`,
+    /// `events`, or handler names separated by commas; every handler when
+    /// `None`. A name no handler answers to fails
+    /// [`App::start`](crate::App::start).
+    pub handlers: Option<String>,
     app_origin: AppOrigin,
     /// Per stream, by name without the prefix.
     stream_overrides: Vec<(String, StreamSettings)>,
@@ -186,6 +193,7 @@ impl Default for Config {
             asyncapi: None,
             worker_ttl: Duration::from_secs(30),
             groups: Vec::new(),
+            handlers: None,
             app_origin: AppOrigin::Binary,
             stream_overrides: Vec::new(),
             needed_window: MIN_DUPLICATE_WINDOW,
@@ -204,6 +212,11 @@ fn default_app() -> String {
 }
 
 impl Config {
+    /// The handlers chosen by [`Config::handlers`], once validated.
+    pub(crate) fn selection(&self) -> Option<Selection> {
+        Selection::parse(self.handlers.as_deref()?).ok()
+    }
+
     /// A builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder {
@@ -230,6 +243,7 @@ impl Config {
     /// | `JETWIRE_ASYNCAPI` (a file path) | | `asyncapi` | none |
     /// | `JETWIRE_WORKER_TTL` | | `worker_ttl` | `30s` |
     /// | `JETWIRE_GROUPS` (`gpu,cpu`) | | `groups` | none |
+    /// | `JETWIRE_HANDLERS` (`queues`, `events`, `send_email,on_order`) | | `handlers` | every handler |
     ///
     /// Fails with a message naming the variable on a bad value, or on more
     /// than one kind of credentials.
@@ -278,6 +292,9 @@ impl Config {
                     "JETWIRE_GROUPS: {group:?} is not a subject token: use letters, digits, `-` and `_`, e.g. JETWIRE_GROUPS=gpu,cpu"
                 )));
             }
+        }
+        if let Some(handlers) = &self.handlers {
+            Selection::parse(handlers)?;
         }
         if self.worker_ttl < Duration::from_secs(1) {
             return Err(Error::Config(
@@ -410,6 +427,7 @@ impl fmt::Debug for Config {
             .field("asyncapi", &self.asyncapi)
             .field("worker_ttl", &self.worker_ttl)
             .field("groups", &self.groups)
+            .field("handlers", &self.handlers)
             .finish()
     }
 }
@@ -489,6 +507,12 @@ impl ConfigBuilder {
     /// handler subjects.
     pub fn groups<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
         self.config.groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Runs only some of the binary's handlers: `queues`, `events`, or
+    /// handler names separated by commas.
+    pub fn handlers(mut self, handlers: impl Into<String>) -> Self {
+        self.config.handlers = Some(handlers.into());
         self
     }
     /// How long a worker directory record outlives its last refresh.

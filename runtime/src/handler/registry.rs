@@ -12,6 +12,7 @@ use jetwire_grammar::{defaults, subject};
 use std::sync::Arc;
 
 use crate::classify::Policy;
+use crate::config::Selection;
 use crate::error::Error;
 pub use crate::error::{Problem, Problems};
 use crate::handler::context::Route;
@@ -263,6 +264,42 @@ pub fn handlers() -> Vec<&'static HandlerDef> {
     let mut all: Vec<&'static HandlerDef> = inventory::iter::<HandlerDef>.into_iter().collect();
     all.sort_by(|a, b| (a.subject, a.module, a.name).cmp(&(b.subject, b.module, b.name)));
     all
+}
+
+/// The handlers `selection` keeps, in their order, and what is wrong
+/// with it: a name no handler answers to, worded with the names there are.
+pub(crate) fn select(
+    handlers: Vec<&'static HandlerDef>,
+    selection: &Selection,
+) -> (Vec<&'static HandlerDef>, Option<String>) {
+    let names = match selection {
+        Selection::Kind(kind) => {
+            let kept = handlers.into_iter().filter(|h| h.kind == *kind).collect();
+            return (kept, None);
+        }
+        Selection::Names(names) => names,
+    };
+    let unknown = names
+        .iter()
+        .find(|n| !handlers.iter().any(|h| h.answers_to(n)))
+        .map(|name| {
+            let mut known: Vec<String> = handlers.iter().map(|h| h.path()).collect();
+            known.sort();
+            known.dedup();
+            let known = if known.is_empty() {
+                "this app has none".to_owned()
+            } else {
+                format!("one of: {}", known.join(", "))
+            };
+            format!(
+                "no handler answers to `{name}`; write a handler's fn name or module path ({known})"
+            )
+        });
+    let kept = handlers
+        .into_iter()
+        .filter(|h| names.iter().any(|n| h.answers_to(n)))
+        .collect();
+    (kept, unknown)
 }
 
 /// The subject token filled from `JETWIRE_GROUPS` at startup.

@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::classify::{Answer, Counted, classify, settlement_after};
 use crate::codecs::Encode;
+use crate::config::Selection;
 use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
 use crate::handler::context::{Context, Env, Meta, Origin};
@@ -196,10 +197,24 @@ impl TestApp {
         self
     }
 
-    /// Keeps only the handlers with these fn names (or `module::fn` paths).
+    /// Keeps only the handlers with these fn names (or `module::fn` paths),
+    /// as [`App::only`](crate::App::only) does: a name no handler answers
+    /// to is the error of every publish and of [`TestApp::check`].
     pub fn only(mut self, names: &[&str]) -> TestApp {
-        self.handlers
-            .retain(|h| names.iter().any(|n| h.answers_to(n)));
+        let names = Selection::Names(names.iter().map(|n| (*n).to_owned()).collect());
+        let (kept, unknown) = registry::select(std::mem::take(&mut self.handlers), &names);
+        self.handlers = kept;
+        if let Some(unknown) = unknown {
+            self.mistakes.push(format!("TestApp::only: {unknown}"));
+        }
+        self
+    }
+
+    /// Keeps only the handlers of one kind, as
+    /// [`App::only_kind`](crate::App::only_kind) does.
+    pub fn only_kind(mut self, kind: registry::Kind) -> TestApp {
+        let kind = Selection::Kind(kind);
+        self.handlers = registry::select(std::mem::take(&mut self.handlers), &kind).0;
         self
     }
 
