@@ -1,11 +1,13 @@
 //! Every way to authenticate, and TLS, against real nats-server processes
-//! configured for each; and the failures, each naming what to fix.
+//! configured for each; and the failures, each naming what to fix. The
+//! server's own list of connections names each app's.
 
 use std::time::Duration;
 
 use jetwire::{App, Auth, Config, ConfigBuilder, HandlerError, Tls, subscribe};
 use jetwire_tests::auth::{Operator, Pki, user_nkey};
-use jetwire_tests::{Server, eventually, unique_prefix};
+use jetwire_tests::scrape::get;
+use jetwire_tests::{Server, eventually, free_port, unique_prefix};
 
 #[subscribe("conn.echo")]
 async fn echo(_m: serde_json::Value) -> Result<(), HandlerError> {
@@ -176,4 +178,49 @@ async fn mutual_tls() {
         err.contains("requires a client certificate") && err.contains("NATS_TLS_CERT"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn the_server_lists_an_apps_connection_under_its_name() {
+    let monitor = free_port();
+    let server = Server::start_with_config(&format!("http: \"127.0.0.1:{monitor}\""));
+    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], monitor));
+    let names = || async {
+        let (status, body) = get(monitor, "/connz").await?;
+        assert_eq!(status, 200, "{body}");
+        let connz: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let names: Vec<String> = connz["connections"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect();
+        Some(names)
+    };
+    let running = App::new(config(&server).build().expect("valid"))
+        .only(&["echo"])
+        .start()
+        .await
+        .expect("starts");
+    let listed = eventually(
+        Duration::from_secs(10),
+        "the app's connection listed",
+        || async {
+            names()
+                .await
+                .filter(|n| n.iter().any(|n| n == "jetwire:conn"))
+        },
+    )
+    .await;
+    assert_eq!(
+        listed.iter().filter(|n| *n == "jetwire:conn").count(),
+        1,
+        "{listed:?}"
+    );
+    running.shutdown().await.expect("clean shutdown");
+    eventually(Duration::from_secs(10), "the connection gone", || async {
+        names()
+            .await
+            .filter(|n| !n.iter().any(|n| n == "jetwire:conn"))
+    })
+    .await;
 }

@@ -1,5 +1,6 @@
 //! `TestApp` reproduces every row of the outcome table, routes follow-ups,
-//! and runs the startup checks.
+//! gives an event to every handler of its subject, and runs the startup
+//! checks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -310,4 +311,50 @@ async fn a_handler_cannot_forge_a_dead_letter() {
     let refused = refused.expect("publishing under dlq. is refused");
     assert!(refused.contains("reserved for dead letters"), "{refused}");
     assert!(app.dead_letters().is_empty());
+}
+
+/// Two services' handlers of one event: each gets its own copy, and one
+/// failing does not touch the other.
+#[subscribe("fanout.shipped")]
+async fn shipped_for_billing(order: u64, seen: State<Fanned>) -> Result<(), HandlerError> {
+    seen.0
+        .0
+        .lock()
+        .expect("not poisoned")
+        .push(("billing", order));
+    Ok(())
+}
+
+#[subscribe("fanout.shipped", max_deliver = 2)]
+async fn shipped_for_email(order: u64, seen: State<Fanned>) -> Result<(), HandlerError> {
+    seen.0
+        .0
+        .lock()
+        .expect("not poisoned")
+        .push(("email", order));
+    Err(HandlerError::transient("mail server down"))
+}
+
+#[derive(Clone, Default)]
+struct Fanned(Arc<std::sync::Mutex<Vec<(&'static str, u64)>>>);
+
+#[tokio::test]
+async fn an_event_reaches_every_handler_of_its_subject() {
+    let seen = Fanned::default();
+    let app = TestApp::new()
+        .only(&["shipped_for_billing", "shipped_for_email"])
+        .state(seen.clone());
+    let report = app.publish("fanout.shipped", &7u64).await;
+    let mut handlers: Vec<&str> = report.runs().iter().map(|r| r.handler()).collect();
+    handlers.sort_unstable();
+    assert_eq!(handlers, ["shipped_for_billing", "shipped_for_email"]);
+    let billing = report.run("shipped_for_billing").expect("billing ran");
+    assert!(billing.acked());
+    assert_eq!(billing.attempts(), 1);
+    let email = report.run("shipped_for_email").expect("email ran");
+    assert_eq!(email.dlq_reason(), Some(DlqReason::Exhausted));
+    assert_eq!(email.attempts(), 2);
+    let mut calls = seen.0.lock().expect("not poisoned").clone();
+    calls.sort_unstable();
+    assert_eq!(calls, [("billing", 7), ("email", 7), ("email", 7)]);
 }
