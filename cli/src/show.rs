@@ -244,7 +244,7 @@ pub(crate) fn workers(workers: &[Worker], json: bool) {
         return;
     }
     let mut t = table(&[
-        "instance", "app", "host", "pid", "version", "started", "handlers",
+        "instance", "app", "host", "pid", "version", "started", "labels", "handlers",
     ]);
     for w in workers {
         let handlers: Vec<String> = w
@@ -264,6 +264,11 @@ pub(crate) fn workers(workers: &[Worker], json: bool) {
             w.pid.to_string(),
             safe(w.app_version.as_deref().unwrap_or("-"), false),
             safe(&w.started_at, false),
+            w.labels
+                .iter()
+                .map(|(k, v)| safe(&format!("{k}={v}"), false))
+                .collect::<Vec<_>>()
+                .join("\n"),
             handlers.join("\n"),
         ]);
     }

@@ -128,6 +128,7 @@ async fn list_show_replay_purge_and_status_from_the_binary() {
         .expect("valid");
     let running = App::new(config)
         .only(&["cli_poison"])
+        .label("zone", "b")
         .start()
         .await
         .expect("starts");
@@ -155,8 +156,13 @@ async fn list_show_replay_purge_and_status_from_the_binary() {
     assert_eq!(workers.len(), 1, "{workers:?}");
     assert_eq!(workers[0]["pid"], std::process::id());
     assert_eq!(workers[0]["handlers"][0]["name"], "cli_poison");
+    assert_eq!(workers[0]["labels"]["zone"], "b");
     let table = jetwire(p, &["workers"]);
-    assert!(String::from_utf8_lossy(&table.stdout).contains("1 running"));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("1 running") && table.contains("zone=b"),
+        "{table}"
+    );
     running.shutdown().await.expect("shutdown");
 
     let ls = json(&jetwire(

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, kv};
@@ -44,6 +45,10 @@ pub struct Worker {
     pub handlers: Vec<WorkerHandler>,
     /// When it started (RFC 3339, UTC).
     pub started_at: String,
+    /// The labels the app gave itself ([`App::label`](crate::App::label)):
+    /// region, zone, build, ..
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One handler of a [`Worker`].
@@ -107,6 +112,13 @@ pub(crate) async fn list_on(
     Ok(workers)
 }
 
+/// What an app says of itself in its record: its version and labels.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Identity {
+    pub(crate) version: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
 /// This instance's record, kept in the bucket.
 pub(crate) struct Registration {
     store: kv::Store,
@@ -121,7 +133,7 @@ impl Registration {
     pub(crate) async fn open(
         js: &jetstream::Context,
         config: &Config,
-        version: Option<&str>,
+        identity: &Identity,
         handlers: &[&'static HandlerDef],
     ) -> Result<Registration, Error> {
         let bucket = names::workers_bucket(config.prefix());
@@ -143,9 +155,10 @@ impl Registration {
             host: host(),
             pid: std::process::id(),
             jetwire_version: env!("CARGO_PKG_VERSION").to_owned(),
-            app_version: version.map(str::to_owned),
+            app_version: identity.version.clone(),
             handlers: handlers.iter().map(|d| describe(d)).collect(),
             started_at: rfc3339(SystemTime::now()),
+            labels: identity.labels.clone(),
         };
         let record = serde_json::to_vec(&worker).unwrap_or_default().into();
         let registration = Registration {

@@ -32,6 +32,9 @@ async fn instances_register_and_shutdown_removes_them_at_once() {
     let first = App::new(config(&prefix, "billing"))
         .only(&["dir_job"])
         .version("1.2.3")
+        .label("region", "eu-west-1")
+        .label("build", "a")
+        .label("build", "b")
         .start()
         .await
         .expect("starts");
@@ -67,6 +70,13 @@ async fn instances_register_and_shutdown_removes_them_at_once() {
         .find(|w| w.app == "shipping")
         .expect("shipping");
     assert_eq!(shipping.handlers[0].kind, "subscribe");
+    let labels: Vec<(&str, &str)> = billing
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(labels, [("build", "b"), ("region", "eu-west-1")]);
+    assert!(shipping.labels.is_empty());
     assert_ne!(billing.instance, shipping.instance);
 
     first.shutdown().await.expect("shutdown");
@@ -123,4 +133,15 @@ async fn a_killed_instance_is_gone_within_the_ttl() {
         "directory: a killed instance's record left the bucket {:?} after SIGKILL (TTL {TTL:?})",
         killed.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_label_without_a_key_fails_start() {
+    let err = App::new(config(&unique_prefix("dir"), "billing"))
+        .only(&["dir_job"])
+        .label(" ", "x")
+        .start()
+        .await
+        .expect_err("an empty key");
+    assert!(err.to_string().contains("App::label"), "{err}");
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::asyncapi;
 use crate::config::{AppOrigin, Config, Provision, StreamSettings, watch_reconnects};
-use crate::directory::Registration;
+use crate::directory::{Identity, Registration};
 use crate::dlq::advisory;
 use crate::error::Error;
 use crate::handler::context::Env;
@@ -64,8 +64,9 @@ pub struct App {
     /// A connection the user brought ([`App::with_client`]).
     client: Option<async_nats::Client>,
     services: Vec<Box<dyn Service>>,
-    /// The app's own version, for the AsyncAPI document.
-    version: Option<String>,
+    /// The app's own version (for the AsyncAPI document) and labels, as
+    /// its worker directory record gives them.
+    identity: Identity,
     middlewares: Middlewares,
     /// Handlers given in code that failed their checks: the first fails
     /// [`App::start`].
@@ -92,7 +93,7 @@ impl App {
             states: States::default(),
             handlers: registry::handlers(),
             client: None,
-            version: None,
+            identity: Identity::default(),
             services: Vec::new(),
             middlewares: Middlewares::default(),
             mistakes: Vec::new(),
@@ -221,7 +222,31 @@ impl App {
     /// The app's version, shown as `info.version` in [`App::asyncapi`]
     /// (`0.0.0` unless given).
     pub fn version(mut self, version: impl Into<String>) -> App {
-        self.version = Some(version.into());
+        self.identity.version = Some(version.into());
+        self
+    }
+
+    /// Adds a label to this instance's worker directory record (what
+    /// `jetwire workers` and [`directory::list`](crate::directory::list)
+    /// show): where it runs, what build it is. A key given again keeps
+    /// the last value.
+    ///
+    /// ```
+    /// let config = jetwire::Config::builder().app("billing").build().unwrap();
+    /// let app = jetwire::App::new(config)
+    ///     .label("region", "eu-west-1")
+    ///     .label("build", "2026-12-01.3");
+    /// # drop(app);
+    /// ```
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> App {
+        let key = key.into();
+        if key.trim().is_empty() || key.chars().any(char::is_control) {
+            self.mistakes.push(format!(
+                "App::label({key:?}, ..): a label needs a key of printable characters, such as \"region\""
+            ));
+            return self;
+        }
+        self.identity.labels.insert(key, value.into());
         self
     }
 
@@ -244,7 +269,7 @@ impl App {
     pub fn asyncapi(&self) -> serde_json::Value {
         asyncapi::document(
             &self.config,
-            self.version.as_deref().unwrap_or("0.0.0"),
+            self.identity.version.as_deref().unwrap_or("0.0.0"),
             &self.handlers,
         )
     }
@@ -260,7 +285,7 @@ impl App {
             handlers,
             client,
             services,
-            version,
+            identity,
             mut middlewares,
             mistakes,
         } = self;
@@ -323,7 +348,7 @@ impl App {
         let shared_client = Arc::new(client.clone());
         let calls = call_env(&config, &js, states.clone(), &outlet, &shared_client, &stop);
         // Before the loops: a replica's id decides the partitions it reads.
-        let registration = Registration::open(&js, &config, version.as_deref(), &handlers).await?;
+        let registration = Registration::open(&js, &config, &identity, &handlers).await?;
         let loops = Loops {
             client: shared_client,
             reconnects: reconnects.clone(),
