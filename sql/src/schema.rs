@@ -61,6 +61,33 @@ impl Tables {
         Ok(())
     }
 
+    /// The migrations [`Tables::migrate`] runs, in order, each one SQL
+    /// script for `pool`'s database: to keep them in your own migration
+    /// tool (sqlx, refinery, Flyway) instead, write each as a migration of
+    /// yours and do not call `migrate`. Every statement is idempotent
+    /// (`IF NOT EXISTS`) but the later ones' `ALTER TABLE .. ADD COLUMN`.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::SqlitePool::connect("sqlite://app.db?mode=rwc").await?;
+    /// let tables = jetwire_sql::Tables::default().dead_letters_named("failed_tasks")?;
+    /// for (n, script) in tables.migration_sql(&pool).iter().enumerate() {
+    ///     std::fs::write(format!("migrations/{:03}_jetwire.sql", n + 1), script)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn migration_sql(&self, pool: &(impl Into<Pool> + Clone)) -> Vec<String> {
+        self.steps(&pool.clone().into())
+            .into_iter()
+            .map(|statements| {
+                let mut script = statements.join(";\n\n");
+                script.push_str(";\n");
+                script
+            })
+            .collect()
+    }
+
     /// The migrations, in order: each a list of statements.
     fn steps(&self, pool: &Pool) -> Vec<Vec<String>> {
         let (outbox, letters) = (self.outbox(), self.dead_letters());

@@ -23,6 +23,8 @@ fn jetwire_text(s: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tables {
     prefix: String,
+    /// The dead-letter table's own name, where it is not jetwire's.
+    dead_letters: Option<String>,
 }
 
 impl Tables {
@@ -52,7 +54,36 @@ impl Tables {
                 prefix.len()
             )));
         }
-        Ok(Tables { prefix })
+        Ok(Tables {
+            prefix,
+            dead_letters: None,
+        })
+    }
+
+    /// The dead-letter table under a name of your own, e.g. an existing
+    /// `failed_tasks` whose migrations your project keeps: it needs
+    /// jetwire's columns (see [`Tables::migration_sql`]), whatever else
+    /// it has. ASCII letters, digits and `_`, not starting with a digit,
+    /// at most 56 bytes (its index adds `_failed`).
+    ///
+    /// ```
+    /// let t = jetwire_sql::Tables::default().dead_letters_named("failed_tasks")?;
+    /// assert_eq!(t.dead_letters(), "failed_tasks");
+    /// assert_eq!(t.outbox(), "jetwire_outbox");
+    /// # Ok::<(), jetwire_sql::OutboxError>(())
+    /// ```
+    pub fn dead_letters_named(mut self, name: impl Into<String>) -> Result<Tables, OutboxError> {
+        let name = name.into();
+        let well_formed = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && name.bytes().next().is_some_and(|b| !b.is_ascii_digit());
+        if !well_formed || name.len() > 56 {
+            return Err(OutboxError::Config(format!(
+                "a table name is ASCII letters, digits and `_`, not starting with a digit, at most 56 bytes; not {:?}",
+                jetwire_text(&name)
+            )));
+        }
+        self.dead_letters = Some(name);
+        Ok(self)
     }
 
     /// The outbox table.
@@ -62,7 +93,10 @@ impl Tables {
 
     /// The dead-letter table.
     pub fn dead_letters(&self) -> String {
-        format!("{}jetwire_dead_letters", self.prefix)
+        match &self.dead_letters {
+            Some(name) => name.clone(),
+            None => format!("{}jetwire_dead_letters", self.prefix),
+        }
     }
 
     /// The table of migrations run.
@@ -88,5 +122,27 @@ mod tests {
         assert!(Tables::with_prefix(long).is_err());
         let t = Tables::with_prefix("p".repeat(Tables::MAX_PREFIX)).expect("fits");
         assert!(format!("{}_failed", t.dead_letters()).len() <= 63);
+    }
+
+    #[test]
+    fn a_dead_letter_table_of_its_own_name_is_a_plain_identifier() {
+        for bad in ["failed tasks", "1failed", "", "x\"; drop table y; --"] {
+            let err = Tables::default()
+                .dead_letters_named(bad)
+                .expect_err("refused");
+            assert!(err.to_string().contains("table name"), "{err}");
+        }
+        assert!(
+            Tables::default()
+                .dead_letters_named("f".repeat(57))
+                .is_err()
+        );
+        let t = Tables::with_prefix("app_")
+            .and_then(|t| t.dead_letters_named("failed_tasks"))
+            .expect("valid");
+        assert_eq!(
+            (t.dead_letters(), t.outbox()),
+            ("failed_tasks".into(), "app_jetwire_outbox".into())
+        );
     }
 }

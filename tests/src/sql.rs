@@ -34,18 +34,31 @@ pub type Row = (String, serde_json::Value, PublishOptions);
 impl TestDb {
     /// The tests' PostgreSQL, with tables prefixed by a name unique to `name`.
     pub async fn postgres(name: &str) -> TestDb {
+        let db = TestDb::postgres_unmigrated(name).await;
+        db.tables().migrate(&db.pool()).await.expect("migrate");
+        db
+    }
+
+    /// [`TestDb::postgres`] with no table made yet.
+    pub async fn postgres_unmigrated(name: &str) -> TestDb {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
             .connect(&crate::postgres::postgres_url())
             .await
             .expect("connect to the tests' PostgreSQL");
         let tables = Tables::with_prefix(table_prefix(name)).expect("a valid prefix");
-        tables.migrate(&pool).await.expect("migrate");
         TestDb::Postgres(pool, tables)
     }
 
     /// A fresh SQLite file in WAL mode (several processes may share it).
     pub async fn sqlite(name: &str) -> TestDb {
+        let db = TestDb::sqlite_unmigrated(name).await;
+        db.tables().migrate(&db.pool()).await.expect("migrate");
+        db
+    }
+
+    /// [`TestDb::sqlite`] with no table made yet.
+    pub async fn sqlite_unmigrated(name: &str) -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = SqliteConnectOptions::new()
             .filename(dir.path().join("outbox.db"))
@@ -58,8 +71,38 @@ impl TestDb {
             .await
             .expect("open SQLite");
         let tables = Tables::with_prefix(table_prefix(name)).expect("a valid prefix");
-        tables.migrate(&pool).await.expect("migrate");
         TestDb::Sqlite(pool, tables, dir)
+    }
+
+    /// The same database under other table names.
+    pub fn with_tables(self, tables: Tables) -> TestDb {
+        match self {
+            TestDb::Postgres(pool, _) => TestDb::Postgres(pool, tables),
+            TestDb::Sqlite(pool, _, dir) => TestDb::Sqlite(pool, tables, dir),
+        }
+    }
+
+    /// Runs a script of statements, as a migration tool would.
+    pub async fn run_script(&self, script: &str) {
+        match self {
+            TestDb::Postgres(p, ..) => sqlx::raw_sql(script).execute(p).await.map(drop),
+            TestDb::Sqlite(p, ..) => sqlx::raw_sql(script).execute(p).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("the script runs: {e}\n{script}"));
+    }
+
+    /// Whether a table of this name exists.
+    pub async fn has_table(&self, table: &str) -> bool {
+        let sql = match self {
+            TestDb::Postgres(..) => format!(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables WHERE table_name = '{table}'"
+            ),
+            TestDb::Sqlite(..) => format!(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+            ),
+        };
+        let n: Vec<i64> = scalar!(self, sql, fetch_all).expect("read the catalogue");
+        n.first().copied().unwrap_or(0) > 0
     }
 
     /// Both kinds, for tests that run on each.

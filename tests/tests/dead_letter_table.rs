@@ -1,6 +1,7 @@
 //! The dead-letter table on a real PostgreSQL and SQLite file: every
 //! letter of a poison run lands once, also when the process writing the
-//! table is killed mid-run.
+//! table is killed mid-run; and under a name of the project's own, made
+//! by the project's own migrations.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -148,5 +149,75 @@ async fn every_letter_lands_once_even_when_the_writer_is_killed_mid_run() {
         }
         drop(second);
         poison.shutdown().await.expect("shutdown");
+    }
+}
+
+/// A project that already has a `failed_tasks` table (with a column of
+/// its own) and keeps its migrations in its own tool: jetwire's scripts
+/// run as that tool would, and never its `migrate`; the letters land in
+/// `failed_tasks`, and jetwire keeps no migrations table there.
+#[tokio::test]
+async fn letters_land_in_a_table_of_the_projects_own_name_and_migrations() {
+    for db in [
+        TestDb::postgres_unmigrated("own").await,
+        TestDb::sqlite_unmigrated("own").await,
+    ] {
+        let outbox = db.tables().outbox();
+        let prefix = outbox.trim_end_matches("jetwire_outbox");
+        let name = format!("{prefix}failed_tasks");
+        let tables = jetwire_sql::Tables::with_prefix(prefix)
+            .and_then(|t| t.dead_letters_named(&name))
+            .expect("valid names");
+        let db = db.with_tables(tables.clone());
+        db.run_script(&format!(
+            "CREATE TABLE {name} (id TEXT PRIMARY KEY, subject TEXT NOT NULL, reason TEXT, error TEXT, handler TEXT, attempts BIGINT, original_stream TEXT, original_sequence BIGINT, headers TEXT NOT NULL, payload BYTEA NOT NULL, failed_at BIGINT NOT NULL, stored_at BIGINT NOT NULL, team TEXT DEFAULT 'payments')"
+        ).replace("BYTEA", if db.kind() == "sqlite" { "BLOB" } else { "BYTEA" }))
+        .await;
+        for script in tables.migration_sql(&db.pool()) {
+            db.run_script(&script).await;
+        }
+        let stream_prefix = unique_prefix(&format!("own-{}", db.kind()));
+        let config = Config::builder()
+            .url(shared_server().url())
+            .app("table")
+            .subject_prefix(&stream_prefix)
+            .shutdown_timeout(Duration::from_secs(5))
+            .build()
+            .expect("valid");
+        let running = App::new(config)
+            .only(&["poisoned"])
+            .service(jetwire_sql::DeadLetterTable::new(db.pool()).tables(tables.clone()))
+            .start()
+            .await
+            .expect("starts");
+        for n in 0..3u64 {
+            running
+                .publisher()
+                .publish("tablepoison.created", &n)
+                .await
+                .expect("publish");
+        }
+        eventually(
+            Duration::from_secs(20),
+            "three letters in failed_tasks",
+            || async { (db.letter_ids().await.len() == 3).then_some(()) },
+        )
+        .await;
+        running.shutdown().await.expect("shutdown");
+        let teams = db.letter_column("team").await;
+        assert!(
+            teams.iter().all(|t| t.as_deref() == Some("payments")),
+            "{teams:?}"
+        );
+        assert_eq!(
+            db.letter_column("reason").await,
+            vec![Some("permanent".into()); 3]
+        );
+        assert!(
+            !db.has_table(&tables.schema()).await,
+            "{}: jetwire kept migrations of its own",
+            db.kind()
+        );
+        assert!(!db.has_table(&format!("{prefix}jetwire_dead_letters")).await);
     }
 }
