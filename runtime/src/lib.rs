@@ -201,7 +201,9 @@ pub use jetwire_macros::{queue, subscribe};
 
 pub use crate::app::{App, HandlerStats, RunningApp, run};
 pub use crate::classify::DlqReason;
-pub use crate::config::{Auth, Config, ConfigBuilder, Provision, Storage, StreamSettings, Tls};
+pub use crate::config::{
+    Auth, Config, ConfigBuilder, Provision, Storage, StreamSettings, Tls, TraceContext,
+};
 pub use crate::error::{Error, HandlerError, PublishError, PublishErrorKind, ResultExt};
 pub use crate::handler::configured::Handler;
 pub use crate::handler::context::Context;

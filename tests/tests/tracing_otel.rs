@@ -1,12 +1,12 @@
 //! OpenTelemetry (feature `otel`), recorded in memory: a handler's span
 //! continues the producer's trace, a handler's publish carries its span to
 //! the next handler, dead letters carry it too, a message without trace
-//! headers starts a new trace, and the spans follow the messaging
-//! conventions.
+//! headers starts a new trace, the spans follow the messaging
+//! conventions, and `TraceContext::Link` links instead of continuing.
 
 use std::time::Duration;
 
-use jetwire::{App, Config, Context, HandlerError, queue};
+use jetwire::{App, Config, Context, HandlerError, TraceContext, queue};
 use jetwire_tests::{
     dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
 };
@@ -26,6 +26,11 @@ async fn ot_first(n: u64, ctx: Context) -> Result<(), HandlerError> {
 
 #[queue("queue.otsecond")]
 async fn ot_second(_n: u64) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[queue("queue.otlinked")]
+async fn ot_linked(_n: u64) -> Result<(), HandlerError> {
     Ok(())
 }
 
@@ -122,6 +127,46 @@ async fn handler_spans_continue_the_producers_trace() {
     assert!(
         traceparent.contains(&failed.span_context.span_id().to_string()),
         "{traceparent} names the failed call's span"
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn with_trace_context_link_a_handler_span_starts_its_own_trace_linked_to_the_producer() {
+    exporter();
+    let prefix = unique_prefix("otlink");
+    let config = Config::builder()
+        .url(shared_server().url())
+        .app("otel")
+        .subject_prefix(&prefix)
+        .trace_context(TraceContext::Link)
+        .build()
+        .expect("valid");
+    let running = App::new(config)
+        .only(&["ot_linked"])
+        .start()
+        .await
+        .expect("starts");
+    let producer = tracing::info_span!("produce-linked");
+    let producer_span = producer.context().span().span_context().clone();
+    running
+        .publisher()
+        .publish("queue.otlinked", &1u64)
+        .instrument(producer)
+        .await
+        .expect("publish");
+    let linked = span_named("process queue.otlinked").await;
+    assert_ne!(linked.span_context.trace_id(), producer_span.trace_id());
+    assert_eq!(linked.parent_span_id, SpanId::INVALID, "a root");
+    let links: Vec<_> = linked
+        .links
+        .iter()
+        .map(|l| (l.span_context.trace_id(), l.span_context.span_id()))
+        .collect();
+    assert_eq!(
+        links,
+        [(producer_span.trace_id(), producer_span.span_id())],
+        "one link, to the producer's span"
     );
     running.shutdown().await.expect("clean shutdown");
 }

@@ -7,7 +7,7 @@ use jetwire_grammar::duration;
 
 use crate::config::context::{self, AUTH_VARIABLES};
 use crate::config::streams::{Provision, parse_bytes, parse_storage};
-use crate::config::{AppOrigin, Auth, Config, Tls, looks_like_seed};
+use crate::config::{AppOrigin, Auth, Config, Tls, TraceContext, looks_like_seed};
 use crate::error::Error;
 
 /// The environment as jetwire reads it: a variable that is set, else the
@@ -172,6 +172,9 @@ impl Config {
         }
         if let Some(groups) = vars.var("JETWIRE_GROUPS") {
             b = b.groups(groups.split(',').map(str::trim).filter(|g| !g.is_empty()));
+        }
+        if let Some(t) = vars.var("JETWIRE_TRACE_CONTEXT") {
+            b = b.trace_context(TraceContext::parse(&t)?);
         }
         if let Some(handlers) = vars.var("JETWIRE_HANDLERS") {
             b = b.handlers(handlers);

@@ -24,12 +24,14 @@ mod context;
 mod env;
 mod selection;
 mod streams;
+mod trace;
 mod url;
 
 pub(crate) use connect::{Reconnects, watch_reconnects};
 pub(crate) use selection::Selection;
 pub(crate) use streams::shortfalls;
 pub use streams::{Provision, Storage, StreamSettings};
+pub use trace::TraceContext;
 
 /// How jetwire authenticates to NATS. `Debug` shows no secret.
 #[derive(Clone, Default)]
@@ -165,6 +167,9 @@ pub struct Config {
     /// `None`. A name no handler answers to fails
     /// [`App::start`](crate::App::start).
     pub handlers: Option<String>,
+    /// Whether a handler's span continues the producer's trace or links
+    /// to it (`JETWIRE_TRACE_CONTEXT`; feature `otel`).
+    pub trace_context: TraceContext,
     app_origin: AppOrigin,
     /// Per stream, by name without the prefix.
     stream_overrides: Vec<(String, StreamSettings)>,
@@ -194,6 +199,7 @@ impl Default for Config {
             worker_ttl: Duration::from_secs(30),
             groups: Vec::new(),
             handlers: None,
+            trace_context: TraceContext::Continue,
             app_origin: AppOrigin::Binary,
             stream_overrides: Vec::new(),
             needed_window: MIN_DUPLICATE_WINDOW,
@@ -244,6 +250,7 @@ impl Config {
     /// | `JETWIRE_WORKER_TTL` | | `worker_ttl` | `30s` |
     /// | `JETWIRE_GROUPS` (`gpu,cpu`) | | `groups` | none |
     /// | `JETWIRE_HANDLERS` (`queues`, `events`, `send_email,on_order`) | | `handlers` | every handler |
+    /// | `JETWIRE_TRACE_CONTEXT` (`continue`, `link`) | | `trace_context` | `continue` |
     ///
     /// Fails with a message naming the variable on a bad value, or on more
     /// than one kind of credentials.
@@ -428,6 +435,7 @@ impl fmt::Debug for Config {
             .field("worker_ttl", &self.worker_ttl)
             .field("groups", &self.groups)
             .field("handlers", &self.handlers)
+            .field("trace_context", &self.trace_context)
             .finish()
     }
 }
@@ -513,6 +521,12 @@ impl ConfigBuilder {
     /// handler names separated by commas.
     pub fn handlers(mut self, handlers: impl Into<String>) -> Self {
         self.config.handlers = Some(handlers.into());
+        self
+    }
+    /// Whether a handler's span continues the producer's trace or links
+    /// to it (feature `otel`).
+    pub fn trace_context(mut self, trace_context: TraceContext) -> Self {
+        self.config.trace_context = trace_context;
         self
     }
     /// How long a worker directory record outlives its last refresh.

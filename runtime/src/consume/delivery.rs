@@ -3,6 +3,7 @@
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::config::TraceContext;
 use crate::consume::Shared;
 use crate::handler::context::{Context, Meta, Origin};
 use crate::handler::invoke::{Call, Called};
@@ -43,7 +44,7 @@ pub(super) fn open(shared: &Shared, msg: async_nats::Message) -> Option<(Context
 /// recorded only when a subscriber takes the span: a disabled span costs
 /// nothing per message, even where tracing's `log` feature (which sqlx
 /// turns on) would otherwise evaluate every field for a logger.
-pub(super) fn span_for(ctx: &Context) -> tracing::Span {
+pub(super) fn span_for(shared: &Shared, ctx: &Context) -> tracing::Span {
     use tracing::field::Empty;
     let meta = ctx.meta();
     #[cfg(not(feature = "otel"))]
@@ -88,7 +89,8 @@ pub(super) fn span_for(ctx: &Context) -> tracing::Span {
     span.record("sequence", delivered.stream_sequence);
     span.record("delivery", delivered.deliveries);
     span.record(id_field, meta.message_id());
-    trace::continue_trace(&span, ctx.headers());
+    let link = shared.config.trace_context == TraceContext::Link;
+    trace::continue_trace(&span, ctx.headers(), link);
     span
 }
 

@@ -442,7 +442,7 @@ impl Puller {
         let Some((ctx, payload)) = delivery::open(shared, msg) else {
             return;
         };
-        let span = delivery::span_for(&ctx);
+        let span = delivery::span_for(shared, &ctx);
         let mut started = None;
         if self.inline.allowed()
             && ctx.max_deliver() > 1

@@ -7,13 +7,14 @@
 use async_nats::HeaderMap;
 
 /// Makes the context in `headers` (`traceparent`, `tracestate`) the
-/// parent of `span`. Headers without a valid one leave the span a root:
+/// parent of `span`, or with `link` a link of `span`, which then starts a
+/// trace of its own. Headers without a valid one leave the span a root:
 /// it starts a new trace.
 #[inline]
 #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
-pub(crate) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &HeaderMap, link: bool) {
     #[cfg(feature = "otel")]
-    on::continue_trace(span, headers);
+    on::continue_trace(span, headers, link);
 }
 
 /// Writes the current span's context into `headers`; whether there was
@@ -69,9 +70,17 @@ mod on {
         })
     }
 
-    pub(super) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
+    pub(super) fn continue_trace(span: &tracing::Span, headers: &HeaderMap, link: bool) {
         let cx: Context = with_propagator(|p| p.extract(&Reading(headers)));
-        if cx.span().span_context().is_valid() {
+        let producer = cx.span().span_context().clone();
+        if !producer.is_valid() {
+            return;
+        }
+        if link {
+            // A root of its own: no parent, not even the loop's span.
+            let _ = span.set_parent(Context::new());
+            span.add_link(producer);
+        } else {
             // Fails only for a span no OpenTelemetry layer records.
             let _ = span.set_parent(cx);
         }
