@@ -18,7 +18,9 @@ async fn poisoned(n: u64) -> Result<(), HandlerError> {
     Err(HandlerError::permanent(format!("poison {n}")))
 }
 
-async fn app(prefix: &str) -> RunningApp {
+/// The poisoned handler's app, writing the dead-letter table itself when
+/// given one.
+async fn app(prefix: &str, table: Option<jetwire_sql::DeadLetterTable>) -> RunningApp {
     let config = Config::builder()
         .url(shared_server().url())
         .app("table")
@@ -26,11 +28,14 @@ async fn app(prefix: &str) -> RunningApp {
         .shutdown_timeout(Duration::from_secs(5))
         .build()
         .expect("valid");
-    App::new(config)
-        .only(&["poisoned"])
-        .start()
-        .await
-        .expect("the app starts")
+    let app = App::new(config).only(&["poisoned"]);
+    match table {
+        Some(table) => app.service(table),
+        None => app,
+    }
+    .start()
+    .await
+    .expect("the app starts")
 }
 
 /// The dead-letter table written by a process of its own.
@@ -65,7 +70,7 @@ async fn every_letter_lands_once_even_when_the_writer_is_killed_mid_run() {
         let letters_table = db.tables().dead_letters();
         db.count_inserts(&letters_table).await;
         db.slow_inserts(&letters_table).await;
-        let poison = app(&prefix).await;
+        let poison = app(&prefix, None).await;
         let first = writer(&prefix, &db);
         let publisher = poison.publisher();
         const LETTERS: usize = 400;
@@ -177,19 +182,8 @@ async fn letters_land_in_a_table_of_the_projects_own_name_and_migrations() {
             db.run_script(&script).await;
         }
         let stream_prefix = unique_prefix(&format!("own-{}", db.kind()));
-        let config = Config::builder()
-            .url(shared_server().url())
-            .app("table")
-            .subject_prefix(&stream_prefix)
-            .shutdown_timeout(Duration::from_secs(5))
-            .build()
-            .expect("valid");
-        let running = App::new(config)
-            .only(&["poisoned"])
-            .service(jetwire_sql::DeadLetterTable::new(db.pool()).tables(tables.clone()))
-            .start()
-            .await
-            .expect("starts");
+        let table = jetwire_sql::DeadLetterTable::new(db.pool()).tables(tables.clone());
+        let running = app(&stream_prefix, Some(table)).await;
         for n in 0..3u64 {
             running
                 .publisher()

@@ -19,10 +19,7 @@ impl App {
     /// # drop(app);
     /// ```
     pub fn only(mut self, names: &[&str]) -> App {
-        let names = Selection::Names(names.iter().map(|n| (*n).to_owned()).collect());
-        let (kept, unknown) = registry::select(std::mem::take(&mut self.handlers), &names);
-        self.handlers = kept;
-        if let Some(unknown) = unknown {
+        if let Some(unknown) = registry::select(&mut self.handlers, &Selection::named(names)) {
             self.mistakes.push(format!("App::only: {unknown}"));
         }
         self
@@ -41,9 +38,7 @@ impl App {
     /// # drop(app);
     /// ```
     pub fn only_kind(mut self, kind: Kind) -> App {
-        let (kept, _) =
-            registry::select(std::mem::take(&mut self.handlers), &Selection::Kind(kind));
-        self.handlers = kept;
+        registry::select(&mut self.handlers, &Selection::Kind(kind));
         self
     }
 }
@@ -51,15 +46,15 @@ impl App {
 /// The handlers `JETWIRE_HANDLERS` keeps, all when it is unset; a name no
 /// handler answers to fails the start.
 pub(super) fn chosen(
-    handlers: Vec<&'static HandlerDef>,
+    mut handlers: Vec<&'static HandlerDef>,
     config: &Config,
 ) -> Result<Vec<&'static HandlerDef>, Error> {
     let Some(selection) = config.selection() else {
         return Ok(handlers);
     };
-    match registry::select(handlers, &selection) {
-        (kept, None) => Ok(kept),
-        (_, Some(unknown)) => Err(Error::Config(format!(
+    match registry::select(&mut handlers, &selection) {
+        None => Ok(handlers),
+        Some(unknown) => Err(Error::Config(format!(
             "JETWIRE_HANDLERS={}: {unknown}",
             config.handlers.as_deref().unwrap_or_default()
         ))),

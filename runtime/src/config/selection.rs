@@ -14,6 +14,11 @@ pub(crate) enum Selection {
 }
 
 impl Selection {
+    /// The handlers answering to these names.
+    pub(crate) fn named(names: &[&str]) -> Selection {
+        Selection::Names(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
     /// `JETWIRE_HANDLERS` as written: `queues`, `events`, or a comma
     /// separated list of handler names.
     pub(crate) fn parse(value: &str) -> Result<Selection, Error> {

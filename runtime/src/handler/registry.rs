@@ -266,16 +266,17 @@ pub fn handlers() -> Vec<&'static HandlerDef> {
     all
 }
 
-/// The handlers `selection` keeps, in their order, and what is wrong
-/// with it: a name no handler answers to, worded with the names there are.
+/// Keeps the handlers `selection` picks, in their order; what is wrong
+/// with it, if anything: a name no handler answers to, worded with the
+/// names there are.
 pub(crate) fn select(
-    handlers: Vec<&'static HandlerDef>,
+    handlers: &mut Vec<&'static HandlerDef>,
     selection: &Selection,
-) -> (Vec<&'static HandlerDef>, Option<String>) {
+) -> Option<String> {
     let names = match selection {
         Selection::Kind(kind) => {
-            let kept = handlers.into_iter().filter(|h| h.kind == *kind).collect();
-            return (kept, None);
+            handlers.retain(|h| h.kind == *kind);
+            return None;
         }
         Selection::Names(names) => names,
     };
@@ -295,11 +296,8 @@ pub(crate) fn select(
                 "no handler answers to `{name}`; write a handler's fn name or module path ({known})"
             )
         });
-    let kept = handlers
-        .into_iter()
-        .filter(|h| names.iter().any(|n| h.answers_to(n)))
-        .collect();
-    (kept, unknown)
+    handlers.retain(|h| names.iter().any(|n| h.answers_to(n)));
+    unknown
 }
 
 /// The subject token filled from `JETWIRE_GROUPS` at startup.

@@ -201,10 +201,7 @@ impl TestApp {
     /// as [`App::only`](crate::App::only) does: a name no handler answers
     /// to is the error of every publish and of [`TestApp::check`].
     pub fn only(mut self, names: &[&str]) -> TestApp {
-        let names = Selection::Names(names.iter().map(|n| (*n).to_owned()).collect());
-        let (kept, unknown) = registry::select(std::mem::take(&mut self.handlers), &names);
-        self.handlers = kept;
-        if let Some(unknown) = unknown {
+        if let Some(unknown) = registry::select(&mut self.handlers, &Selection::named(names)) {
             self.mistakes.push(format!("TestApp::only: {unknown}"));
         }
         self
@@ -213,8 +210,7 @@ impl TestApp {
     /// Keeps only the handlers of one kind, as
     /// [`App::only_kind`](crate::App::only_kind) does.
     pub fn only_kind(mut self, kind: registry::Kind) -> TestApp {
-        let kind = Selection::Kind(kind);
-        self.handlers = registry::select(std::mem::take(&mut self.handlers), &kind).0;
+        registry::select(&mut self.handlers, &Selection::Kind(kind));
         self
     }
 
