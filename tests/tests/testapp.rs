@@ -314,11 +314,14 @@ async fn a_handler_cannot_forge_a_dead_letter() {
 }
 
 /// Two services' handlers of one event: each gets its own copy, and one
-/// failing does not touch the other.
+/// failing does not touch the other. They record into a static: the other
+/// tests' `TestApp`s have every handler of this file, and no state for
+/// these.
+static FANNED: std::sync::Mutex<Vec<(&str, u64)>> = std::sync::Mutex::new(Vec::new());
+
 #[subscribe("fanout.shipped")]
-async fn shipped_for_billing(order: u64, seen: State<Fanned>) -> Result<(), HandlerError> {
-    seen.0
-        .0
+async fn shipped_for_billing(order: u64) -> Result<(), HandlerError> {
+    FANNED
         .lock()
         .expect("not poisoned")
         .push(("billing", order));
@@ -326,24 +329,14 @@ async fn shipped_for_billing(order: u64, seen: State<Fanned>) -> Result<(), Hand
 }
 
 #[subscribe("fanout.shipped", max_deliver = 2)]
-async fn shipped_for_email(order: u64, seen: State<Fanned>) -> Result<(), HandlerError> {
-    seen.0
-        .0
-        .lock()
-        .expect("not poisoned")
-        .push(("email", order));
+async fn shipped_for_email(order: u64) -> Result<(), HandlerError> {
+    FANNED.lock().expect("not poisoned").push(("email", order));
     Err(HandlerError::transient("mail server down"))
 }
 
-#[derive(Clone, Default)]
-struct Fanned(Arc<std::sync::Mutex<Vec<(&'static str, u64)>>>);
-
 #[tokio::test]
 async fn an_event_reaches_every_handler_of_its_subject() {
-    let seen = Fanned::default();
-    let app = TestApp::new()
-        .only(&["shipped_for_billing", "shipped_for_email"])
-        .state(seen.clone());
+    let app = TestApp::new().only(&["shipped_for_billing", "shipped_for_email"]);
     let report = app.publish("fanout.shipped", &7u64).await;
     let mut handlers: Vec<&str> = report.runs().iter().map(|r| r.handler()).collect();
     handlers.sort_unstable();
@@ -354,7 +347,7 @@ async fn an_event_reaches_every_handler_of_its_subject() {
     let email = report.run("shipped_for_email").expect("email ran");
     assert_eq!(email.dlq_reason(), Some(DlqReason::Exhausted));
     assert_eq!(email.attempts(), 2);
-    let mut calls = seen.0.lock().expect("not poisoned").clone();
+    let mut calls = FANNED.lock().expect("not poisoned").clone();
     calls.sort_unstable();
     assert_eq!(calls, [("billing", 7), ("email", 7), ("email", 7)]);
 }
