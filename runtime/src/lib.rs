@@ -75,6 +75,7 @@
 // Layers, bottom up; each imports only from those below it (ARCHITECTURE.md).
 // Ground floor: pure rules.
 pub mod classify;
+pub mod clock;
 mod codecs;
 mod config;
 mod error;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream as js_stream;
 use jetwire_grammar::subject;
 
+use crate::clock::{Clock, SharedClock};
 use crate::error::Error;
 use crate::names;
 
@@ -170,6 +171,9 @@ pub struct Config {
     /// Whether a handler's span continues the producer's trace or links
     /// to it (`JETWIRE_TRACE_CONTEXT`; feature `otel`).
     pub trace_context: TraceContext,
+    /// The time of day letters are stamped with and `within` filters
+    /// read ([`ConfigBuilder::clock`]).
+    clock: SharedClock,
     app_origin: AppOrigin,
     /// Per stream, by name without the prefix.
     stream_overrides: Vec<(String, StreamSettings)>,
@@ -200,6 +204,7 @@ impl Default for Config {
             groups: Vec::new(),
             handlers: None,
             trace_context: TraceContext::Continue,
+            clock: SharedClock::default(),
             app_origin: AppOrigin::Binary,
             stream_overrides: Vec::new(),
             needed_window: MIN_DUPLICATE_WINDOW,
@@ -218,6 +223,11 @@ fn default_app() -> String {
 }
 
 impl Config {
+    /// The clock the app reads.
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     /// The handlers chosen by [`Config::handlers`], once validated.
     pub(crate) fn selection(&self) -> Option<Selection> {
         Selection::parse(self.handlers.as_deref()?).ok()
@@ -527,6 +537,14 @@ impl ConfigBuilder {
     /// to it (feature `otel`).
     pub fn trace_context(mut self, trace_context: TraceContext) -> Self {
         self.config.trace_context = trace_context;
+        self
+    }
+    /// The clock letters are stamped with and `within` filters read
+    /// ([`SystemClock`](crate::clock::SystemClock) unless given): a
+    /// [`ManualClock`](crate::clock::ManualClock) makes them exact in a
+    /// test.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config.clock = SharedClock::new(clock);
         self
     }
     /// How long a worker directory record outlives its last refresh.

@@ -314,7 +314,8 @@ async fn carry_out(
     let (handler, subject, stream) = (meta.handler, meta.subject(), &meta.stream);
     let (attempt, sequence) = (meta.attempt(), meta.delivered().stream_sequence);
     if let Some(reason) = plan.letter {
-        let letter = letter::letter(Failed::delivery(meta, payload, reason, error));
+        let now = shared.config.clock().now();
+        let letter = letter::letter(Failed::delivery(meta, payload, reason, error, now));
         if let Err(e) = dlq::stream::store(&shared.js, &shared.outlet, &shared.config, letter).await
         {
             if plan.answer == Answer::Already {

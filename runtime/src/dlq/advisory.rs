@@ -245,7 +245,7 @@ impl Capture {
             stream: &claim.stream,
             sequence: claim.stream_seq,
             published_at: SystemTime::from(original.time),
-            failed_at: SystemTime::now(),
+            failed_at: self.config.clock().now(),
         });
         dlq_stream::store(js, &self.outlet, &self.config, letter).await?;
         // What its runs kept goes with it, as on the live path.

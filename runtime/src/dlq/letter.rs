@@ -76,14 +76,16 @@ pub(crate) struct Failed<'a> {
 }
 
 impl<'a> Failed<'a> {
-    /// A delivery whose handler failed for `reason`: everything but the
-    /// reason and the error comes from the delivery itself, so the live
-    /// loop and `TestApp` write the same letter.
+    /// A delivery whose handler failed for `reason` at `failed_at` (the
+    /// app's clock): everything but the reason, the error and the time
+    /// comes from the delivery itself, so the live loop and `TestApp`
+    /// write the same letter.
     pub(crate) fn delivery(
         meta: &'a Meta,
         payload: Bytes,
         reason: DlqReason,
         error: &'a str,
+        failed_at: SystemTime,
     ) -> Failed<'a> {
         let delivered = meta.delivered();
         Failed {
@@ -98,7 +100,7 @@ impl<'a> Failed<'a> {
             stream: &meta.stream,
             sequence: delivered.stream_sequence,
             published_at: delivered.published_at,
-            failed_at: SystemTime::now(),
+            failed_at,
         }
     }
 }

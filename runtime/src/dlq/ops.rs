@@ -162,6 +162,7 @@ impl DeadLetters {
         filter: &Filter,
         mut visit: impl AsyncFnMut(&jetstream::stream::Stream, DeadLetter) -> Result<bool, Error>,
     ) -> Result<usize, Error> {
+        let filter = &filter.at(self.publisher.parts().1.clock().now());
         let stream = self.stream().await?;
         let last = stream
             .clone()

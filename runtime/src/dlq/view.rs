@@ -232,6 +232,8 @@ pub struct Filter {
     pub(crate) handler: Option<String>,
     pub(crate) subject: Option<String>,
     pub(crate) since: Option<SystemTime>,
+    /// A window back from the time the filter is used.
+    within: Option<Duration>,
     pub(crate) limit: Option<usize>,
     pub(crate) sequences: Option<Vec<u64>>,
     pub(crate) from: Option<u64>,
@@ -263,12 +265,11 @@ impl Filter {
         self.since = Some(time);
         self
     }
-    /// Letters dead-lettered within the last `window`.
-    pub fn within(self, window: Duration) -> Filter {
-        let since = SystemTime::now()
-            .checked_sub(window)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        self.since(since)
+    /// Letters dead-lettered within the last `window`, counted back from
+    /// when the filter is used (by the app's clock), not when it is made.
+    pub fn within(mut self, window: Duration) -> Filter {
+        self.within = Some(window);
+        self
     }
     /// At most `n` letters.
     pub fn limit(mut self, n: usize) -> Filter {
@@ -296,6 +297,17 @@ impl Filter {
     /// The limit, if any.
     pub fn max(&self) -> Option<usize> {
         self.limit
+    }
+
+    /// This filter used at `now`: its `within` window as a time, the later
+    /// of it and `since`.
+    pub(crate) fn at(&self, now: SystemTime) -> Filter {
+        let mut filter = self.clone();
+        if let Some(window) = filter.within.take() {
+            let start = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+            filter.since = Some(filter.since.map_or(start, |since| since.max(start)));
+        }
+        filter
     }
 
     /// Whether `letter` passes every condition: what its headers say, its

@@ -42,6 +42,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::{Answer, Counted, classify, settlement_after};
+use crate::clock::{ManualClock, SharedClock};
 use crate::codecs::Encode;
 use crate::config::Selection;
 use crate::dlq::letter::{self, Failed};
@@ -76,6 +77,8 @@ pub struct TestApp {
     /// The groups [`TestApp::groups`] set: handlers given in code later
     /// are filled with them too.
     groups: Vec<String>,
+    /// The clock [`TestApp::clock`] gave, moved on by every virtual wait.
+    virtual_time: Option<ManualClock>,
 }
 
 #[derive(Default)]
@@ -87,6 +90,14 @@ struct Log {
     published: Mutex<Vec<Published>>,
     pending: Mutex<VecDeque<Outbound>>,
     sequences: Mutex<HashMap<String, u64>>,
+    /// What publishes, letters and signals are stamped with.
+    clock: Mutex<SharedClock>,
+}
+
+impl Log {
+    fn now(&self) -> SystemTime {
+        lock(&self.clock).now()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,6 +145,7 @@ impl TestApp {
             middlewares: Middlewares::default(),
             mistakes: Vec::new(),
             groups: Vec::new(),
+            virtual_time: None,
         }
     }
 
@@ -168,8 +180,29 @@ impl TestApp {
         let value = serde_json::to_vec(value).unwrap_or_default();
         lock(&self.log.signals).insert(
             signals::key(message_id, name),
-            (value.into(), SystemTime::now()),
+            (value.into(), self.log.now()),
         );
+    }
+
+    /// Runs on `clock` instead of the system's: letters, publishes and
+    /// signals are stamped with its time, and every virtual wait (a
+    /// retry's backoff, a `retry_after`) moves it on by that long, so a
+    /// letter's `failed_at` after three retries is exact.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use jetwire::clock::{Clock, ManualClock};
+    ///
+    /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let clock = ManualClock::new(start);
+    /// let app = jetwire::testing::TestApp::new().only(&[]).clock(clock.clone());
+    /// # drop(app);
+    /// assert_eq!(clock.now(), start);
+    /// ```
+    pub fn clock(mut self, clock: ManualClock) -> TestApp {
+        *lock(&self.log.clock) = SharedClock::new(clock.clone());
+        self.virtual_time = Some(clock);
+        self
     }
 
     /// Runs handlers as if the app had started to drain: `ctx.shutdown()`
@@ -370,7 +403,7 @@ impl TestApp {
             partition: None,
         };
         // Stored once: every delivery of it has the same time.
-        let published_at = SystemTime::now();
+        let published_at = self.log.now();
         for attempt in 1.. {
             let delivered = Delivered {
                 deliveries: attempt,
@@ -400,7 +433,8 @@ impl TestApp {
             let plan = settlement_after(action, def.reads_dead_letters(), acked);
             if let Some(reason) = plan.letter {
                 let error = called.error.as_deref().unwrap_or_default();
-                let failed = Failed::delivery(ctx.meta(), msg.payload.clone(), reason, error);
+                let now = self.log.now();
+                let failed = Failed::delivery(ctx.meta(), msg.payload.clone(), reason, error, now);
                 self.log.record(&letter::letter(failed));
             }
             match plan.counted {
@@ -416,7 +450,12 @@ impl TestApp {
             }
             ctx.clear_kept(plan.kept).await;
             match plan.answer {
-                Answer::Nak(delay) => run.delays.push(delay),
+                Answer::Nak(delay) => {
+                    run.delays.push(delay);
+                    if let Some(clock) = &self.virtual_time {
+                        clock.advance(delay);
+                    }
+                }
                 Answer::Ack | Answer::Term | Answer::Already => break,
             }
         }
@@ -426,7 +465,7 @@ impl TestApp {
 
 impl Signals for Log {
     fn send(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
-        lock(&self.signals).insert(key, (value, SystemTime::now()));
+        lock(&self.signals).insert(key, (value, self.now()));
         Box::pin(async { Ok(()) })
     }
 
