@@ -7,6 +7,12 @@ fn jetwire_text(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
+/// Whether `s` is ASCII letters, digits and `_` only: safe to splice into
+/// SQL as (part of) a table name.
+fn plain(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Table names, with an optional prefix (`app_` makes `app_jetwire_outbox`).
 ///
 /// | table | what |
@@ -38,10 +44,7 @@ impl Tables {
     /// the longest index name fits PostgreSQL's 63 bytes).
     pub fn with_prefix(prefix: impl Into<String>) -> Result<Tables, OutboxError> {
         let prefix = prefix.into();
-        if !prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if !plain(&prefix) {
             return Err(OutboxError::Config(format!(
                 "a table prefix is ASCII letters, digits and `_`, not {:?}",
                 jetwire_text(&prefix)
@@ -74,8 +77,7 @@ impl Tables {
     /// ```
     pub fn dead_letters_named(mut self, name: impl Into<String>) -> Result<Tables, OutboxError> {
         let name = name.into();
-        let well_formed = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && name.bytes().next().is_some_and(|b| !b.is_ascii_digit());
+        let well_formed = plain(&name) && name.bytes().next().is_some_and(|b| !b.is_ascii_digit());
         if !well_formed || name.len() > 56 {
             return Err(OutboxError::Config(format!(
                 "a table name is ASCII letters, digits and `_`, not starting with a digit, at most 56 bytes; not {:?}",

@@ -49,14 +49,13 @@ pub(super) fn chosen(
     mut handlers: Vec<&'static HandlerDef>,
     config: &Config,
 ) -> Result<Vec<&'static HandlerDef>, Error> {
-    let Some(selection) = config.selection() else {
+    let Some(value) = config.handlers.as_deref() else {
         return Ok(handlers);
     };
-    match registry::select(&mut handlers, &selection) {
+    match registry::select(&mut handlers, &Selection::parse(value)?) {
         None => Ok(handlers),
         Some(unknown) => Err(Error::Config(format!(
-            "JETWIRE_HANDLERS={}: {unknown}",
-            config.handlers.as_deref().unwrap_or_default()
+            "JETWIRE_HANDLERS={value}: {unknown}"
         ))),
     }
 }

@@ -228,11 +228,6 @@ impl Config {
         &self.clock
     }
 
-    /// The handlers chosen by [`Config::handlers`], once validated.
-    pub(crate) fn selection(&self) -> Option<Selection> {
-        Selection::parse(self.handlers.as_deref()?).ok()
-    }
-
     /// A builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder {

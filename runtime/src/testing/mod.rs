@@ -42,7 +42,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::{Answer, Counted, classify, settlement_after};
-use crate::clock::{ManualClock, SharedClock};
+use crate::clock::{Clock, ManualClock};
 use crate::codecs::Encode;
 use crate::config::Selection;
 use crate::dlq::letter::{self, Failed};
@@ -77,8 +77,6 @@ pub struct TestApp {
     /// The groups [`TestApp::groups`] set: handlers given in code later
     /// are filled with them too.
     groups: Vec<String>,
-    /// The clock [`TestApp::clock`] gave, moved on by every virtual wait.
-    virtual_time: Option<ManualClock>,
 }
 
 #[derive(Default)]
@@ -90,13 +88,23 @@ struct Log {
     published: Mutex<Vec<Published>>,
     pending: Mutex<VecDeque<Outbound>>,
     sequences: Mutex<HashMap<String, u64>>,
-    /// What publishes, letters and signals are stamped with.
-    clock: Mutex<SharedClock>,
+    /// What publishes, letters and signals are stamped with, and every
+    /// virtual wait moves on ([`TestApp::clock`]); the system's when none.
+    clock: Mutex<Option<ManualClock>>,
 }
 
 impl Log {
     fn now(&self) -> SystemTime {
-        lock(&self.clock).now()
+        lock(&self.clock)
+            .as_ref()
+            .map_or_else(SystemTime::now, Clock::now)
+    }
+
+    /// A virtual wait of `delay`: the clock, if one was given, moves on.
+    fn wait(&self, delay: Duration) {
+        if let Some(clock) = lock(&self.clock).as_ref() {
+            clock.advance(delay);
+        }
     }
 }
 
@@ -145,7 +153,6 @@ impl TestApp {
             middlewares: Middlewares::default(),
             mistakes: Vec::new(),
             groups: Vec::new(),
-            virtual_time: None,
         }
     }
 
@@ -199,9 +206,8 @@ impl TestApp {
     /// # drop(app);
     /// assert_eq!(clock.now(), start);
     /// ```
-    pub fn clock(mut self, clock: ManualClock) -> TestApp {
-        *lock(&self.log.clock) = SharedClock::new(clock.clone());
-        self.virtual_time = Some(clock);
+    pub fn clock(self, clock: ManualClock) -> TestApp {
+        *lock(&self.log.clock) = Some(clock);
         self
     }
 
@@ -452,9 +458,7 @@ impl TestApp {
             match plan.answer {
                 Answer::Nak(delay) => {
                     run.delays.push(delay);
-                    if let Some(clock) = &self.virtual_time {
-                        clock.advance(delay);
-                    }
+                    self.log.wait(delay);
                 }
                 Answer::Ack | Answer::Term | Answer::Already => break,
             }
