@@ -32,10 +32,13 @@
 //! id (a UUIDv7), and removed only after JetStream acked it. A relay that
 //! dies in between leaves the row to be published again, under the same
 //! id, which the stream drops as a duplicate as long as it comes within
-//! the stream's duplicate window: on PostgreSQL at once (the claim was a
-//! row lock, gone with the relay's connection), on SQLite once the claim
-//! lapses ([`Outbox::claim_for`], 30 s by default), well inside the 2
-//! minutes jetwire's streams remember ids at least.
+//! the stream's duplicate window: once the claim lapses
+//! ([`Outbox::claim_for`], 30 s by default), well inside the 2 minutes
+//! jetwire's streams remember ids at least.
+//!
+//! **Routing and other databases.** [`outbox::Router`] sends rows to
+//! publishers by ordered rules; [`outbox::Store`] is what the relay needs
+//! of a database, for [`Outbox::with_store`].
 //!
 //! **The dead-letter table.** [`DeadLetterTable`] copies every letter of
 //! the deployment's `DLQ` stream into `jetwire_dead_letters`, once each,
@@ -44,9 +47,10 @@
 #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
 compile_error!("jetwire-sql needs a database: enable the `postgres` or `sqlite` feature");
 
+#[macro_use]
+mod pool;
 mod dead_letters;
 mod error;
-mod pool;
 mod schema;
 mod tables;
 mod wire;

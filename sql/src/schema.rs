@@ -81,6 +81,9 @@ impl Tables {
         self.steps(&pool.clone().into())
             .into_iter()
             .map(|statements| {
+                if statements.is_empty() {
+                    return "-- nothing to do on this database\n".to_owned();
+                }
                 let mut script = statements.join(";\n\n");
                 script.push_str(";\n");
                 script
@@ -97,6 +100,7 @@ impl Tables {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(_) => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
         };
+        #[allow(unused_mut)] // extended on PostgreSQL only
         let mut first = vec![
             format!(
                 "CREATE TABLE IF NOT EXISTS {outbox} (
@@ -135,6 +139,7 @@ impl Tables {
             format!("CREATE INDEX IF NOT EXISTS {letters}_failed ON {letters} (failed_at)"),
         ];
         #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // without SQLite, every pool is one
         if let Pool::Postgres(_) = pool {
             let channel = self.channel();
             first.extend([
@@ -151,7 +156,16 @@ impl Tables {
         }
         // The version of the letter's payload (`Jetwire-Version`).
         let versions = vec![format!("ALTER TABLE {letters} ADD COLUMN version TEXT")];
-        vec![first, versions]
+        // A claim writes each row's lease: with room left in each page,
+        // PostgreSQL updates it in place (no new index entries).
+        #[allow(unused_mut)] // only PostgreSQL has a step here
+        let mut room = vec![];
+        #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // without SQLite, every pool is one
+        if let Pool::Postgres(_) = pool {
+            room.push(format!("ALTER TABLE {outbox} SET (fillfactor = 50)"));
+        }
+        vec![first, versions, room]
     }
 }
 

@@ -12,15 +12,30 @@ pub(crate) fn encode_headers(headers: &jetwire::async_nats::HeaderMap) -> String
     serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Headers from their stored form; `None` if it is not that form.
-pub(crate) fn decode_headers(text: &str) -> Option<jetwire::async_nats::HeaderMap> {
-    let pairs: Vec<(String, String)> = serde_json::from_str(text).ok()?;
+/// Header pairs as stored (already in their order).
+pub(crate) fn encode_pairs(pairs: &[(String, String)]) -> String {
+    serde_json::to_string(pairs).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Header pairs from their stored form; `None` if it is not that form.
+pub(crate) fn decode_pairs(text: &str) -> Option<Vec<(String, String)>> {
+    serde_json::from_str(text).ok()
+}
+
+/// Headers to publish; `None` if a name is not a header name.
+pub(crate) fn header_map(pairs: &[(String, String)]) -> Option<jetwire::async_nats::HeaderMap> {
     let mut headers = jetwire::async_nats::HeaderMap::new();
     for (name, value) in pairs {
         let name: jetwire::async_nats::HeaderName = name.parse().ok()?;
         headers.append(name, value.as_str());
     }
     Some(headers)
+}
+
+/// Headers from their stored form; `None` if it is not that form.
+#[cfg(test)]
+fn decode_headers(text: &str) -> Option<jetwire::async_nats::HeaderMap> {
+    header_map(&decode_pairs(text)?)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod asyncapi;
 #[doc = include_str!("../../README.md")]
 pub struct Readme;
 pub mod auth;
+pub mod memory_store;
 mod postgres;
 mod process;
 pub mod scrape;

@@ -195,11 +195,22 @@ impl TestDb {
 
     /// `last_error` of every `failed` row.
     pub async fn failures(&self) -> Vec<String> {
+        self.errors("failed").await
+    }
+
+    /// `last_error` of every row of `status`, by seq.
+    pub async fn errors(&self, status: &str) -> Vec<String> {
         let sql = format!(
-            "SELECT COALESCE(last_error, '') FROM {} WHERE status = 'failed' ORDER BY seq",
+            "SELECT COALESCE(last_error, '') FROM {} WHERE status = '{status}' ORDER BY seq",
             self.tables().outbox()
         );
-        scalar!(self, sql, fetch_all).expect("read failures")
+        scalar!(self, sql, fetch_all).expect("read errors")
+    }
+
+    /// The outbox's [`SqlStore`](jetwire_sql::outbox::SqlStore), in the
+    /// test's tables.
+    pub fn store(&self) -> jetwire_sql::outbox::SqlStore {
+        jetwire_sql::outbox::SqlStore::new(self.pool()).tables(self.tables().clone())
     }
 
     /// Runs one statement on the test's database (`{outbox}` stands for
@@ -335,4 +346,32 @@ fn table_prefix(name: &str) -> String {
         .take(12)
         .collect();
     format!("t{}_{n}_{clean}_", std::process::id()).to_ascii_lowercase()
+}
+
+/// The configuration of an app that runs an outbox relay under `prefix`.
+pub fn relay_config(server: &crate::Server, prefix: &str) -> jetwire::Config {
+    jetwire::Config::builder()
+        .url(server.url())
+        .app("relay")
+        .subject_prefix(prefix)
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid")
+}
+
+/// An app with no handlers running `outbox`'s relay, and the relay's
+/// counts.
+pub async fn start_relay(
+    server: &crate::Server,
+    prefix: &str,
+    outbox: jetwire_sql::Outbox,
+) -> (jetwire::RunningApp, jetwire_sql::outbox::OutboxStats) {
+    let stats = outbox.stats();
+    let running = jetwire::App::new(relay_config(server, prefix))
+        .only(&[])
+        .service(outbox)
+        .start()
+        .await
+        .expect("the relay's app starts");
+    (running, stats)
 }

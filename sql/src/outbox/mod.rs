@@ -11,12 +11,19 @@ use jetwire::publish::Message;
 
 use crate::error::OutboxError;
 use crate::tables::Tables;
-use crate::wire::encode_headers;
+use crate::wire::encode_pairs;
 
 mod relay;
-mod wake;
+mod router;
+mod row;
+mod sql_store;
+mod store;
 
 pub use relay::{Outbox, OutboxStats, Route};
+pub use router::Router;
+pub use row::{Entry, Row};
+pub use sql_store::{Counts, SqlStore};
+pub use store::{Claim, Failure, Settlement, Store};
 
 /// Header naming the publisher a row goes to ([`Outbox::destination`]);
 /// taken off the message when it is enqueued.
@@ -26,27 +33,16 @@ pub const DESTINATION: &str = "Jetwire-Destination";
 /// `sqlx::Transaction` on Postgres or SQLite (or a plain connection).
 pub trait Connection<'c>: Send + sealed::Sealed {
     #[doc(hidden)]
-    fn insert(self, sql: String, row: NewRow) -> jetwire::BoxFuture<'c, Result<(), sqlx::Error>>;
+    fn insert(self, sql: String, entry: Entry) -> jetwire::BoxFuture<'c, Result<(), sqlx::Error>>;
 }
 
 mod sealed {
     pub trait Sealed {}
 }
 
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct NewRow {
-    id: String,
-    subject: String,
-    key: Option<String>,
-    destination: Option<String>,
-    headers: String,
-    payload: Vec<u8>,
-}
-
 /// A row's times are the database's (`{now}`), never the writer's: a
 /// host whose clock is ahead does not hold its rows back.
-const INSERT: &str = "INSERT INTO {table} (id, subject, key, destination, headers, payload, created_at, next_attempt_at)
+pub(crate) const INSERT: &str = "INSERT INTO {table} (id, subject, key, destination, headers, payload, created_at, next_attempt_at)
    VALUES ($1, $2, $3, $4, $5, $6, {now}, {now})";
 
 macro_rules! connection {
@@ -59,17 +55,18 @@ macro_rules! connection {
             fn insert(
                 self,
                 sql: String,
-                row: NewRow,
+                entry: Entry,
             ) -> jetwire::BoxFuture<'c, Result<(), sqlx::Error>> {
                 Box::pin(async move {
                     let sql = sql.replace('$', $placeholder).replace("{now}", $now);
+                    let (id, subject, key, destination, headers, payload) = entry.into_parts();
                     sqlx::query(&sql)
-                        .bind(row.id)
-                        .bind(row.subject)
-                        .bind(row.key)
-                        .bind(row.destination)
-                        .bind(row.headers)
-                        .bind(row.payload)
+                        .bind(id)
+                        .bind(subject)
+                        .bind(key)
+                        .bind(destination)
+                        .bind(encode_pairs(&headers))
+                        .bind(payload)
                         .execute(self)
                         .await?;
                     Ok(())
@@ -195,23 +192,21 @@ impl Tables {
     pub async fn enqueue_message<'c>(
         &self,
         conn: impl Connection<'c>,
-        mut message: Message,
+        message: Message,
     ) -> Result<String, OutboxError> {
-        let destination = message.header(DESTINATION).map(str::to_owned);
-        if destination.is_some() {
-            message.remove_header(DESTINATION);
-        }
-        let id = message.message_id().map(str::to_owned).unwrap_or_default();
-        let row = NewRow {
-            id: id.clone(),
-            subject: message.subject().to_owned(),
-            key: message.header(jetwire::publish::KEY).map(str::to_owned),
-            destination,
-            headers: encode_headers(message.headers()),
-            payload: message.payload().to_vec(),
-        };
+        self.enqueue_entry(conn, Entry::from(message)).await
+    }
+
+    /// Saves an [`Entry`] in these tables, in the caller's transaction
+    /// (or on a plain connection, committed at once).
+    pub async fn enqueue_entry<'c>(
+        &self,
+        conn: impl Connection<'c>,
+        entry: Entry,
+    ) -> Result<String, OutboxError> {
+        let id = entry.id().to_owned();
         let sql = INSERT.replace("{table}", &self.outbox());
-        conn.insert(sql, row).await?;
+        conn.insert(sql, entry).await?;
         Ok(id)
     }
 }

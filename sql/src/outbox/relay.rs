@@ -12,13 +12,16 @@ use jetwire::{
     ServiceContext,
 };
 
-use crate::pool::{Claim, Claimed, Failed, Pool};
+use crate::outbox::router::Routed;
+use crate::outbox::store::{Claim, Failure as Failed, Settlement};
+use crate::outbox::{Router, Row, SqlStore, Store};
+use crate::pool::Pool;
 use crate::tables::Tables;
-use crate::wire::decode_headers;
+use crate::wire::header_map;
 
 /// Chooses the destination of a row that names none, from its subject:
 /// `Some(name)` of a publisher given to [`Outbox::destination`], or `None`
-/// for the app's own connection.
+/// for the app's own connection. ([`Router::route`] sees the whole row.)
 pub type Route = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// What the relay did since it started. Cheap to clone; read while it runs.
@@ -62,13 +65,18 @@ impl OutboxStats {
 ///   outage: tried again for as long as it takes. A refusal of the stream
 ///   (a full stream, say) counts against `max_attempts`, after which the
 ///   row is `failed`, kept, logged and counted. A subject no stream
-///   captures (the server says so), a destination with no publisher, or a
-///   message the server never takes fails the row at once with that
-///   reason. Nothing is dropped, and a `failed` row holds back the later
-///   rows of its key: they keep their order until an operator re-pends or
+///   captures (the server says so) or a message the server never takes
+///   fails the row at once with that reason. A row no rule of the
+///   [`Router`] sends anywhere, or sent to a destination no publisher
+///   serves, waits with the reason and is tried again, never given up.
+///   Nothing is dropped, and a `failed` row holds back the later rows of
+///   its key: they keep their order until an operator re-pends or
 ///   deletes it.
 /// - Wakes on Postgres `LISTEN/NOTIFY` when a row is committed, and polls
 ///   every [`Outbox::poll_interval`] besides (the only way on SQLite).
+/// - Reads and writes rows through a [`Store`]: the PostgreSQL or SQLite
+///   table of [`Outbox::new`], or a store of any other database
+///   ([`Outbox::with_store`]).
 ///
 /// ```no_run
 /// # #[cfg(feature = "postgres")]
@@ -81,9 +89,9 @@ impl OutboxStats {
 /// # }
 /// ```
 pub struct Outbox {
-    pool: Pool,
-    tables: Tables,
-    batch: i64,
+    store: Backing,
+    tables: Option<Tables>,
+    batch: u32,
     max_attempts: u32,
     backoff: Vec<Duration>,
     claim_for: Duration,
@@ -91,7 +99,14 @@ pub struct Outbox {
     keep_published: Option<Duration>,
     destinations: HashMap<String, Publisher>,
     route: Option<Route>,
+    router: Option<Router>,
     stats: OutboxStats,
+}
+
+/// Where the rows are.
+enum Backing {
+    Sql(Pool),
+    Own(Arc<dyn Store>),
 }
 
 impl std::fmt::Debug for Outbox {
@@ -99,6 +114,7 @@ impl std::fmt::Debug for Outbox {
         f.debug_struct("Outbox")
             .field("tables", &self.tables)
             .field("batch", &self.batch)
+            .field("router", &self.router)
             .field("max_attempts", &self.max_attempts)
             .field(
                 "destinations",
@@ -111,9 +127,25 @@ impl std::fmt::Debug for Outbox {
 impl Outbox {
     /// A relay for the outbox in `pool` (a `sqlx::PgPool` or `SqlitePool`).
     pub fn new(pool: impl Into<Pool>) -> Outbox {
+        Outbox::on(Backing::Sql(pool.into()))
+    }
+
+    /// A relay for the outbox in `store`: a database of your own.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: impl jetwire_sql::outbox::Store) -> Result<(), jetwire::Error> {
+    /// let relay = jetwire_sql::Outbox::with_store(store);
+    /// jetwire::App::new(jetwire::Config::from_env()?).service(relay).run().await
+    /// # }
+    /// ```
+    pub fn with_store(store: impl Store) -> Outbox {
+        Outbox::on(Backing::Own(Arc::new(store)))
+    }
+
+    fn on(store: Backing) -> Outbox {
         Outbox {
-            pool: pool.into(),
-            tables: Tables::default(),
+            store,
+            tables: None,
             batch: 500,
             max_attempts: 10,
             backoff: [1, 2, 5, 10, 30, 60].map(Duration::from_secs).to_vec(),
@@ -122,19 +154,21 @@ impl Outbox {
             keep_published: None,
             destinations: HashMap::new(),
             route: None,
+            router: None,
             stats: OutboxStats::default(),
         }
     }
 
-    /// Table names with a prefix.
+    /// Table names with a prefix (of the PostgreSQL or SQLite store; a
+    /// store of your own names its own).
     pub fn tables(mut self, tables: Tables) -> Self {
-        self.tables = tables;
+        self.tables = Some(tables);
         self
     }
 
     /// Rows claimed at once (500).
     pub fn batch(mut self, rows: u32) -> Self {
-        self.batch = i64::from(rows.max(1));
+        self.batch = rows.max(1);
         self
     }
 
@@ -154,9 +188,10 @@ impl Outbox {
         self
     }
 
-    /// How long a claim holds on SQLite (30 s): a relay that dies leaves its
-    /// rows to others after this. Keep it well inside the streams' duplicate
-    /// window. (On PostgreSQL a claim is a row lock, released at once.)
+    /// How long a claim holds (30 s): a relay that dies leaves its rows to
+    /// others after this, and one stalled longer may see them published
+    /// again (under the same id, which the stream drops). Keep it well
+    /// inside the streams' duplicate window.
     pub fn claim_for(mut self, lease: Duration) -> Self {
         self.claim_for = lease;
         self
@@ -178,15 +213,24 @@ impl Outbox {
     }
 
     /// Rows with header `Jetwire-Destination: <name>` go through `publisher`
-    /// (another cluster, account or prefix).
+    /// (another cluster, account or prefix). Beside a [`Router`], names a
+    /// publisher its rules may name too.
     pub fn destination(mut self, name: impl Into<String>, publisher: Publisher) -> Self {
         self.destinations.insert(name.into(), publisher);
         self
     }
 
-    /// Picks a destination for rows that name none, by subject.
+    /// Picks a destination for rows that name none, by subject; `None`
+    /// for the app's own connection. Without a [`Router`] only.
     pub fn route(mut self, route: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
         self.route = Some(Arc::new(route));
+        self
+    }
+
+    /// Routes rows by `router`'s rules instead: the first that matches
+    /// wins, and a row none matches waits (see [`Router`]).
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = Some(router);
         self
     }
 
@@ -206,7 +250,7 @@ impl Service for Outbox {
     }
 
     fn run(self: Box<Self>, ctx: ServiceContext) -> BoxFuture<'static, Result<(), Error>> {
-        Box::pin(async move { self.relay(ctx).await })
+        Box::pin(async move { self.settle_settings()?.run(ctx).await })
     }
 }
 
@@ -219,14 +263,15 @@ struct Failure {
 /// What a failure does to its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
-    /// It cannot pass (no stream captures the subject, no publisher for
-    /// the destination, a message the server never takes): `failed` now.
+    /// It cannot pass (no stream captures the subject, a message the
+    /// server never takes): `failed` now.
     Final,
     /// The stream refused it for now (a full stream, say): counted
     /// against `max_attempts`.
     Counted,
-    /// NATS or the stream's leader was not there: tried again after the
-    /// backoff for as long as it takes, never given up.
+    /// NATS or the stream's leader was not there, or no rule routes the
+    /// row: tried again after the backoff for as long as it takes, never
+    /// given up.
     Outage,
 }
 
@@ -239,29 +284,76 @@ impl Failure {
     }
 }
 
+/// A relay as it runs: its store and its router, settled at start.
+struct Relay {
+    outbox: Outbox,
+    store: Arc<dyn Store>,
+    router: Router,
+}
+
 impl Outbox {
-    async fn relay(self, ctx: ServiceContext) -> Result<(), Error> {
-        let mut wake = crate::outbox::wake::Wake::listen(&self.pool, &self.tables).await;
+    /// The store and router this relay runs with, or what is wrong with
+    /// its settings.
+    fn settle_settings(self) -> Result<Relay, Error> {
+        let store: Arc<dyn Store> = match &self.store {
+            Backing::Sql(pool) => Arc::new(
+                SqlStore::new(pool.clone()).tables(self.tables.clone().unwrap_or_default()),
+            ),
+            Backing::Own(store) if self.tables.is_some() => {
+                let _ = store;
+                return Err(Error::Config(
+                    "Outbox::tables names the tables of the PostgreSQL or SQLite store; a store of your own (Outbox::with_store) names its own: remove Outbox::tables".to_owned(),
+                ));
+            }
+            Backing::Own(store) => store.clone(),
+        };
+        let router = match (&self.router, &self.route) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "Outbox::route routes a relay without a router; beside Outbox::router, add it as a rule: Router::route(|row| ..)".to_owned(),
+                ));
+            }
+            (Some(router), None) => router.clone().with_names(&self.destinations),
+            (None, route) => Router::standard(self.destinations.clone(), route.clone()),
+        };
+        Ok(Relay {
+            outbox: self,
+            store,
+            router,
+        })
+    }
+}
+
+impl Relay {
+    async fn run(self, ctx: ServiceContext) -> Result<(), Error> {
         let mut purged_at: Option<Instant> = None;
         let mut pause = RetryPause::new();
-        tracing::info!(table = %self.tables.outbox(), "outbox relay running");
+        match (&self.outbox.store, &self.outbox.tables) {
+            (Backing::Sql(_), tables) => {
+                let table = tables.clone().unwrap_or_default().outbox();
+                tracing::info!(table = %table, "outbox relay running");
+            }
+            (Backing::Own(_), _) => tracing::info!("outbox relay running on its own store"),
+        }
         while !ctx.is_shutting_down() {
-            let lease = i64::try_from(self.claim_for.as_millis()).unwrap_or(i64::MAX / 2);
-            let claim = match self.pool.claim(&self.tables, lease, self.batch).await {
+            let claim = match self
+                .store
+                .claim(self.outbox.claim_for, self.outbox.batch)
+                .await
+            {
                 Ok(claim) => {
                     pause.reset();
                     claim
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox: cannot claim rows; trying again");
-                    wake.wait(&ctx, pause.after_failure()).await;
+                    self.wait(&ctx, pause.after_failure()).await;
                     continue;
                 }
             };
-            if claim.rows.is_empty() {
-                drop(claim);
+            if claim.rows().is_empty() {
                 self.purge(&mut purged_at).await;
-                wake.wait(&ctx, self.poll_interval).await;
+                self.wait(&ctx, self.outbox.poll_interval).await;
                 continue;
             }
             self.publish(&ctx, claim).await;
@@ -272,12 +364,21 @@ impl Outbox {
         Ok(())
     }
 
+    /// Waits for a saved row, `at_most`, or shutdown.
+    async fn wait(&self, ctx: &ServiceContext, at_most: Duration) {
+        tokio::select! {
+            () = ctx.shutdown() => {}
+            () = tokio::time::sleep(at_most) => {}
+            () = self.store.saved() => {}
+        }
+    }
+
     /// Publishes claimed rows pipelined, waits for every ack, and records
     /// each outcome.
     async fn publish(&self, ctx: &ServiceContext, mut claim: Claim) {
-        let rows = std::mem::take(&mut claim.rows);
+        let rows = claim.take_rows();
         let mut sent = Vec::with_capacity(rows.len());
-        let mut failed: Vec<(Claimed, Failure)> = Vec::new();
+        let mut failed: Vec<(Row, Failure)> = Vec::new();
         for row in rows {
             match self.send(ctx, &row).await {
                 Ok(pending) => sent.push((row, pending)),
@@ -292,10 +393,10 @@ impl Outbox {
         let mut stored = Vec::new();
         for (row, ack) in acks {
             match ack {
-                Ok(_) => stored.push(row.seq),
+                Ok(_) => stored.push(row.seq()),
                 Err(e) => {
                     let failure = match self.publisher_for(ctx, &row) {
-                        Ok(publisher) => classify(publisher, &row.subject, &e).await,
+                        Ok(publisher) => classify(publisher, row.subject(), &e).await,
                         Err(f) => f,
                     };
                     failed.push((row, failure));
@@ -303,26 +404,21 @@ impl Outbox {
             }
         }
         let failures: Vec<Failed> = failed.iter().map(|(row, f)| self.failure(row, f)).collect();
-        let keep = self.keep_published.is_some();
-        let settled = self
-            .pool
-            .settle(&self.tables, claim, &stored, keep, &failures)
-            .await;
-        match settled {
+        let given_up = failures.iter().filter(|f| f.give_up()).count();
+        let (published, retried) = (stored.len(), failures.len() - given_up);
+        let settlement = Settlement::new(stored, self.outbox.keep_published.is_some(), failures);
+        match self.store.settle(claim, &settlement).await {
             Ok(()) => {
                 let count = |n: usize| n as u64;
-                let s = &self.stats.0;
-                s.published
-                    .fetch_add(count(stored.len()), Ordering::Relaxed);
-                let given_up = failures.iter().filter(|f| f.give_up).count();
+                let s = &self.outbox.stats.0;
+                s.published.fetch_add(count(published), Ordering::Relaxed);
                 s.failed.fetch_add(count(given_up), Ordering::Relaxed);
-                s.retried
-                    .fetch_add(count(failures.len() - given_up), Ordering::Relaxed);
+                s.retried.fetch_add(count(retried), Ordering::Relaxed);
             }
             // The claim ends unrecorded: the rows go again, and what was
             // stored is dropped as a duplicate by its id.
             Err(e) => {
-                tracing::warn!(error = %e, rows = stored.len() + failures.len(), "outbox: cannot record what was published; the rows go again")
+                tracing::warn!(error = %e, rows = published + given_up + retried, "outbox: cannot record what was published; the rows go again")
             }
         }
     }
@@ -330,71 +426,70 @@ impl Outbox {
     async fn send(
         &self,
         ctx: &ServiceContext,
-        row: &Claimed,
+        row: &Row,
     ) -> Result<jetwire::PendingReceipt, Failure> {
+        if let Some(why) = row.problem() {
+            return Err(Failure::final_(why));
+        }
         let publisher = self.publisher_for(ctx, row)?;
-        let headers = decode_headers(&row.headers).ok_or_else(|| {
-            Failure::final_("the row's headers are not a JSON list of [name, value] pairs")
-        })?;
-        let message = Message::from_parts(&row.subject, headers, row.payload.clone())
+        let headers = header_map(row.headers())
+            .ok_or_else(|| Failure::final_("the row has a header whose name NATS cannot carry"))?;
+        let message = Message::from_parts(row.subject(), headers, row.entry().payload().to_vec())
             .map_err(|e| Failure::final_(e.to_string()))?;
         match publisher.send_message(message).await {
             Ok(pending) => Ok(pending),
-            Err(e) => Err(classify(publisher, &row.subject, &e).await),
+            Err(e) => Err(classify(publisher, row.subject(), &e).await),
         }
     }
 
     fn publisher_for<'a>(
         &'a self,
         ctx: &'a ServiceContext,
-        row: &Claimed,
+        row: &Row,
     ) -> Result<&'a Publisher, Failure> {
-        let name = row
-            .destination
-            .clone()
-            .or_else(|| self.route.as_ref().and_then(|r| r(&row.subject)));
-        match name {
-            None => Ok(ctx.publisher()),
-            Some(name) => self.destinations.get(&name).ok_or_else(|| {
-                Failure::final_(format!(
-                    "no publisher for destination `{name}`: register one with Outbox::destination(\"{name}\", publisher)"
-                ))
+        match self.router.pick(row) {
+            Routed::App => Ok(ctx.publisher()),
+            Routed::Publisher(p) => Ok(p),
+            Routed::Unroutable(why) => Err(Failure {
+                error: why,
+                verdict: Verdict::Outage,
             }),
         }
     }
 
     /// How a failed row is recorded: its next try, or given up; logged.
-    fn failure(&self, row: &Claimed, f: &Failure) -> Failed {
-        let attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
+    fn failure(&self, row: &Row, f: &Failure) -> Failed {
+        let attempts = row.attempts().saturating_add(1);
         let give_up = match f.verdict {
             Verdict::Final => true,
-            Verdict::Counted => attempts >= self.max_attempts,
+            Verdict::Counted => attempts >= self.outbox.max_attempts,
             Verdict::Outage => false,
         };
+        let (id, subject, key) = (row.id(), row.subject(), row.key());
         if give_up {
-            match &row.key {
+            match key {
                 Some(key) => {
-                    tracing::error!(id = %row.id, subject = %row.subject, key = %key, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`, and the later rows of its key wait behind it: fix the cause, then set its status to 'pending' (or delete it to let them go)")
+                    tracing::error!(id = %id, subject = %subject, key = %key, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`, and the later rows of its key wait behind it: fix the cause, then set its status to 'pending' (or delete it to let them go)")
                 }
                 None => {
-                    tracing::error!(id = %row.id, subject = %row.subject, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`: fix the cause, then set its status to 'pending'")
+                    tracing::error!(id = %id, subject = %subject, attempts, error = %f.error, "outbox: row failed; it stays in the table with status `failed`: fix the cause, then set its status to 'pending'")
                 }
             }
         } else {
-            tracing::warn!(id = %row.id, subject = %row.subject, key = ?row.key, attempts, error = %f.error, "outbox: publish failed; trying again");
+            tracing::warn!(id = %id, subject = %subject, key = ?key, attempts, error = %f.error, "outbox: publish failed; trying again");
         }
-        Failed {
-            seq: row.seq,
-            error: f.error.clone(),
-            retry_in: i64::try_from(self.delay(attempts).as_millis()).unwrap_or(i64::MAX / 2),
+        Failed::new(
+            row.seq(),
+            f.error.clone(),
+            self.outbox.delay(attempts),
             give_up,
-        }
+        )
     }
 
     /// Removes rows kept past `keep_published`: at most once a minute, or
     /// once per keep when that is shorter (but not above once a second).
     async fn purge(&self, purged_at: &mut Option<Instant>) {
-        let Some(keep) = self.keep_published else {
+        let Some(keep) = self.outbox.keep_published else {
             return;
         };
         let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -402,8 +497,7 @@ impl Outbox {
             return;
         }
         *purged_at = Some(Instant::now());
-        let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX / 2);
-        if let Err(e) = self.pool.purge_published(&self.tables, keep).await {
+        if let Err(e) = self.store.purge_published(keep).await {
             tracing::warn!(error = %e, "outbox: cannot remove old published rows");
         }
     }
