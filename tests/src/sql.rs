@@ -348,10 +348,11 @@ fn table_prefix(name: &str) -> String {
     format!("t{}_{n}_{clean}_", std::process::id()).to_ascii_lowercase()
 }
 
-/// The configuration of an app that runs an outbox relay under `prefix`.
-pub fn relay_config(server: &crate::Server, prefix: &str) -> jetwire::Config {
+/// The configuration of an app on the server at `url` that runs an
+/// outbox relay under `prefix`.
+pub fn relay_config(url: &str, prefix: &str) -> jetwire::Config {
     jetwire::Config::builder()
-        .url(server.url())
+        .url(url)
         .app("relay")
         .subject_prefix(prefix)
         .shutdown_timeout(Duration::from_secs(10))
@@ -362,12 +363,12 @@ pub fn relay_config(server: &crate::Server, prefix: &str) -> jetwire::Config {
 /// An app with no handlers running `outbox`'s relay, and the relay's
 /// counts.
 pub async fn start_relay(
-    server: &crate::Server,
+    url: &str,
     prefix: &str,
     outbox: jetwire_sql::Outbox,
 ) -> (jetwire::RunningApp, jetwire_sql::outbox::OutboxStats) {
     let stats = outbox.stats();
-    let running = jetwire::App::new(relay_config(server, prefix))
+    let running = jetwire::App::new(relay_config(url, prefix))
         .only(&[])
         .service(outbox)
         .start()

@@ -27,7 +27,7 @@ async fn relay(
             .tables(db.tables().clone())
             .poll_interval(Duration::from_millis(20)),
     );
-    start_relay(server, prefix, outbox).await
+    start_relay(&server.url(), prefix, outbox).await
 }
 
 fn row(subject: &str, payload: serde_json::Value) -> Row {

@@ -15,7 +15,7 @@ use serde_json::json;
 
 /// A publisher under its own prefix, and the stream of `routed.x` there.
 async fn target(server: &Server, prefix: &str) -> (Publisher, String) {
-    let publisher = Publisher::connect(&relay_config(server, prefix))
+    let publisher = Publisher::connect(&relay_config(&server.url(), prefix))
         .await
         .expect("a publisher");
     let streams = publisher
@@ -37,7 +37,7 @@ async fn relay(
             .poll_interval(Duration::from_millis(20))
             .backoff(&[Duration::from_millis(20)]),
     );
-    start_relay(server, prefix, outbox).await
+    start_relay(&server.url(), prefix, outbox).await
 }
 
 /// The payloads stored in `stream`, once it holds `n`, sorted.
@@ -64,7 +64,7 @@ async fn rows_that_cannot_go_fail_with_their_reason_and_others_route() {
     for db in TestDb::both("fail").await {
         let prefix = unique_prefix(&format!("fail-{}", db.kind()));
         let other_prefix = format!("{prefix}-other");
-        let other = Publisher::connect(&relay_config(server, &other_prefix))
+        let other = Publisher::connect(&relay_config(&server.url(), &other_prefix))
             .await
             .expect("the other publisher");
         let other_streams = other
@@ -309,7 +309,7 @@ async fn conflicting_settings_stop_the_app_naming_the_fix() {
     let own = Outbox::with_store(jetwire_tests::memory_store::MemoryStore::new())
         .tables(db.tables().clone());
     for (outbox, needle) in [(both, "Router::route"), (own, "remove Outbox::tables")] {
-        let run = App::new(relay_config(server, &prefix))
+        let run = App::new(relay_config(&server.url(), &prefix))
             .only(&[])
             .service(outbox)
             .run();

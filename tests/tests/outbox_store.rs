@@ -21,7 +21,7 @@ async fn start(server: &Server, prefix: &str, outbox: Outbox) -> (RunningApp, Ou
     let outbox = outbox
         .poll_interval(Duration::from_millis(20))
         .backoff(&[Duration::from_millis(20)]);
-    start_relay(server, prefix, outbox).await
+    start_relay(&server.url(), prefix, outbox).await
 }
 
 /// A third store, written against the trait alone, relays every row once,
