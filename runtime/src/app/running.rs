@@ -64,6 +64,9 @@ pub struct HandlerStats {
     pub dead_lettered: u64,
     /// Messages dropped on purpose ([`HandlerError::discard`](crate::HandlerError::discard)).
     pub discarded: u64,
+    /// Calls that paused ([`HandlerError::pause`](crate::HandlerError::pause)):
+    /// handed back to run again, their run not counted.
+    pub paused: u64,
     /// Calls interrupted by the shutdown timeout and handed back.
     pub interrupted: u64,
     /// Calls that failed after their message was acknowledged
@@ -99,6 +102,7 @@ impl RunningApp {
                 retried: c.retried.load(Ordering::Relaxed),
                 dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
                 discarded: c.discarded.load(Ordering::Relaxed),
+                paused: c.paused.load(Ordering::Relaxed),
                 interrupted: c.interrupted.load(Ordering::Relaxed),
                 failed_after_ack: c.failed_after_ack.load(Ordering::Relaxed),
             })

@@ -52,6 +52,7 @@ pub(crate) struct Counters {
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) discarded: AtomicU64,
+    pub(crate) paused: AtomicU64,
     pub(crate) interrupted: AtomicU64,
     /// Calls that failed after their message was acknowledged.
     pub(crate) failed_after_ack: AtomicU64,
@@ -70,6 +71,7 @@ impl Counters {
             retried: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
+            paused: AtomicU64::new(0),
             interrupted: AtomicU64::new(0),
             failed_after_ack: AtomicU64::new(0),
             metrics: HandlerMetrics::new(handler),
@@ -104,6 +106,11 @@ impl Counters {
     pub(crate) fn discarded(&self) {
         Counters::count(&self.discarded);
         self.metrics.settled(Settled::Discard);
+    }
+
+    pub(crate) fn paused(&self) {
+        Counters::count(&self.paused);
+        self.metrics.settled(Settled::Pause);
     }
 
     pub(crate) fn interrupted(&self) {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::{
-    Acked, Action, Answer, Counted, DlqReason, Outcome, Settlement, classify, settlement,
+    Acked, Action, Answer, Counted, DlqReason, Outcome, Settlement, classify, counted, settlement,
     settlement_after,
 };
 use crate::consume::Shared;
@@ -82,7 +82,7 @@ pub(super) async fn settle(
     let first_beat = Instant::now() + beat;
     // A call the loop started itself is a first delivery that is not the
     // last: it has no record.
-    let (started, first_beat, tally) = match started {
+    let (started, first_beat, mut tally) = match started {
         Some(started) => (started, first_beat, None),
         None => {
             let mut tally = Box::pin(Tally::of(&shared, &ctx)).await;
@@ -144,10 +144,14 @@ pub(super) async fn settle(
             }
         }
     };
-    // Only a failure needs the attempt (read from the reply subject).
+    // Only a failure needs the attempt (read from the reply subject). A
+    // call the loop started has no record yet: room for a pause.
     let action = match called.outcome {
         Outcome::Ok => Action::Ack,
-        ref failed => classify(failed, ctx.attempt(), &def.policy()),
+        failed => {
+            let room = tally.as_ref().is_none_or(Tally::may_pause);
+            classify(&counted(failed, room), ctx.attempt(), &def.policy())
+        }
     };
     let acked = ctx.acked_by(def.acks_first());
     let settled = if action == Action::Ack && acked == Acked::No {
@@ -155,6 +159,14 @@ pub(super) async fn settle(
         true
     } else {
         let plan = settlement_after(action, def.reads_dead_letters(), acked);
+        if plan.counted == Counted::Paused {
+            // Recorded before the nak, so the next delivery is this run.
+            let mut paused = match tally.take() {
+                Some(tally) => tally,
+                None => Box::pin(Tally::of(&shared, &ctx)).await,
+            };
+            paused.hand_back(&shared).await;
+        }
         Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called)).await
     };
     if settled && let Some(tally) = tally {
@@ -345,6 +357,14 @@ async fn carry_out(
             // dead-letter stream; writing another would only feed it again.
             counters.dead_lettered(reason);
             tracing::error!(handler = %handler, %subject, %stream, sequence, attempt, %reason, error, "a dead-letter handler gave up on a letter; the letter stays in the dead-letter stream");
+        }
+        Counted::Paused => {
+            counters.paused();
+            let delay = match plan.answer {
+                Answer::Nak(d) => d,
+                _ => Duration::ZERO,
+            };
+            tracing::info!(handler = %handler, %subject, %stream, sequence, attempt, ?delay, "paused; runs again as the same attempt");
         }
         Counted::Discarded => {
             counters.discarded();

@@ -57,6 +57,11 @@ impl Tally {
         count
     }
 
+    /// Whether the message may pause once more without spending a run.
+    pub(super) fn may_pause(&self) -> bool {
+        runs::may_pause(self.record)
+    }
+
     /// Just before the call starts: on its last allowed run, marks it
     /// begun, and waits for the server to store the mark, so that a process
     /// dying during the run ends in a dead letter rather than one run more.

@@ -116,6 +116,7 @@ fn from_error(err: &HandlerError) -> Called {
         ErrorKind::RetryAfter(d) => Outcome::RetryAfter(d),
         ErrorKind::Discard => Outcome::Discard,
         ErrorKind::Decode => Outcome::Decode,
+        ErrorKind::Pause(d) => Outcome::Pause(d),
     };
     Called::failed(outcome, &err.report())
 }

@@ -35,6 +35,8 @@ pub(crate) enum Settled {
     Nak,
     DeadLetter,
     Discard,
+    /// The call paused: handed back, its run not counted.
+    Pause,
     /// The call failed after its message was acknowledged.
     FailedAfterAck,
 }
@@ -66,6 +68,7 @@ struct Instruments {
     naked: metrics::Counter,
     dead_lettered: metrics::Counter,
     discarded: metrics::Counter,
+    paused: metrics::Counter,
     failed_after_ack: metrics::Counter,
     duration: metrics::Histogram,
     in_flight: metrics::Gauge,
@@ -88,6 +91,7 @@ impl HandlerMetrics {
                     naked: settled("nak"),
                     dead_lettered: settled("dead_letter"),
                     discarded: settled("discard"),
+                    paused: settled("pause"),
                     failed_after_ack: settled("failed_after_ack"),
                     duration: metrics::histogram!(DURATION, "handler" => handler),
                     in_flight: metrics::gauge!(IN_FLIGHT, "handler" => handler),
@@ -117,6 +121,7 @@ impl HandlerMetrics {
             Settled::Nak => self.on.naked.increment(1),
             Settled::DeadLetter => self.on.dead_lettered.increment(1),
             Settled::Discard => self.on.discarded.increment(1),
+            Settled::Pause => self.on.paused.increment(1),
             Settled::FailedAfterAck => self.on.failed_after_ack.increment(1),
         }
     }

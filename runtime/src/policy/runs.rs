@@ -24,6 +24,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// after which its max-deliveries advisory dead-letters the message.
 pub(crate) const HANDBACKS_ALLOWED: u32 = 20;
 
+/// Pauses ([`HandlerError::pause`]) one message may make without
+/// spending a run. Each is a hand-back, so this leaves the other half of
+/// [`HANDBACKS_ALLOWED`] to shutdowns and leader changes.
+///
+/// [`HandlerError::pause`]: crate::HandlerError::pause
+pub(crate) const PAUSES_ALLOWED: u32 = HANDBACKS_ALLOWED / 2;
+
+/// Whether a message with `record` may pause once more without
+/// spending a run.
+pub(crate) fn may_pause(record: Record) -> bool {
+    record.handbacks < PAUSES_ALLOWED
+}
+
 /// The consumer's `max_deliver` on the server for a handler's `max_deliver`.
 pub(crate) fn server_max_deliver(max_deliver: u32) -> u32 {
     max_deliver.max(1).saturating_add(HANDBACKS_ALLOWED)
@@ -70,6 +83,14 @@ impl Record {
             record
         } else {
             Record::default()
+        }
+    }
+
+    /// The record once one more delivery went back unrun.
+    pub(crate) fn handed_back(self) -> Record {
+        Record {
+            handbacks: self.handbacks.saturating_add(1),
+            ..self
         }
     }
 
@@ -173,6 +194,19 @@ mod tests {
             count(last - 1, rec(last - 2, false), 3),
             Count::Run { attempt: 1 }
         );
+    }
+
+    #[test]
+    fn a_pause_waits_as_the_same_attempt_until_its_room_is_spent() {
+        // Paused twice on its first run: the next delivery is still run 1.
+        let twice = Record::default().handed_back().handed_back();
+        assert!(may_pause(twice));
+        assert_eq!(count(3, twice, 3), Count::Run { attempt: 1 });
+        assert!(!may_pause(rec(PAUSES_ALLOWED, false)));
+        // Every pause taken and the other hand-backs too: the server still
+        // delivers the one run.
+        let deliveries = PAUSES_ALLOWED + (HANDBACKS_ALLOWED - PAUSES_ALLOWED) + 1;
+        assert_eq!(deliveries, server_max_deliver(1));
     }
 
     #[test]

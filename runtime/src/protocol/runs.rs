@@ -142,13 +142,12 @@ impl Runs {
         deliveries: u32,
         known: Option<Record>,
     ) {
-        let mut record = match known {
+        let record = match known {
             Some(record) => record,
             None if runs::needs_record(deliveries) => self.read(key).await,
             None => Record::default(),
         };
-        record.handbacks = record.handbacks.saturating_add(1);
-        self.write(key, record).await;
+        self.write(key, record.handed_back()).await;
     }
 
     /// Removes the message's record, leaving nothing behind.

@@ -41,7 +41,7 @@ use jetwire_grammar::subject;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Answer, Counted, classify, settlement_after};
+use crate::classify::{Answer, Counted, classify, counted, settlement_after};
 use crate::clock::{Clock, ManualClock};
 use crate::codecs::Encode;
 use crate::config::Selection;
@@ -53,6 +53,7 @@ use crate::handler::middleware::{Middleware, Middlewares};
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::partition;
+use crate::policy::runs::{self, Count, Record};
 use crate::protocol::checkpoints::Checkpoints;
 use crate::protocol::reply::Delivered;
 use crate::protocol::signals::{self, Signals};
@@ -403,6 +404,7 @@ impl TestApp {
             outcomes: Vec::new(),
             errors: Vec::new(),
             delays: Vec::new(),
+            pauses: Vec::new(),
             dlq_reason: None,
             discarded: false,
             failed_after_ack: false,
@@ -410,9 +412,12 @@ impl TestApp {
         };
         // Stored once: every delivery of it has the same time.
         let published_at = self.log.now();
-        for attempt in 1.. {
+        // The delivery record the live loop keeps: here only pauses
+        // hand a delivery back.
+        let mut record = Record::default();
+        for deliveries in 1.. {
             let delivered = Delivered {
-                deliveries: attempt,
+                deliveries,
                 stream_sequence: sequence,
                 published_at,
             };
@@ -424,6 +429,11 @@ impl TestApp {
                 Origin::Known(delivered),
             );
             let ctx = Context::new(meta, env.clone());
+            let attempt = match runs::count(deliveries, record, ctx.max_deliver()) {
+                Count::Run { attempt } => attempt,
+                Count::Exhausted => ctx.max_deliver(),
+            };
+            ctx.meta().count_attempt(attempt);
             if def.acks_first() {
                 ctx.acked_first();
             }
@@ -433,7 +443,8 @@ impl TestApp {
             if let Some(e) = &called.error {
                 run.errors.push(e.clone());
             }
-            let action = classify(&called.outcome, attempt, &policy);
+            let outcome = counted(called.outcome, runs::may_pause(record));
+            let action = classify(&outcome, attempt, &policy);
             // The plan the live loop carries out, played in memory.
             let acked = ctx.acked_by(def.acks_first());
             let plan = settlement_after(action, def.reads_dead_letters(), acked);
@@ -452,12 +463,16 @@ impl TestApp {
                     run.failed_after_ack = true;
                     run.dlq_reason = plan.letter;
                 }
+                Counted::Paused => record = record.handed_back(),
                 Counted::Acked | Counted::Retried => {}
             }
             ctx.clear_kept(plan.kept).await;
             match plan.answer {
                 Answer::Nak(delay) => {
-                    run.delays.push(delay);
+                    match plan.counted {
+                        Counted::Paused => run.pauses.push(delay),
+                        _ => run.delays.push(delay),
+                    }
                     self.log.wait(delay);
                 }
                 Answer::Ack | Answer::Term | Answer::Already => break,

@@ -56,7 +56,7 @@ impl Report {
         self.runs.iter().find_map(|r| r.dlq_reason)
     }
 
-    /// Deliveries made: the most any one handler needed.
+    /// Runs counted against `max_deliver`: the most any one handler needed.
     pub fn attempts(&self) -> u32 {
         self.runs.iter().map(|r| r.attempts).max().unwrap_or(0)
     }
@@ -94,6 +94,7 @@ pub struct Run {
     pub(super) outcomes: Vec<Outcome>,
     pub(super) errors: Vec<String>,
     pub(super) delays: Vec<Duration>,
+    pub(super) pauses: Vec<Duration>,
     pub(super) dlq_reason: Option<DlqReason>,
     pub(super) discarded: bool,
     pub(super) failed_after_ack: bool,
@@ -106,7 +107,8 @@ impl Run {
         self.handler
     }
 
-    /// Deliveries made.
+    /// The run of the last call, as counted against `max_deliver`: a
+    /// call that paused is run again as the same attempt.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
@@ -116,7 +118,7 @@ impl Run {
         self.outcomes.last() == Some(&Outcome::Ok)
     }
 
-    /// What each delivery did, in order.
+    /// What each call did, in order, pauses among them.
     pub fn outcomes(&self) -> &[Outcome] {
         &self.outcomes
     }
@@ -126,9 +128,16 @@ impl Run {
         &self.errors
     }
 
-    /// The virtual delay before each redelivery.
+    /// The virtual delay before each redelivery after a failure.
     pub fn delays(&self) -> &[Duration] {
         &self.delays
+    }
+
+    /// The virtual wait of each pause ([`HandlerError::pause`]), in order.
+    ///
+    /// [`HandlerError::pause`]: crate::HandlerError::pause
+    pub fn pauses(&self) -> &[Duration] {
+        &self.pauses
     }
 
     /// Why it was dead-lettered, if it was.

@@ -14,6 +14,9 @@
 //! assert_eq!(classify(&Outcome::Transient, 2, &policy), Action::Nak { delay: Duration::from_secs(5) });
 //! assert_eq!(classify(&Outcome::Transient, 3, &policy), Action::DeadLetter(DlqReason::Exhausted));
 //! assert_eq!(classify(&Outcome::Decode, 1, &policy), Action::DeadLetter(DlqReason::Decode));
+//! // A pause is not a failure: on the last attempt too, it waits.
+//! let pause = Outcome::Pause(Duration::from_secs(60));
+//! assert_eq!(classify(&pause, 3, &policy), Action::Pause { delay: Duration::from_secs(60) });
 //! ```
 
 use std::fmt;
@@ -103,6 +106,9 @@ pub enum Outcome {
     /// It returned [`HandlerError::discard`](crate::HandlerError::discard):
     /// drop the message on purpose.
     Discard,
+    /// It returned [`HandlerError::pause`](crate::HandlerError::pause):
+    /// run it again after the delay, as the same attempt.
+    Pause(Duration),
 }
 
 /// The handler's retry options.
@@ -158,6 +164,24 @@ pub enum Action {
     DeadLetter(DlqReason),
     /// Terminate without a dead letter: the handler dropped it on purpose.
     Discard,
+    /// Hand the message back unrun, redelivered after `delay`: the run is
+    /// not counted.
+    Pause {
+        /// How long the server waits before redelivering.
+        delay: Duration,
+    },
+}
+
+/// What a call's `outcome` counts as when its message has room for one
+/// more pause or not: a pause without room is a retry after the same
+/// delay, so that a step pausing forever still ends. Every other outcome
+/// is itself. The room is the delivery record's
+/// ([`policy::runs::may_pause`](crate::policy::runs::may_pause)).
+pub(crate) fn counted(outcome: Outcome, room_to_pause: bool) -> Outcome {
+    match outcome {
+        Outcome::Pause(delay) if !room_to_pause => Outcome::RetryAfter(delay),
+        other => other,
+    }
 }
 
 /// Decides what happens to a message after delivery `attempt` (1-based) of
@@ -167,6 +191,7 @@ pub fn classify(outcome: &Outcome, attempt: u32, policy: &Policy) -> Action {
     match *outcome {
         Outcome::Ok => Action::Ack,
         Outcome::Discard => Action::Discard,
+        Outcome::Pause(delay) => Action::Pause { delay },
         Outcome::Permanent => Action::DeadLetter(DlqReason::Permanent),
         Outcome::Decode => Action::DeadLetter(DlqReason::Decode),
         Outcome::Transient | Outcome::RetryAfter(_) if last => {
@@ -201,6 +226,8 @@ pub(crate) enum Counted {
     /// A handler of dead letters gave up on one: no letter of a letter.
     GaveUp(DlqReason),
     Discarded,
+    /// The call paused: handed back, its run not counted.
+    Paused,
     /// The call failed after its message was acknowledged: never retried.
     FailedAfterAck,
 }
@@ -268,6 +295,13 @@ pub(crate) fn settlement(action: Action, reads_dead_letters: bool) -> Settlement
             kept: Kept::Stays,
             leaves: false,
         },
+        Action::Pause { delay } => Settlement {
+            letter: None,
+            answer: Answer::Nak(delay),
+            counted: Counted::Paused,
+            kept: Kept::Stays,
+            leaves: false,
+        },
         Action::Discard => leaving(None, Counted::Discarded, Kept::Always),
         Action::DeadLetter(reason) if reads_dead_letters => {
             leaving(None, Counted::GaveUp(reason), Kept::Always)
@@ -311,271 +345,4 @@ pub(crate) fn settlement_after(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_delivery_acked_before_its_call_ended_is_never_answered_again() {
-        let r = DlqReason::Panic;
-        let nak = Action::Nak {
-            delay: Duration::from_secs(1),
-        };
-        type Row = (Action, bool, Acked, Option<DlqReason>, Counted, Kept);
-        let rows: &[Row] = &[
-            (
-                Action::Ack,
-                false,
-                Acked::First,
-                None,
-                Counted::Acked,
-                Kept::IfUsed,
-            ),
-            (
-                Action::Ack,
-                false,
-                Acked::ByHandler,
-                None,
-                Counted::Acked,
-                Kept::IfUsed,
-            ),
-            (
-                Action::DeadLetter(r),
-                false,
-                Acked::First,
-                Some(r),
-                Counted::FailedAfterAck,
-                Kept::Always,
-            ),
-            (
-                Action::DeadLetter(r),
-                true,
-                Acked::First,
-                None,
-                Counted::FailedAfterAck,
-                Kept::Always,
-            ),
-            (
-                Action::DeadLetter(r),
-                false,
-                Acked::ByHandler,
-                None,
-                Counted::FailedAfterAck,
-                Kept::Always,
-            ),
-            (
-                nak,
-                false,
-                Acked::First,
-                None,
-                Counted::FailedAfterAck,
-                Kept::Always,
-            ),
-            (
-                nak,
-                false,
-                Acked::ByHandler,
-                None,
-                Counted::FailedAfterAck,
-                Kept::Always,
-            ),
-            (
-                Action::Discard,
-                false,
-                Acked::First,
-                None,
-                Counted::Discarded,
-                Kept::Always,
-            ),
-        ];
-        for (action, reads, acked, letter, counted, kept) in rows {
-            let plan = settlement_after(*action, *reads, *acked);
-            let want = Settlement {
-                letter: *letter,
-                answer: Answer::Already,
-                counted: *counted,
-                kept: *kept,
-                leaves: true,
-            };
-            assert_eq!(
-                plan, want,
-                "{action:?} acked {acked:?}, reads dead letters {reads}"
-            );
-        }
-        assert_eq!(
-            settlement_after(nak, false, Acked::No),
-            settlement(nak, false)
-        );
-    }
-
-    #[test]
-    fn every_row_of_the_settlement_table() {
-        let d = Duration::from_secs(3);
-        let r = DlqReason::Permanent;
-        type Row = (Action, bool, Option<DlqReason>, Answer, Counted, Kept, bool);
-        let rows: &[Row] = &[
-            (
-                Action::Ack,
-                false,
-                None,
-                Answer::Ack,
-                Counted::Acked,
-                Kept::IfUsed,
-                true,
-            ),
-            (
-                Action::Ack,
-                true,
-                None,
-                Answer::Ack,
-                Counted::Acked,
-                Kept::IfUsed,
-                true,
-            ),
-            (
-                Action::Nak { delay: d },
-                false,
-                None,
-                Answer::Nak(d),
-                Counted::Retried,
-                Kept::Stays,
-                false,
-            ),
-            (
-                Action::Nak { delay: d },
-                true,
-                None,
-                Answer::Nak(d),
-                Counted::Retried,
-                Kept::Stays,
-                false,
-            ),
-            (
-                Action::Discard,
-                false,
-                None,
-                Answer::Term,
-                Counted::Discarded,
-                Kept::Always,
-                true,
-            ),
-            (
-                Action::DeadLetter(r),
-                false,
-                Some(r),
-                Answer::Term,
-                Counted::DeadLettered(r),
-                Kept::Always,
-                true,
-            ),
-            (
-                Action::DeadLetter(r),
-                true,
-                None,
-                Answer::Term,
-                Counted::GaveUp(r),
-                Kept::Always,
-                true,
-            ),
-        ];
-        for (action, reads, letter, answer, counted, kept, leaves) in rows {
-            assert_eq!(
-                settlement(*action, *reads),
-                Settlement {
-                    letter: *letter,
-                    answer: *answer,
-                    counted: *counted,
-                    kept: *kept,
-                    leaves: *leaves,
-                },
-                "{action:?}, reads dead letters: {reads}"
-            );
-        }
-    }
-
-    const S: fn(u64) -> Duration = Duration::from_secs;
-    static BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(30)];
-
-    #[test]
-    fn every_row_of_the_outcome_table() {
-        let p = Policy {
-            max_deliver: 3,
-            backoff: &BACKOFF,
-        };
-        let nak = |s| Action::Nak { delay: S(s) };
-        let dl = Action::DeadLetter;
-        let rows: &[(Outcome, u32, Action)] = &[
-            (Outcome::Ok, 1, Action::Ack),
-            (Outcome::Ok, 3, Action::Ack),
-            (Outcome::Transient, 1, nak(1)),
-            (Outcome::Transient, 2, nak(30)),
-            (Outcome::Transient, 3, dl(DlqReason::Exhausted)),
-            (Outcome::Transient, 9, dl(DlqReason::Exhausted)),
-            (Outcome::RetryAfter(S(7)), 1, nak(7)),
-            (Outcome::RetryAfter(S(7)), 3, dl(DlqReason::Exhausted)),
-            (Outcome::Permanent, 1, dl(DlqReason::Permanent)),
-            (Outcome::Decode, 1, dl(DlqReason::Decode)),
-            (Outcome::Panic, 1, nak(1)),
-            (Outcome::Panic, 3, dl(DlqReason::Panic)),
-            (Outcome::Timeout, 2, nak(30)),
-            (Outcome::Timeout, 3, dl(DlqReason::Timeout)),
-            (Outcome::Discard, 1, Action::Discard),
-            (Outcome::Discard, 3, Action::Discard),
-        ];
-        for (outcome, attempt, want) in rows {
-            assert_eq!(
-                classify(outcome, *attempt, &p),
-                *want,
-                "{outcome:?} on attempt {attempt}"
-            );
-        }
-    }
-
-    #[test]
-    fn last_delay_repeats_and_empty_backoff_is_immediate() {
-        let p = Policy {
-            max_deliver: 10,
-            backoff: &BACKOFF,
-        };
-        assert_eq!(p.delay(5), S(30));
-        let none = Policy {
-            max_deliver: 10,
-            backoff: &[],
-        };
-        assert_eq!(
-            classify(&Outcome::Transient, 1, &none),
-            Action::Nak {
-                delay: Duration::ZERO
-            }
-        );
-    }
-
-    #[test]
-    fn one_delivery_means_no_retry() {
-        let p = Policy {
-            max_deliver: 1,
-            backoff: &[],
-        };
-        assert_eq!(
-            classify(&Outcome::Transient, 1, &p),
-            Action::DeadLetter(DlqReason::Exhausted)
-        );
-        assert_eq!(
-            classify(&Outcome::Panic, 1, &p),
-            Action::DeadLetter(DlqReason::Panic)
-        );
-    }
-
-    #[test]
-    fn reasons_round_trip() {
-        for r in [
-            DlqReason::Permanent,
-            DlqReason::Decode,
-            DlqReason::Exhausted,
-            DlqReason::Panic,
-            DlqReason::Timeout,
-        ] {
-            assert_eq!(r.as_str().parse::<DlqReason>(), Ok(r));
-        }
-        assert!("nope".parse::<DlqReason>().is_err());
-    }
-}
+mod tests;
