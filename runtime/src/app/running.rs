@@ -67,6 +67,10 @@ pub struct HandlerStats {
     /// Calls that paused ([`HandlerError::pause`](crate::HandlerError::pause)):
     /// handed back to run again, their run not counted.
     pub paused: u64,
+    /// Calls that continued with a next step
+    /// ([`HandlerError::continue_with`](crate::HandlerError::continue_with)):
+    /// acked, the next step published.
+    pub continued: u64,
     /// Calls interrupted by the shutdown timeout and handed back.
     pub interrupted: u64,
     /// Calls that failed after their message was acknowledged
@@ -103,6 +107,7 @@ impl RunningApp {
                 dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
                 discarded: c.discarded.load(Ordering::Relaxed),
                 paused: c.paused.load(Ordering::Relaxed),
+                continued: c.continued.load(Ordering::Relaxed),
                 interrupted: c.interrupted.load(Ordering::Relaxed),
                 failed_after_ack: c.failed_after_ack.load(Ordering::Relaxed),
             })

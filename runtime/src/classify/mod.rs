@@ -109,6 +109,9 @@ pub enum Outcome {
     /// It returned [`HandlerError::pause`](crate::HandlerError::pause):
     /// run it again after the delay, as the same attempt.
     Pause(Duration),
+    /// It returned [`HandlerError::continue_with`](crate::HandlerError::continue_with):
+    /// done, and the next input goes on as a new message.
+    Continue,
 }
 
 /// The handler's retry options.
@@ -164,6 +167,8 @@ pub enum Action {
     DeadLetter(DlqReason),
     /// Terminate without a dead letter: the handler dropped it on purpose.
     Discard,
+    /// Publish the next input to the same handler, then acknowledge.
+    Continue,
     /// Hand the message back unrun, redelivered after `delay`: the run is
     /// not counted.
     Pause {
@@ -192,6 +197,7 @@ pub fn classify(outcome: &Outcome, attempt: u32, policy: &Policy) -> Action {
         Outcome::Ok => Action::Ack,
         Outcome::Discard => Action::Discard,
         Outcome::Pause(delay) => Action::Pause { delay },
+        Outcome::Continue => Action::Continue,
         Outcome::Permanent => Action::DeadLetter(DlqReason::Permanent),
         Outcome::Decode => Action::DeadLetter(DlqReason::Decode),
         Outcome::Transient | Outcome::RetryAfter(_) if last => {
@@ -228,6 +234,8 @@ pub(crate) enum Counted {
     Discarded,
     /// The call paused: handed back, its run not counted.
     Paused,
+    /// The call continued: its next input is published before the ack.
+    Continued,
     /// The call failed after its message was acknowledged: never retried.
     FailedAfterAck,
 }
@@ -295,6 +303,13 @@ pub(crate) fn settlement(action: Action, reads_dead_letters: bool) -> Settlement
             kept: Kept::Stays,
             leaves: false,
         },
+        Action::Continue => Settlement {
+            letter: None,
+            answer: Answer::Ack,
+            counted: Counted::Continued,
+            kept: Kept::IfUsed,
+            leaves: true,
+        },
         Action::Pause { delay } => Settlement {
             letter: None,
             answer: Answer::Nak(delay),
@@ -327,6 +342,7 @@ pub(crate) fn settlement_after(
     }
     let (letter, counted) = match plan.counted {
         Counted::Acked => (None, Counted::Acked),
+        Counted::Continued => (None, Counted::Continued),
         Counted::Discarded => (None, Counted::Discarded),
         _ if acked == Acked::First => (plan.letter, Counted::FailedAfterAck),
         _ => (None, Counted::FailedAfterAck),
@@ -335,7 +351,7 @@ pub(crate) fn settlement_after(
         letter,
         answer: Answer::Already,
         counted,
-        kept: if counted == Counted::Acked {
+        kept: if matches!(counted, Counted::Acked | Counted::Continued) {
             Kept::IfUsed
         } else {
             Kept::Always

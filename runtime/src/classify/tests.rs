@@ -286,3 +286,30 @@ fn a_pause_without_room_is_a_retry_that_spends_a_run() {
     let after = settlement_after(Action::Pause { delay: d }, false, Acked::ByHandler);
     assert_eq!(after.counted, Counted::FailedAfterAck);
 }
+
+#[test]
+fn a_continued_call_is_done_and_goes_on_acked_or_not() {
+    let policy = Policy {
+        max_deliver: 1,
+        backoff: &[],
+    };
+    assert_eq!(classify(&Outcome::Continue, 1, &policy), Action::Continue);
+    let plan = settlement(Action::Continue, false);
+    assert_eq!(
+        (
+            plan.letter,
+            plan.answer,
+            plan.counted,
+            plan.kept,
+            plan.leaves
+        ),
+        (None, Answer::Ack, Counted::Continued, Kept::IfUsed, true)
+    );
+    for acked in [Acked::First, Acked::ByHandler] {
+        let after = settlement_after(Action::Continue, false, acked);
+        assert_eq!(
+            (after.answer, after.counted, after.kept),
+            (Answer::Already, Counted::Continued, Kept::IfUsed)
+        );
+    }
+}

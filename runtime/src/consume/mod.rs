@@ -53,6 +53,7 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) paused: AtomicU64,
+    pub(crate) continued: AtomicU64,
     pub(crate) interrupted: AtomicU64,
     /// Calls that failed after their message was acknowledged.
     pub(crate) failed_after_ack: AtomicU64,
@@ -72,6 +73,7 @@ impl Counters {
             dead_lettered: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             paused: AtomicU64::new(0),
+            continued: AtomicU64::new(0),
             interrupted: AtomicU64::new(0),
             failed_after_ack: AtomicU64::new(0),
             metrics: HandlerMetrics::new(handler),
@@ -111,6 +113,11 @@ impl Counters {
     pub(crate) fn paused(&self) {
         Counters::count(&self.paused);
         self.metrics.settled(Settled::Pause);
+    }
+
+    pub(crate) fn continued(&self) {
+        Counters::count(&self.continued);
+        self.metrics.settled(Settled::Continue);
     }
 
     pub(crate) fn interrupted(&self) {

@@ -90,6 +90,7 @@ pub(super) async fn settle(
                 let called = Called {
                     outcome: Outcome::Transient,
                     error: Some(letter::NEVER_ANSWERED.to_owned()),
+                    next: None,
                 };
                 let plan = settlement(Action::DeadLetter(DlqReason::Exhausted), false);
                 if Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called)).await {
@@ -341,9 +342,22 @@ async fn carry_out(
             }
         }
     }
+    if let (Counted::Continued, Some(next)) = (plan.counted, &called.next)
+        && let Err(e) = ctx.publish_next(next).await
+    {
+        tracing::warn!(handler = %handler, %subject, %stream, sequence, error = %e, "could not publish the next step; the message comes again and continues then");
+        if plan.answer != Answer::Already {
+            nak(acker, def.policy().delay(attempt)).await;
+        }
+        return false;
+    }
     let counters = &shared.counters;
     match plan.counted {
         Counted::Acked => counters.acked(),
+        Counted::Continued => {
+            counters.continued();
+            tracing::debug!(handler = %handler, %subject, %stream, sequence, attempt, "continued with the next step");
+        }
         Counted::Retried => {
             counters.retried();
             tracing::warn!(handler = %handler, %subject, %stream, sequence, attempt, outcome = ?called.outcome, error, "failed; will retry");

@@ -15,6 +15,7 @@ use super::BoxError;
 /// | [`HandlerError::retry_after`] | nak, redelivered after the given delay |
 /// | [`HandlerError::permanent`] | dead-lettered now, no retry |
 /// | [`HandlerError::pause`] | redelivered after the given delay, the run not counted |
+/// | [`HandlerError::continue_with`](HandlerError::continue_with) | acked; the next input published to the same handler |
 ///
 /// On the last delivery (`max_deliver`), a transient error is dead-lettered
 /// with reason `exhausted`.
@@ -39,6 +40,15 @@ use super::BoxError;
 pub struct HandlerError {
     kind: ErrorKind,
     source: BoxError,
+    /// The next input, for [`HandlerError::continue_with`](HandlerError::continue_with).
+    next: Option<Box<Next>>,
+}
+
+/// The input a call continues with: its bytes and their content type.
+#[derive(Debug, Clone)]
+pub(crate) struct Next {
+    pub(crate) payload: bytes::Bytes,
+    pub(crate) content_type: &'static str,
 }
 
 /// How a [`HandlerError`] is to be retried.
@@ -52,34 +62,35 @@ pub(crate) enum ErrorKind {
     Decode,
     /// Wait, then run again as the same attempt.
     Pause(Duration),
+    /// Done: go on with the next input, as a new message.
+    Continue,
 }
 
 impl HandlerError {
+    fn of(kind: ErrorKind, source: BoxError) -> Self {
+        HandlerError {
+            kind,
+            source,
+            next: None,
+        }
+    }
+
     /// A failure that may pass: the message is redelivered after the
     /// handler's backoff delay for this attempt.
     pub fn transient(err: impl Into<BoxError>) -> Self {
-        HandlerError {
-            kind: ErrorKind::Transient,
-            source: err.into(),
-        }
+        HandlerError::of(ErrorKind::Transient, err.into())
     }
 
     /// A failure that will not pass by retrying: the message is
     /// dead-lettered now with reason `permanent`.
     pub fn permanent(err: impl Into<BoxError>) -> Self {
-        HandlerError {
-            kind: ErrorKind::Permanent,
-            source: err.into(),
-        }
+        HandlerError::of(ErrorKind::Permanent, err.into())
     }
 
     /// A transient failure that knows when to try again: the message is
     /// redelivered after `delay` instead of the handler's backoff.
     pub fn retry_after(err: impl Into<BoxError>, delay: Duration) -> Self {
-        HandlerError {
-            kind: ErrorKind::RetryAfter(delay),
-            source: err.into(),
-        }
+        HandlerError::of(ErrorKind::RetryAfter(delay), err.into())
     }
 
     /// Not a failure: the step waits. The message is redelivered after
@@ -113,10 +124,28 @@ impl HandlerError {
     /// );
     /// ```
     pub fn pause(delay: Duration) -> Self {
+        HandlerError::of(
+            ErrorKind::Pause(delay),
+            format!("paused for {delay:?}").into(),
+        )
+    }
+
+    /// A call that continues with `next`: [`HandlerError::continue_with`](HandlerError::continue_with).
+    pub(crate) fn continued(next: Next) -> Self {
         HandlerError {
-            kind: ErrorKind::Pause(delay),
-            source: format!("paused for {delay:?}").into(),
+            kind: ErrorKind::Continue,
+            source: "continued with the next input".into(),
+            next: Some(Box::new(next)),
         }
+    }
+
+    /// Whether this is a [`HandlerError::continue_with`](HandlerError::continue_with).
+    pub fn continues(&self) -> bool {
+        self.kind == ErrorKind::Continue
+    }
+
+    pub(crate) fn next(&self) -> Option<&Next> {
+        self.next.as_deref()
     }
 
     /// Not a failure to keep: the message is dropped on purpose
@@ -136,19 +165,13 @@ impl HandlerError {
     /// }
     /// ```
     pub fn discard(reason: impl Into<BoxError>) -> Self {
-        HandlerError {
-            kind: ErrorKind::Discard,
-            source: reason.into(),
-        }
+        HandlerError::of(ErrorKind::Discard, reason.into())
     }
 
     /// A payload that did not decode as the handler's type: dead-lettered
     /// now with reason `decode`. What a codec returns.
     pub(crate) fn decode(err: impl Into<BoxError>) -> Self {
-        HandlerError {
-            kind: ErrorKind::Decode,
-            source: err.into(),
-        }
+        HandlerError::of(ErrorKind::Decode, err.into())
     }
 
     /// Whether this error drops the message without a dead letter.
@@ -218,6 +241,7 @@ impl fmt::Display for HandlerError {
             ErrorKind::Decode => write!(f, "decode: {}", self.source),
             ErrorKind::RetryAfter(d) => write!(f, "retry after {d:?}: {}", self.source),
             ErrorKind::Pause(_) => write!(f, "pause: {}", self.source),
+            ErrorKind::Continue => write!(f, "continue: {}", self.source),
         }
     }
 }
@@ -252,10 +276,7 @@ impl HandlerError {
     pub(crate) fn from_boxed(err: BoxError) -> HandlerError {
         match err.downcast::<Boxed>() {
             Ok(boxed) => boxed.0,
-            Err(other) => HandlerError {
-                kind: ErrorKind::Transient,
-                source: other,
-            },
+            Err(other) => HandlerError::of(ErrorKind::Transient, other),
         }
     }
 }

@@ -10,7 +10,7 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 mod handler;
 
-pub(crate) use handler::ErrorKind;
+pub(crate) use handler::{ErrorKind, Next};
 pub use handler::{HandlerError, ResultExt};
 
 /// Why a publish failed. Nothing was stored when this is returned, except

@@ -11,13 +11,13 @@ use futures_util::future::CatchUnwind;
 use tokio::time::Instant;
 
 use crate::classify::Outcome;
-use crate::error::ErrorKind;
-use crate::error::HandlerError;
+use crate::error::{ErrorKind, HandlerError, Next};
 use crate::handler::context::Context;
 use crate::handler::delivery::Delivery;
 use crate::handler::extract::CallFuture;
 use crate::handler::middleware::Middlewares;
 use crate::handler::registry::HandlerDef;
+use crate::names;
 use crate::text;
 
 /// What one call did, and the error message for logs and dead letters.
@@ -25,6 +25,9 @@ use crate::text;
 pub(crate) struct Called {
     pub(crate) outcome: Outcome,
     pub(crate) error: Option<String>,
+    /// What a call that continued goes on with (boxed: every call
+    /// returns a `Called`, few continue).
+    pub(crate) next: Option<Box<Next>>,
 }
 
 /// The longest error message a call keeps, in bytes: a decode error can
@@ -36,6 +39,19 @@ impl Called {
         Called {
             outcome,
             error: Some(text::bounded(error, ERROR_MAX)),
+            next: None,
+        }
+    }
+
+    /// The call as its handler's kind allows: a continuation goes back on
+    /// the handler's subject, which only a work queue keeps to itself.
+    fn for_kind(self, queue: bool) -> Called {
+        match self.outcome {
+            Outcome::Continue if !queue => Called::failed(
+                Outcome::Permanent,
+                "continue_with is for #[queue] handlers: an event's subject reaches every app that subscribes; publish the next step to a work-queue subject with ctx.publish instead",
+            ),
+            _ => self,
         }
     }
 }
@@ -57,6 +73,8 @@ pub(crate) struct Call {
     future: CatchUnwind<AssertUnwindSafe<CallFuture>>,
     /// When the call times out, and its `timeout`.
     deadline: Option<(Instant, Duration)>,
+    /// Whether the handler is a work queue's.
+    queue: bool,
 }
 
 impl Call {
@@ -71,23 +89,29 @@ impl Call {
         Call {
             future: AssertUnwindSafe(future).catch_unwind(),
             deadline: def.options.timeout.map(|t| (Instant::now() + t, t)),
+            queue: def.kind == names::Kind::Queue,
         }
     }
 
     /// Polls the call once: what it did, if it finished without waiting.
     pub(crate) fn now(&mut self) -> Option<Called> {
-        (&mut self.future).now_or_never().map(called)
+        let queue = self.queue;
+        (&mut self.future)
+            .now_or_never()
+            .map(|r| called(r).for_kind(queue))
     }
 
     /// Runs the call to its end or its timeout.
     pub(crate) async fn finish(self) -> Called {
-        match self.deadline {
+        let queue = self.queue;
+        let called = match self.deadline {
             Some((at, limit)) => match tokio::time::timeout_at(at, self.future).await {
                 Ok(r) => called(r),
                 Err(_) => timed_out(limit),
             },
             None => called(self.future.await),
-        }
+        };
+        called.for_kind(queue)
     }
 }
 
@@ -96,6 +120,7 @@ fn called(result: std::thread::Result<Result<(), HandlerError>>) -> Called {
         Ok(Ok(())) => Called {
             outcome: Outcome::Ok,
             error: None,
+            next: None,
         },
         Ok(Err(error)) => from_error(&error),
         Err(panic) => Called::failed(Outcome::Panic, &panic_message(&*panic)),
@@ -117,8 +142,12 @@ fn from_error(err: &HandlerError) -> Called {
         ErrorKind::Discard => Outcome::Discard,
         ErrorKind::Decode => Outcome::Decode,
         ErrorKind::Pause(d) => Outcome::Pause(d),
+        ErrorKind::Continue => Outcome::Continue,
     };
-    Called::failed(outcome, &err.report())
+    Called {
+        next: err.next().cloned().map(Box::new),
+        ..Called::failed(outcome, &err.report())
+    }
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {

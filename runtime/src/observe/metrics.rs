@@ -37,6 +37,8 @@ pub(crate) enum Settled {
     Discard,
     /// The call paused: handed back, its run not counted.
     Pause,
+    /// The call continued with a next step: acked.
+    Continue,
     /// The call failed after its message was acknowledged.
     FailedAfterAck,
 }
@@ -69,6 +71,7 @@ struct Instruments {
     dead_lettered: metrics::Counter,
     discarded: metrics::Counter,
     paused: metrics::Counter,
+    continued: metrics::Counter,
     failed_after_ack: metrics::Counter,
     duration: metrics::Histogram,
     in_flight: metrics::Gauge,
@@ -92,6 +95,7 @@ impl HandlerMetrics {
                     dead_lettered: settled("dead_letter"),
                     discarded: settled("discard"),
                     paused: settled("pause"),
+                    continued: settled("continue"),
                     failed_after_ack: settled("failed_after_ack"),
                     duration: metrics::histogram!(DURATION, "handler" => handler),
                     in_flight: metrics::gauge!(IN_FLIGHT, "handler" => handler),
@@ -122,6 +126,7 @@ impl HandlerMetrics {
             Settled::DeadLetter => self.on.dead_lettered.increment(1),
             Settled::Discard => self.on.discarded.increment(1),
             Settled::Pause => self.on.paused.increment(1),
+            Settled::Continue => self.on.continued.increment(1),
             Settled::FailedAfterAck => self.on.failed_after_ack.increment(1),
         }
     }

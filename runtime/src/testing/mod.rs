@@ -41,7 +41,7 @@ use jetwire_grammar::subject;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Answer, Counted, classify, counted, settlement_after};
+use crate::classify::{Answer, Counted, Outcome, classify, counted, settlement_after};
 use crate::clock::{Clock, ManualClock};
 use crate::codecs::Encode;
 use crate::config::Selection;
@@ -405,6 +405,7 @@ impl TestApp {
             errors: Vec::new(),
             delays: Vec::new(),
             pauses: Vec::new(),
+            continued: false,
             dlq_reason: None,
             discarded: false,
             failed_after_ack: false,
@@ -440,7 +441,10 @@ impl TestApp {
             let called = invoke(def, middlewares, msg.payload.clone(), ctx.clone()).await;
             run.attempts = attempt;
             run.outcomes.push(called.outcome);
-            if let Some(e) = &called.error {
+            // A pause or a continuation says why, and is no failure.
+            if let Some(e) = &called.error
+                && !matches!(called.outcome, Outcome::Pause(_) | Outcome::Continue)
+            {
                 run.errors.push(e.clone());
             }
             let outcome = counted(called.outcome, runs::may_pause(record));
@@ -464,6 +468,15 @@ impl TestApp {
                     run.dlq_reason = plan.letter;
                 }
                 Counted::Paused => record = record.handed_back(),
+                Counted::Continued => {
+                    // Stored before the ack, as live; delivered in turn.
+                    if let Some(next) = &called.next
+                        && let Err(e) = ctx.publish_next(next).await
+                    {
+                        run.errors.push(e.to_string());
+                    }
+                    run.continued = true;
+                }
                 Counted::Acked | Counted::Retried => {}
             }
             ctx.clear_kept(plan.kept).await;

@@ -95,6 +95,7 @@ pub struct Run {
     pub(super) errors: Vec<String>,
     pub(super) delays: Vec<Duration>,
     pub(super) pauses: Vec<Duration>,
+    pub(super) continued: bool,
     pub(super) dlq_reason: Option<DlqReason>,
     pub(super) discarded: bool,
     pub(super) failed_after_ack: bool,
@@ -113,9 +114,18 @@ impl Run {
         self.attempts
     }
 
-    /// Whether the last delivery was acked.
+    /// Whether the last delivery was acked (a call that continued was).
     pub fn acked(&self) -> bool {
-        self.outcomes.last() == Some(&Outcome::Ok)
+        matches!(self.outcomes.last(), Some(Outcome::Ok | Outcome::Continue))
+    }
+
+    /// Whether the last call continued with a next step
+    /// ([`HandlerError::continue_with`]): its message is among the
+    /// report's follow-ups.
+    ///
+    /// [`HandlerError::continue_with`]: crate::HandlerError::continue_with
+    pub fn continued(&self) -> bool {
+        self.continued
     }
 
     /// What each call did, in order, pauses among them.
