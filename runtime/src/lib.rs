@@ -214,6 +214,7 @@ pub use crate::handler::options::HandlerOptions;
 pub use crate::handler::registry;
 pub use crate::observe::health::{HandlerHealth, Health};
 pub use crate::policy::RetryPause;
+pub use crate::protocol::streamed::Output;
 pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
 pub use crate::service::{BoxFuture, Service, ServiceContext};
 pub use crate::topology::status;

@@ -256,6 +256,11 @@ pub(crate) fn locks_bucket(prefix: Option<&str>) -> String {
     default_stream(prefix, "jetwire_locks")
 }
 
+/// The key-value bucket of output streamed by handlers.
+pub(crate) fn output_bucket(prefix: Option<&str>) -> String {
+    default_stream(prefix, "jetwire_output")
+}
+
 /// The key-value bucket of signals awaited by handlers.
 pub(crate) fn signals_bucket(prefix: Option<&str>) -> String {
     default_stream(prefix, "jetwire_signals")

@@ -3,16 +3,20 @@
 //! `max_deliver`; a message that pauses past its room spends runs and ends
 //! as a dead letter. `HandlerError::continue_with`: a step that is done
 //! goes on as a new message to the same handler, its runs counted afresh,
-//! its correlation id and key kept. Live against a real nats-server, and
-//! in `TestApp` by the same rules.
+//! its correlation id and key kept. `Context::stream_output`: partial
+//! results in order, each delivery's closed by its end, read by a
+//! follower. Live against a real nats-server, and in `TestApp` by the same
+//! rules.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use jetwire::testing::TestApp;
 use jetwire::{
-    App, Context, DlqReason, HandlerError, PublishOptions, RunningApp, State, queue, subscribe,
+    App, Context, DlqReason, HandlerError, Output, PublishOptions, RunningApp, State, queue,
+    subscribe,
 };
 use jetwire_tests::{
     config, dlq_stream, eventually, header, shared_server, stream_messages, unique_prefix,
@@ -132,6 +136,33 @@ fn check_pages(seen: &[Seen]) {
         assert_eq!(corr, correlation, "page {page} left the conversation");
         assert_eq!(key.as_deref(), Some("export-7"), "page {page} lost its key");
     }
+}
+
+/// Streams `pages` chunks on each run; the first run then fails.
+#[queue("queue.steps-render", max_deliver = 2, backoff = ["20ms"])]
+async fn render(pages: u64, ctx: Context) -> Result<(), HandlerError> {
+    for n in 0..pages {
+        ctx.stream_output(&(ctx.attempt(), n)).await?;
+    }
+    if ctx.attempt() == 1 {
+        return Err(HandlerError::transient("the first render fails"));
+    }
+    Ok(())
+}
+
+/// What a follower of three pages rendered must see: the first delivery's
+/// chunks and its end saying another comes, then the second's, then the
+/// last end.
+fn check_rendered(items: &[Output]) {
+    let mut expected = Vec::new();
+    for (delivery, last) in [(1u32, false), (2, true)] {
+        for n in 0..3u64 {
+            let payload = serde_json::to_vec(&(delivery, n)).expect("json").into();
+            expected.push(Output::Chunk { delivery, payload });
+        }
+        expected.push(Output::End { delivery, last });
+    }
+    assert_eq!(items, expected);
 }
 
 async fn start(name: &str, handler: &str) -> (RunningApp, Calls, String) {
@@ -265,6 +296,55 @@ async fn test_app_continues_by_the_same_rule_and_refuses_it_on_events() {
     let error = report.error().expect("the reason");
     assert!(error.contains("#[queue]"), "{error}");
     assert!(report.follow_ups().is_empty());
+}
+
+#[tokio::test]
+async fn a_follower_reads_each_deliverys_output_in_order_until_the_last_end() {
+    let prefix = unique_prefix("steps-render");
+    let app = App::new(config(shared_server(), &prefix, "steps"))
+        .only(&["render"])
+        .start()
+        .await
+        .expect("app starts");
+    let publisher = app.publisher();
+    // Following before the publish: nothing is missed.
+    let follower = publisher
+        .follow_output("render-1", "render")
+        .await
+        .expect("following");
+    let options = PublishOptions::new().message_id("render-1");
+    publisher
+        .publish_with("queue.steps-render", &3u64, options)
+        .await
+        .expect("published");
+    let mut follower = follower;
+    let mut got = Vec::new();
+    while let Ok(Some(i)) = tokio::time::timeout(Duration::from_secs(3), follower.next()).await {
+        eprintln!("ITEM {i:?}");
+        got.push(i);
+    }
+    eprintln!("STATS {:?}", app.stats());
+    let items = got;
+    let items: Vec<Output> = items.into_iter().map(|i| i.expect("an item")).collect();
+    check_rendered(&items);
+    // A follower that comes late reads the same from the start.
+    let late = publisher
+        .follow_output("render-1", "render")
+        .await
+        .expect("following");
+    let again: Vec<Output> = late.map(|i| i.expect("an item")).collect().await;
+    assert_eq!(again, items);
+    app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn test_app_streams_output_by_the_same_rule() {
+    let app = TestApp::new().only(&["render"]);
+    let options = PublishOptions::new().message_id("render-1");
+    let report = app.publish_with("queue.steps-render", &3u64, options).await;
+    assert!(report.acked());
+    check_rendered(&app.output("render-1", "render"));
+    assert!(app.output("render-1", "other").is_empty());
 }
 
 #[tokio::test]

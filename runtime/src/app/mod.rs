@@ -18,7 +18,7 @@ use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
 use crate::observe::health::{Phase, Readiness};
 use crate::observe::http;
-use crate::protocol::{checkpoints, signals};
+use crate::protocol::{checkpoints, signals, streamed};
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
 use crate::service::{self, Service, ServiceContext};
@@ -468,6 +468,11 @@ fn call_env(
             create.then(|| (config.replicas(), config.storage())),
         )),
         signals: Arc::new(signals::Bucket::new(
+            js.clone(),
+            config.prefix(),
+            create.then(|| (config.replicas(), config.storage())),
+        )),
+        streamed: Arc::new(streamed::Bucket::new(
             js.clone(),
             config.prefix(),
             create.then(|| (config.replicas(), config.storage())),

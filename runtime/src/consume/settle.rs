@@ -51,6 +51,7 @@ pub(super) async fn ack(shared: &Shared, ctx: &Context) {
         answer(acker, plan.answer).await;
     }
     ctx.clear_kept(plan.kept).await;
+    ctx.end_output(plan.leaves).await;
 }
 
 /// A delivery in a task of its own, from wherever the loop left it to
@@ -392,6 +393,7 @@ async fn carry_out(
     }
     answer(acker, plan.answer).await;
     ctx.clear_kept(plan.kept).await;
+    ctx.end_output(plan.leaves).await;
     plan.leaves
 }
 

@@ -189,6 +189,9 @@ pub enum Error {
     /// A checkpoint could not be saved or read.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A chunk of output could not be streamed.
+    #[error("streamed output: {0}")]
+    Output(String),
     /// A dead-letter operation on one letter failed; the letter is where
     /// it was, unless the message says otherwise.
     #[error("dead letter #{sequence}: {reason}")]

@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::classify::{Acked, Kept};
 use crate::codecs::Encode;
-use crate::error::{Error, HandlerError, Next, PublishError};
+use crate::error::{Error, PublishError};
 use crate::handler::state::States;
 use crate::protocol::ack::Acker;
 use crate::protocol::checkpoints::{self, Checkpoints, MAX_CHECKPOINT};
 use crate::protocol::signals::{self, Signals};
+use crate::protocol::streamed::Streamed;
 use crate::publish::message::{self, Inherited, PublishOptions};
 use crate::publish::outlet::Outlet;
 
@@ -50,6 +51,8 @@ pub struct Context {
 struct Inner {
     meta: Meta,
     published: AtomicU32,
+    /// Chunks of output streamed by this call ([`Context::stream_output`]).
+    streamed: AtomicU32,
     /// A checkpoint of this message was saved or found: it is removed
     /// once the message is settled.
     checkpointed: AtomicBool,
@@ -74,6 +77,8 @@ pub(crate) struct Env {
     pub(crate) checkpoints: Arc<dyn Checkpoints>,
     /// Where signals wait.
     pub(crate) signals: Arc<dyn Signals>,
+    /// Where streamed output goes.
+    pub(crate) streamed: Arc<dyn Streamed>,
 }
 
 impl Context {
@@ -82,6 +87,7 @@ impl Context {
             inner: Arc::new(Inner {
                 meta,
                 published: AtomicU32::new(0),
+                streamed: AtomicU32::new(0),
                 checkpointed: AtomicBool::new(false),
                 acked: AtomicBool::new(false),
                 env,
@@ -268,6 +274,20 @@ impl Context {
         &self.inner.meta
     }
 
+    pub(crate) fn env(&self) -> &Env {
+        &self.inner.env
+    }
+
+    /// The number of the next chunk this call streams, from 0.
+    pub(crate) fn next_chunk(&self) -> u32 {
+        self.inner.streamed.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether this call streamed any output.
+    pub(crate) fn streamed(&self) -> bool {
+        self.inner.streamed.load(Ordering::Relaxed) > 0
+    }
+
     /// How the delivery is answered; `None` in `TestApp`.
     pub(crate) fn acker(&self) -> Option<Acker<'_>> {
         Some(Acker {
@@ -320,20 +340,6 @@ impl Context {
             format!("{}:{}:{n}", meta.message_id(), meta.durable)
         })?;
         self.inner.env.outlet.publish(msg).await
-    }
-
-    /// Publishes what the call continued with
-    /// ([`HandlerError::continue_with`](crate::HandlerError::continue_with))
-    /// to the subject this message came on, under an id derived from this
-    /// message's, so that a redelivery publishes it once, with its key.
-    pub(crate) async fn publish_next(&self, next: &Next) -> Result<(), PublishError> {
-        let meta = &self.inner.meta;
-        let id = next_id(meta.message_id(), &meta.durable);
-        let mut options = PublishOptions::new().message_id(id);
-        if let Some(key) = meta.headers.get(message::KEY) {
-            options = options.key(key.as_str());
-        }
-        self.publish_with(self.subject(), next, options).await
     }
 
     /// Saves how far the handler got with this message, so a run after a
@@ -495,88 +501,5 @@ impl fmt::Debug for Context {
             .field("stream", &m.stream)
             .field("stream_sequence", &m.delivered().stream_sequence)
             .finish_non_exhaustive()
-    }
-}
-
-// Continuing is a handler's: what it continues with is published from
-// its context (`Context::publish_next`).
-impl HandlerError {
-    /// Not a failure: this step is done and the work goes on as a new
-    /// message. The message is acked, and `next` (JSON, or a codec's
-    /// wrapper such as `MsgPack(next)`) is published to the subject it
-    /// came on, so the same handler runs it with its runs counted afresh
-    /// (continue-as-new): a long job in steps, each with its own
-    /// `max_deliver`, none holding a growing history. The continuation is
-    /// stored before the ack, under an id derived from this message's, so
-    /// a redelivery after a crash in between publishes it once; it keeps
-    /// the message's correlation id and key.
-    ///
-    /// For `#[queue]` handlers only (an event's subject reaches every
-    /// app that subscribes): on a `#[subscribe]` handler the call is a
-    /// permanent failure saying so. A `next` that does not encode is a
-    /// permanent failure too.
-    ///
-    /// ```
-    /// use jetwire::{queue, HandlerError};
-    /// use serde::{Deserialize, Serialize};
-    ///
-    /// #[derive(Serialize, Deserialize)]
-    /// struct Export { page: u32, pages: u32 }
-    ///
-    /// #[queue("queue.export")]
-    /// async fn export(job: Export) -> Result<(), HandlerError> {
-    ///     // export page `job.page` here
-    ///     if job.page + 1 < job.pages {
-    ///         return Err(HandlerError::continue_with(&Export { page: job.page + 1, ..job }));
-    ///     }
-    ///     Ok(())
-    /// }
-    /// assert!(HandlerError::continue_with(&Export { page: 1, pages: 3 }).continues());
-    /// ```
-    pub fn continue_with<T: Encode + ?Sized>(next: &T) -> Self {
-        match next.encoded() {
-            Ok((payload, content_type)) => HandlerError::continued(Next {
-                payload: payload.into(),
-                content_type,
-            }),
-            Err(e) => HandlerError::permanent(format!(
-                "continue_with: the next input does not encode: {e}"
-            )),
-        }
-    }
-}
-
-impl Encode for Next {
-    fn encoded(&self) -> Result<(Vec<u8>, &'static str), crate::codecs::BoxError> {
-        Ok((self.payload.to_vec(), self.content_type))
-    }
-}
-
-/// The id of the step after message `id` of `durable`: `<id>:<durable>:next1`,
-/// and for a step that was one itself, the same with its number one more,
-/// so a chain of steps keeps ids of one length.
-fn next_id(id: &str, durable: &str) -> String {
-    let marker = format!(":{durable}:next");
-    if let Some(at) = id.rfind(&marker) {
-        let n = &id[at + marker.len()..];
-        if let Ok(n) = n.parse::<u64>() {
-            return format!("{}{marker}{}", &id[..at], n.saturating_add(1));
-        }
-    }
-    format!("{id}{marker}1")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn step_ids_keep_their_length_along_a_chain() {
-        let first = super::next_id("ORDERS:42", "export");
-        assert_eq!(first, "ORDERS:42:export:next1");
-        let second = super::next_id(&first, "export");
-        assert_eq!(second, "ORDERS:42:export:next2");
-        assert_eq!(
-            super::next_id("a:export:nextx", "export"),
-            "a:export:nextx:export:next1"
-        );
     }
 }

@@ -16,3 +16,4 @@ pub(crate) mod middleware;
 pub(crate) mod options;
 pub mod registry;
 pub(crate) mod state;
+pub(crate) mod steps;

@@ -14,3 +14,4 @@ pub(crate) mod reply;
 pub(crate) mod runs;
 pub(crate) mod signals;
 pub(crate) mod stream;
+pub(crate) mod streamed;

@@ -10,8 +10,10 @@ use crate::codecs::Encode;
 use crate::config::{Config, Provision, Reconnects, watch_reconnects};
 use crate::error::{Error, PublishError};
 use crate::protocol::signals::{self, Signals};
+use crate::protocol::streamed::{self, Output};
 use crate::publish::message::{Inherited, Message, PublishOptions, build, fresh_id};
 use crate::publish::outlet::{JetStreamOutlet, PendingReceipt, Receipt};
+use futures_util::stream::BoxStream;
 
 /// Publishes typed messages from outside handlers: an HTTP endpoint, a
 /// script, a test. Cheap to clone.
@@ -36,6 +38,8 @@ pub struct Publisher {
     config: Arc<Config>,
     /// The signals bucket, bound at the first signal and kept.
     signals: Arc<signals::Bucket>,
+    /// The bucket of streamed output, bound when first followed.
+    output: Arc<streamed::Bucket>,
 }
 
 impl fmt::Debug for Publisher {
@@ -91,16 +95,23 @@ impl Publisher {
         config: Arc<Config>,
     ) -> Publisher {
         let create = config.provision == Provision::Create;
+        let made = || create.then(|| (config.replicas(), config.storage()));
         let signals = Arc::new(signals::Bucket::new(
             outlet.js.clone(),
             config.prefix(),
-            create.then(|| (config.replicas(), config.storage())),
+            made(),
+        ));
+        let output = Arc::new(streamed::Bucket::new(
+            outlet.js.clone(),
+            config.prefix(),
+            made(),
         ));
         Publisher {
             outlet,
             client,
             config,
             signals,
+            output,
         }
     }
 
@@ -134,6 +145,40 @@ impl Publisher {
                 e,
             )),
         }
+    }
+
+    /// Follows what `handler` streams while it handles the message whose
+    /// id is `message_id` ([`Context::stream_output`](crate::Context::stream_output)):
+    /// every item from the first, then each as it is written, ending after
+    /// the end of the last delivery (acked, dead-lettered, discarded or
+    /// continued). A retried or paused delivery ends with `last: false`,
+    /// and the next delivery's chunks follow. Start following before or
+    /// after the publish: nothing is missed. Wrap it in a timeout to stop
+    /// waiting for a handler that is not running.
+    ///
+    /// ```no_run
+    /// # async fn f(publisher: jetwire::Publisher) -> Result<(), jetwire::Error> {
+    /// use futures_util::StreamExt;
+    /// use jetwire::Output;
+    ///
+    /// let mut output = publisher.follow_output("report-42", "summarize").await?;
+    /// while let Some(item) = output.next().await {
+    ///     match item? {
+    ///         Output::Chunk { payload, .. } => println!("{}", String::from_utf8_lossy(&payload)),
+    ///         Output::End { last: false, .. } => println!("-- the handler runs again --"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn follow_output(
+        &self,
+        message_id: &str,
+        handler: &str,
+    ) -> Result<BoxStream<'static, Result<Output, Error>>, Error> {
+        self.output
+            .follow(streamed::keys(message_id, handler))
+            .await
     }
 
     /// Sends signal `name` with `value` to the handler of the message whose

@@ -57,6 +57,7 @@ use crate::policy::runs::{self, Count, Record};
 use crate::protocol::checkpoints::Checkpoints;
 use crate::protocol::reply::Delivered;
 use crate::protocol::signals::{self, Signals};
+use crate::protocol::streamed::{self, Output, Streamed};
 use crate::publish::message::{self, Inherited, Outbound, PublishOptions};
 use crate::publish::outlet::Outlet;
 
@@ -87,6 +88,8 @@ struct Log {
     /// Signals sent ([`TestApp::signal`]), by key.
     signals: Mutex<HashMap<String, (Bytes, SystemTime)>>,
     published: Mutex<Vec<Published>>,
+    /// Streamed output, by key, in the order it was written.
+    streamed: Mutex<Vec<(String, Bytes)>>,
     pending: Mutex<VecDeque<Outbound>>,
     sequences: Mutex<HashMap<String, u64>>,
     /// What publishes, letters and signals are stamped with, and every
@@ -283,6 +286,7 @@ impl TestApp {
             draining: self.draining.clone(),
             checkpoints: self.log.clone(),
             signals: self.log.clone(),
+            streamed: self.log.clone(),
         });
         Ok((env, middlewares))
     }
@@ -337,6 +341,18 @@ impl TestApp {
             .iter()
             .filter(|p| p.subject == subject)
             .cloned()
+            .collect()
+    }
+
+    /// What `handler` streamed for the message with `message_id`
+    /// ([`Context::stream_output`](crate::Context::stream_output)), as
+    /// [`Publisher::follow_output`](crate::Publisher::follow_output) reads
+    /// it: every delivery's chunks in order, each delivery's end.
+    pub fn output(&self, message_id: &str, handler: &str) -> Vec<Output> {
+        let keys = streamed::keys(message_id, handler);
+        lock(&self.log.streamed)
+            .iter()
+            .filter_map(|(key, value)| streamed::parse(&keys, key, value.clone()))
             .collect()
     }
 
@@ -480,6 +496,7 @@ impl TestApp {
                 Counted::Acked | Counted::Retried => {}
             }
             ctx.clear_kept(plan.kept).await;
+            ctx.end_output(plan.leaves).await;
             match plan.answer {
                 Answer::Nak(delay) => {
                     match plan.counted {
@@ -492,6 +509,16 @@ impl TestApp {
             }
         }
         run
+    }
+}
+
+impl Streamed for Log {
+    fn put(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
+        let mut streamed = lock(&self.streamed);
+        // A key written again replaces its value and goes last, as in the bucket.
+        streamed.retain(|(k, _)| *k != key);
+        streamed.push((key, value));
+        Box::pin(async { Ok(()) })
     }
 }
 

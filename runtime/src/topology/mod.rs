@@ -11,6 +11,7 @@
 //! | the worker directory | key-value bucket `JETWIRE_WORKERS` | `KV_JETWIRE_WORKERS` | — |
 //! | checkpoints (made on first use) | key-value bucket `JETWIRE_CHECKPOINTS` | `KV_JETWIRE_CHECKPOINTS` | — |
 //! | signals (made on first use) | key-value bucket `JETWIRE_SIGNALS` | `KV_JETWIRE_SIGNALS` | — |
+//! | streamed output (made on first use) | key-value bucket `JETWIRE_OUTPUT` | `KV_JETWIRE_OUTPUT` | — |
 //!
 //! With a subject prefix `p`, subjects become `p.orders.created`, streams
 //! `P_ORDERS`, `P_QUEUE`, `P_DLQ`, and durables `p_billing-on_order`.

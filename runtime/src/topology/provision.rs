@@ -104,11 +104,13 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
     let kept = [
         names::checkpoints_bucket(prefix),
         names::signals_bucket(prefix),
+        names::output_bucket(prefix),
     ];
     let kept_kv = kept.clone().map(|b| format!("KV_{b}"));
     if !places.is_empty() {
         streams.extend([advisories.as_str(), kv.as_str()]);
-        // Checkpoints and signals, for handlers that use them: saving,
+        // Checkpoints, signals and streamed output, for handlers that use
+        // them: saving,
         // reading, and watching a key (an ordered consumer on its stream).
         for (bucket, stream) in kept.iter().zip(&kept_kv) {
             streams.push(stream);
