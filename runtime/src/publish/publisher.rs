@@ -152,7 +152,10 @@ impl Publisher {
     /// every item from the first, then each as it is written, ending after
     /// the end of the last delivery (acked, dead-lettered, discarded or
     /// continued). A retried or paused delivery ends with `last: false`,
-    /// and the next delivery's chunks follow. Start following before or
+    /// and the next delivery's chunks follow; a delivery cut short (its
+    /// process killed, the shutdown timeout) has no end, and the next
+    /// delivery's chunks, with a higher `delivery`, follow it just the
+    /// same. Start following before or
     /// after the publish: nothing is missed. Wrap it in a timeout to stop
     /// waiting for a handler that is not running.
     ///
