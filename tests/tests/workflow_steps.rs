@@ -52,6 +52,16 @@ async fn steps(n: u64, calls: State<Calls>, ctx: Context) -> Result<(), HandlerE
     }
 }
 
+/// With `max_deliver = 1`: pauses on its first call for 3 s, then
+/// succeeds; any call that is not run 1 would have been refused.
+#[queue("queue.pause-restart", max_deliver = 1)]
+async fn restarted(n: u64, calls: State<Calls>, ctx: Context) -> Result<(), HandlerError> {
+    match calls.push(n, ctx.attempt()) {
+        0 => Err(HandlerError::pause(Duration::from_secs(3))),
+        _ => Ok(()),
+    }
+}
+
 /// Waits for something that never comes.
 #[queue("queue.pause-forever", max_deliver = 2)]
 async fn forever(n: u64, calls: State<Calls>, ctx: Context) -> Result<(), HandlerError> {
@@ -211,6 +221,50 @@ async fn a_pause_runs_again_as_the_same_attempt() {
         (4, 1, 0)
     );
     app.shutdown().await.expect("shutdown");
+}
+
+/// The pause is the server's record, not the process's: an app stopped
+/// during it and another started after runs the message as run 1 still.
+#[tokio::test]
+async fn a_pause_outlives_the_app_that_paused() {
+    let prefix = unique_prefix("pause-restart");
+    let calls = Calls::default();
+    let start = || async {
+        App::new(config(shared_server(), &prefix, "pauses"))
+            .only(&["restarted"])
+            .state(calls.clone())
+            .start()
+            .await
+            .expect("app starts")
+    };
+    let first = start().await;
+    first
+        .publisher()
+        .publish("queue.pause-restart", &3u64)
+        .await
+        .expect("published");
+    eventually(Duration::from_secs(10), "the pause", || async {
+        let s = first
+            .stats()
+            .into_iter()
+            .find(|s| s.handler == "restarted")?;
+        (s.paused == 1).then_some(())
+    })
+    .await;
+    first.shutdown().await.expect("shutdown");
+    assert_eq!(calls.of(3), [1], "the first app ran it once, and paused");
+    let second = start().await;
+    assert_eq!(calls_of(&calls, 3, 2).await, [1, 1]);
+    let stats = eventually(Duration::from_secs(10), "the message acked", || async {
+        let s = second
+            .stats()
+            .into_iter()
+            .find(|s| s.handler == "restarted")?;
+        (s.acked == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(stats.dead_lettered, 0);
+    second.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]
