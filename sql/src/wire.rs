@@ -2,14 +2,22 @@
 
 /// Headers as stored: a JSON list of `[name, value]`.
 pub(crate) fn encode_headers(headers: &jetwire::async_nats::HeaderMap) -> String {
-    let mut pairs: Vec<(&str, &str)> = headers
+    encode_pairs(&header_pairs(headers))
+}
+
+/// Headers as `(name, value)` pairs, sorted by name only, and stable: the
+/// values of a repeated header keep their order.
+pub(crate) fn header_pairs(headers: &jetwire::async_nats::HeaderMap) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = headers
         .iter()
-        .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.as_str().to_owned()))
+        })
         .collect();
-    // By name only, and stable: the values of a repeated header keep
-    // their order.
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs
 }
 
 /// Header pairs as stored (already in their order).

@@ -299,8 +299,7 @@ impl Outbox {
             Backing::Sql(pool) => Arc::new(
                 SqlStore::new(pool.clone()).tables(self.tables.clone().unwrap_or_default()),
             ),
-            Backing::Own(store) if self.tables.is_some() => {
-                let _ = store;
+            Backing::Own(_) if self.tables.is_some() => {
                 return Err(Error::Config(
                     "Outbox::tables names the tables of the PostgreSQL or SQLite store; a store of your own (Outbox::with_store) names its own: remove Outbox::tables".to_owned(),
                 ));

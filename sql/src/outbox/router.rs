@@ -1,5 +1,6 @@
 //! [`Router`]: which publisher a row goes through, by ordered rules.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -210,12 +211,12 @@ impl Router {
                         None => continue,
                     }
                 }
-                Rule::Destination => row.destination().map(str::to_owned),
-                Rule::Route(f) => f(row).map(str::to_owned),
-                Rule::Subject(f) => f(row.subject()),
+                Rule::Destination => row.destination().map(Cow::Borrowed),
+                Rule::Route(f) => f(row).map(Cow::Borrowed),
+                Rule::Subject(f) => f(row.subject()).map(Cow::Owned),
             };
             if let Some(name) = name {
-                return match self.named.get(&name) {
+                return match self.named.get(name.as_ref()) {
                     Some(publisher) => Routed::Publisher(publisher),
                     None => Routed::Unroutable(format!(
                         "no publisher for destination `{name}`: register one with Router::destination([(\"{name}\", publisher)]) or Outbox::destination(\"{name}\", publisher); the row waits until then"

@@ -8,6 +8,7 @@ use jetwire::publish::Message;
 
 use crate::error::OutboxError;
 use crate::outbox::DESTINATION;
+use crate::wire::header_pairs;
 
 /// An entry's fields, in the order of the outbox table's columns: id,
 /// subject, key, destination, headers, payload.
@@ -136,18 +137,7 @@ impl From<Message> for Entry {
         if destination.is_some() {
             message.remove_header(DESTINATION);
         }
-        let mut headers: Vec<(String, String)> = message
-            .headers()
-            .iter()
-            .flat_map(|(name, values)| {
-                values
-                    .iter()
-                    .map(move |v| (name.to_string(), v.as_str().to_owned()))
-            })
-            .collect();
-        // By name only, and stable: the values of a repeated header keep
-        // their order.
-        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        let headers = header_pairs(message.headers());
         Entry {
             id: message.message_id().map(str::to_owned).unwrap_or_default(),
             subject: message.subject().to_owned(),

@@ -78,17 +78,18 @@ macro_rules! read_row {
         let attempts = u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(0);
         let text: String = r.try_get("headers")?;
         let decoded = decode_pairs(&text);
+        let readable = decoded.is_some();
         let entry = Entry::from_parts(
             r.try_get("id")?,
             r.try_get("subject")?,
             r.try_get("key")?,
             r.try_get("destination")?,
-            decoded.clone().unwrap_or_default(),
+            decoded.unwrap_or_default(),
             r.try_get("payload")?,
         );
-        match decoded {
-            Some(_) => Row::new(seq, attempts, entry),
-            None => Row::unreadable(
+        match readable {
+            true => Row::new(seq, attempts, entry),
+            false => Row::unreadable(
                 seq,
                 attempts,
                 entry,
