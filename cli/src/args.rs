@@ -20,7 +20,7 @@ impl Cli {
     /// The deployment's config: the environment's variables, with
     /// `--server` and `--context` over theirs.
     pub(crate) fn config(&self) -> Result<jetwire::Config, jetwire::Error> {
-        jetwire::Config::from_lookup(|name| {
+        let config = jetwire::Config::from_lookup(|name| {
             let flag = match name {
                 "NATS_URL" => self.server.clone(),
                 "NATS_CONTEXT" => self.context.clone(),
@@ -28,7 +28,13 @@ impl Cli {
             };
             flag.or_else(|| std::env::var(name).ok())
                 .filter(|v| !v.is_empty())
-        })
+        })?;
+        if config.in_memory() {
+            return Err(jetwire::Error::Config(
+                "NATS_URL=memory:// is an app inside its own process, with nothing another process can read: point NATS_URL (or --server) at a nats-server".into(),
+            ));
+        }
+        Ok(config)
     }
 }
 

@@ -74,6 +74,19 @@ fn a_missing_server_is_one_line_naming_nats_url_and_bad_usage_is_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("NATS_URL"), "{err}");
+    // An app in memory has nothing this process could read.
+    let out = Command::new(env!("CARGO_BIN_EXE_jetwire"))
+        .args(["status"])
+        .env("NATS_URL", "memory://")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("NATS_URL=memory://") && err.contains("nats-server"),
+        "{err}"
+    );
     let out = jetwire("x", &["dlq", "replay"]);
     assert_eq!(
         out.status.code(),

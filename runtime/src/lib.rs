@@ -98,6 +98,7 @@ pub mod topology;
 // The live loop, and the two ways to run handlers.
 mod app;
 mod consume;
+mod memory;
 pub mod testing;
 
 /// Code around a handler: a [`Middleware`](middleware::Middleware) gets each

@@ -26,6 +26,7 @@ use crate::topology;
 
 mod configured;
 mod loops;
+mod memory;
 mod running;
 mod selection;
 mod tasks;
@@ -289,25 +290,23 @@ impl App {
             mut middlewares,
             mistakes,
         } = self;
-        if let Some(mistake) = mistakes.into_iter().next() {
-            return Err(Error::Config(mistake));
-        }
-        config.validate()?;
-        let handlers = chosen(handlers, &config)?;
-        let handlers = registry::fill_groups(handlers, &config.groups, &config.app)?;
-        registry::check(&handlers, &config.app, &states)?;
-        middlewares.resolve(&handlers)?;
-        if handlers.is_empty() {
-            tracing::warn!(
-                "no handlers registered: annotate an async fn with #[subscribe] or #[queue]"
-            );
-        }
-        config.need_duplicate_window(duplicate_window(&handlers));
-        announce(&config, &handlers);
+        let handlers = checked(&mut config, handlers, &states, &mut middlewares, mistakes)?;
         // Before anything is counted: the Prometheus recorder is installed
         // with the listener.
         let readiness = Arc::new(Readiness::default());
         let listener = listen(&config, &readiness).await?;
+        if config.in_memory() {
+            return memory::start(memory::InMemory {
+                config,
+                handlers,
+                states,
+                middlewares,
+                services,
+                client,
+                readiness,
+                listener,
+            });
+        }
         let (client, reconnects) = match client {
             Some(client) => {
                 let reconnects = watch_reconnects(&client);
@@ -387,8 +386,10 @@ impl App {
         let supervisor = tokio::spawn(supervise(tasks, stop.clone(), failed));
         Ok(RunningApp {
             config,
-            client,
-            outlet,
+            wire: running::Wire::Nats {
+                client,
+                outlet: Box::new(outlet),
+            },
             supervisor,
             failure,
             stop,
@@ -411,21 +412,35 @@ impl App {
         if let Some(path) = &self.config.asyncapi {
             return write_asyncapi(path, &self.asyncapi());
         }
-        let running = self.start().await?;
-        let mut failure = running.failure.clone();
-        tokio::select! {
-            _ = signal() => {
-                tracing::info!("signal received: draining in-flight calls (a second signal stops at once)");
-            }
-            _ = failure.wait_for(Option::is_some) => {}
-        }
-        tokio::select! {
-            r = running.shutdown() => r,
-            _ = signal() => Err(Error::Shutdown(
-                "second signal: stopped at once; unfinished messages are redelivered after ack_wait".into(),
-            )),
-        }
+        self.start().await?.run_until_signal().await
     }
+}
+
+/// The handlers the app runs, once the startup checks pass: the config,
+/// the choice of handlers, their groups, state and middleware.
+fn checked(
+    config: &mut Config,
+    handlers: Vec<&'static HandlerDef>,
+    states: &States,
+    middlewares: &mut Middlewares,
+    mistakes: Vec<String>,
+) -> Result<Vec<&'static HandlerDef>, Error> {
+    if let Some(mistake) = mistakes.into_iter().next() {
+        return Err(Error::Config(mistake));
+    }
+    config.validate()?;
+    let handlers = chosen(handlers, config)?;
+    let handlers = registry::fill_groups(handlers, &config.groups, &config.app)?;
+    registry::check(&handlers, &config.app, states)?;
+    middlewares.resolve(&handlers)?;
+    if handlers.is_empty() {
+        tracing::warn!(
+            "no handlers registered: annotate an async fn with #[subscribe] or #[queue]"
+        );
+    }
+    config.need_duplicate_window(duplicate_window(&handlers));
+    announce(config, &handlers);
+    Ok(handlers)
 }
 
 /// The streams whose max-deliveries advisories the app captures. A
@@ -550,7 +565,7 @@ fn announce(config: &Config, handlers: &[&'static HandlerDef]) {
     }
 }
 
-async fn signal() {
+pub(super) async fn signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -12,18 +12,19 @@ use crate::config::Config;
 use crate::consume::Counters;
 use crate::error::Error;
 use crate::handler::registry::HandlerDef;
+use crate::memory::Engine;
 use crate::observe::health::{Health, Phase, Readiness};
 use crate::observe::http;
 use crate::publish::Publisher;
 use crate::publish::outlet::JetStreamOutlet;
 
+use super::signal;
+
 /// A started app. Dropping it stops consuming at once; call
 /// [`RunningApp::shutdown`] to drain first.
 pub struct RunningApp {
     pub(super) config: Config,
-    pub(super) client: async_nats::Client,
-    /// What publishers of this app send through: the app's connection.
-    pub(super) outlet: JetStreamOutlet,
+    pub(super) wire: Wire,
     /// Owns the handler loops and the advisory reader ([`supervise`]).
     pub(super) supervisor: tokio::task::JoinHandle<Vec<String>>,
     /// Why the supervisor stopped the app, once it has.
@@ -34,6 +35,17 @@ pub struct RunningApp {
     pub(super) readiness: Arc<Readiness>,
     /// Serves `/healthz`, `/readyz` and `/metrics` until dropped.
     pub(super) listener: Option<http::Listener>,
+}
+
+/// What a running app publishes through.
+pub(super) enum Wire {
+    /// The app's connection, and the outlet on it.
+    Nats {
+        client: async_nats::Client,
+        outlet: Box<JetStreamOutlet>,
+    },
+    /// Its handlers in process (`NATS_URL=memory://`).
+    Memory(Arc<Engine>),
 }
 
 impl fmt::Debug for RunningApp {
@@ -81,11 +93,13 @@ pub struct HandlerStats {
 impl RunningApp {
     /// A publisher sharing this app's connection and subject prefix.
     pub fn publisher(&self) -> Publisher {
-        Publisher::with_outlet(
-            self.client.clone(),
-            self.outlet.clone(),
-            Arc::new(self.config.clone()),
-        )
+        let config = Arc::new(self.config.clone());
+        match &self.wire {
+            Wire::Nats { client, outlet } => {
+                Publisher::with_outlet(client.clone(), (**outlet).clone(), config)
+            }
+            Wire::Memory(engine) => Publisher::in_memory(engine.clone(), config),
+        }
     }
 
     /// The deployment's dead letters, on this app's connection.
@@ -172,7 +186,13 @@ impl RunningApp {
                 joined.unwrap_or_else(|e| vec![format!("the task supervisor failed: {e}")]),
             );
         }
-        match tokio::time::timeout(SHUTDOWN_MARGIN, self.client.flush()).await {
+        let flushed = match &self.wire {
+            Wire::Nats { client, .. } => {
+                tokio::time::timeout(SHUTDOWN_MARGIN, client.flush()).await
+            }
+            Wire::Memory(_) => Ok(Ok(())),
+        };
+        match flushed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => problems.push(format!(
                 "could not flush acks to the server: {e}; unacked messages are redelivered after ack_wait"
@@ -185,6 +205,37 @@ impl RunningApp {
             Ok(())
         } else {
             Err(Error::Shutdown(problems.join("; ")))
+        }
+    }
+}
+
+impl RunningApp {
+    /// Consumes until SIGINT or SIGTERM, then [`RunningApp::shutdown`]:
+    /// what [`App::run`](crate::App::run) does once started, for an app
+    /// that does something first (publishes, say). A second signal stops
+    /// at once; a background task that fails stops the app too, and
+    /// this returns its error.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let running = jetwire::App::new(jetwire::Config::from_env()?).start().await?;
+    /// running.publisher().publish("orders.created", &serde_json::json!({"order_id": 1})).await?;
+    /// running.run_until_signal().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until_signal(self) -> Result<(), Error> {
+        let mut failure = self.failure.clone();
+        tokio::select! {
+            _ = signal() => {
+                tracing::info!("signal received: draining in-flight calls (a second signal stops at once)");
+            }
+            _ = failure.wait_for(Option::is_some) => {}
+        }
+        tokio::select! {
+            r = self.shutdown() => r,
+            _ = signal() => Err(Error::Shutdown(
+                "second signal: stopped at once; unfinished messages are redelivered after ack_wait".into(),
+            )),
         }
     }
 }

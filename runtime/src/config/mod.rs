@@ -278,6 +278,12 @@ impl Config {
                 "the NATS URL is empty: set NATS_URL, e.g. {DEFAULT_URL}"
             )));
         }
+        if !self.in_memory() && url::entries(&self.url).iter().any(|u| url::is_memory(u)) {
+            return Err(Error::Config(format!(
+                "NATS_URL={}: memory:// runs the app in process and cannot be listed with servers; write NATS_URL=memory:// alone, or only servers",
+                url::redact(&self.url)
+            )));
+        }
         jetwire_grammar::name::check(&self.app, jetwire_grammar::name::Kind::Durable).map_err(
             |e| {
                 Error::Config(format!(
@@ -361,6 +367,23 @@ impl Config {
         let mut s = self.asked_for(name);
         s.duplicate_window.get_or_insert(self.needed_window);
         s
+    }
+
+    /// Whether the app runs in process, with no server
+    /// (`NATS_URL=memory://`): its handlers on the engine `TestApp` uses,
+    /// in real time. Retries wait their real delays, dead letters are
+    /// logged and kept in memory, and what handlers and
+    /// [`Publisher`](crate::Publisher)s publish is delivered to the
+    /// handlers of its subject. What needs a server (dead-letter
+    /// operations, `status`, services, the CLI) says so. Nothing outlives
+    /// the process: for local development and examples.
+    ///
+    /// ```
+    /// let config = jetwire::Config::builder().url("memory://").app("billing").build().unwrap();
+    /// assert!(config.in_memory());
+    /// ```
+    pub fn in_memory(&self) -> bool {
+        url::is_memory(&self.url)
     }
 
     /// Notes the duplicate window the app's handlers need (see

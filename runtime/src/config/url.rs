@@ -7,6 +7,11 @@
 use crate::config::Auth;
 use crate::error::Error;
 
+/// `memory://`: the app in process, no server.
+pub(crate) fn is_memory(url: &str) -> bool {
+    url.trim().eq_ignore_ascii_case("memory://")
+}
+
 /// The URL list split into entries. A comma starts a new entry only where
 /// what follows it starts a URL (`scheme://`); in a list with no scheme at
 /// all, where the entry so far has its host (no `@` is still to come in

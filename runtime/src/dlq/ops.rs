@@ -47,7 +47,7 @@ impl DeadLetters {
 
     /// The dead letters of `publisher`'s deployment, on its connection.
     pub fn on(publisher: Publisher) -> DeadLetters {
-        let prefix = publisher.parts().1.prefix().map(str::to_owned);
+        let prefix = publisher.config().prefix().map(str::to_owned);
         DeadLetters {
             stream: names::dlq_stream(prefix.as_deref()),
             publisher,
@@ -70,12 +70,12 @@ impl DeadLetters {
         &self.stream
     }
 
-    fn js(&self) -> &jetstream::Context {
-        self.publisher.parts().0
+    fn js(&self) -> Result<&jetstream::Context, Error> {
+        Ok(self.publisher.parts("dead-letter operations")?.0)
     }
 
     async fn stream(&self) -> Result<jetstream::stream::Stream, Error> {
-        self.js()
+        self.js()?
             .get_stream(&self.stream)
             .await
             .map_err(|e| Error::Stream {
@@ -162,7 +162,7 @@ impl DeadLetters {
         filter: &Filter,
         mut visit: impl AsyncFnMut(&jetstream::stream::Stream, DeadLetter) -> Result<bool, Error>,
     ) -> Result<usize, Error> {
-        let filter = &filter.at(self.publisher.parts().1.clock().now());
+        let filter = &filter.at(self.publisher.config().clock().now());
         let stream = self.stream().await?;
         let last = stream
             .clone()

@@ -24,6 +24,9 @@ pub(crate) enum Phase {
 pub(crate) struct Readiness {
     phase: AtomicU8,
     client: OnceLock<async_nats::Client>,
+    /// The app runs in process (`NATS_URL=memory://`): it has no
+    /// connection to lose.
+    serverless: AtomicBool,
     handlers: OnceLock<Vec<(&'static str, Arc<AtomicBool>)>>,
 }
 
@@ -45,6 +48,11 @@ impl Readiness {
         let _ = self.client.set(client);
     }
 
+    /// The app runs in process, with no server: always connected.
+    pub(crate) fn serverless(&self) {
+        self.serverless.store(true, Ordering::Release);
+    }
+
     /// The handlers, each with the flag its loop keeps: consuming or not.
     pub(crate) fn handlers(&self, handlers: Vec<(&'static str, Arc<AtomicBool>)>) {
         let _ = self.handlers.set(handlers);
@@ -53,10 +61,11 @@ impl Readiness {
     /// The facts now.
     pub(crate) fn health(&self) -> Health {
         let phase = self.phase();
-        let connected = self
-            .client
-            .get()
-            .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
+        let connected = self.serverless.load(Ordering::Acquire)
+            || self
+                .client
+                .get()
+                .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
         let handlers: Vec<HandlerHealth> = self
             .handlers
             .get()

@@ -3,8 +3,10 @@
 //!
 //! Every publish path (a handler's [`Context`](crate::Context), the
 //! [`Publisher`], `TestApp`, the dead-letter queue) builds its message the
-//! same way and sends it through one outlet: JetStream live, a log in `TestApp`.
+//! same way and sends it through one outlet: JetStream live, a log in
+//! `TestApp`, the app's handlers in process on `memory://` (`local`).
 
+pub(crate) mod local;
 pub(crate) mod message;
 pub(crate) mod outlet;
 pub(crate) mod partitions;

@@ -72,7 +72,7 @@ impl JetStreamOutlet {
             })?;
         Ok(PendingReceipt {
             subject: msg.subject,
-            ack,
+            ack: Ack::Server(ack),
         })
     }
 
@@ -101,7 +101,25 @@ impl JetStreamOutlet {
 #[must_use = "a publish is confirmed only once its receipt is awaited"]
 pub struct PendingReceipt {
     subject: String,
-    ack: async_nats::jetstream::context::PublishAckFuture,
+    ack: Ack,
+}
+
+/// What a [`PendingReceipt`] waits for.
+enum Ack {
+    /// The server's ack.
+    Server(async_nats::jetstream::context::PublishAckFuture),
+    /// Nothing: stored already, in memory (`NATS_URL=memory://`).
+    Stored(Receipt),
+}
+
+impl PendingReceipt {
+    /// A receipt for a message stored already.
+    pub(crate) fn stored(subject: String, receipt: Receipt) -> PendingReceipt {
+        PendingReceipt {
+            subject,
+            ack: Ack::Stored(receipt),
+        }
+    }
 }
 
 impl fmt::Debug for PendingReceipt {
@@ -118,7 +136,11 @@ impl std::future::IntoFuture for PendingReceipt {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let ack = self.ack.await.map_err(|e| PublishError::Ack {
+            let ack = match self.ack {
+                Ack::Server(ack) => ack,
+                Ack::Stored(receipt) => return Ok(receipt),
+            };
+            let ack = ack.await.map_err(|e| PublishError::Ack {
                 subject: self.subject,
                 source: Box::new(e),
             })?;

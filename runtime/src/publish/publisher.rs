@@ -11,7 +11,8 @@ use crate::config::{Config, Provision, Reconnects, watch_reconnects};
 use crate::error::{Error, PublishError};
 use crate::protocol::signals::{self, Signals};
 use crate::protocol::streamed::{self, Output};
-use crate::publish::message::{Inherited, Message, PublishOptions, build, fresh_id};
+use crate::publish::local::{self, Local};
+use crate::publish::message::{Inherited, Message, Outbound, PublishOptions, build, fresh_id};
 use crate::publish::outlet::{JetStreamOutlet, PendingReceipt, Receipt};
 use futures_util::stream::BoxStream;
 
@@ -23,6 +24,9 @@ use futures_util::stream::BoxStream;
 /// a fresh UUIDv7), `Content-Type: application/json` and
 /// `Jetwire-Correlation-Id`, and waits for JetStream to store it.
 ///
+/// With `NATS_URL=memory://` it publishes to the app running in this
+/// process instead (see [`Config::in_memory`]): stored once taken in.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), jetwire::Error> {
 /// let config = jetwire::Config::from_env()?;
@@ -33,9 +37,22 @@ use futures_util::stream::BoxStream;
 /// ```
 #[derive(Clone)]
 pub struct Publisher {
+    wire: Wire,
+    config: Arc<Config>,
+}
+
+/// Where a publisher's messages go.
+#[derive(Clone)]
+enum Wire {
+    /// Shared: cloning a publisher copies a pointer.
+    Nats(Arc<Nats>),
+    /// The app on `memory://` of this process.
+    Memory(Arc<dyn Local>),
+}
+
+struct Nats {
     outlet: JetStreamOutlet,
     client: async_nats::Client,
-    config: Arc<Config>,
     /// The signals bucket, bound at the first signal and kept.
     signals: Arc<signals::Bucket>,
     /// The bucket of streamed output, bound when first followed.
@@ -51,8 +68,15 @@ impl fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Connects with `config`.
+    /// Connects with `config`; with `NATS_URL=memory://`, to the app
+    /// started in memory in this process.
     pub async fn connect(config: &Config) -> Result<Publisher, Error> {
+        if config.in_memory() {
+            return Ok(Publisher::in_memory(
+                local::current()?,
+                Arc::new(config.clone()),
+            ));
+        }
         let (client, reconnects) = config.connect().await?;
         Ok(Publisher::on(client, reconnects, config))
     }
@@ -107,17 +131,62 @@ impl Publisher {
             made(),
         ));
         Publisher {
-            outlet,
-            client,
+            wire: Wire::Nats(Arc::new(Nats {
+                outlet,
+                client,
+                signals,
+                output,
+            })),
             config,
-            signals,
-            output,
         }
     }
 
-    /// The JetStream context and config it publishes with.
-    pub(crate) fn parts(&self) -> (&async_nats::jetstream::Context, &Config) {
-        (&self.outlet.js, &self.config)
+    /// A publisher to the app running in memory.
+    pub(crate) fn in_memory(local: Arc<dyn Local>, config: Arc<Config>) -> Publisher {
+        Publisher {
+            wire: Wire::Memory(local),
+            config,
+        }
+    }
+
+    /// The JetStream context and config it publishes with; `doing` says
+    /// what needs them, for the error on `memory://`, which has no server.
+    pub(crate) fn parts(
+        &self,
+        doing: &str,
+    ) -> Result<(&async_nats::jetstream::Context, &Config), Error> {
+        match &self.wire {
+            Wire::Nats(nats) => Ok((&nats.outlet.js, &self.config)),
+            Wire::Memory(_) => Err(Error::Config(format!(
+                "{doing} needs a NATS server, and NATS_URL=memory:// has none: set NATS_URL to a server's URL"
+            ))),
+        }
+    }
+
+    /// The config it publishes with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stores `msg` and waits for it to be stored.
+    async fn confirmed(&self, msg: Outbound) -> Result<Receipt, PublishError> {
+        match &self.wire {
+            Wire::Nats(nats) => nats.outlet.send_confirmed(msg).await,
+            Wire::Memory(local) => local.publish(msg),
+        }
+    }
+
+    /// Sends `msg`, its receipt to await.
+    async fn pending(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
+        match &self.wire {
+            Wire::Nats(nats) => nats.outlet.send_pending(msg).await,
+            Wire::Memory(local) => {
+                let subject = msg.subject.clone();
+                local
+                    .publish(msg)
+                    .map(|receipt| PendingReceipt::stored(subject, receipt))
+            }
+        }
     }
 
     /// The stream that captures `subject` (without the subject prefix),
@@ -137,7 +206,8 @@ impl Publisher {
     pub async fn stream_of(&self, subject: &str) -> Result<Option<String>, Error> {
         use async_nats::jetstream::context::GetStreamByNameErrorKind;
         let full = jetwire_grammar::subject::with_prefix(self.config.prefix(), subject);
-        match self.outlet.js.stream_by_subject(full.as_str()).await {
+        let (js, _) = self.parts("Publisher::stream_of")?;
+        match js.stream_by_subject(full.as_str()).await {
             Ok(name) => Ok(Some(name)),
             Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::nats(
@@ -179,9 +249,11 @@ impl Publisher {
         message_id: &str,
         handler: &str,
     ) -> Result<BoxStream<'static, Result<Output, Error>>, Error> {
-        self.output
-            .follow(streamed::keys(message_id, handler))
-            .await
+        let keys = streamed::keys(message_id, handler);
+        match &self.wire {
+            Wire::Nats(nats) => nats.output.follow(keys).await,
+            Wire::Memory(local) => Ok(local.follow(keys)),
+        }
     }
 
     /// Sends signal `name` with `value` to the handler of the message whose
@@ -210,9 +282,14 @@ impl Publisher {
                 signals::MAX_SIGNAL
             )));
         }
-        self.signals
-            .send(signals::key(message_id, name), value.into())
-            .await
+        let key = signals::key(message_id, name);
+        match &self.wire {
+            Wire::Nats(nats) => nats.signals.send(key, value.into()).await,
+            Wire::Memory(local) => {
+                local.signal(key, value.into());
+                Ok(())
+            }
+        }
     }
 
     /// Publishes `payload` as JSON to `subject` and waits for the JetStream ack.
@@ -233,7 +310,7 @@ impl Publisher {
         options: PublishOptions,
     ) -> Result<Receipt, PublishError> {
         let msg = build(subject, payload, options, &Inherited::default(), fresh_id)?;
-        self.outlet.send_confirmed(msg).await
+        self.confirmed(msg).await
     }
 
     /// Sends `payload` and returns at once with a [`PendingReceipt`] to
@@ -262,7 +339,7 @@ impl Publisher {
             &Inherited::default(),
             fresh_id,
         )?;
-        self.outlet.send_pending(msg).await
+        self.pending(msg).await
     }
 
     /// Publishes bytes as they are (no JSON encoding, no content type), with
@@ -273,25 +350,46 @@ impl Publisher {
         payload: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<Receipt, PublishError> {
-        self.outlet
-            .send_confirmed(Message::raw(subject, payload, options)?)
+        self.confirmed(Message::raw(subject, payload, options)?)
             .await
     }
 
     /// Sends a [`Message`] built earlier and returns once it is written,
     /// with its receipt to await: many in flight, one round trip's wait.
     pub async fn send_message(&self, message: Message) -> Result<PendingReceipt, PublishError> {
-        self.outlet.send_pending(message).await
+        self.pending(message).await
     }
 
     /// Sends a [`Message`] built earlier and waits for JetStream to store
     /// it, sending it again under the same id after a reconnect.
     pub async fn publish_message(&self, message: Message) -> Result<Receipt, PublishError> {
-        self.outlet.send_confirmed(message).await
+        self.confirmed(message).await
     }
 
     /// The underlying client, for what jetwire does not wrap.
+    ///
+    /// # Panics
+    /// With `NATS_URL=memory://`, which has no connection: see
+    /// [`Publisher::nats_client`] for code that runs on both.
     pub fn client(&self) -> &async_nats::Client {
-        &self.client
+        self.nats_client().unwrap_or_else(|| {
+            panic!("Publisher::client: NATS_URL=memory:// has no NATS connection; use Publisher::nats_client, which says so")
+        })
+    }
+
+    /// The underlying client, or `None` with `NATS_URL=memory://`.
+    ///
+    /// ```no_run
+    /// # async fn f(publisher: jetwire::Publisher) {
+    /// if let Some(client) = publisher.nats_client() {
+    ///     println!("connected to {}", client.server_info().server_name);
+    /// }
+    /// # }
+    /// ```
+    pub fn nats_client(&self) -> Option<&async_nats::Client> {
+        match &self.wire {
+            Wire::Nats(nats) => Some(&nats.client),
+            Wire::Memory(_) => None,
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Messages are routed to handlers by the same subject matching the live
 //! runtime's streams apply, each call goes through the same decode, timeout
 //! and panic handling, and every retry decision is made by the same
-//! [`classify`]. Redeliveries happen at once with
+//! [`classify`](crate::classify::classify). Redeliveries happen at once with
 //! virtual backoff (the delays are recorded, not slept), and what handlers
 //! publish is delivered to the handlers of its subject in turn.
 //!
@@ -31,9 +31,8 @@ mod report;
 
 pub use report::{Published, Report, Run};
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -41,23 +40,21 @@ use jetwire_grammar::subject;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{Answer, Counted, Outcome, classify, counted, settlement_after};
-use crate::clock::{Clock, ManualClock};
+use crate::classify::{Answer, Counted};
+use crate::clock::ManualClock;
 use crate::codecs::Encode;
 use crate::config::Selection;
-use crate::dlq::letter::{self, Failed};
 use crate::error::{Error, PublishError};
-use crate::handler::context::{Context, Env, Meta, Origin};
-use crate::handler::invoke::invoke;
+use crate::handler::context::Env;
 use crate::handler::middleware::{Middleware, Middlewares};
 use crate::handler::registry::{self, HandlerDef};
 use crate::handler::state::States;
+use crate::memory::log::{Log, lock};
+use crate::memory::step::{self, Held, Lane};
 use crate::partition;
-use crate::policy::runs::{self, Count, Record};
-use crate::protocol::checkpoints::Checkpoints;
-use crate::protocol::reply::Delivered;
-use crate::protocol::signals::{self, Signals};
-use crate::protocol::streamed::{self, Output, Streamed};
+use crate::policy::runs::Record;
+use crate::protocol::signals;
+use crate::protocol::streamed::{self, Output};
 use crate::publish::message::{self, Inherited, Outbound, PublishOptions};
 use crate::publish::outlet::Outlet;
 
@@ -71,6 +68,7 @@ pub struct TestApp {
     handlers: Vec<&'static HandlerDef>,
     states: States,
     log: Arc<Log>,
+    sent: Arc<Sent>,
     /// Cancelled by [`TestApp::draining`]: what `ctx.shutdown()` awaits.
     draining: CancellationToken,
     middlewares: Middlewares,
@@ -81,61 +79,27 @@ pub struct TestApp {
     groups: Vec<String>,
 }
 
+/// What handlers published (and what was dead-lettered), and what waits
+/// to be delivered.
 #[derive(Default)]
-struct Log {
-    /// Checkpoints by key: they outlive a run, as in the bucket.
-    checkpoints: Mutex<HashMap<String, Bytes>>,
-    /// Signals sent ([`TestApp::signal`]), by key.
-    signals: Mutex<HashMap<String, (Bytes, SystemTime)>>,
+struct Sent {
     published: Mutex<Vec<Published>>,
-    /// Streamed output, by key, in the order it was written.
-    streamed: Mutex<Vec<(String, Bytes)>>,
     pending: Mutex<VecDeque<Outbound>>,
-    sequences: Mutex<HashMap<String, u64>>,
-    /// What publishes, letters and signals are stamped with, and every
-    /// virtual wait moves on ([`TestApp::clock`]); the system's when none.
-    clock: Mutex<Option<ManualClock>>,
 }
 
-impl Log {
-    fn now(&self) -> SystemTime {
-        lock(&self.clock)
-            .as_ref()
-            .map_or_else(SystemTime::now, Clock::now)
-    }
-
-    /// A virtual wait of `delay`: the clock, if one was given, moves on.
-    fn wait(&self, delay: Duration) {
-        if let Some(clock) = lock(&self.clock).as_ref() {
-            clock.advance(delay);
-        }
+impl Sent {
+    fn record(&self, msg: &Outbound) {
+        lock(&self.published).push(Published(msg.clone()));
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-struct TestOutlet(Arc<Log>);
+struct TestOutlet(Arc<Sent>);
 
 impl Outlet for TestOutlet {
     fn publish(&self, msg: Outbound) -> BoxFuture<'_, Result<(), PublishError>> {
         self.0.record(&msg);
         lock(&self.0.pending).push_back(msg);
         Box::pin(async { Ok(()) })
-    }
-}
-
-impl Log {
-    fn record(&self, msg: &Outbound) {
-        lock(&self.published).push(Published(msg.clone()));
-    }
-
-    fn next_sequence(&self, stream: &str) -> u64 {
-        let mut seqs = lock(&self.sequences);
-        let n = seqs.entry(stream.to_owned()).or_default();
-        *n += 1;
-        *n
     }
 }
 
@@ -152,7 +116,8 @@ impl TestApp {
             app: "test".to_owned(),
             handlers: registry::handlers(),
             states: States::default(),
-            log: Arc::default(),
+            log: Arc::new(Log::virtual_time()),
+            sent: Arc::default(),
             draining: CancellationToken::new(),
             middlewares: Middlewares::default(),
             mistakes: Vec::new(),
@@ -189,10 +154,8 @@ impl TestApp {
     /// (virtual time).
     pub fn signal<T: Serialize + ?Sized>(&self, message_id: &str, name: &str, value: &T) {
         let value = serde_json::to_vec(value).unwrap_or_default();
-        lock(&self.log.signals).insert(
-            signals::key(message_id, name),
-            (value.into(), self.log.now()),
-        );
+        self.log
+            .signal(signals::key(message_id, name), value.into());
     }
 
     /// Runs on `clock` instead of the system's: letters, publishes and
@@ -211,7 +174,7 @@ impl TestApp {
     /// assert_eq!(clock.now(), start);
     /// ```
     pub fn clock(self, clock: ManualClock) -> TestApp {
-        *lock(&self.log.clock) = Some(clock);
+        self.log.set_clock(clock);
         self
     }
 
@@ -272,7 +235,7 @@ impl TestApp {
 
     /// What every call shares, once the startup checks pass: the state,
     /// the in-memory log; and each handler's middleware chain.
-    fn env(&self) -> Result<(Arc<Env>, Middlewares), Error> {
+    fn env(&self) -> Result<(Arc<Env>, Arc<Middlewares>), Error> {
         if let Some(mistake) = self.mistakes.first() {
             return Err(Error::Config(mistake.clone()));
         }
@@ -281,14 +244,14 @@ impl TestApp {
         middlewares.resolve(&self.handlers)?;
         let env = Arc::new(Env {
             states: Arc::new(self.states.clone()),
-            outlet: Arc::new(TestOutlet(self.log.clone())),
+            outlet: Arc::new(TestOutlet(self.sent.clone())),
             acks: None,
             draining: self.draining.clone(),
             checkpoints: self.log.clone(),
             signals: self.log.clone(),
             streamed: self.log.clone(),
         });
-        Ok((env, middlewares))
+        Ok((env, Arc::new(middlewares)))
     }
 
     /// Publishes `payload` as JSON to `subject` and delivers it, and
@@ -337,7 +300,7 @@ impl TestApp {
     /// What handlers published to `subject` (and what jetwire dead-lettered
     /// to `dlq.<subject>`), in order. Not what the test itself published.
     pub fn published(&self, subject: &str) -> Vec<Published> {
-        lock(&self.log.published)
+        lock(&self.sent.published)
             .iter()
             .filter(|p| p.subject == subject)
             .cloned()
@@ -349,16 +312,12 @@ impl TestApp {
     /// [`Publisher::follow_output`](crate::Publisher::follow_output) reads
     /// it: every delivery's chunks in order, each delivery's end.
     pub fn output(&self, message_id: &str, handler: &str) -> Vec<Output> {
-        let keys = streamed::keys(message_id, handler);
-        lock(&self.log.streamed)
-            .iter()
-            .filter_map(|(key, value)| streamed::parse(&keys, key, value.clone()))
-            .collect()
+        self.log.output(&streamed::keys(message_id, handler))
     }
 
     /// Every dead letter so far, in order.
     pub fn dead_letters(&self) -> Vec<Published> {
-        lock(&self.log.published)
+        lock(&self.sent.published)
             .iter()
             .filter(|p| subject::matches("dlq.>", &p.subject))
             .cloned()
@@ -370,7 +329,7 @@ impl TestApp {
         let mut report = self.deliver(&env, first).await;
         let mut deliveries = report.runs.len();
         loop {
-            let next = lock(&self.log.pending).pop_front();
+            let next = lock(&self.sent.pending).pop_front();
             let Some(msg) = next else { break };
             let follow_up = self.deliver(&env, msg).await;
             deliveries += follow_up.runs.len().max(1);
@@ -384,7 +343,7 @@ impl TestApp {
     }
 
     /// Delivers one message to every handler whose subject matches it.
-    async fn deliver(&self, env: &(Arc<Env>, Middlewares), msg: Outbound) -> Report {
+    async fn deliver(&self, env: &(Arc<Env>, Arc<Middlewares>), msg: Outbound) -> Report {
         let mut report = Report {
             subject: msg.subject.clone(),
             runs: Vec::new(),
@@ -394,26 +353,30 @@ impl TestApp {
         let targets = self.handlers.iter().filter_map(|h| {
             partition::delivery(h.subject, h.partitions(), &msg.subject, key).map(|to| (h, to))
         });
-        for (def, (partition, subject)) in targets {
-            let mut run = self.run_handler(env, def, &msg, &subject).await;
-            run.partition = partition;
-            report.runs.push(run);
+        for (def, to) in targets {
+            report.runs.push(self.run_handler(env, def, &msg, to).await);
         }
         report
     }
 
     /// Delivers `msg` on `subject` to one handler until it is acked or
-    /// dead-lettered.
+    /// dead-lettered, each redelivery at once, its delay waited virtually.
     async fn run_handler(
         &self,
-        (env, middlewares): &(Arc<Env>, Middlewares),
+        (env, middlewares): &(Arc<Env>, Arc<Middlewares>),
         def: &'static HandlerDef,
         msg: &Outbound,
-        subject: &str,
+        (partition, subject): (Option<u32>, String),
     ) -> Run {
-        let route = def.route(def.stream(None).into(), def.durable(None, &self.app).into());
-        let sequence = self.log.next_sequence(&route.stream);
-        let policy = def.policy();
+        let lane = Lane::new(def, &self.app, env.clone(), middlewares.clone());
+        let mut held = Held {
+            msg: Arc::new(msg.clone()),
+            subject,
+            sequence: self.log.next_sequence(&lane.route.stream),
+            published_at: self.log.now(),
+            deliveries: 0,
+            record: Record::default(),
+        };
         let mut run = Run {
             handler: def.name,
             attempts: 0,
@@ -425,55 +388,18 @@ impl TestApp {
             dlq_reason: None,
             discarded: false,
             failed_after_ack: false,
-            partition: None,
+            partition,
         };
-        // Stored once: every delivery of it has the same time.
-        let published_at = self.log.now();
-        // The delivery record the live loop keeps: here only pauses
-        // hand a delivery back.
-        let mut record = Record::default();
-        for deliveries in 1.. {
-            let delivered = Delivered {
-                deliveries,
-                stream_sequence: sequence,
-                published_at,
-            };
-            let meta = Meta::new(
-                &route,
-                subject.into(),
-                None,
-                msg.headers.clone(),
-                Origin::Known(delivered),
-            );
-            let ctx = Context::new(meta, env.clone());
-            let attempt = match runs::count(deliveries, record, ctx.max_deliver()) {
-                Count::Run { attempt } => attempt,
-                Count::Exhausted => ctx.max_deliver(),
-            };
-            ctx.meta().count_attempt(attempt);
-            if def.acks_first() {
-                ctx.acked_first();
+        loop {
+            let step = step::deliver(&lane, &mut held, || self.log.now()).await;
+            run.attempts = step.attempt;
+            run.outcomes.push(step.outcome);
+            run.errors.extend(step.failure);
+            run.errors.extend(step.unpublished);
+            if let Some(letter) = &step.letter {
+                self.sent.record(letter);
             }
-            let called = invoke(def, middlewares, msg.payload.clone(), ctx.clone()).await;
-            run.attempts = attempt;
-            run.outcomes.push(called.outcome);
-            // A pause or a continuation says why, and is no failure.
-            if let Some(e) = &called.error
-                && !matches!(called.outcome, Outcome::Pause(_) | Outcome::Continue)
-            {
-                run.errors.push(e.clone());
-            }
-            let outcome = counted(called.outcome, runs::may_pause(record));
-            let action = classify(&outcome, attempt, &policy);
-            // The plan the live loop carries out, played in memory.
-            let acked = ctx.acked_by(def.acks_first());
-            let plan = settlement_after(action, def.reads_dead_letters(), acked);
-            if let Some(reason) = plan.letter {
-                let error = called.error.as_deref().unwrap_or_default();
-                let now = self.log.now();
-                let failed = Failed::delivery(ctx.meta(), msg.payload.clone(), reason, error, now);
-                self.log.record(&letter::letter(failed));
-            }
+            let plan = step.plan;
             match plan.counted {
                 Counted::DeadLettered(reason) | Counted::GaveUp(reason) => {
                     run.dlq_reason = Some(reason);
@@ -483,20 +409,9 @@ impl TestApp {
                     run.failed_after_ack = true;
                     run.dlq_reason = plan.letter;
                 }
-                Counted::Paused => record = record.handed_back(),
-                Counted::Continued => {
-                    // Stored before the ack, as live; delivered in turn.
-                    if let Some(next) = &called.next
-                        && let Err(e) = ctx.publish_next(next).await
-                    {
-                        run.errors.push(e.to_string());
-                    }
-                    run.continued = true;
-                }
-                Counted::Acked | Counted::Retried => {}
+                Counted::Continued => run.continued = true,
+                Counted::Paused | Counted::Acked | Counted::Retried => {}
             }
-            ctx.clear_kept(plan.kept).await;
-            ctx.end_output(plan.leaves).await;
             match plan.answer {
                 Answer::Nak(delay) => {
                     match plan.counted {
@@ -509,54 +424,5 @@ impl TestApp {
             }
         }
         run
-    }
-}
-
-impl Streamed for Log {
-    fn put(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
-        let mut streamed = lock(&self.streamed);
-        // A key written again replaces its value and goes last, as in the bucket.
-        streamed.retain(|(k, _)| *k != key);
-        streamed.push((key, value));
-        Box::pin(async { Ok(()) })
-    }
-}
-
-impl Signals for Log {
-    fn send(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
-        lock(&self.signals).insert(key, (value, self.now()));
-        Box::pin(async { Ok(()) })
-    }
-
-    /// Virtual time: a signal not sent yet never comes, so the timeout
-    /// passes at once.
-    fn wait(
-        &self,
-        key: String,
-        published: SystemTime,
-        _timeout: Duration,
-    ) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
-        let found = lock(&self.signals)
-            .get(&key)
-            .filter(|(_, sent)| signals::fresh(*sent, published))
-            .map(|(value, _)| value.clone());
-        Box::pin(async move { Ok(found) })
-    }
-}
-
-impl Checkpoints for Log {
-    fn save(&self, key: String, value: Bytes) -> BoxFuture<'_, Result<(), Error>> {
-        lock(&self.checkpoints).insert(key, value);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn load(&self, key: String) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
-        let found = lock(&self.checkpoints).get(&key).cloned();
-        Box::pin(async move { Ok(found) })
-    }
-
-    fn remove(&self, key: String) -> BoxFuture<'_, ()> {
-        lock(&self.checkpoints).remove(&key);
-        Box::pin(async {})
     }
 }

@@ -91,7 +91,7 @@ pub struct LetterCounts {
 /// ```
 pub async fn status(config: &Config) -> Result<Status, Error> {
     let publisher = Publisher::connect(config).await?;
-    let js = publisher.parts().0.clone();
+    let js = publisher.parts("jetwire status")?.0.clone();
     let prefix = config.prefix();
     let own = |name: &str| match prefix {
         Some(p) => {

@@ -135,7 +135,7 @@ impl Publisher {
     /// # Ok(()) }
     /// ```
     pub async fn ensure_streams(&self, subjects: &[&str]) -> Result<Vec<String>, Error> {
-        let (js, config) = self.parts();
+        let (js, config) = self.parts("Publisher::ensure_streams")?;
         ensure_for_subjects(js, config, subjects).await
     }
 }
