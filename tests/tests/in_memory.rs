@@ -31,6 +31,26 @@ fn memory(app: &str) -> Config {
         .expect("valid")
 }
 
+/// The app of `handlers` on `memory://`, started, and what its handlers
+/// report; the guard keeps other tests' apps from starting meanwhile.
+async fn start(
+    handlers: &[&str],
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    jetwire::RunningApp,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let one = ONE_AT_A_TIME.lock().await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let running = App::new(memory("mem"))
+        .only(handlers)
+        .state(Seen(tx))
+        .start()
+        .await
+        .expect("starts with no server");
+    (one, running, rx)
+}
+
 async fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -49,14 +69,7 @@ async fn mem_flaky(n: u32, ctx: Context, seen: State<Seen>) -> Result<(), Handle
 
 #[tokio::test]
 async fn retries_wait_their_real_backoff_then_the_message_is_acked() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let running = App::new(memory("mem"))
-        .only(&["mem_flaky"])
-        .state(Seen(tx))
-        .start()
-        .await
-        .expect("starts with no server");
+    let (_one, running, mut rx) = start(&["mem_flaky"]).await;
     assert!(running.publisher().nats_client().is_none());
     let health = running.health();
     assert!(health.ready && health.connected, "{:?}", health.reasons);
@@ -107,14 +120,7 @@ async fn mem_poison_letters(letter: DeadLetter, seen: State<Seen>) -> Result<(),
 
 #[tokio::test]
 async fn a_permanent_failure_is_a_dead_letter_the_letter_handlers_get() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let running = App::new(memory("mem"))
-        .only(&["mem_poison", "mem_poison_letters"])
-        .state(Seen(tx))
-        .start()
-        .await
-        .expect("starts");
+    let (_one, running, mut rx) = start(&["mem_poison", "mem_poison_letters"]).await;
     running
         .publisher()
         .publish("queue.mem-poison", &9u32)
@@ -156,14 +162,7 @@ async fn mem_invoice(amount: u32, seen: State<Seen>) -> Result<(), HandlerError>
 
 #[tokio::test]
 async fn every_event_handler_gets_a_copy_and_what_handlers_publish_is_delivered() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let running = App::new(memory("mem"))
-        .only(&["mem_billing", "mem_audit", "mem_invoice"])
-        .state(Seen(tx))
-        .start()
-        .await
-        .expect("starts");
+    let (_one, running, mut rx) = start(&["mem_billing", "mem_audit", "mem_invoice"]).await;
     // Publisher::connect finds the app running in memory in this process.
     let publisher = Publisher::connect(&memory("other"))
         .await
@@ -191,14 +190,7 @@ async fn mem_approve(job: u32, ctx: Context, seen: State<Seen>) -> Result<(), Ha
 
 #[tokio::test]
 async fn a_signal_is_waited_for_and_streamed_output_is_followed_live() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let running = App::new(memory("mem"))
-        .only(&["mem_approve"])
-        .state(Seen(tx))
-        .start()
-        .await
-        .expect("starts");
+    let (_one, running, mut rx) = start(&["mem_approve"]).await;
     let publisher = running.publisher();
     // Followed before the message exists: nothing is missed.
     let mut output = publisher
@@ -263,14 +255,7 @@ async fn mem_keyed(n: u32, ctx: Context, seen: State<Seen>) -> Result<(), Handle
 
 #[tokio::test]
 async fn a_keys_messages_are_handled_in_the_order_published() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let running = App::new(memory("mem"))
-        .only(&["mem_keyed"])
-        .state(Seen(tx))
-        .start()
-        .await
-        .expect("starts");
+    let (_one, running, mut rx) = start(&["mem_keyed"]).await;
     let publisher = running.publisher();
     const KEYS: u32 = 6;
     const EACH: u32 = 20;
@@ -311,14 +296,7 @@ async fn mem_slow(_n: u32, ctx: Context, seen: State<Seen>) -> Result<(), Handle
 
 #[tokio::test]
 async fn shutdown_lets_the_calls_in_flight_finish() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let running = App::new(memory("mem"))
-        .only(&["mem_slow"])
-        .state(Seen(tx))
-        .start()
-        .await
-        .expect("starts");
+    let (_one, running, mut rx) = start(&["mem_slow"]).await;
     running
         .publisher()
         .publish("queue.mem-slow", &1u32)
