@@ -125,6 +125,27 @@ fn outbox_scenarios(q: bool) {
     );
 }
 
+/// How long the checkpoint scenario's calls waited for their checkpoints.
+#[allow(clippy::print_stdout)]
+fn checkpoint_waits() {
+    let mut waits = std::mem::take(
+        &mut *setup::CHECKPOINT_WAITS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    waits.sort_unstable();
+    let at = |q: f64| {
+        let i = (waits.len() as f64 * q) as usize;
+        waits.get(i).copied().unwrap_or(0)
+    };
+    println!(
+        "scenario=checkpoint-wait calls={} p50={}us p99={}us",
+        waits.len(),
+        at(0.5),
+        at(0.99)
+    );
+}
+
 #[allow(clippy::print_stdout)]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -175,6 +196,7 @@ fn main() {
     if want("checkpoint") {
         // Without and with a checkpoint per call: what a checkpoint costs.
         jetwire_against("checkpoint", Kind::Queue, Kind::Checkpoint, n / 4);
+        checkpoint_waits();
     }
     if want("middleware") {
         // Without and with one middleware that only calls `next`.

@@ -133,10 +133,20 @@ pub(crate) async fn bench_checkpoint(
     m: Msg,
     ctx: jetwire::Context,
 ) -> Result<(), jetwire::HandlerError> {
+    let began = std::time::Instant::now();
     ctx.checkpoint(&m.id).await?;
+    let waited = u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX);
+    CHECKPOINT_WAITS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(waited);
     seen(&m);
     Ok(())
 }
+
+/// How long each call of [`bench_checkpoint`] waited for its checkpoint to
+/// be stored, in microseconds.
+pub(crate) static CHECKPOINT_WAITS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
 /// The work-queue handler in 16 partitions: one message in flight per
 /// partition, each key's messages in order.

@@ -185,3 +185,72 @@ async fn a_checkpoint_over_the_limit_is_refused_with_why() {
         runs[0].errors()
     );
 }
+
+#[queue("queue.ckptmark")]
+async fn ckpt_mark(job: u64, ctx: Context) -> Result<(), HandlerError> {
+    ctx.checkpoint(&job).await?;
+    Ok(())
+}
+
+/// A bucket made before removals were markers (no message TTLs) is given
+/// them where jetwire may create: a settled message's checkpoint then goes
+/// as a purge marker that expires, and the bucket empties.
+#[tokio::test]
+async fn a_bucket_made_without_message_ttls_gets_them_and_settling_empties_it() {
+    let prefix = unique_prefix("ckptmark");
+    let url = shared_server().url();
+    let client = async_nats::connect(&url).await.expect("connects");
+    let js = async_nats::jetstream::new(client);
+    let bucket = format!(
+        "{}_JETWIRE_CHECKPOINTS",
+        prefix.to_uppercase().replace('.', "_")
+    );
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: bucket.clone(),
+        history: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("the old bucket");
+    let stream = format!("KV_{bucket}");
+    let ttls = || async {
+        let mut stream = js.get_stream(&stream).await.expect("there");
+        stream
+            .info()
+            .await
+            .expect("its info")
+            .config
+            .allow_message_ttl
+    };
+    assert!(!ttls().await);
+    let config = jetwire::Config::builder()
+        .url(&url)
+        .subject_prefix(&prefix)
+        .app("ckptmark")
+        .build()
+        .expect("valid");
+    let running = jetwire::App::new(config)
+        .only(&["ckpt_mark"])
+        .start()
+        .await
+        .expect("starts");
+    for job in 0..20u64 {
+        running
+            .publisher()
+            .publish("queue.ckptmark", &job)
+            .await
+            .expect("publish");
+    }
+    eventually(Duration::from_secs(10), "every job acked", || async {
+        (running.stats()[0].acked == 20).then_some(())
+    })
+    .await;
+    assert!(ttls().await, "message TTLs turned on");
+    eventually(
+        Duration::from_secs(10),
+        "the markers expired, the bucket empty",
+        || async { (checkpoint_keys(&prefix).await == 0).then_some(()) },
+    )
+    .await;
+    running.shutdown().await.expect("drains");
+}

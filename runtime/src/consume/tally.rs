@@ -90,7 +90,7 @@ impl Tally {
     /// Once the message is acked or terminated: removes its record.
     pub(super) async fn settled(&self, shared: &Shared) {
         if self.kept {
-            shared.binding.handbacks.runs.forget(&self.key).await;
+            shared.binding.handbacks.runs.forget(&self.key);
         }
     }
 }

@@ -2,12 +2,14 @@
 //! (checkpoints, signals): bound on first use, or made then where jetwire
 //! may create.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use tokio::sync::OnceCell;
 
 use crate::error::Error;
+use crate::protocol::removal;
 
 /// What is kept nobody removed (its message purged by an operator, say)
 /// goes after this.
@@ -25,7 +27,7 @@ pub(crate) struct Kept {
     max_value_size: usize,
     /// Whether it may be made (`JETWIRE_PROVISION=create`), with what.
     create: Option<(usize, jetstream::stream::StorageType)>,
-    store: OnceCell<kv::Store>,
+    store: OnceCell<Arc<kv::Store>>,
 }
 
 impl Kept {
@@ -48,10 +50,19 @@ impl Kept {
 
     /// The bucket, bound or made now if this is its first use.
     pub(crate) async fn store(&self) -> Result<&kv::Store, Error> {
-        self.store.get_or_try_init(|| self.open()).await
+        let store = self.store.get_or_try_init(|| self.open()).await?;
+        Ok(store)
     }
 
-    async fn open(&self) -> Result<kv::Store, Error> {
+    async fn open(&self) -> Result<Arc<kv::Store>, Error> {
+        let store = self.bind_or_make().await?;
+        let may_change = self.create.is_some();
+        Ok(Arc::new(
+            removal::allow_markers(&self.js, store, may_change).await,
+        ))
+    }
+
+    async fn bind_or_make(&self) -> Result<kv::Store, Error> {
         let (name, what) = (&self.name, self.what);
         let failed = |reason: String| Error::Stream {
             stream: format!("KV_{name}"),
@@ -77,7 +88,7 @@ impl Kept {
             num_replicas: replicas,
             ..Default::default()
         };
-        match self.js.create_key_value(wanted).await {
+        match removal::create(&self.js, wanted).await {
             Ok(store) => Ok(store),
             // Made meanwhile by another replica: bind it.
             Err(create) => self.js.get_key_value(name).await.map_err(|e| {
@@ -104,25 +115,22 @@ impl Kept {
     }
 
     /// The bucket if it is bound or exists; never made for a removal.
-    async fn existing(&self) -> Option<&kv::Store> {
+    async fn existing(&self) -> Option<&Arc<kv::Store>> {
         if let Some(store) = self.store.get() {
             return Some(store);
         }
         let store = self.js.get_key_value(&self.name).await.ok()?;
-        let _ = self.store.set(store);
+        let may_change = self.create.is_some();
+        let store = removal::allow_markers(&self.js, store, may_change).await;
+        let _ = self.store.set(Arc::new(store));
         self.store.get()
     }
 
-    /// Removes `key` by purging its subject from the bucket's stream, which
-    /// (unlike a key-value purge) leaves no marker behind; logging, not
-    /// failing, if it cannot: it ages out.
+    /// Removes `key` without waiting, leaving nothing that lasts (see
+    /// [`removal`]); a key left behind ages out.
     pub(crate) async fn remove(&self, key: &str) {
-        let Some(store) = self.existing().await else {
-            return;
-        };
-        let subject = format!("{}{key}", store.prefix);
-        if let Err(e) = store.stream.purge().filter(subject).await {
-            tracing::warn!(error = %e, key, bucket = %self.name, "could not remove what a settled message kept; it ages out");
+        if let Some(store) = self.existing().await {
+            removal::remove(store, key.to_owned(), self.what);
         }
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod lock;
 pub(crate) mod pin;
 pub(crate) mod pull;
 pub(crate) mod pull_error;
+pub(crate) mod removal;
 pub(crate) mod reply;
 pub(crate) mod runs;
 pub(crate) mod signals;

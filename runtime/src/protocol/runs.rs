@@ -8,6 +8,7 @@
 //!
 //! [`policy::runs`]: crate::policy::runs
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, kv};
@@ -15,6 +16,7 @@ use async_nats::jetstream::{self, kv};
 use crate::error::Error;
 use crate::names;
 use crate::policy::runs::{self, Record};
+use crate::protocol::removal;
 
 /// A record nobody removed (its message purged by an operator, say) goes
 /// after this. A record that went too soon only makes a message run once
@@ -44,7 +46,7 @@ impl RunKey {
 /// The bucket, made at startup and again if deleted under a running app.
 #[derive(Clone)]
 pub(crate) struct Runs {
-    store: kv::Store,
+    store: Arc<kv::Store>,
     js: jetstream::Context,
     /// Whether it may be made again (`JETWIRE_PROVISION=create`).
     create: bool,
@@ -74,7 +76,7 @@ impl Runs {
                 reason: format!("cannot bind the bucket where deliveries are counted: {e}"),
             })?;
             return Ok(Runs {
-                store,
+                store: Arc::new(store),
                 js: js.clone(),
                 create,
             });
@@ -89,7 +91,7 @@ impl Runs {
             num_replicas: replicas,
             ..Default::default()
         };
-        let store = match js.create_key_value(wanted).await {
+        let store = match removal::create(js, wanted).await {
             Ok(store) => store,
             // There already, perhaps made by another version: use it.
             Err(create) => js.get_key_value(&bucket).await.map_err(|e| Error::Stream {
@@ -99,8 +101,9 @@ impl Runs {
                 ),
             })?,
         };
+        let store = removal::allow_markers(js, store, true).await;
         Ok(Runs {
-            store,
+            store: Arc::new(store),
             js: js.clone(),
             create,
         })
@@ -150,12 +153,10 @@ impl Runs {
         self.write(key, record.handed_back()).await;
     }
 
-    /// Removes the message's record, leaving nothing behind.
-    pub(crate) async fn forget(&self, key: &RunKey) {
-        let subject = format!("{}{}", self.store.prefix, key.key);
-        if let Err(e) = self.store.stream.purge().filter(subject).await {
-            tracing::debug!(key = key.key, error = %e, "cannot remove a delivery record; it goes after a week");
-        }
+    /// Removes the message's record without waiting, leaving nothing that
+    /// lasts (see [`removal`]); a record left behind goes after a week.
+    pub(crate) fn forget(&self, key: &RunKey) {
+        removal::remove(&self.store, key.key.clone(), "the delivery record");
     }
 
     /// A write failed: the bucket may have been deleted under the app.

@@ -6,8 +6,9 @@ use jetwire::App;
 use jetwire_tests::{Server, unique_prefix};
 
 /// 100,000 jobs through a handler that checkpoints once each: once all
-/// are acked the checkpoint bucket's stream holds (about) nothing, no
-/// marker per message, so storage does not grow with throughput.
+/// are acked, and the purge markers' second has passed, the checkpoint
+/// bucket's stream holds (about) nothing, no marker per message, so
+/// storage does not grow with throughput.
 pub(crate) async fn checkpoint_churn() -> Result<String, String> {
     const NAME: &str = "checkpoint-churn";
     let n: u64 = std::env::var("CHURN_JOBS")
@@ -62,15 +63,23 @@ pub(crate) async fn checkpoint_churn() -> Result<String, String> {
         "KV_{}_JETWIRE_CHECKPOINTS",
         prefix.to_uppercase().replace('.', "_")
     );
-    let state = js
-        .get_stream(&bucket)
-        .await
-        .map_err(|e| format!("{bucket}: {e}"))?
-        .info()
-        .await
-        .map_err(|e| format!("{bucket}: {e}"))?
-        .state
-        .clone();
+    // Removals are purge markers that live a second: wait them out.
+    let settle_by = Instant::now() + Duration::from_secs(15);
+    let state = loop {
+        let state = js
+            .get_stream(&bucket)
+            .await
+            .map_err(|e| format!("{bucket}: {e}"))?
+            .info()
+            .await
+            .map_err(|e| format!("{bucket}: {e}"))?
+            .state
+            .clone();
+        if state.messages <= 100 || Instant::now() > settle_by {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     app.shutdown().await.map_err(|e| e.to_string())?;
     let line = format!(
         "fault {NAME}: jobs={n} acked={n} bucket_messages={} bucket_bytes={} took_s={took:.1}",
