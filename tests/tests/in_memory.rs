@@ -303,8 +303,15 @@ async fn shutdown_lets_the_calls_in_flight_finish() {
         .await
         .expect("taken in");
     assert_eq!(next(&mut rx).await, "begun");
+    let publisher = running.publisher();
     running.shutdown().await.expect("drains");
     assert_eq!(next(&mut rx).await, "finished while draining");
+    // Nothing handles a message now: refused, not silently dropped.
+    let e = publisher
+        .publish("queue.mem-slow", &2u32)
+        .await
+        .expect_err("refused after shutdown");
+    assert!(e.to_string().contains("has stopped"), "{e}");
 }
 
 struct Relay;

@@ -168,12 +168,15 @@ impl Engine {
     }
 
     /// Takes `msg` into the lane of every handler whose subject matches
-    /// it: what storing it in its streams is with a server.
-    fn accept(&self, msg: Outbound) -> Receipt {
+    /// it: what storing it in its streams is with a server. Refused once
+    /// the lanes it goes to have stopped (the app shut down): nothing
+    /// would ever handle it.
+    fn accept(&self, msg: Outbound) -> Result<Receipt, PublishError> {
         let msg = Arc::new(msg);
         let key = msg.headers.get(message::KEY).map(|k| k.as_str().to_owned());
         let published_at = self.log.now();
         let mut stored: Vec<(Arc<str>, u64)> = Vec::new();
+        let (mut matched, mut taken) = (0, 0);
         for entry in &self.lanes {
             let Some((partition, subject)) = partition::delivery(
                 entry.def.subject,
@@ -186,6 +189,7 @@ impl Engine {
             if partition != entry.partition {
                 continue;
             }
+            matched += 1;
             // One sequence per stream, whichever durables read it.
             let sequence = match stored.iter().find(|(s, _)| *s == entry.stream) {
                 Some((_, n)) => *n,
@@ -203,9 +207,20 @@ impl Engine {
                 deliveries: 0,
                 record: Record::default(),
             };
-            // A lane that stopped is draining: the message goes as the
-            // rest of its queue does.
-            let _ = entry.tx.send(held);
+            if entry.tx.send(held).is_ok() {
+                taken += 1;
+            }
+        }
+        if matched > 0 && taken == 0 {
+            return Err(PublishError::Send {
+                subject: msg.subject.clone(),
+                source: Box::new(std::io::Error::other(
+                    "the app running in memory (NATS_URL=memory://) has stopped, and nothing handles it now",
+                )),
+            });
+        }
+        if taken < matched {
+            tracing::warn!(subject = %msg.subject, handlers = matched - taken, "a message published after some handlers stopped is not delivered to them");
         }
         let (stream, sequence) = stored.into_iter().next().unwrap_or_else(|| {
             // Captured by nothing that reads it: stored, as a stream with
@@ -214,11 +229,11 @@ impl Engine {
             let n = self.log.next_sequence(&stream);
             (stream.into(), n)
         });
-        Receipt {
+        Ok(Receipt {
             stream: stream.to_string(),
             sequence,
             duplicate: false,
-        }
+        })
     }
 
     /// Stores a dead letter: logged, and delivered to the handlers of
@@ -231,13 +246,15 @@ impl Engine {
             error = header(dlq_letter::ERROR),
             "dead letter (NATS_URL=memory://: kept only while the process runs)"
         );
-        self.accept(letter);
+        if let Err(e) = self.accept(letter) {
+            tracing::warn!(error = %e, "the dead letter is not delivered");
+        }
     }
 }
 
 impl Local for Engine {
     fn publish(&self, msg: Outbound) -> Result<Receipt, PublishError> {
-        Ok(self.accept(msg))
+        self.accept(msg)
     }
 
     fn signal(&self, key: String, value: Bytes) {
@@ -254,8 +271,8 @@ struct EngineOutlet(Arc<Engine>);
 
 impl Outlet for EngineOutlet {
     fn publish(&self, msg: Outbound) -> BoxFuture<'_, Result<(), PublishError>> {
-        self.0.accept(msg);
-        Box::pin(async { Ok(()) })
+        let accepted = self.0.accept(msg).map(drop);
+        Box::pin(async move { accepted })
     }
 }
 
