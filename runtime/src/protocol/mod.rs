@@ -16,3 +16,4 @@ pub(crate) mod runs;
 pub(crate) mod signals;
 pub(crate) mod stream;
 pub(crate) mod streamed;
+pub(crate) mod version;

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 
+use crate::protocol::version;
+
 /// How long a purge marker lives: the least the server allows.
 const MARKER_TTL: Duration = Duration::from_secs(1);
 
@@ -67,13 +69,7 @@ pub(crate) async fn allow_markers(
 
 /// Whether the server keeps per-message TTLs (2.11 or later).
 fn server_has_ttl(js: &jetstream::Context) -> bool {
-    let info = js.client().server_info();
-    let mut parts = info
-        .version
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (2, 11)
+    version::at_least(&js.client().server_info().version, (2, 11))
 }
 
 /// Removes `key` from `store` without waiting for it; `what` names the

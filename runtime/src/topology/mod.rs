@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::handler::registry::HandlerDef;
 use crate::protocol::pull::HandBacks;
 use crate::protocol::runs::Runs;
+use crate::protocol::version;
 
 pub(crate) mod consumers;
 pub(crate) mod partitions;
@@ -59,9 +60,7 @@ pub(crate) fn check_server(version: &str, handlers: &[&'static HandlerDef]) -> R
 
 /// Whether a server of `version` (`2.12.8`) has consumer priority groups.
 fn has_priority_groups(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (2, 11)
+    version::at_least(version, (2, 11))
 }
 
 /// Binds or creates every stream and durable the handlers need, the
