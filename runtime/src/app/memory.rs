@@ -13,10 +13,11 @@ use crate::handler::state::States;
 use crate::memory::{Engine, Setup};
 use crate::observe::health::{Phase, Readiness};
 use crate::observe::http;
+use crate::publish::Publisher;
 use crate::publish::local::{self, Local};
 use crate::service::Service;
 
-use super::running::{RunningApp, Wire};
+use super::running::RunningApp;
 use super::tasks::{Tasks, supervise};
 
 /// What an app on `memory://` starts with, its checks passed.
@@ -76,9 +77,10 @@ pub(super) fn start(app: InMemory) -> Result<RunningApp, Error> {
     app.readiness.set_phase(Phase::Running);
     let (failed, failure) = tokio::sync::watch::channel(None);
     let supervisor = tokio::spawn(supervise(tasks, stop.clone(), failed));
+    let publisher = Publisher::in_memory(started.engine, Arc::new(app.config.clone()));
     Ok(RunningApp {
         config: app.config,
-        wire: Wire::Memory(started.engine),
+        publisher,
         supervisor,
         failure,
         stop,

@@ -360,12 +360,9 @@ impl App {
             abort: abort.clone(),
         };
         let stats = loops.spawn(&mut tasks, bindings, registration.instance());
+        let publisher = Publisher::with_outlet(client.clone(), outlet, shared_config.clone());
         let ctx = ServiceContext {
-            publisher: Publisher::with_outlet(
-                client.clone(),
-                outlet.clone(),
-                shared_config.clone(),
-            ),
+            publisher: publisher.clone(),
             jetstream: js.clone(),
             config: shared_config.clone(),
             stop: stop.clone(),
@@ -386,10 +383,7 @@ impl App {
         let supervisor = tokio::spawn(supervise(tasks, stop.clone(), failed));
         Ok(RunningApp {
             config,
-            wire: running::Wire::Nats {
-                client,
-                outlet: Box::new(outlet),
-            },
+            publisher,
             supervisor,
             failure,
             stop,

@@ -12,11 +12,9 @@ use crate::config::Config;
 use crate::consume::Counters;
 use crate::error::Error;
 use crate::handler::registry::HandlerDef;
-use crate::memory::Engine;
 use crate::observe::health::{Health, Phase, Readiness};
 use crate::observe::http;
 use crate::publish::Publisher;
-use crate::publish::outlet::JetStreamOutlet;
 
 use super::signal;
 
@@ -24,7 +22,9 @@ use super::signal;
 /// [`RunningApp::shutdown`] to drain first.
 pub struct RunningApp {
     pub(super) config: Config,
-    pub(super) wire: Wire,
+    /// What the app publishes through: its connection, or its handlers
+    /// in process (`NATS_URL=memory://`); shared by every `publisher()`.
+    pub(super) publisher: Publisher,
     /// Owns the handler loops and the advisory reader ([`supervise`]).
     pub(super) supervisor: tokio::task::JoinHandle<Vec<String>>,
     /// Why the supervisor stopped the app, once it has.
@@ -35,17 +35,6 @@ pub struct RunningApp {
     pub(super) readiness: Arc<Readiness>,
     /// Serves `/healthz`, `/readyz` and `/metrics` until dropped.
     pub(super) listener: Option<http::Listener>,
-}
-
-/// What a running app publishes through.
-pub(super) enum Wire {
-    /// The app's connection, and the outlet on it.
-    Nats {
-        client: async_nats::Client,
-        outlet: Box<JetStreamOutlet>,
-    },
-    /// Its handlers in process (`NATS_URL=memory://`).
-    Memory(Arc<Engine>),
 }
 
 impl fmt::Debug for RunningApp {
@@ -93,13 +82,7 @@ pub struct HandlerStats {
 impl RunningApp {
     /// A publisher sharing this app's connection and subject prefix.
     pub fn publisher(&self) -> Publisher {
-        let config = Arc::new(self.config.clone());
-        match &self.wire {
-            Wire::Nats { client, outlet } => {
-                Publisher::with_outlet(client.clone(), (**outlet).clone(), config)
-            }
-            Wire::Memory(engine) => Publisher::in_memory(engine.clone(), config),
-        }
+        self.publisher.clone()
     }
 
     /// The deployment's dead letters, on this app's connection.
@@ -186,11 +169,9 @@ impl RunningApp {
                 joined.unwrap_or_else(|e| vec![format!("the task supervisor failed: {e}")]),
             );
         }
-        let flushed = match &self.wire {
-            Wire::Nats { client, .. } => {
-                tokio::time::timeout(SHUTDOWN_MARGIN, client.flush()).await
-            }
-            Wire::Memory(_) => Ok(Ok(())),
+        let flushed = match self.publisher.nats_client() {
+            Some(client) => tokio::time::timeout(SHUTDOWN_MARGIN, client.flush()).await,
+            None => Ok(Ok(())),
         };
         match flushed {
             Ok(Ok(())) => {}
