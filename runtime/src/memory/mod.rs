@@ -88,10 +88,13 @@ impl Engine {
     /// running: spawn [`Started::tasks`].
     pub(crate) fn start(setup: Setup<'_>) -> Started {
         let log = Arc::new(Log::real_time());
+        // Every lane's intake first: the engine routes into them, and the
+        // calls publish through the engine.
         let mut lanes = Vec::new();
         let mut queues = Vec::new();
         for def in setup.handlers {
             let partitions = def.partitions().unwrap_or(0);
+            let mut own = Vec::new();
             for partition in std::iter::once(None).chain((0..partitions).map(Some)) {
                 let (tx, rx) = mpsc::unbounded_channel();
                 lanes.push(Entry {
@@ -100,8 +103,9 @@ impl Engine {
                     stream: def.stream(None).into(),
                     tx: tx.clone(),
                 });
-                queues.push((*def, partition, tx, rx));
+                own.push((partition, tx, rx));
             }
+            queues.push((*def, own));
         }
         let engine = Arc::new(Engine {
             log: log.clone(),
@@ -116,49 +120,41 @@ impl Engine {
             signals: log.clone(),
             streamed: log.clone(),
         });
-        let mut stats: Vec<(&'static HandlerDef, String, Arc<Counters>)> = Vec::new();
+        let mut stats = Vec::new();
         let mut tasks = Vec::new();
-        let mut current: Option<(Arc<Lane>, Arc<Counters>)> = None;
-        for (def, partition, tx, rx) in queues {
-            let (lane, counters) = match &current {
-                Some((lane, counters)) if std::ptr::eq(lane.def, def) => {
-                    (lane.clone(), counters.clone())
-                }
-                _ => {
-                    let lane = Arc::new(Lane::new(
-                        def,
-                        setup.app,
-                        env.clone(),
-                        setup.middlewares.clone(),
-                    ));
-                    let counters = Arc::new(Counters::new(def.name));
-                    counters.consuming(true);
-                    stats.push((def, lane.route.durable.to_string(), counters.clone()));
-                    current = Some((lane.clone(), counters.clone()));
-                    (lane, counters)
-                }
-            };
-            let running = Running {
-                lane,
-                tx,
-                counters,
-                engine: engine.clone(),
-                log: log.clone(),
-                stop: setup.stop.clone(),
-                abort: setup.abort.clone(),
-            };
-            // A partition is handled in order.
-            let width = match partition {
-                Some(_) => 1,
-                None => def.concurrency().max(1) as usize,
-            };
-            tasks.push(LaneTask {
-                name: match partition {
-                    Some(p) => format!("handler `{}`, partition {p}", def.name),
-                    None => format!("handler `{}`", def.name),
-                },
-                task: Box::pin(running.run(rx, width)),
-            });
+        for (def, own) in queues {
+            let lane = Arc::new(Lane::new(
+                def,
+                setup.app,
+                env.clone(),
+                setup.middlewares.clone(),
+            ));
+            let counters = Arc::new(Counters::new(def.name));
+            counters.consuming(true);
+            stats.push((def, lane.route.durable.to_string(), counters.clone()));
+            for (partition, tx, rx) in own {
+                let running = Running {
+                    lane: lane.clone(),
+                    tx,
+                    counters: counters.clone(),
+                    engine: engine.clone(),
+                    log: log.clone(),
+                    stop: setup.stop.clone(),
+                    abort: setup.abort.clone(),
+                };
+                // A partition is handled in order.
+                let width = match partition {
+                    Some(_) => 1,
+                    None => def.concurrency().max(1) as usize,
+                };
+                tasks.push(LaneTask {
+                    name: match partition {
+                        Some(p) => format!("handler `{}`, partition {p}", def.name),
+                        None => format!("handler `{}`", def.name),
+                    },
+                    task: Box::pin(running.run(rx, width)),
+                });
+            }
         }
         Started {
             engine,
