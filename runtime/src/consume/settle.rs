@@ -95,7 +95,7 @@ pub(super) async fn settle(
                 };
                 let plan = settlement(Action::DeadLetter(DlqReason::Exhausted), false);
                 if Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called)).await {
-                    tally.settled(&shared).await;
+                    tally.settled(&shared);
                 }
                 return;
             }
@@ -172,7 +172,7 @@ pub(super) async fn settle(
         Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called)).await
     };
     if settled && let Some(tally) = tally {
-        tally.settled(&shared).await;
+        tally.settled(&shared);
     }
 }
 

@@ -88,7 +88,7 @@ impl Tally {
     }
 
     /// Once the message is acked or terminated: removes its record.
-    pub(super) async fn settled(&self, shared: &Shared) {
+    pub(super) fn settled(&self, shared: &Shared) {
         if self.kept {
             shared.binding.handbacks.runs.forget(&self.key);
         }
