@@ -97,18 +97,23 @@ struct Keyed {
     n: u32,
 }
 
-/// Prints `DONE <key> <n> <µs since 1970> <subject>` after 3 ms of work.
-#[queue("queue.parts", partitions = 16, ack_wait = "2s")]
+/// Prints `DONE <key> <n> <µs since 1970> <subject> <attempt>` after 3 ms
+/// of work. Every 50th job of a key (n = 7, 57, ..) fails its first run.
+#[queue("queue.parts", partitions = 16, ack_wait = "2s", backoff = ["100ms"])]
 async fn part_job(job: Keyed, ctx: Context) -> Result<(), HandlerError> {
     tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    if job.n % 50 == 7 && ctx.attempt() == 1 {
+        return Err(HandlerError::transient("fails its first run"));
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
     say(&format!(
-        "DONE {} {} {now} {}",
+        "DONE {} {} {now} {} {}",
         job.key,
         job.n,
-        ctx.subject()
+        ctx.subject(),
+        ctx.attempt()
     ));
     Ok(())
 }
