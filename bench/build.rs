@@ -1,4 +1,5 @@
-//! Generates 200 handlers for the startup scenario.
+//! Generates 200 handlers for the startup and many-handlers scenarios;
+//! each counts what it handles (`setup::seen_by`).
 use std::fmt::Write;
 
 fn main() {
@@ -6,7 +7,7 @@ fn main() {
     for i in 0..200 {
         writeln!(
             src,
-            "#[jetwire::subscribe(\"startup.h{i}\")]\nasync fn startup_h{i}(_m: crate::setup::Msg) {{}}"
+            "#[jetwire::subscribe(\"startup.h{i}\", deliver = \"all\")]\nasync fn startup_h{i}(_m: crate::setup::Msg) {{ crate::setup::seen_by({i}); }}"
         )
         .ok();
     }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::rss::{rss_child, rss_child_main};
-use crate::scenarios::{jetwire_consume, latency, publish, raw_consume, startup};
+use crate::scenarios::{jetwire_consume, latency, many_handlers, publish, raw_consume, startup};
 use crate::setup::{
     CONCURRENCY, Kind, Throughput, loaded, median, on_own_runtime, quick, runs, server,
 };
@@ -256,6 +256,16 @@ fn main() {
         let n = if q { 20_000 } else { 100_000 };
         let (secs, mib) = on_own_runtime("jetwire", move || Box::pin(dlq::dlq_ls(n)));
         println!("scenario=dlq-ls-{n} jetwire_dlq_ls_limit_20={secs:.3}s peak_rss={mib:.1}MiB");
+    }
+    if want("many-handlers") {
+        // One app of 200 handlers: one busy (the `raw=` side of the line)
+        // against 20 busy at once, the same messages in all.
+        let count = 2 * n;
+        throughput(
+            "many-handlers",
+            || on_own_runtime("jetwire", move || Box::pin(many_handlers(1, count))),
+            || on_own_runtime("jetwire", move || Box::pin(many_handlers(20, count))),
+        );
     }
     if want("startup") {
         interleaved(

@@ -9,9 +9,9 @@ use futures_util::StreamExt;
 use jetwire::{App, Publisher};
 
 use crate::setup::{
-    AckWindow, CONCURRENCY, Cpu, HANDLED, Kind, LATENCIES, Msg, PARTITIONS, RAW_BATCH,
-    RECORD_LATENCY, STARTUP_HANDLERS, Throughput, all_acked, config, create_stream, fresh_prefix,
-    now_ns, raw_consumer, seen, server, wait_handled,
+    AckWindow, BY_HANDLER, CONCURRENCY, Cpu, HANDLED, Kind, LAST_BY_HANDLER, LATENCIES, Msg,
+    PARTITIONS, RAW_BATCH, RECORD_LATENCY, STARTUP_HANDLERS, Throughput, all_acked, config,
+    create_stream, fresh_prefix, now_ns, raw_consumer, seen, server, wait_handled,
 };
 
 /// jetwire consuming a preloaded stream: msgs/s from `start()` to all acked.
@@ -240,4 +240,65 @@ pub(crate) async fn startup(side: &'static str) -> f64 {
         }
         t0.elapsed().as_secs_f64()
     }
+}
+
+/// An app running all 200 generated handlers, `busy` of them with work:
+/// a backlog of `n` events loaded round-robin over their subjects (after
+/// a first start made the stream and the durables), then timed from
+/// `start()` until every one is handled. Prints how evenly the busy
+/// handlers were served: the slowest one's rate over the fastest one's,
+/// each its messages over the time to its last.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn many_handlers(busy: usize, n: u64) -> Throughput {
+    let prefix = fresh_prefix("many");
+    let names: Vec<String> = (0..STARTUP_HANDLERS)
+        .map(|i| format!("startup_h{i}"))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let start = || App::new(config(&prefix)).only(&refs).start();
+    start()
+        .await
+        .expect("start")
+        .shutdown()
+        .await
+        .expect("shutdown");
+    let publisher = Publisher::connect(&config(&prefix))
+        .await
+        .expect("publisher");
+    let subjects: Vec<String> = (0..busy).map(|i| format!("startup.h{i}")).collect();
+    let msg = Msg::new(0, 128);
+    let mut acks = AckWindow::new();
+    for k in 0..n {
+        let subject = &subjects[k as usize % busy];
+        acks.push(publisher.send(subject, &msg).await.expect("send"))
+            .await;
+    }
+    acks.drain().await;
+    HANDLED.store(0, Ordering::Relaxed);
+    for i in 0..STARTUP_HANDLERS {
+        BY_HANDLER[i].store(0, Ordering::Relaxed);
+        LAST_BY_HANDLER[i].store(0, Ordering::Relaxed);
+    }
+    let (t0, cpu0, started_ns) = (Instant::now(), Cpu::now(), now_ns());
+    let app = start().await.expect("start");
+    wait_handled(n).await;
+    let run = Throughput::since(t0, cpu0, n);
+    let rates: Vec<f64> = (0..busy)
+        .map(|i| {
+            let done = BY_HANDLER[i].load(Ordering::Relaxed) as f64;
+            let took = LAST_BY_HANDLER[i]
+                .load(Ordering::Relaxed)
+                .saturating_sub(started_ns)
+                .max(1) as f64;
+            done / (took / 1e9)
+        })
+        .collect();
+    let fastest = rates.iter().copied().fold(0.0, f64::max);
+    let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "scenario=many-handlers-fairness busy={busy} slowest={slowest:.0}msg/s fastest={fastest:.0}msg/s ratio={:.3}",
+        slowest / fastest
+    );
+    app.shutdown().await.expect("shutdown");
+    run
 }

@@ -95,6 +95,17 @@ pub(crate) fn now_ns() -> u64 {
 }
 
 pub(crate) static HANDLED: AtomicU64 = AtomicU64::new(0);
+/// What each of the 200 generated handlers handled, and when it last did
+/// (ns since 1970): the many-handlers scenario's per-handler rates.
+pub(crate) static BY_HANDLER: [AtomicU64; 200] = [const { AtomicU64::new(0) }; 200];
+pub(crate) static LAST_BY_HANDLER: [AtomicU64; 200] = [const { AtomicU64::new(0) }; 200];
+
+/// A generated handler's call: counted, with its time.
+pub(crate) fn seen_by(handler: usize) {
+    BY_HANDLER[handler].fetch_add(1, Ordering::Relaxed);
+    LAST_BY_HANDLER[handler].store(now_ns(), Ordering::Relaxed);
+    HANDLED.fetch_add(1, Ordering::Relaxed);
+}
 pub(crate) static RECORD_LATENCY: AtomicBool = AtomicBool::new(false);
 pub(crate) static LATENCIES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
