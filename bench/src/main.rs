@@ -257,6 +257,11 @@ fn main() {
         let (secs, mib) = on_own_runtime("jetwire", move || Box::pin(dlq::dlq_ls(n)));
         println!("scenario=dlq-ls-{n} jetwire_dlq_ls_limit_20={secs:.3}s peak_rss={mib:.1}MiB");
     }
+    growth(&want, n);
+}
+
+/// How the cost grows with handlers: many at once, and startup.
+fn growth(want: &dyn Fn(&str) -> bool, n: u64) {
     if want("many-handlers") {
         // One app of 200 handlers: one busy (the `raw=` side of the line)
         // against 20 busy at once, the same messages in all.
