@@ -121,53 +121,135 @@ fn keys_out_of_order(done: &[Done]) -> usize {
     out_of_order
 }
 
+/// A run of the partitioned worker: its replicas in their own processes,
+/// every job published, and what they finished so far.
+struct Run {
+    replicas: Vec<Option<WorkerProcess>>,
+    done: Vec<Done>,
+    deadline: Instant,
+}
+
+/// What a run lost, repeated and put out of order.
+struct Figures {
+    lost: usize,
+    repeated: usize,
+    out_of_order: usize,
+    /// The jobs failing their first run, and how many were first done on
+    /// their second.
+    retried: (usize, usize),
+}
+
+impl Run {
+    /// `count` replicas against `url`, every job published by `publisher`.
+    async fn start(url: &str, prefix: &str, count: usize, publisher: &jetwire::Publisher) -> Run {
+        let env = [("JETWIRE_WORKER_TTL", "2s")];
+        let replicas = replicas(WORKER, url, prefix, "partitioned", &env, count);
+        publish_all(publisher).await;
+        Run {
+            replicas,
+            done: Vec::new(),
+            deadline: Instant::now() + Duration::from_secs(90),
+        }
+    }
+
+    /// Three replicas on the shared server, a quarter of the jobs done.
+    async fn three_replicas_a_quarter_through(name: &str) -> Run {
+        let prefix = unique_prefix(name);
+        let publisher = jetwire::Publisher::connect(&config_for(&prefix))
+            .await
+            .expect("connects");
+        let mut run = Run::start(&shared_server().url(), &prefix, 3, &publisher).await;
+        run.until_a_quarter().await;
+        run
+    }
+
+    fn total() -> usize {
+        (KEYS * PER_KEY) as usize
+    }
+
+    fn collect(&mut self) {
+        let lines = drain_replicas(&self.replicas);
+        self.done
+            .extend(lines.iter().filter_map(|(i, l)| parse(*i, l)));
+    }
+
+    fn unique(&self) -> usize {
+        self.done
+            .iter()
+            .map(|d| (d.key.clone(), d.n))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// Collects until a quarter of the jobs are done.
+    async fn until_a_quarter(&mut self) {
+        while self.done.len() < Run::total() / 4 && Instant::now() < self.deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.collect();
+        }
+    }
+
+    /// Collects until every job is done, or the deadline.
+    async fn until_all(&mut self) {
+        while self.unique() < Run::total() && Instant::now() < self.deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.collect();
+        }
+    }
+
+    /// The replica that has done the most.
+    fn busiest(&self) -> usize {
+        (0..self.replicas.len())
+            .max_by_key(|i| self.done.iter().filter(|d| d.replica == *i).count())
+            .expect("replicas")
+    }
+
+    fn figures(&self) -> Figures {
+        Figures {
+            lost: Run::total() - self.unique(),
+            repeated: self.done.len() - self.unique(),
+            out_of_order: keys_out_of_order(&self.done),
+            retried: retried_jobs(&self.done),
+        }
+    }
+}
+
+impl Figures {
+    /// Asserts none lost and none out of order.
+    fn exact(&self) {
+        assert_eq!(self.lost, 0, "jobs lost");
+        assert_eq!(self.out_of_order, 0, "keys out of order");
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (retried, on_second) = self.retried;
+        write!(
+            f,
+            "lost {}, out of order {} keys, done twice {}, {retried} jobs failing once done on their second run {on_second}",
+            self.lost, self.out_of_order, self.repeated
+        )
+    }
+}
+
 #[tokio::test]
 #[allow(clippy::print_stdout)]
 async fn keys_keep_their_order_over_three_replicas_and_a_kill() {
-    let prefix = unique_prefix("parts");
-    let url = shared_server().url();
-    let env = [("JETWIRE_WORKER_TTL", "2s")];
-    let mut replicas = replicas(WORKER, &url, &prefix, "partitioned", &env, 3);
-    let publisher = jetwire::Publisher::connect(&config_for(&prefix))
-        .await
-        .expect("connects");
-    let mut done: Vec<Done> = Vec::new();
-    let collect = |replicas: &[Option<WorkerProcess>], done: &mut Vec<Done>| {
-        done.extend(
-            drain_replicas(replicas)
-                .iter()
-                .filter_map(|(i, l)| parse(*i, l)),
-        );
-    };
-    publish_all(&publisher).await;
-    let total = (KEYS * PER_KEY) as usize;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.len() < total / 4 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        collect(&replicas, &mut done);
-    }
+    let mut run = Run::three_replicas_a_quarter_through("parts").await;
     // The replica that has done the most is killed mid-run.
-    let busiest = (0..3)
-        .max_by_key(|i| done.iter().filter(|d| d.replica == *i).count())
-        .expect("replicas");
+    let busiest = run.busiest();
     let killed_at = Instant::now();
     let killed_at_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
-    let rest = replicas[busiest].take().expect("running").kill9();
-    done.extend(rest.iter().filter_map(|l| parse(busiest, l)));
-    let done_at_kill = done.len();
-    let unique = |done: &[Done]| {
-        done.iter()
-            .map(|d| (d.key.clone(), d.n))
-            .collect::<BTreeSet<_>>()
-            .len()
-    };
-    while unique(&done) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        collect(&replicas, &mut done);
-    }
+    let rest = run.replicas[busiest].take().expect("running").kill9();
+    run.done
+        .extend(rest.iter().filter_map(|l| parse(busiest, l)));
+    let done_at_kill = run.done.len();
+    run.until_all().await;
     let finished_after = killed_at.elapsed();
+    let done = &run.done;
     // The partitions the killed replica read last, and when another took
     // the first of them up.
     let held: BTreeSet<&str> = done
@@ -183,30 +265,27 @@ async fn keys_keep_their_order_over_three_replicas_and_a_kill() {
         .map(|d| Duration::from_micros((d.at - killed_at_us) as u64))
         .min()
         .expect("another replica read the killed one's partitions");
-    let lost = total - unique(&done);
-    let repeated = done.len() - unique(&done);
-
-    let out_of_order = keys_out_of_order(&done);
+    let figures = run.figures();
     let mut spread: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
     for d in done.iter().take(done_at_kill) {
         spread.entry(d.replica).or_default().insert(&d.subject);
     }
     let spread: Vec<(usize, usize)> = spread.iter().map(|(r, p)| (*r, p.len())).collect();
-    let (retried, on_second) = retried_jobs(&done);
     println!(
-        "partitions: {total} jobs, {KEYS} keys, 16 partitions, 3 replicas, one killed after {done_at_kill} done: lost {lost}, out of order {out_of_order} keys, done twice {repeated}, {retried} jobs failing once done on their second run {on_second}, its {} partitions read again after {taken_over:?}, all done {finished_after:?} after the kill (worker TTL 2s, ack_wait 2s); partitions read per replica before the kill {spread:?}",
+        "partitions: {} jobs, {KEYS} keys, 16 partitions, 3 replicas, one killed after {done_at_kill} done: {figures}, its {} partitions read again after {taken_over:?}, all done {finished_after:?} after the kill (worker TTL 2s, ack_wait 2s); partitions read per replica before the kill {spread:?}",
+        Run::total(),
         held.len()
     );
-    assert_eq!(lost, 0, "jobs lost");
-    assert_eq!(out_of_order, 0, "keys out of order");
+    figures.exact();
     assert_eq!(spread.len(), 3, "every replica read partitions: {spread:?}");
     assert!(taken_over < Duration::from_secs(10), "{taken_over:?}");
     // A partition has one message unacked at a time (`max_ack_pending =
     // 1`), and a job done but not yet acked when the kill came was done in
     // its last 300 ms: so at most one job per partition it read then.
     assert!(
-        repeated <= held.len(),
-        "only the killed replica's unacked jobs come twice, one per partition it held: {repeated} for {} partitions",
+        figures.repeated <= held.len(),
+        "only the killed replica's unacked jobs come twice, one per partition it held: {} for {} partitions",
+        figures.repeated,
         held.len()
     );
 }
@@ -218,117 +297,50 @@ async fn keys_keep_their_order_over_three_replicas_and_a_kill() {
 #[tokio::test]
 #[allow(clippy::print_stdout)]
 async fn keys_keep_their_order_when_a_replica_is_frozen_and_thawed() {
-    let prefix = unique_prefix("partsfrozen");
-    let url = shared_server().url();
-    let env = [("JETWIRE_WORKER_TTL", "2s")];
-    let replicas = replicas(WORKER, &url, &prefix, "partitioned", &env, 3);
-    let publisher = jetwire::Publisher::connect(&config_for(&prefix))
-        .await
-        .expect("connects");
-    let mut done: Vec<Done> = Vec::new();
-    let collect = |done: &mut Vec<Done>| {
-        done.extend(
-            drain_replicas(&replicas)
-                .iter()
-                .filter_map(|(i, l)| parse(*i, l)),
-        );
-    };
-    publish_all(&publisher).await;
-    let total = (KEYS * PER_KEY) as usize;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while done.len() < total / 4 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        collect(&mut done);
-    }
-    let busiest = (0..3)
-        .max_by_key(|i| done.iter().filter(|d| d.replica == *i).count())
-        .expect("replicas");
-    let frozen = replicas[busiest].as_ref().expect("running");
-    frozen.pause();
-    let at_freeze = done.len();
+    let mut run = Run::three_replicas_a_quarter_through("partsfrozen").await;
+    let busiest = run.busiest();
+    run.replicas[busiest].as_ref().expect("running").pause();
+    let at_freeze = run.done.len();
     // The fault itself: frozen for longer than ack_wait and the TTL.
     let thaw = Instant::now() + Duration::from_secs(5);
     while Instant::now() < thaw {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        collect(&mut done);
+        run.collect();
     }
-    let while_frozen = done.len() - at_freeze;
-    frozen.resume();
-    let unique = |done: &[Done]| {
-        done.iter()
-            .map(|d| (d.key.clone(), d.n))
-            .collect::<BTreeSet<_>>()
-            .len()
-    };
-    while unique(&done) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        collect(&mut done);
-    }
-    let lost = total - unique(&done);
-    let repeated = done.len() - unique(&done);
-    let out_of_order = keys_out_of_order(&done);
-    let (retried, on_second) = retried_jobs(&done);
+    let while_frozen = run.done.len() - at_freeze;
+    run.replicas[busiest].as_ref().expect("running").resume();
+    run.until_all().await;
+    let figures = run.figures();
     println!(
-        "partitions: {total} jobs, one of 3 replicas frozen 5 s after {at_freeze} done: {while_frozen} done by the others meanwhile; lost {lost}, out of order {out_of_order} keys, done twice {repeated}, {retried} jobs failing once done on their second run {on_second}"
+        "partitions: {} jobs, one of 3 replicas frozen 5 s after {at_freeze} done: {while_frozen} done by the others meanwhile; {figures}",
+        Run::total()
     );
-    assert_eq!(lost, 0, "jobs lost");
-    assert_eq!(out_of_order, 0, "keys out of order");
+    figures.exact();
     assert!(
         while_frozen > 0,
         "the others read its partitions while it was frozen"
     );
-    drop(replicas);
 }
 
 /// The same run on a server of its own, restarted a quarter of the way
-/// through: the replicas reconnect, each partition's replica finds what
-/// the server still has pending, and no key's jobs go out of order.
+/// through: the replicas reconnect and no key's jobs go out of order.
 #[tokio::test]
 #[allow(clippy::print_stdout)]
 async fn keys_keep_their_order_through_a_server_restart() {
     let prefix = unique_prefix("partsrestart");
     let mut server = jetwire_tests::Server::start();
-    let url = server.url();
-    let env = [("JETWIRE_WORKER_TTL", "2s")];
-    let replicas = replicas(WORKER, &url, &prefix, "partitioned", &env, 2);
     let publisher = jetwire::Publisher::connect(&config(&server, &prefix, "parts"))
         .await
         .expect("connects");
-    let mut done: Vec<Done> = Vec::new();
-    let collect = |done: &mut Vec<Done>| {
-        done.extend(
-            drain_replicas(&replicas)
-                .iter()
-                .filter_map(|(i, l)| parse(*i, l)),
-        );
-    };
-    publish_all(&publisher).await;
-    let total = (KEYS * PER_KEY) as usize;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while done.len() < total / 4 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        collect(&mut done);
-    }
-    let at_restart = done.len();
+    let mut run = Run::start(&server.url(), &prefix, 2, &publisher).await;
+    run.until_a_quarter().await;
+    let at_restart = run.done.len();
     server.restart();
-    let unique = |done: &[Done]| {
-        done.iter()
-            .map(|d| (d.key.clone(), d.n))
-            .collect::<BTreeSet<_>>()
-            .len()
-    };
-    while unique(&done) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        collect(&mut done);
-    }
-    let lost = total - unique(&done);
-    let repeated = done.len() - unique(&done);
-    let out_of_order = keys_out_of_order(&done);
-    let (retried, on_second) = retried_jobs(&done);
+    run.until_all().await;
+    let figures = run.figures();
     println!(
-        "partitions: {total} jobs, 2 replicas, the server restarted after {at_restart} done: lost {lost}, out of order {out_of_order} keys, done twice {repeated}, {retried} jobs failing once done on their second run {on_second}"
+        "partitions: {} jobs, 2 replicas, the server restarted after {at_restart} done: {figures}",
+        Run::total()
     );
-    assert_eq!(lost, 0, "jobs lost");
-    assert_eq!(out_of_order, 0, "keys out of order");
-    drop(replicas);
+    figures.exact();
 }
