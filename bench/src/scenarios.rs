@@ -194,13 +194,18 @@ pub(crate) async fn publish(side: &'static str, n: u64) -> Throughput {
     Throughput::since(t0, cpu0, n)
 }
 
+/// The names of the 200 handlers `build.rs` generates.
+fn generated_handlers() -> Vec<String> {
+    (0..STARTUP_HANDLERS)
+        .map(|i| format!("startup_h{i}"))
+        .collect()
+}
+
 /// Seconds from `start()` to consuming with 200 handlers; raw creates the
 /// same 200 durables by hand.
 pub(crate) async fn startup(side: &'static str) -> f64 {
     let prefix = fresh_prefix(side);
-    let names: Vec<String> = (0..STARTUP_HANDLERS)
-        .map(|i| format!("startup_h{i}"))
-        .collect();
+    let names = generated_handlers();
     let t0 = Instant::now();
     if side == "jetwire" {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -251,9 +256,7 @@ pub(crate) async fn startup(side: &'static str) -> f64 {
 #[allow(clippy::print_stdout)]
 pub(crate) async fn many_handlers(busy: usize, n: u64) -> Throughput {
     let prefix = fresh_prefix("many");
-    let names: Vec<String> = (0..STARTUP_HANDLERS)
-        .map(|i| format!("startup_h{i}"))
-        .collect();
+    let names = generated_handlers();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let start = || App::new(config(&prefix)).only(&refs).start();
     start()
