@@ -273,6 +273,24 @@ pub(crate) fn run_key(stream: &str, durable: &str, sequence: u64) -> String {
     format!("{}.{}.{sequence}", key_part(stream), key_part(durable))
 }
 
+/// The key of one loop's record of last runs begun in [`runs_bucket`]:
+/// its stream, its durable, `begun`, and the loop's own `id`. Never a
+/// [`run_key`], whose last part is a number.
+pub(crate) fn begun_key(stream: &str, durable: &str, id: &str) -> String {
+    format!(
+        "{}.{}.begun.{}",
+        key_part(stream),
+        key_part(durable),
+        key_part(id)
+    )
+}
+
+/// The keys of every loop's record of last runs begun on `durable` of
+/// `stream` (see [`begun_key`]).
+pub(crate) fn begun_keys(stream: &str, durable: &str) -> String {
+    format!("{}.{}.begun.*", key_part(stream), key_part(durable))
+}
+
 /// The longest a part of a key is written out; a longer one is hashed.
 const KEY_PART_MAX: usize = 128;
 

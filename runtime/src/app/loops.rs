@@ -82,7 +82,12 @@ impl Loops {
                     counters
                 }
             };
+            let begun = binding
+                .handbacks
+                .runs
+                .begun(&binding.route.stream, &binding.route.durable);
             let shared = Arc::new(Shared {
+                begun,
                 client: self.client.clone(),
                 reconnects: self.reconnects.clone(),
                 resume_from: AtomicU64::new(0),

@@ -27,6 +27,7 @@ use crate::handler::context::Env;
 use crate::handler::middleware::Middlewares;
 use crate::observe::metrics::{HandlerMetrics, Settled};
 use crate::policy::Sizing;
+use crate::protocol::begun::Begun;
 use crate::protocol::pull::Pull;
 use crate::publish::outlet::JetStreamOutlet;
 use crate::topology::Binding;
@@ -140,6 +141,8 @@ impl Counters {
 /// What one handler's loop and every one of its deliveries share.
 pub(crate) struct Shared {
     pub(crate) binding: Binding,
+    /// Where the loop marks the last runs it begins.
+    pub(crate) begun: Begun,
     /// Pulls, acks and advisories go through it; shared by every delivery.
     pub(crate) client: Arc<async_nats::Client>,
     /// Changes when the client connects again: a waiting pull is gone.

@@ -94,9 +94,8 @@ pub(super) async fn settle(
                     next: None,
                 };
                 let plan = settlement(Action::DeadLetter(DlqReason::Exhausted), false);
-                if Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called)).await {
-                    tally.settled(&shared);
-                }
+                let settled = Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called));
+                tally.ended(&shared, settled.await);
                 return;
             }
             let waited = match slots.calls.clone().try_acquire_owned() {
@@ -168,11 +167,12 @@ pub(super) async fn settle(
                 None => Box::pin(Tally::of(&shared, &ctx)).await,
             };
             paused.hand_back(&shared).await;
+            tally = Some(paused);
         }
         Box::pin(carry_out(&shared, &ctx, acker, payload, plan, called)).await
     };
-    if settled && let Some(tally) = tally {
-        tally.settled(&shared);
+    if let Some(tally) = tally {
+        tally.ended(&shared, settled);
     }
 }
 

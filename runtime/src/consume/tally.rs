@@ -1,6 +1,8 @@
 //! Counting a delivery's runs ([`policy::runs`]) as the loop meets it:
-//! read its record on a redelivery, mark a last run begun, record a
-//! hand-back, and remove the record once the message is settled.
+//! read its record on a redelivery (and the marks of last runs begun, on
+//! one that had every run it is allowed), mark a last run begun, record a
+//! hand-back, and remove the record and the mark once the message is
+//! settled.
 //!
 //! [`policy::runs`]: crate::policy::runs
 
@@ -18,6 +20,8 @@ pub(super) struct Tally {
     read: bool,
     /// Whether the server may hold a record that settling must remove.
     kept: bool,
+    /// Whether this delivery's last run was marked begun.
+    began: bool,
 }
 
 impl Tally {
@@ -25,23 +29,29 @@ impl Tally {
     pub(super) async fn of(shared: &Shared, ctx: &Context) -> Tally {
         let meta = ctx.meta();
         let delivered = meta.delivered();
+        let handbacks = &shared.binding.handbacks;
         let key = RunKey::new(
-            &meta.stream,
-            &meta.durable,
+            (&handbacks.stream, &handbacks.durable),
             delivered.stream_sequence,
             delivered.published_at,
         );
         let read = runs::needs_record(delivered.deliveries);
-        let record = match read {
-            true => shared.binding.handbacks.runs.read(&key).await,
+        let runs = &handbacks.runs;
+        let mut record = match read {
+            true => runs.read(&key).await,
             false => Record::default(),
         };
+        let kept = !record.is_empty();
+        if runs::needs_marks(delivered.deliveries, record, ctx.max_deliver()) {
+            record.last_begun = runs.any_began(&key).await;
+        }
         Tally {
             key,
             deliveries: delivered.deliveries,
-            kept: !record.is_empty(),
+            kept,
             record,
             read,
+            began: false,
         }
     }
 
@@ -70,14 +80,10 @@ impl Tally {
         if ctx.attempt() < ctx.max_deliver() {
             return;
         }
-        self.record.last_begun = true;
-        self.kept = true;
-        shared
-            .binding
-            .handbacks
-            .runs
-            .write(&self.key, self.record)
-            .await;
+        self.began = true;
+        let delivered = ctx.meta().delivered();
+        let at = delivered.published_at;
+        shared.begun.begin(delivered.stream_sequence, at).await;
     }
 
     /// Records that the delivery goes back unrun, before its nak.
@@ -87,9 +93,13 @@ impl Tally {
         runs.note_hand_back(&self.key, self.deliveries, known).await;
     }
 
-    /// Once the message is acked or terminated: removes its record.
-    pub(super) fn settled(&self, shared: &Shared) {
-        if self.kept {
+    /// Once the call is over and the message answered: removes its mark,
+    /// and, if the message is `settled` (acked or terminated), its record.
+    pub(super) fn ended(&self, shared: &Shared, settled: bool) {
+        if self.began {
+            shared.begun.end(self.key.sequence());
+        }
+        if settled && self.kept {
             shared.binding.handbacks.runs.forget(&self.key);
         }
     }

@@ -2,10 +2,11 @@
 //!
 //! The server counts deliveries, and a message pulled ahead and handed
 //! back unrun (at shutdown, on a leader change, a reconnect) is a delivery
-//! too. So jetwire keeps, for a message it has handed back or whose last
-//! run it began, a small record: how many of its deliveries it handed back,
-//! and whether its handler began the last run it is allowed. From the
-//! server's delivery count and that record, [`count`] decides:
+//! too. So jetwire keeps, for a message it has handed back, a small record
+//! of how many of its deliveries it handed back; and each loop marks the
+//! messages whose last allowed run it began, until they are settled. From
+//! the server's delivery count, that record and those marks (read only
+//! when [`needs_marks`] says so), [`count`] decides:
 //!
 //! ```text
 //! ran     = deliveries − 1 − hand-backs        runs before this delivery
@@ -47,7 +48,8 @@ pub(crate) fn server_max_deliver(max_deliver: u32) -> u32 {
 pub(crate) struct Record {
     /// Deliveries handed back unrun.
     pub(crate) handbacks: u32,
-    /// The handler began the last run it is allowed.
+    /// The handler began the last run it is allowed: a loop's mark, or a
+    /// record an older jetwire wrote.
     pub(crate) last_begun: bool,
 }
 
@@ -106,6 +108,13 @@ fn nanos(at: SystemTime) -> u128 {
         .as_nanos()
 }
 
+/// Runs of a message before its `deliveries`-th delivery.
+fn runs_before(deliveries: u32, record: Record) -> u32 {
+    deliveries
+        .saturating_sub(1)
+        .saturating_sub(record.handbacks)
+}
+
 /// What to do with a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Count {
@@ -121,9 +130,7 @@ pub(crate) enum Count {
 /// a handler with `max_deliver`.
 pub(crate) fn count(deliveries: u32, record: Record, max_deliver: u32) -> Count {
     let max = max_deliver.max(1);
-    let ran = deliveries
-        .saturating_sub(1)
-        .saturating_sub(record.handbacks);
+    let ran = runs_before(deliveries, record);
     if ran >= max {
         return if record.last_begun {
             Count::Exhausted
@@ -137,6 +144,14 @@ pub(crate) fn count(deliveries: u32, record: Record, max_deliver: u32) -> Count 
         return Count::Run { attempt: max };
     }
     Count::Run { attempt: ran + 1 }
+}
+
+/// Whether a delivery with `record` must look for a mark of its last run
+/// begun: one that has had every run `max_deliver` allows, so that
+/// [`count`] tells a crash during the last run from a last run never
+/// begun.
+pub(crate) fn needs_marks(deliveries: u32, record: Record, max_deliver: u32) -> bool {
+    runs_before(deliveries, record) >= max_deliver.max(1) && !record.last_begun
 }
 
 /// Whether a delivery must have its record read before it runs: every
@@ -180,6 +195,18 @@ mod tests {
         // last run still happens.
         assert_eq!(count(2, Record::default(), 1), Count::Run { attempt: 1 });
         assert_eq!(count(9, rec(1, false), 5), Count::Run { attempt: 5 });
+    }
+
+    #[test]
+    fn only_a_delivery_past_its_runs_looks_for_a_mark() {
+        assert!(!needs_marks(1, Record::default(), 1));
+        assert!(needs_marks(2, Record::default(), 1));
+        // Handed back once: its second delivery is still its first run.
+        assert!(!needs_marks(2, rec(1, false), 1));
+        assert!(!needs_marks(5, Record::default(), 5));
+        assert!(needs_marks(6, Record::default(), 5));
+        // A record that says so already needs no marks.
+        assert!(!needs_marks(2, rec(0, true), 1));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! JetStream's wire, as jetwire speaks it: what a delivery's reply
 //! subject says ([`reply`]), pull requests and the statuses that answer
-//! them ([`pull`]), answering a delivery ([`ack`]), and the records of
-//! deliveries handed back unrun ([`runs`]).
+//! them ([`pull`]), answering a delivery ([`ack`]), the records of
+//! deliveries handed back unrun ([`runs`]), and of the last runs a loop
+//! began ([`begun`]).
 
 pub(crate) mod ack;
+pub(crate) mod begun;
 pub(crate) mod checkpoints;
 pub(crate) mod kept;
 pub(crate) mod lock;

@@ -123,8 +123,7 @@ impl HandBacks {
             return;
         };
         let key = RunKey::new(
-            &self.stream,
-            &self.durable,
+            (&self.stream, &self.durable),
             delivered.stream_sequence,
             delivered.published_at,
         );

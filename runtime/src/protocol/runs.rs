@@ -2,9 +2,10 @@
 //! deployment, a key per message that has one, removed when the message
 //! is settled.
 //!
-//! Only a redelivery reads its record, and only a hand-back or the start
-//! of a last run writes one, so the common delivery (the first, of a
-//! handler allowed more than one) never touches the bucket.
+//! Only a redelivery reads its record, and only a hand-back writes one;
+//! the start of a last run is marked in its loop's record instead
+//! ([`begun`]). So the common delivery (the first, of a handler allowed
+//! more than one) never touches the bucket.
 //!
 //! [`policy::runs`]: crate::policy::runs
 
@@ -16,30 +17,49 @@ use async_nats::jetstream::{self, kv};
 use crate::error::Error;
 use crate::names;
 use crate::policy::runs::{self, Record};
+use crate::protocol::begun::{self, Begun};
 use crate::protocol::removal;
 
 /// A record nobody removed (its message purged by an operator, say) goes
 /// after this. A record that went too soon only makes a message run once
 /// more than `max_deliver` allows, never run less.
 const RECORDS_KEPT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-/// Room for the longest record.
-const RECORD_SIZE: i32 = 128;
+/// Room for the longest record: a loop's marks of last runs begun.
+pub(crate) const RECORD_SIZE: i32 = begun::SHEET_SIZE;
 
 /// One message's place in the bucket.
 #[derive(Debug, Clone)]
 pub(crate) struct RunKey {
-    key: String,
+    stream: Arc<str>,
+    durable: Arc<str>,
+    sequence: u64,
     /// When the server stored the message: a record is its own only if it
     /// says the same.
     stored_at: SystemTime,
 }
 
 impl RunKey {
-    pub(crate) fn new(stream: &str, durable: &str, sequence: u64, stored_at: SystemTime) -> Self {
+    pub(crate) fn new(
+        (stream, durable): (&Arc<str>, &Arc<str>),
+        sequence: u64,
+        stored_at: SystemTime,
+    ) -> Self {
         RunKey {
-            key: names::run_key(stream, durable, sequence),
+            stream: stream.clone(),
+            durable: durable.clone(),
+            sequence,
             stored_at,
         }
+    }
+
+    /// The message's stream sequence.
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Its key, written out only when the bucket is read or written.
+    fn key(&self) -> String {
+        names::run_key(&self.stream, &self.durable, self.sequence)
     }
 }
 
@@ -75,6 +95,7 @@ impl Runs {
                 stream: format!("KV_{bucket}"),
                 reason: format!("cannot bind the bucket where deliveries are counted: {e}"),
             })?;
+            check_room(&store)?;
             return Ok(Runs {
                 store: Arc::new(store),
                 js: js.clone(),
@@ -83,7 +104,8 @@ impl Runs {
         }
         let wanted = kv::Config {
             bucket: bucket.clone(),
-            description: "jetwire: deliveries handed back unrun, and last runs begun".into(),
+            description: "jetwire: deliveries handed back unrun, and each loop's last runs begun"
+                .into(),
             history: 1,
             max_age: RECORDS_KEPT,
             max_value_size: RECORD_SIZE,
@@ -102,6 +124,7 @@ impl Runs {
             })?,
         };
         let store = removal::allow_markers(js, store, true).await;
+        let store = make_room(js, store).await?;
         Ok(Runs {
             store: Arc::new(store),
             js: js.clone(),
@@ -112,27 +135,27 @@ impl Runs {
     /// The message's record; none if it has none or it cannot be read (it
     /// then counts every earlier delivery as a run, the safe side).
     pub(crate) async fn read(&self, key: &RunKey) -> Record {
-        match self.store.entry(&key.key).await {
+        match self.store.entry(key.key()).await {
             Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
                 Record::decode(&entry.value, key.stored_at)
             }
             Ok(_) => Record::default(),
             Err(e) => {
-                tracing::warn!(key = key.key, error = %e, "cannot read a delivery record; counting every earlier delivery as a run");
+                tracing::warn!(key = key.key(), error = %e, "cannot read a delivery record; counting every earlier delivery as a run");
                 Record::default()
             }
         }
     }
 
     /// Stores `record` and waits for the server: before a hand-back's nak,
-    /// so that the redelivery reads it, and before a last run begins.
-    pub(crate) async fn write(&self, key: &RunKey, record: Record) -> bool {
+    /// so that the redelivery reads it.
+    async fn write(&self, key: &RunKey, record: Record) -> bool {
         let value = bytes::Bytes::from(record.encode(key.stored_at));
-        match self.store.put(&key.key, value.clone()).await {
+        match self.store.put(key.key(), value.clone()).await {
             Ok(_) => true,
             Err(e) => {
                 self.repair(&e.to_string()).await;
-                self.store.put(&key.key, value).await.is_ok()
+                self.store.put(key.key(), value).await.is_ok()
             }
         }
     }
@@ -153,25 +176,71 @@ impl Runs {
         self.write(key, record.handed_back()).await;
     }
 
+    /// A record of the last runs a loop on `durable` of `stream` begins.
+    pub(crate) fn begun(&self, stream: &str, durable: &str) -> Begun {
+        let bucket = (self.store.clone(), self.js.clone(), self.create);
+        Begun::new(bucket, stream, durable)
+    }
+
+    /// Whether a loop on the key's durable marked its message's last run
+    /// begun (see [`begun::any_began`]).
+    pub(crate) async fn any_began(&self, key: &RunKey) -> bool {
+        let (stream, durable, sequence) = (&key.stream, &key.durable, key.sequence);
+        begun::any_began(&self.store, stream, durable, sequence, key.stored_at).await
+    }
+
     /// Removes the message's record without waiting, leaving nothing that
     /// lasts (see [`removal`]); a record left behind goes after a week.
     pub(crate) fn forget(&self, key: &RunKey) {
-        removal::remove(&self.store, key.key.clone(), "the delivery record");
+        removal::remove(&self.store, key.key(), "the delivery record");
     }
 
     /// A write failed: the bucket may have been deleted under the app.
     async fn repair(&self, error: &str) {
-        tracing::warn!(
-            bucket = self.store.name,
-            error,
-            "cannot record a hand-back; making sure the bucket exists"
-        );
-        if !self.create {
-            return;
-        }
-        let stream = self.store.stream.cached_info().config.clone();
-        if let Err(e) = self.js.get_or_create_stream(stream).await {
-            tracing::warn!(error = %e, "the delivery-record bucket cannot be made again");
-        }
+        begun::repair(&self.js, &self.store, self.create, error).await;
     }
+}
+
+/// Whether the bucket takes a record as long as [`RECORD_SIZE`]; made by
+/// an older jetwire, it may not.
+fn has_room(store: &kv::Store) -> bool {
+    let limit = store.stream.cached_info().config.max_message_size;
+    limit <= 0 || limit >= RECORD_SIZE
+}
+
+/// Fails startup under `bind` when the bucket's values are too small for
+/// the marks of last runs begun, naming the fix.
+fn check_room(store: &kv::Store) -> Result<(), Error> {
+    if has_room(store) {
+        return Ok(());
+    }
+    Err(Error::Stream {
+        stream: store.stream_name.clone(),
+        reason: format!(
+            "its values may be at most {} bytes, and the marks of last runs begun need {RECORD_SIZE}: start once with JETWIRE_PROVISION=create, or raise it (`nats stream edit {} --max-msg-size {RECORD_SIZE}`)",
+            store.stream.cached_info().config.max_message_size,
+            store.stream_name
+        ),
+    })
+}
+
+/// Raises the bucket's value size to [`RECORD_SIZE`] where it is less.
+async fn make_room(js: &jetstream::Context, store: kv::Store) -> Result<kv::Store, Error> {
+    if has_room(&store) {
+        return Ok(store);
+    }
+    let mut wanted = store.stream.cached_info().config.clone();
+    wanted.max_message_size = RECORD_SIZE;
+    let fail = |e: String| Error::Stream {
+        stream: store.stream_name.clone(),
+        reason: format!(
+            "cannot raise its value size to {RECORD_SIZE} bytes for the marks of last runs begun: {e}"
+        ),
+    };
+    js.update_stream(wanted)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    js.get_key_value(&store.name)
+        .await
+        .map_err(|e| fail(e.to_string()))
 }

@@ -171,7 +171,9 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
         }
     }
     if create && !places.is_empty() {
+        // The delivery-record bucket too: an older jetwire's is raised.
         publish.push(format!("$JS.API.STREAM.UPDATE.{advisories}"));
+        publish.push(format!("$JS.API.STREAM.UPDATE.{kv}"));
     }
     for (s, d) in &durables {
         publish.extend([
@@ -315,7 +317,8 @@ async fn check_own(
     let bucket = names::runs_bucket(prefix);
     if js.get_key_value(&bucket).await.is_err() {
         missing.push(format!(
-            "key-value bucket `{bucket}` (history 1, max age 7d, max value size 128): records of deliveries handed back unrun"
+            "key-value bucket `{bucket}` (history 1, max age 7d, max value size {}): records of deliveries handed back unrun and of last runs begun",
+            crate::protocol::runs::RECORD_SIZE
         ));
     }
     Ok(())
