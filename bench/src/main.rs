@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use crate::rss::{rss_child, rss_child_main};
-use crate::scenarios::{jetwire_consume, latency, many_handlers, publish, raw_consume, startup};
+use crate::scenarios::{
+    fan_out, jetwire_consume, latency, many_handlers, publish, raw_consume, startup,
+};
 use crate::setup::{
     CONCURRENCY, Kind, Throughput, loaded, median, on_own_runtime, quick, runs, server,
 };
@@ -23,6 +25,7 @@ mod outbox;
 mod rss;
 mod scenarios;
 mod setup;
+mod soak;
 
 #[allow(clippy::print_stdout)]
 fn line(name: &str, raw: f64, jw: f64, unit: &str) {
@@ -207,18 +210,7 @@ fn main() {
         jetwire_against("partitioned", Kind::Queue, Kind::Partitioned, n / 4);
     }
     if want("latency") {
-        let dur = Duration::from_secs(if q { 3 } else { 20 });
-        let (mut r50, mut r99, mut j50, mut j99) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..runs() {
-            let (a, b) = on_own_runtime("raw", move || Box::pin(latency("raw", 5000, dur)));
-            r50.push(a);
-            r99.push(b);
-            let (a, b) = on_own_runtime("jetwire", move || Box::pin(latency("jetwire", 5000, dur)));
-            j50.push(a);
-            j99.push(b);
-        }
-        line("latency-p50", median(r50), median(j50), "us");
-        line("latency-p99", median(r99), median(j99), "us");
+        latencies(q);
     }
     if want("publish") {
         throughput(
@@ -258,6 +250,50 @@ fn main() {
         println!("scenario=dlq-ls-{n} jetwire_dlq_ls_limit_20={secs:.3}s peak_rss={mib:.1}MiB");
     }
     growth(&want, n);
+    if only.contains(&"soak") {
+        // Only when named: ten minutes. `SOAK_RATE`, `SOAK_SECS` change it.
+        let env = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        soak::soak(
+            env("SOAK_RATE", 100_000),
+            Duration::from_secs(env("SOAK_SECS", 600)),
+        );
+    }
+}
+
+/// Publish-to-handle latency at 5k, 20k and 50k msg/s: p50, p99 and
+/// p99.9 of each side, interleaved.
+fn latencies(quick: bool) {
+    // `RATES=5000,20000` runs only those.
+    let only: Vec<u64> = std::env::var("RATES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    for (rate, secs) in [(5_000, 20), (20_000, 10), (50_000, 10)] {
+        if !only.is_empty() && !only.contains(&rate) {
+            continue;
+        }
+        let dur = Duration::from_secs(if quick { 3 } else { secs });
+        let (r, j) = interleave(
+            || on_own_runtime("raw", move || Box::pin(latency("raw", rate, dur))),
+            || on_own_runtime("jetwire", move || Box::pin(latency("jetwire", rate, dur))),
+        );
+        let k = rate / 1000;
+        for (i, p) in ["p50", "p99", "p99.9"].iter().enumerate() {
+            let name = format!("latency-{k}k-{p}");
+            line(
+                &name,
+                median_of(&r, |x| x[i]),
+                median_of(&j, |x| x[i]),
+                "us",
+            );
+        }
+    }
 }
 
 /// How the cost grows with handlers: many at once, and startup.
@@ -271,6 +307,18 @@ fn growth(want: &dyn Fn(&str) -> bool, n: u64) {
             || on_own_runtime("jetwire", move || Box::pin(many_handlers(1, count))),
             || on_own_runtime("jetwire", move || Box::pin(many_handlers(20, count))),
         );
+    }
+    if want("fan-out") {
+        // One app consuming an event stream (the `raw=` side of the line)
+        // against 10 apps consuming it each, in one process: rates and CPU
+        // per delivered message.
+        let side = |apps: usize| {
+            move || {
+                let prefix = loaded("jetwire", Kind::Events, n / 4, 128);
+                on_own_runtime("jetwire", move || Box::pin(fan_out(apps, n / 4, prefix)))
+            }
+        };
+        throughput("fan-out-10-apps", side(1), side(10));
     }
     if want("startup") {
         interleaved(

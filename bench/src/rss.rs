@@ -1,4 +1,5 @@
-//! Memory: the peak RSS of a child process consuming a backlog.
+//! Memory: the peak RSS of a child process consuming a backlog, and this
+//! process's RSS now.
 
 use async_nats::jetstream::{self};
 use futures_util::StreamExt;
@@ -36,10 +37,20 @@ pub(crate) fn rss_child(side: &'static str, n: u64) -> f64 {
 }
 
 pub(crate) fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// This process's RSS now, in MiB.
+pub(crate) fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// A size line of `/proc/self/status` (`field` with its colon), in MiB.
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }

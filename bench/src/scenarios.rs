@@ -1,5 +1,6 @@
 //! The scenarios, each side's version next to the other's: consuming a
-//! backlog, latency at a fixed rate, publishing, and startup.
+//! backlog, latency at a fixed rate, publishing, and startup; and how
+//! jetwire's cost grows: many handlers, many apps on one stream.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +42,60 @@ pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throu
     run
 }
 
+/// `apps` apps of one process, each with a durable of its own on one
+/// event stream preloaded with `n` messages, all consuming it: the run over
+/// every delivery (`apps × n`), and a line with the slowest and fastest
+/// app's rate.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn fan_out(apps: usize, n: u64, prefix: String) -> Throughput {
+    let client = async_nats::connect(server().url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    HANDLED.store(0, Ordering::Relaxed);
+    let (t0, cpu0) = (Instant::now(), Cpu::now());
+    let mut running = Vec::with_capacity(apps);
+    for i in 0..apps {
+        let mut config = config(&prefix);
+        config.app = format!("bench{i}");
+        let app = App::new(config).only(&["bench_event"]).start();
+        running.push(app.await.expect("start"));
+    }
+    let stream = js
+        .get_stream(Kind::Events.stream(&prefix))
+        .await
+        .expect("stream");
+    let durables: Vec<String> = running
+        .iter()
+        .map(|a| a.stats()[0].durable.clone())
+        .collect();
+    let mut took = vec![None; apps];
+    while took.iter().any(Option::is_none) {
+        for (i, durable) in durables.iter().enumerate() {
+            if took[i].is_some() {
+                continue;
+            }
+            if let Ok(info) = stream.consumer_info(durable).await
+                && info.num_pending == 0
+                && info.num_ack_pending == 0
+            {
+                took[i] = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let run = Throughput::since(t0, cpu0, apps as u64 * n);
+    let rates: Vec<f64> = took.iter().flatten().map(|s| n as f64 / s).collect();
+    let fastest = rates.iter().copied().fold(0.0, f64::max);
+    let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "scenario=fan-out-apps apps={apps} slowest={slowest:.0}msg/s fastest={fastest:.0}msg/s ratio={:.3}",
+        slowest / fastest
+    );
+    for app in running {
+        app.shutdown().await.expect("shutdown");
+    }
+    run
+}
+
 /// The hand-written consumer: a `fetch(1000)` loop, each batch decoded and
 /// acked with `for_each_concurrent(64)`.
 pub(crate) async fn raw_consume(kind: Kind, n: u64, prefix: String) -> Throughput {
@@ -74,8 +129,9 @@ pub(crate) async fn raw_consume(kind: Kind, n: u64, prefix: String) -> Throughpu
     Throughput::since(t0, cpu0, n)
 }
 
-/// Publishes at a fixed `rate` for `dur` and returns (p50, p99) in µs.
-pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> (f64, f64) {
+/// Publishes at a fixed `rate` for `dur` and returns p50, p99 and p99.9
+/// in µs.
+pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> [f64; 3] {
     let prefix = fresh_prefix(side);
     let client = async_nats::connect(server().url()).await.expect("connect");
     let js = jetstream::new(client.clone());
@@ -87,8 +143,12 @@ pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> (f6
     let (app, raw_task) = if side == "jetwire" {
         (
             Some(
+                // On the publisher's connection, as raw consumes on it: a
+                // second socket's reader on the one thread costs the median
+                // 40-100 µs and spreads the tail.
                 App::new(config(&prefix))
                     .only(&["bench_event"])
+                    .with_client(client.clone())
                     .start()
                     .await
                     .expect("start"),
@@ -146,7 +206,7 @@ pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> (f6
     lat.drain(..(rate as usize).min(lat.len() / 2));
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
-    (pct(0.50), pct(0.99))
+    [pct(0.50), pct(0.99), pct(0.999)]
 }
 
 /// Publishes `n` messages with `PUBLISH_WINDOW` acks in flight: msgs/s.

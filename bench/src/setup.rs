@@ -130,8 +130,8 @@ pub(crate) async fn bench_queue(m: Msg) {
     seen(&m);
 }
 
-/// The same, allowed one run: every run is its last, so each marks its
-/// start in the delivery-record bucket and removes the mark once settled.
+/// The same, allowed one run: every run is its last, so each waits until
+/// its loop's record of last runs begun holds its mark.
 #[queue("queue.bench-once", concurrency = 64, max_deliver = 1)]
 pub(crate) async fn bench_queue_once(m: Msg) {
     seen(&m);
