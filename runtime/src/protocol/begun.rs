@@ -20,7 +20,7 @@
 //!
 //! [`policy::runs`]: crate::policy::runs
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +28,7 @@ use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::names;
@@ -71,8 +71,6 @@ struct Inner {
     wake: Notify,
     /// A mark went: the next write may wait.
     tidy: Notify,
-    /// The last change stored.
-    stored: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -81,6 +79,9 @@ struct Sheet {
     marks: BTreeMap<u64, (u32, Instant)>,
     /// Changes made so far.
     changes: u64,
+    /// The runs waiting for their marks, in the order they began: each
+    /// with the change that made its mark.
+    waiting: VecDeque<(u64, oneshot::Sender<()>)>,
     ended: bool,
 }
 
@@ -105,7 +106,6 @@ impl Begun {
             sheet: Mutex::new(Sheet::default()),
             wake: Notify::new(),
             tidy: Notify::new(),
-            stored: watch::Sender::new(0),
         });
         tokio::spawn(write_changes(inner.clone()));
         Begun { inner }
@@ -116,20 +116,23 @@ impl Begun {
     /// stored (or failed: a mark that cannot be stored lets the run go
     /// ahead).
     pub(crate) async fn begin(&self, sequence: u64, stored_at: SystemTime) {
-        let mine = {
+        let (stored, mark) = oneshot::channel();
+        {
             let mut sheet = self.inner.sheet.lock().expect("not poisoned");
             sheet
                 .marks
                 .insert(sequence, (stamp(stored_at), Instant::now()));
             sheet.changes += 1;
-            if sheet.changes.is_multiple_of(PRUNE_EVERY) || sheet.marks.len() > MARKS_MAX {
+            let mine = sheet.changes;
+            sheet.waiting.push_back((mine, stored));
+            if mine.is_multiple_of(PRUNE_EVERY) || sheet.marks.len() > MARKS_MAX {
                 sheet.let_go_of_stale();
             }
-            sheet.changes
-        };
-        let mut stored = self.inner.stored.subscribe();
+        }
         self.inner.wake.notify_one();
-        let _ = stored.wait_for(|done| *done >= mine).await;
+        // Woken in the order the runs began, so calls that wait on one
+        // write start in the order they came.
+        let _ = mark.await;
     }
 
     /// The message at `sequence` is settled: its mark goes with the next
@@ -205,11 +208,7 @@ async fn write_changes(inner: Arc<Inner>) {
                     Ok(()) => changes,
                     Err(e) => inner.write_again(&e).await,
                 };
-                inner.stored.send_if_modified(|stored| {
-                    let newer = changes > *stored;
-                    *stored = (*stored).max(changes);
-                    newer
-                });
+                inner.release(changes);
             }
             () = inner.wake.notified(), if acks.len() < WRITES_AHEAD => {
                 let (changes, value, ended) = inner.snapshot();
@@ -247,6 +246,20 @@ async fn write_changes(inner: Arc<Inner>) {
 type Sent = std::pin::Pin<Box<dyn Future<Output = (u64, Result<(), String>)> + Send>>;
 
 impl Inner {
+    /// Lets every run whose mark came with `changes` or before go ahead.
+    fn release(&self, changes: u64) {
+        let mut sheet = self.sheet.lock().expect("not poisoned");
+        while sheet
+            .waiting
+            .front()
+            .is_some_and(|(mine, _)| *mine <= changes)
+        {
+            if let Some((_, run)) = sheet.waiting.pop_front() {
+                let _ = run.send(());
+            }
+        }
+    }
+
     /// The sheet's changes so far, its stored form, and whether the loop
     /// ended.
     fn snapshot(&self) -> (u64, bytes::Bytes, bool) {
