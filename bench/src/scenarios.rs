@@ -12,7 +12,7 @@ use jetwire::{App, Publisher};
 use crate::setup::{
     AckWindow, BY_HANDLER, CONCURRENCY, Cpu, HANDLED, Kind, LAST_BY_HANDLER, LATENCIES, Msg,
     PARTITIONS, RAW_BATCH, RECORD_LATENCY, STARTUP_HANDLERS, Throughput, all_acked, config,
-    create_stream, fresh_prefix, now_ns, raw_consumer, seen, server, wait_handled,
+    create_stream, fresh_prefix, now_ns, publish_paced, raw_consumer, seen, server, wait_handled,
 };
 
 /// jetwire consuming a preloaded stream: msgs/s from `start()` to all acked.
@@ -181,16 +181,7 @@ pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> [f6
     let t0 = tokio::time::Instant::now();
     let mut acks = AckWindow::new();
     for id in 0..total {
-        tokio::time::sleep_until(t0 + Duration::from_nanos(id * 1_000_000_000 / rate)).await;
-        let mut m = Msg::new(id, 128);
-        m.sent_ns = now_ns();
-        let body = serde_json::to_vec(&m).expect("json");
-        acks.push(
-            js.publish(subject.clone(), body.into())
-                .await
-                .expect("publish"),
-        )
-        .await;
+        publish_paced(&js, &subject, (t0, rate, id), &mut acks).await;
     }
     acks.drain().await;
     wait_handled(total).await;

@@ -375,6 +375,25 @@ where
     }
 }
 
+/// Publishes message `id` of a stream paced at `rate` from `t0`, stamped
+/// with the time it is sent; its ack goes into `acks`.
+pub(crate) async fn publish_paced(
+    js: &jetstream::Context,
+    subject: &str,
+    (t0, rate, id): (tokio::time::Instant, u64, u64),
+    acks: &mut AckWindow<jetstream::context::PublishAckFuture>,
+) {
+    tokio::time::sleep_until(t0 + Duration::from_nanos(id * 1_000_000_000 / rate)).await;
+    let mut m = Msg::new(id, 128);
+    m.sent_ns = now_ns();
+    let body = serde_json::to_vec(&m).expect("json");
+    let ack = js
+        .publish(subject.to_owned(), body.into())
+        .await
+        .expect("publish");
+    acks.push(ack).await;
+}
+
 /// Creates the stream jetwire would create for `kind` under `prefix`.
 pub(crate) async fn create_stream(
     js: &jetstream::Context,

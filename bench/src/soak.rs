@@ -10,7 +10,9 @@ use async_nats::jetstream;
 use jetwire::{App, Context, HandlerError, queue};
 
 use crate::rss::rss_mib;
-use crate::setup::{AckWindow, Msg, config, fresh_prefix, now_ns, on_own_runtime, server};
+use crate::setup::{
+    AckWindow, Msg, config, fresh_prefix, now_ns, on_own_runtime, publish_paced, server,
+};
 
 /// Latency buckets of 10 µs, up to 100 ms (the last holds the rest).
 const BUCKETS: usize = 10_000;
@@ -162,16 +164,7 @@ async fn feed(prefix: String, rate: u64, dur: Duration) -> Vec<Minute> {
     let (mut handled_before, mut dead_before) = (0, 0);
     let total = rate * dur.as_secs();
     for id in 0..total {
-        tokio::time::sleep_until(t0 + Duration::from_nanos(id * 1_000_000_000 / rate)).await;
-        let mut m = Msg::new(id, 128);
-        m.sent_ns = now_ns();
-        let body = serde_json::to_vec(&m).expect("json");
-        acks.push(
-            js.publish(subject.clone(), body.into())
-                .await
-                .expect("publish"),
-        )
-        .await;
+        publish_paced(&js, &subject, (t0, rate, id), &mut acks).await;
         if tokio::time::Instant::now() >= next_minute {
             next_minute += Duration::from_secs(60);
             let (p50_us, p99_us, p999_us) = take_percentiles();
