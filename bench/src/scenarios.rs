@@ -49,8 +49,6 @@ pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throu
 #[allow(clippy::print_stdout)]
 pub(crate) async fn fan_out(apps: usize, n: u64, prefix: String) -> Throughput {
     let client = async_nats::connect(server().url()).await.expect("connect");
-    let js = jetstream::new(client.clone());
-    HANDLED.store(0, Ordering::Relaxed);
     let (t0, cpu0) = (Instant::now(), Cpu::now());
     let mut running = Vec::with_capacity(apps);
     for i in 0..apps {
@@ -59,31 +57,18 @@ pub(crate) async fn fan_out(apps: usize, n: u64, prefix: String) -> Throughput {
         let app = App::new(config).only(&["bench_event"]).start();
         running.push(app.await.expect("start"));
     }
-    let stream = js
-        .get_stream(Kind::Events.stream(&prefix))
-        .await
-        .expect("stream");
+    let stream = Kind::Events.stream(&prefix);
     let durables: Vec<String> = running
         .iter()
         .map(|a| a.stats()[0].durable.clone())
         .collect();
-    let mut took = vec![None; apps];
-    while took.iter().any(Option::is_none) {
-        for (i, durable) in durables.iter().enumerate() {
-            if took[i].is_some() {
-                continue;
-            }
-            if let Ok(info) = stream.consumer_info(durable).await
-                && info.num_pending == 0
-                && info.num_ack_pending == 0
-            {
-                took[i] = Some(t0.elapsed().as_secs_f64());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let took = futures_util::future::join_all(durables.iter().map(|durable| async {
+        all_acked(&client, &stream, durable).await;
+        t0.elapsed().as_secs_f64()
+    }))
+    .await;
     let run = Throughput::since(t0, cpu0, apps as u64 * n);
-    let rates: Vec<f64> = took.iter().flatten().map(|s| n as f64 / s).collect();
+    let rates: Vec<f64> = took.iter().map(|s| n as f64 / s).collect();
     let fastest = rates.iter().copied().fold(0.0, f64::max);
     let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
     println!(

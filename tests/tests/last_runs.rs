@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures_util::TryStreamExt as _;
 use jetwire::{App, Context, Provision, State, queue};
-use jetwire_tests::{config, eventually, shared_server, unique_prefix};
+use jetwire_tests::{eventually, shared_server, unique_prefix};
 
 /// Per message, whether its call found its own mark stored when it began.
 #[derive(Clone, Default)]
@@ -85,25 +85,14 @@ async fn a_last_run_is_marked_before_its_call_and_unmarked_once_settled() {
         .await
         .expect("connect");
     let js = jetstream::new(client.clone());
-    // Made as jetwire makes it, before the app, so the handler can read it.
-    start(&prefix, Provision::Create)
+    let seen = Seen::default();
+    let app = start(&prefix, Provision::Create, seen.clone())
         .await
-        .expect("the first start")
-        .shutdown()
-        .await
-        .expect("shutdown");
+        .expect("the app starts");
     let store = js
         .get_key_value(runs_bucket(&prefix))
         .await
         .expect("bucket");
-    let seen = Seen::default();
-    let app = App::new(config(shared_server(), &prefix, "lr"))
-        .only(&["marked"])
-        .state(seen.clone())
-        .state(bucket(&prefix).await)
-        .start()
-        .await
-        .expect("the app starts");
     let publisher = app.publisher();
     const N: u64 = 40;
     for n in 0..N {
@@ -149,11 +138,16 @@ fn config_with(prefix: &str, provision: Provision) -> jetwire::Config {
         .expect("a valid config")
 }
 
-/// Starts the `marked` handler under `prefix` with `provision`.
-async fn start(prefix: &str, provision: Provision) -> Result<jetwire::RunningApp, jetwire::Error> {
+/// Starts the `marked` handler under `prefix` with `provision`, its
+/// calls noted in `seen`.
+async fn start(
+    prefix: &str,
+    provision: Provision,
+    seen: Seen,
+) -> Result<jetwire::RunningApp, jetwire::Error> {
     App::new(config_with(prefix, provision))
         .only(&["marked"])
-        .state(Seen::default())
+        .state(seen)
         .state(bucket(prefix).await)
         .start()
         .await
@@ -171,7 +165,7 @@ async fn a_bucket_too_small_for_the_marks_is_raised_under_create_and_refused_und
         let info = js.get_stream(&stream).await.expect("the bucket's stream");
         info.cached_info().config.max_message_size
     };
-    start(&prefix, Provision::Create)
+    start(&prefix, Provision::Create, Seen::default())
         .await
         .expect("the first start makes everything")
         .shutdown()
@@ -188,7 +182,7 @@ async fn a_bucket_too_small_for_the_marks_is_raised_under_create_and_refused_und
         .clone();
     small.max_message_size = 128;
     js.update_stream(small).await.expect("made small");
-    let err = start(&prefix, Provision::Bind)
+    let err = start(&prefix, Provision::Bind, Seen::default())
         .await
         .expect_err("a bucket too small under bind");
     let text = err.to_string();
@@ -197,7 +191,7 @@ async fn a_bucket_too_small_for_the_marks_is_raised_under_create_and_refused_und
         "the error names the bucket and both fixes: {text}"
     );
     assert_eq!(limit().await, 128, "bind changed the bucket");
-    start(&prefix, Provision::Create)
+    start(&prefix, Provision::Create, Seen::default())
         .await
         .expect("create raises the bucket's value size")
         .shutdown()

@@ -181,8 +181,8 @@ impl Sheet {
 }
 
 /// Writes the sheet each time it changed, up to [`WRITES_AHEAD`] writes
-/// at once, until the loop ends; then removes the record if nothing is
-/// marked.
+/// at once, until the loop ends; then removes the record it wrote if
+/// nothing is marked.
 ///
 /// Each write is sent before the next is made, in order on one connection
 /// to one stream, so the server stores them in order and the record ends
@@ -235,7 +235,9 @@ async fn write_changes(inner: Arc<Inner>) {
             tracing::debug!(key = inner.key, error = %e, changes, "a last write of the marks of last runs begun failed");
         }
     }
-    if inner.sheet.lock().expect("not poisoned").marks.is_empty()
+    // A loop that never marked a run wrote no record: nothing to remove.
+    if sent > 0
+        && inner.sheet.lock().expect("not poisoned").marks.is_empty()
         && let Err(e) = inner.store.purge(&inner.key).await
     {
         tracing::debug!(key = inner.key, error = %e, "cannot remove an empty record of last runs begun; it ages out");

@@ -149,14 +149,12 @@ impl Runs {
 
     /// Stores `record` and waits for the server: before a hand-back's nak,
     /// so that the redelivery reads it.
-    async fn write(&self, key: &RunKey, record: Record) -> bool {
+    async fn write(&self, key: &RunKey, record: Record) {
         let value = bytes::Bytes::from(record.encode(key.stored_at));
-        match self.store.put(key.key(), value.clone()).await {
-            Ok(_) => true,
-            Err(e) => {
-                self.repair(&e.to_string()).await;
-                self.store.put(key.key(), value).await.is_ok()
-            }
+        if let Err(e) = self.store.put(key.key(), value.clone()).await {
+            self.repair(&e.to_string()).await;
+            // `repair` said why; unrecorded, the redelivery counts it as a run.
+            let _ = self.store.put(key.key(), value).await;
         }
     }
 
