@@ -137,38 +137,52 @@ mod tests {
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(30));
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+        };
+        // The file is made, and put in WAL mode, once: switching the mode
+        // takes a lock that opening connections do not wait for, and is
+        // not what this test is about.
+        runtime().block_on(async {
+            let made = sqlx::sqlite::SqlitePool::connect_with(options.clone()).await;
+            made.expect("the file is made").close().await;
+        });
         let start = std::sync::Arc::new(std::sync::Barrier::new(8));
-        let replicas: Vec<_> = (0..8)
-            .map(|i| {
-                let (options, start) = (options.clone(), start.clone());
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a runtime");
-                    rt.block_on(async move {
-                        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                            .max_connections(1)
-                            .connect_with(options)
-                            .await
-                            .expect("open");
-                        // Two sets of tables: the first migration of each
-                        // writes while others read theirs.
-                        let tables = Tables::with_prefix(format!("r{}_", i % 2)).expect("prefix");
-                        start.wait();
-                        let migrated = tables.migrate(&pool).await;
-                        pool.close().await;
-                        migrated
-                    })
-                })
-            })
-            .collect();
-        for replica in replicas {
-            replica
-                .join()
-                .expect("joined")
+        let (done, results) = std::sync::mpsc::channel();
+        for i in 0..8 {
+            let (options, start, done) = (options.clone(), start.clone(), done.clone());
+            std::thread::spawn(move || {
+                let migrated = runtime().block_on(async move {
+                    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options)
+                        .await;
+                    // Every replica reaches the barrier, opened or not, so
+                    // one that failed fails the test instead of hanging it.
+                    start.wait();
+                    let pool = pool.map_err(|e| format!("open: {e}"))?;
+                    // Two sets of tables: the first migration of each
+                    // writes while others read theirs.
+                    let tables = Tables::with_prefix(format!("r{}_", i % 2)).expect("prefix");
+                    let migrated = tables.migrate(&pool).await.map_err(|e| format!("{e}"));
+                    pool.close().await;
+                    migrated
+                });
+                let _ = done.send(migrated);
+            });
+        }
+        drop(done);
+        for _ in 0..8 {
+            results
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .expect("every replica ends within two minutes")
                 .expect("a migration running beside others succeeds");
         }
-        let _ = std::fs::remove_file(&file);
+        for end in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{end}", file.display()));
+        }
     }
 }
