@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::rss::{rss_child, rss_child_main};
 use crate::scenarios::{
-    fan_out, jetwire_consume, latency, many_handlers, publish, raw_consume, startup,
+    fan_out, jetwire_consume, latency, many_handlers, publish, publish_fast, raw_consume, startup,
 };
 use crate::setup::{
     CONCURRENCY, Kind, Throughput, loaded, median, on_own_runtime, quick, runs, server,
@@ -149,6 +149,40 @@ fn checkpoint_waits() {
     );
 }
 
+/// Publishing against raw: one message at a time with an acked window,
+/// and as one fast batch.
+fn publish_scenarios(want: &dyn Fn(&str) -> bool, npub: u64) {
+    if want("publish") {
+        throughput(
+            "publish",
+            || on_own_runtime("raw", move || Box::pin(publish("raw", npub))),
+            || on_own_runtime("jetwire", move || Box::pin(publish("jetwire", npub))),
+        );
+        // The same, with raw sending jetwire's headers: what the framework
+        // costs beyond the message id the server deduplicates.
+        throughput(
+            "publish-same-headers",
+            || on_own_runtime("raw", move || Box::pin(publish("raw-headers", npub))),
+            || on_own_runtime("jetwire", move || Box::pin(publish("jetwire", npub))),
+        );
+    }
+    if want("publish-fast") {
+        // One `publish_fast` call against raw per-message publishing with
+        // an acked window: messages without headers on both sides, then
+        // with jetwire's headers on both.
+        throughput(
+            "publish-fast",
+            || on_own_runtime("raw", move || Box::pin(publish("raw", npub))),
+            || on_own_runtime("jetwire", move || Box::pin(publish_fast(npub, false))),
+        );
+        throughput(
+            "publish-fast-same-headers",
+            || on_own_runtime("raw", move || Box::pin(publish("raw-headers", npub))),
+            || on_own_runtime("jetwire", move || Box::pin(publish_fast(npub, true))),
+        );
+    }
+}
+
 #[allow(clippy::print_stdout)]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -212,20 +246,7 @@ fn main() {
     if want("latency") {
         latencies(q);
     }
-    if want("publish") {
-        throughput(
-            "publish",
-            || on_own_runtime("raw", move || Box::pin(publish("raw", npub))),
-            || on_own_runtime("jetwire", move || Box::pin(publish("jetwire", npub))),
-        );
-        // The same, with raw sending jetwire's headers: what the framework
-        // costs beyond the message id the server deduplicates.
-        throughput(
-            "publish-same-headers",
-            || on_own_runtime("raw", move || Box::pin(publish("raw-headers", npub))),
-            || on_own_runtime("jetwire", move || Box::pin(publish("jetwire", npub))),
-        );
-    }
+    publish_scenarios(&want, npub);
     if want("memory") {
         let (small, big) = if q {
             (10_000, 100_000)

@@ -216,7 +216,9 @@ pub use crate::handler::registry;
 pub use crate::observe::health::{HandlerHealth, Health};
 pub use crate::policy::RetryPause;
 pub use crate::protocol::streamed::Output;
-pub use crate::publish::{PendingReceipt, PublishOptions, Publisher, Receipt};
+pub use crate::publish::{
+    BatchError, BatchReceipt, PendingReceipt, PublishOptions, Publisher, Receipt,
+};
 pub use crate::service::{BoxFuture, Service, ServiceContext};
 pub use crate::topology::status;
 /// The NATS client jetwire is built on, at the version it uses: for

@@ -177,6 +177,43 @@ async fn every_event_handler_gets_a_copy_and_what_handlers_publish_is_delivered(
     running.shutdown().await.expect("drains");
 }
 
+#[tokio::test]
+async fn batches_are_taken_in_in_order_with_their_receipts() {
+    let (_one, running, mut rx) = start(&["mem_invoice"]).await;
+    let publisher = running.publisher();
+    let batch = |range: std::ops::Range<u32>| {
+        range
+            .map(|n| {
+                jetwire::publish::Message::json("queue.mem-invoice", &n, PublishOptions::new())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .expect("messages")
+    };
+    let receipts = publisher
+        .publish_batch(batch(1..4))
+        .await
+        .expect("taken in");
+    assert_eq!(receipts.len(), 3);
+    let fast = publisher.publish_fast(batch(4..6)).await.expect("taken in");
+    assert_eq!(fast.count, 2);
+    assert_eq!(fast.last_sequence, receipts[2].sequence + 2);
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(next(&mut rx).await);
+    }
+    assert_eq!(
+        got,
+        [
+            "invoice 1",
+            "invoice 2",
+            "invoice 3",
+            "invoice 4",
+            "invoice 5"
+        ]
+    );
+    running.shutdown().await.expect("drains");
+}
+
 #[queue("queue.mem-approve")]
 async fn mem_approve(job: u32, ctx: Context, seen: State<Seen>) -> Result<(), HandlerError> {
     ctx.stream_output(&format!("job {job}: waiting")).await?;

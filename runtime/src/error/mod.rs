@@ -68,6 +68,18 @@ pub enum PublishError {
         #[source]
         source: BoxError,
     },
+    /// The stream refused the message, and said why (a fast batch's
+    /// answer: a message over the stream's size, a full stream, a stream
+    /// that does not take fast batches).
+    #[error("JetStream refused the message on `{subject}`: {reason}")]
+    Refused {
+        /// The subject.
+        subject: String,
+        /// JetStream's error code, when it gave one.
+        code: Option<u64>,
+        /// What the server said.
+        reason: String,
+    },
 }
 
 /// What kind of failure a [`PublishError`] is: what a caller that tries
@@ -140,6 +152,7 @@ impl PublishError {
                 },
                 None => PublishErrorKind::Unreachable,
             },
+            PublishError::Refused { code, .. } => PublishErrorKind::Refused(*code),
         }
     }
 }

@@ -199,8 +199,14 @@ pub(crate) fn dead_letter(handler: &str, reason: &'static str) {
 
 /// JetStream stored a message jetwire published into `stream`.
 #[inline]
-#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn published(stream: &str) {
+    published_many(stream, 1);
+}
+
+/// `count` messages stored in `stream` at once (a batch).
+#[inline]
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn published_many(stream: &str, count: u64) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(PUBLISHED, "stream" => stream.to_owned()).increment(1);
+    metrics::counter!(PUBLISHED, "stream" => stream.to_owned()).increment(count);
 }

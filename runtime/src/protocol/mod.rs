@@ -7,6 +7,7 @@
 pub(crate) mod ack;
 pub(crate) mod begun;
 pub(crate) mod checkpoints;
+pub(crate) mod fast;
 pub(crate) mod kept;
 pub(crate) mod lock;
 pub(crate) mod pin;

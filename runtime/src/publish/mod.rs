@@ -6,12 +6,14 @@
 //! same way and sends it through one outlet: JetStream live, a log in
 //! `TestApp`, the app's handlers in process on `memory://` (`local`).
 
+pub(crate) mod batch;
 pub(crate) mod local;
 pub(crate) mod message;
 pub(crate) mod outlet;
 pub(crate) mod partitions;
-mod publisher;
+pub(crate) mod publisher;
 
+pub use batch::{BatchError, BatchReceipt};
 pub use message::{
     CONTENT_TYPE, CORRELATION_ID, KEY, MSG_ID, Message, PublishOptions, TRACEPARENT, TRACESTATE,
     VERSION,

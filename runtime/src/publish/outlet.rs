@@ -50,18 +50,23 @@ pub(crate) struct JetStreamOutlet {
 }
 
 impl JetStreamOutlet {
-    /// Sends, returning the future of JetStream's ack: nothing is
-    /// confirmed until it is awaited.
-    pub(crate) async fn send_pending(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
+    /// The subject `msg` goes to on the server: with the prefix, and in
+    /// its partition when it has a key.
+    pub(crate) async fn route(&self, msg: &Outbound) -> Result<String, PublishError> {
         let subject = subject::with_prefix(self.prefix.as_deref(), &msg.subject);
-        let subject = self
-            .partitions
+        self.partitions
             .route(&self.js, subject, &msg.headers)
             .await
             .map_err(|source| PublishError::Send {
                 subject: msg.subject.clone(),
                 source,
-            })?;
+            })
+    }
+
+    /// Sends, returning the future of JetStream's ack: nothing is
+    /// confirmed until it is awaited.
+    pub(crate) async fn send_pending(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
+        let subject = self.route(&msg).await?;
         let ack = self
             .js
             .publish_with_headers(subject, msg.headers, msg.payload)

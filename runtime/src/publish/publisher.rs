@@ -163,6 +163,14 @@ impl Publisher {
         }
     }
 
+    /// The outlet and client it sends with; `None` on `memory://`.
+    pub(super) fn on_nats(&self) -> Option<(&JetStreamOutlet, &async_nats::Client)> {
+        match &self.wire {
+            Wire::Nats(nats) => Some((&nats.outlet, &nats.client)),
+            Wire::Memory(_) => None,
+        }
+    }
+
     /// The config it publishes with.
     pub(crate) fn config(&self) -> &Config {
         &self.config
@@ -177,7 +185,7 @@ impl Publisher {
     }
 
     /// Sends `msg`, its receipt to await.
-    async fn pending(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
+    pub(super) async fn pending(&self, msg: Outbound) -> Result<PendingReceipt, PublishError> {
         match &self.wire {
             Wire::Nats(nats) => nats.outlet.send_pending(msg).await,
             Wire::Memory(local) => {
