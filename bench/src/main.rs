@@ -200,8 +200,13 @@ fn main() {
     };
     observed::install();
     println!(
-        "# jetwire-bench: nats-server at {}, concurrency {CONCURRENCY}, {} interleaved runs, medians; observing: {}",
+        "# jetwire-bench: nats-server at {}{}, concurrency {CONCURRENCY}, {} interleaved runs, medians; observing: {}",
         server().url(),
+        if setup::clustered() {
+            " (the first of a 3-node cluster; streams R3)"
+        } else {
+            ""
+        },
         runs(),
         observed::describe()
     );

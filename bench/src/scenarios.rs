@@ -29,6 +29,9 @@ pub(crate) async fn jetwire_consume(kind: Kind, n: u64, prefix: String) -> Throu
         ));
     }
     let app = app.start().await.expect("start");
+    if std::env::var("SHOW_START").is_ok() {
+        eprintln!("start took {:?}", t0.elapsed());
+    }
     wait_handled(n).await;
     let durable = app.stats()[0].durable.clone();
     all_acked(&client, &kind.stream(&prefix), &durable).await;

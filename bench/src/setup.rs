@@ -226,15 +226,18 @@ impl Cpu {
             .unwrap_or(0);
         // stat's utime and stime (fields 14 and 15), all threads, in ticks
         // of 10 ms: about 1% of a one-second run.
-        let server = server()
-            .pid()
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-            .and_then(|s| {
+        // On a cluster, all three servers together.
+        let server = servers()
+            .iter()
+            .filter_map(Server::pid)
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .filter_map(|s| {
                 let after_name = &s[s.rfind(')')? + 2..];
                 let f: Vec<&str> = after_name.split_whitespace().collect();
                 Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
             })
-            .map_or(0, |ticks| ticks * 10_000_000);
+            .sum::<u64>()
+            * 10_000_000;
         Cpu { client, server }
     }
 }
@@ -260,10 +263,55 @@ impl Throughput {
     }
 }
 
-pub(crate) static SERVER: OnceLock<Server> = OnceLock::new();
+pub(crate) static SERVERS: OnceLock<Vec<Server>> = OnceLock::new();
 
+/// Whether the run is on a 3-node cluster with R3 streams (`CLUSTER=1`).
+pub(crate) fn clustered() -> bool {
+    std::env::var("CLUSTER").is_ok_and(|v| v == "1")
+}
+
+/// The streams' replicas: 3 on the cluster, else 1.
+pub(crate) fn replicas() -> usize {
+    if clustered() { 3 } else { 1 }
+}
+
+/// Every server of the run: one, or the three of the cluster.
+pub(crate) fn servers() -> &'static [Server] {
+    SERVERS.get_or_init(|| {
+        if !clustered() {
+            return vec![Server::start()];
+        }
+        let servers = Server::cluster3();
+        let url = servers[0].url();
+        // Until the cluster has a JetStream meta leader, stream creates
+        // fail: wait for it, on a thread of its own (this may be called
+        // inside a runtime).
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let client = async_nats::connect(url).await.expect("connect");
+                let js = jetstream::new(client);
+                for _ in 0..300 {
+                    if js.query_account().await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                panic!("the cluster has no JetStream leader after 30 s");
+            });
+        })
+        .join()
+        .expect("the cluster is ready");
+        servers
+    })
+}
+
+/// The server clients connect to: the only one, or the cluster's first.
 pub(crate) fn server() -> &'static Server {
-    SERVER.get_or_init(Server::start)
+    &servers()[0]
 }
 
 pub(crate) static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -279,6 +327,7 @@ pub(crate) fn config(prefix: &str) -> jetwire::Config {
     let mut b = jetwire::Config::builder()
         .url(server().url())
         .subject_prefix(prefix)
+        .stream_replicas(replicas())
         .app("bench");
     if let Some(addr) = crate::observed::http_addr() {
         b = b.http_addr(addr);
@@ -404,6 +453,7 @@ pub(crate) async fn create_stream(
     js.create_stream(stream::Config {
         name: kind.stream(prefix),
         subjects: vec![format!("{prefix}.{first}.>")],
+        num_replicas: replicas(),
         retention: if kind != Kind::Events {
             stream::RetentionPolicy::WorkQueue
         } else {
