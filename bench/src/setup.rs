@@ -286,12 +286,8 @@ pub(crate) fn servers() -> &'static [Server] {
         // Until the cluster has a JetStream meta leader, stream creates
         // fail: wait for it, on a thread of its own (this may be called
         // inside a runtime).
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
+        on_own_runtime("cluster", move || {
+            Box::pin(async move {
                 let client = async_nats::connect(url).await.expect("connect");
                 let js = jetstream::new(client);
                 for _ in 0..300 {
@@ -301,10 +297,8 @@ pub(crate) fn servers() -> &'static [Server] {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 panic!("the cluster has no JetStream leader after 30 s");
-            });
-        })
-        .join()
-        .expect("the cluster is ready");
+            })
+        });
         servers
     })
 }
