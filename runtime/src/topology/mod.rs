@@ -74,22 +74,27 @@ pub(crate) async fn ensure_all(
     if config.provision == Provision::Bind {
         provision::check_bound(js, config, handlers).await?;
     }
-    dlq::stream::ensure(js, config).await?;
     if handlers.is_empty() {
+        dlq::stream::ensure(js, config).await?;
         return Ok(Vec::new());
     }
     // Outputs go where a stream keeps them, from the first call on.
     let outputs: Vec<&str> = handlers.iter().filter_map(|d| d.options.output).collect();
-    if !outputs.is_empty() {
-        streams::ensure_for_subjects(js, config, &outputs).await?;
-    }
+    let output_streams = async {
+        if !outputs.is_empty() {
+            streams::ensure_for_subjects(js, config, &outputs).await?;
+        }
+        Ok::<_, Error>(())
+    };
     let runs = Runs::ensure(
         js,
         config.prefix(),
         config.provision == Provision::Create,
         (config.replicas(), config.storage()),
-    )
-    .await?;
+    );
+    // Each is a stream of its own (on a cluster, a group of its own to
+    // elect): made at once, not one after another.
+    let ((), (), runs) = tokio::try_join!(dlq::stream::ensure(js, config), output_streams, runs)?;
     let runs = Arc::new(runs);
     let mut bindings = Vec::with_capacity(handlers.len());
     for def in handlers {
