@@ -123,10 +123,10 @@ impl Publisher {
         if !version::at_least(&client.server_info().version, (2, 14)) {
             return self.summed(messages, done).await;
         }
-        while messages.peek().is_some() {
+        while let Some(first) = messages.next() {
             let offset = done.count as usize;
             let batch = FastBatch::open(outlet, client, offset).await?;
-            match batch.run(&mut messages).await? {
+            match batch.run(first, &mut messages).await? {
                 Ended::Committed(part) => {
                     done.count += part.count;
                     done.last_sequence = part.last_sequence;
@@ -271,19 +271,13 @@ impl<'a> FastBatch<'a> {
         })
     }
 
-    /// Sends every message of `messages` (or those up to a failure) and
-    /// waits for the commit.
+    /// Sends `first` and every message of `messages` (or those up to a
+    /// failure) and waits for the commit.
     async fn run(
         mut self,
+        first: Message,
         messages: &mut Peekable<impl Iterator<Item = Message>>,
     ) -> Result<Ended, BatchError> {
-        let Some(first) = messages.next() else {
-            return Ok(Ended::Committed(BatchReceipt {
-                stream: String::new(),
-                count: 0,
-                last_sequence: 0,
-            }));
-        };
         self.first_subject = self
             .outlet
             .route(&first)
@@ -316,8 +310,8 @@ impl<'a> FastBatch<'a> {
             let Some(message) = messages.next() else {
                 break;
             };
-            while let Some(Some(answer)) = self.answers.next().now_or_never() {
-                self.read(answer);
+            while let Some(Some(m)) = self.answers.next().now_or_never() {
+                self.take(fast::read(&m.subject, &m.payload));
             }
             while self.failed.is_none() && self.sent - self.acked >= self.flow * OUTSTANDING {
                 self.wait().await;
@@ -351,11 +345,7 @@ impl<'a> FastBatch<'a> {
                 if *seq <= 1 {
                     return;
                 }
-                let reply = fast::reply(&self.inbox, &self.id, *seq, Op::CommitEob);
-                let _ = self
-                    .client
-                    .publish_with_reply(self.first_subject.clone(), reply, Default::default())
-                    .await;
+                self.control(*seq, Op::CommitEob).await;
                 ended = Some(self.refusals);
             }
             if ended.is_some_and(|at| self.refusals > at) || !self.wait().await {
@@ -412,6 +402,16 @@ impl<'a> FastBatch<'a> {
         Ok(())
     }
 
+    /// Sends an empty message that only speaks to the batch (a ping, an
+    /// end), to its stream. Best effort: a lost one shows as no answer.
+    async fn control(&self, seq: u64, op: Op) {
+        let reply = fast::reply(&self.inbox, &self.id, seq, op);
+        let _ = self
+            .client
+            .publish_with_reply(self.first_subject.clone(), reply, Default::default())
+            .await;
+    }
+
     /// Waits for the next answer and reads it; whether one came.
     async fn wait(&mut self) -> bool {
         match self.answer().await {
@@ -431,22 +431,13 @@ impl<'a> FastBatch<'a> {
     async fn answer(&mut self) -> Option<Answer> {
         for ask in [false, true] {
             if ask {
-                let reply = fast::reply(&self.inbox, &self.id, self.sent, Op::Ping);
-                let _ = self
-                    .client
-                    .publish_with_reply(self.first_subject.clone(), reply, Default::default())
-                    .await;
+                self.control(self.sent, Op::Ping).await;
             }
             if let Ok(Some(m)) = tokio::time::timeout(PATIENCE, self.answers.next()).await {
                 return Some(fast::read(&m.subject, &m.payload));
             }
         }
         None
-    }
-
-    fn read(&mut self, m: async_nats::Message) {
-        let answer = fast::read(&m.subject, &m.payload);
-        self.take(answer);
     }
 
     /// Takes in one answer.
