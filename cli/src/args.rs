@@ -14,16 +14,21 @@ pub(crate) struct Cli {
     /// A `nats` CLI context, by name or path (over `NATS_CONTEXT`).
     #[arg(long, global = true, env = "NATS_CONTEXT")]
     pub(crate) context: Option<String>,
+    /// The JetStream domain the deployment's streams are in, such as a
+    /// leaf node's (over `NATS_JS_DOMAIN`).
+    #[arg(long, global = true, env = "NATS_JS_DOMAIN")]
+    pub(crate) js_domain: Option<String>,
 }
 
 impl Cli {
     /// The deployment's config: the environment's variables, with
-    /// `--server` and `--context` over theirs.
+    /// `--server`, `--context` and `--js-domain` over theirs.
     pub(crate) fn config(&self) -> Result<jetwire::Config, jetwire::Error> {
         let config = jetwire::Config::from_lookup(|name| {
             let flag = match name {
                 "NATS_URL" => self.server.clone(),
                 "NATS_CONTEXT" => self.context.clone(),
+                "NATS_JS_DOMAIN" => self.js_domain.clone(),
                 _ => None,
             };
             flag.or_else(|| std::env::var(name).ok())

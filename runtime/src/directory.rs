@@ -71,7 +71,12 @@ pub struct WorkerHandler {
 /// the bucket keeps it (one made without a max age).
 pub async fn list(config: &Config) -> Result<Vec<Worker>, Error> {
     let (client, _) = config.connect().await?;
-    list_on(&jetstream::new(client), config.prefix(), config.worker_ttl).await
+    list_on(
+        &config.jetstream(client),
+        config.prefix(),
+        config.worker_ttl,
+    )
+    .await
 }
 
 /// [`list`] on a connection. A record that cannot be read fails the whole

@@ -344,9 +344,10 @@ pub(crate) fn max_deliveries_of(stream: &str) -> String {
     format!("{MAX_DELIVERIES_ROOT}.{stream}.*")
 }
 
-/// The subject pull requests for `durable` of `stream` go to.
-pub(crate) fn msg_next(stream: &str, durable: &str) -> String {
-    format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}")
+/// The subject pull requests for `durable` of `stream` go to, on the
+/// JetStream API `api` (`$JS.API`, or a domain's).
+pub(crate) fn msg_next(api: &str, stream: &str, durable: &str) -> String {
+    format!("{api}.CONSUMER.MSG.NEXT.{stream}.{durable}")
 }
 
 /// The advisory the server sends on `event` (`LEADER_ELECTED`, `DELETED`)
@@ -416,7 +417,14 @@ mod tests {
 
     #[test]
     fn api_subjects() {
-        assert_eq!(msg_next("S", "d"), "$JS.API.CONSUMER.MSG.NEXT.S.d");
+        assert_eq!(
+            msg_next("$JS.API", "S", "d"),
+            "$JS.API.CONSUMER.MSG.NEXT.S.d"
+        );
+        assert_eq!(
+            msg_next("$JS.leaf.API", "S", "d"),
+            "$JS.leaf.API.CONSUMER.MSG.NEXT.S.d"
+        );
         assert_eq!(
             consumer_advisory("DELETED", "S", "d"),
             "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.d"

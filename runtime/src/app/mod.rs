@@ -316,7 +316,7 @@ impl App {
         };
         readiness.connected_through(client.clone());
         topology::check_server(&client.server_info().version, &handlers)?;
-        let js = async_nats::jetstream::new(client.clone());
+        let js = config.jetstream(client.clone());
         let bindings = topology::ensure_all(&js, &config, &handlers).await?;
 
         let stop = CancellationToken::new();

@@ -1,8 +1,8 @@
 //! `NATS_CONTEXT`: a `nats` CLI context, by name (a file
 //! `$XDG_CONFIG_HOME/nats/context/<name>.json`, or under `~/.config` when
-//! that variable is unset) or as a path to such a JSON file. Its url, auth
-//! and TLS are read as if they were the matching variables; a variable
-//! that is set wins.
+//! that variable is unset) or as a path to such a JSON file. Its url, auth,
+//! TLS, JetStream domain and API prefix are read as if they were the
+//! matching variables; a variable that is set wins.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,7 @@ use serde::Deserialize;
 use crate::error::Error;
 
 /// The fields of a context file jetwire reads. Every other field is
-/// ignored, except the JetStream domain and API prefix, which jetwire
-/// cannot honour and refuses rather than talk to the wrong JetStream.
+/// ignored.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ContextFile {
@@ -82,11 +81,6 @@ pub(crate) fn variables(
             e.column()
         ))
     })?;
-    if !file.jetstream_domain.is_empty() || !file.jetstream_api_prefix.is_empty() {
-        return Err(Error::Config(format!(
-            "NATS_CONTEXT={value:?} sets a JetStream domain or API prefix, which jetwire does not support: use a context without them"
-        )));
-    }
     let paths = |p: String| (!p.is_empty()).then(|| expand_home(&p, get).display().to_string());
     let mut vars = HashMap::new();
     let mut put = |name: &'static str, v: Option<String>| {
@@ -103,6 +97,8 @@ pub(crate) fn variables(
     put("NATS_TLS_CERT", paths(file.cert));
     put("NATS_TLS_KEY", paths(file.key));
     put("NATS_TLS_CA", paths(file.ca));
+    put("NATS_JS_DOMAIN", Some(file.jetstream_domain));
+    put("NATS_JS_API_PREFIX", Some(file.jetstream_api_prefix));
     Ok(vars)
 }
 

@@ -182,6 +182,12 @@ impl Config {
         if let Some(d) = vars.duration("JETWIRE_WORKER_TTL")? {
             b = b.worker_ttl(d);
         }
+        if let Some(domain) = vars.var("NATS_JS_DOMAIN") {
+            b = b.jetstream_domain(domain.trim());
+        }
+        if let Some(prefix) = vars.var("NATS_JS_API_PREFIX") {
+            b = b.jetstream_api_prefix(prefix.trim());
+        }
         if let Some(path) = vars.var("JETWIRE_ASYNCAPI") {
             b = b.asyncapi(path);
         }
@@ -433,6 +439,33 @@ mod tests {
             Some(std::path::Path::new("/my-ca.pem"))
         );
         std::fs::remove_file(file).expect("clean up");
+    }
+
+    #[test]
+    fn a_jetstream_domain_comes_from_the_environment_or_a_context() {
+        let c = env(&[("NATS_JS_DOMAIN", "leaf")]).expect("valid");
+        assert_eq!(c.jetstream_api(), "$JS.leaf.API");
+        let c = env(&[("NATS_JS_API_PREFIX", "JS.hub.API")]).expect("valid");
+        assert_eq!(c.jetstream_api(), "JS.hub.API");
+        let file =
+            std::env::temp_dir().join(format!("jetwire-env-domain-{}.json", std::process::id()));
+        std::fs::write(
+            &file,
+            r#"{"url":"nats://ctx:4222","jetstream_domain":"edge"}"#,
+        )
+        .expect("write");
+        let path = file.display().to_string();
+        let c = env(&[("NATS_CONTEXT", &path)]).expect("valid");
+        assert_eq!(c.jetstream_domain.as_deref(), Some("edge"));
+        let c = env(&[("NATS_CONTEXT", &path), ("NATS_JS_DOMAIN", "leaf")]).expect("valid");
+        assert_eq!(
+            c.jetstream_domain.as_deref(),
+            Some("leaf"),
+            "the variable wins"
+        );
+        std::fs::remove_file(file).expect("clean up");
+        let err = env(&[("NATS_JS_DOMAIN", "a.b")]).expect_err("not a token");
+        assert!(err.to_string().contains("NATS_JS_DOMAIN"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! | `context.rs` | `NATS_CONTEXT`, a `nats` CLI context |
 //! | `url.rs` | credentials taken out of `NATS_URL` |
 //! | `streams.rs` | [`Provision`] and [`StreamSettings`] |
+//! | `builder.rs` | [`ConfigBuilder`] |
+//! | `api.rs` | which JetStream: a domain, an API prefix |
 //! | `connect.rs` | connecting, and failures explained |
 
 use std::fmt;
@@ -16,10 +18,12 @@ use std::time::Duration;
 use async_nats::jetstream::stream as js_stream;
 use jetwire_grammar::subject;
 
-use crate::clock::{Clock, SharedClock};
+use crate::clock::SharedClock;
 use crate::error::Error;
 use crate::names;
 
+mod api;
+mod builder;
 mod connect;
 mod context;
 mod env;
@@ -28,6 +32,7 @@ mod streams;
 mod trace;
 mod url;
 
+pub use builder::ConfigBuilder;
 pub(crate) use connect::{Reconnects, watch_reconnects};
 pub(crate) use selection::Selection;
 pub(crate) use streams::shortfalls;
@@ -171,6 +176,15 @@ pub struct Config {
     /// Whether a handler's span continues the producer's trace or links
     /// to it (`JETWIRE_TRACE_CONTEXT`; feature `otel`).
     pub trace_context: TraceContext,
+    /// The JetStream domain whose streams the app uses (`NATS_JS_DOMAIN`):
+    /// a leaf node's or a hub's, reached through the server the app
+    /// connects to; the connected server's own JetStream when `None`.
+    /// See [`Config::jetstream_api`].
+    pub jetstream_domain: Option<String>,
+    /// The JetStream API's subject prefix (`NATS_JS_API_PREFIX`), for an
+    /// account that imports another's JetStream under its own prefix;
+    /// `$JS.API` when `None`. Set it or `jetstream_domain`, not both.
+    pub jetstream_api_prefix: Option<String>,
     /// The time of day letters are stamped with and `within` filters
     /// read ([`ConfigBuilder::clock`]).
     clock: SharedClock,
@@ -204,6 +218,8 @@ impl Default for Config {
             groups: Vec::new(),
             handlers: None,
             trace_context: TraceContext::Continue,
+            jetstream_domain: None,
+            jetstream_api_prefix: None,
             clock: SharedClock::default(),
             app_origin: AppOrigin::Binary,
             stream_overrides: Vec::new(),
@@ -256,6 +272,8 @@ impl Config {
     /// | `JETWIRE_GROUPS` (`gpu,cpu`) | | `groups` | none |
     /// | `JETWIRE_HANDLERS` (`queues`, `events`, `send_email,on_order`) | | `handlers` | every handler |
     /// | `JETWIRE_TRACE_CONTEXT` (`continue`, `link`) | | `trace_context` | `continue` |
+    /// | `NATS_JS_DOMAIN` (`leaf`), or a context's JetStream domain | | `jetstream_domain` | none |
+    /// | `NATS_JS_API_PREFIX` (`JS.hub.API`), or a context's API prefix | | `jetstream_api_prefix` | none |
     ///
     /// Fails with a message naming the variable on a bad value, or on more
     /// than one kind of credentials.
@@ -327,6 +345,7 @@ impl Config {
         for (name, settings) in &self.stream_overrides {
             settings.check(&format!("settings of stream `{name}`"))?;
         }
+        self.check_jetstream_api()?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(Error::Config(
                 "NATS_TLS_CERT and NATS_TLS_KEY go together: set both, or neither".into(),
@@ -464,131 +483,8 @@ impl fmt::Debug for Config {
             .field("groups", &self.groups)
             .field("handlers", &self.handlers)
             .field("trace_context", &self.trace_context)
+            .field("jetstream_domain", &self.jetstream_domain)
+            .field("jetstream_api_prefix", &self.jetstream_api_prefix)
             .finish()
-    }
-}
-
-/// Builds a [`Config`]; [`ConfigBuilder::build`] validates it.
-#[derive(Debug, Clone)]
-pub struct ConfigBuilder {
-    config: Config,
-}
-
-impl ConfigBuilder {
-    /// Server URL, or a comma-separated list. Credentials in it
-    /// (`nats://user:password@host`, `nats://token@host`) are moved into
-    /// the auth by [`ConfigBuilder::build`].
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.config.url = url.into();
-        self
-    }
-    /// Credentials.
-    pub fn auth(mut self, auth: Auth) -> Self {
-        self.config.auth = auth;
-        self
-    }
-    /// TLS files.
-    pub fn tls(mut self, tls: Tls) -> Self {
-        self.config.tls = tls;
-        self
-    }
-    /// The service's name.
-    pub fn app(mut self, app: impl Into<String>) -> Self {
-        self.config.app = app.into();
-        self.config.app_origin = AppOrigin::Code;
-        self
-    }
-    /// Prepended to every subject, stream and durable.
-    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.subject_prefix = Some(prefix.into());
-        self
-    }
-    /// How long shutdown waits for in-flight calls.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.config.shutdown_timeout = timeout;
-        self
-    }
-    /// Replicas of the streams jetwire creates (`streams.replicas`).
-    pub fn stream_replicas(mut self, replicas: usize) -> Self {
-        self.config.streams.replicas = Some(replicas);
-        self
-    }
-    /// Defaults for the streams jetwire creates.
-    pub fn streams(mut self, settings: StreamSettings) -> Self {
-        self.config.streams = settings;
-        self
-    }
-    /// Settings for one stream, by its name without the prefix (`ORDERS`).
-    pub fn stream(mut self, name: impl Into<String>, settings: StreamSettings) -> Self {
-        self.config.add_stream(name.into(), settings);
-        self
-    }
-    /// Serve `/healthz`, `/readyz` and `/metrics` on this address.
-    pub fn http_addr(mut self, addr: std::net::SocketAddr) -> Self {
-        self.config.http_addr = Some(addr);
-        self
-    }
-    /// How often the lag gauges are refreshed.
-    pub fn metrics_interval(mut self, every: Duration) -> Self {
-        self.config.metrics_interval = every;
-        self
-    }
-    /// Make [`App::run`](crate::App::run) write the AsyncAPI document to
-    /// this file and return, instead of running.
-    pub fn asyncapi(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.config.asyncapi = Some(path.into());
-        self
-    }
-    /// The groups this process serves: each fills the `{group}` token of
-    /// handler subjects.
-    pub fn groups<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
-        self.config.groups = groups.into_iter().map(Into::into).collect();
-        self
-    }
-    /// Runs only some of the binary's handlers: `queues`, `events`, or
-    /// handler names separated by commas.
-    pub fn handlers(mut self, handlers: impl Into<String>) -> Self {
-        self.config.handlers = Some(handlers.into());
-        self
-    }
-    /// Whether a handler's span continues the producer's trace or links
-    /// to it (feature `otel`).
-    pub fn trace_context(mut self, trace_context: TraceContext) -> Self {
-        self.config.trace_context = trace_context;
-        self
-    }
-    /// The clock letters are stamped with and `within` filters read
-    /// ([`SystemClock`](crate::clock::SystemClock) unless given): a
-    /// [`ManualClock`](crate::clock::ManualClock) makes them exact in a
-    /// test.
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.config.clock = SharedClock::new(clock);
-        self
-    }
-    /// How long a worker directory record outlives its last refresh.
-    pub fn worker_ttl(mut self, ttl: Duration) -> Self {
-        self.config.worker_ttl = ttl;
-        self
-    }
-    /// Create what is missing, or only bind.
-    pub fn provision(mut self, provision: Provision) -> Self {
-        self.config.provision = provision;
-        self
-    }
-    /// The config, validated, with any credentials in the URL moved into
-    /// the auth.
-    pub fn build(mut self) -> Result<Config, Error> {
-        let (urls, found) = url::take_credentials(&self.config.url)?;
-        if let Some(auth) = found {
-            if !matches!(self.config.auth, Auth::None) {
-                return Err(Error::Config(
-                    "NATS_URL carries credentials and other credentials are set too (NATS_TOKEN, NATS_USER, NATS_CREDS or NATS_NKEY): give one".into(),
-                ));
-            }
-            self.config.auth = auth;
-        }
-        self.config.url = urls;
-        self.config.validate()?;
-        Ok(self.config)
     }
 }

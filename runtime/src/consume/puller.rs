@@ -129,7 +129,11 @@ impl Puller {
             tokio::spawn(PinId::keep_looking(Arc::downgrade(pin), pin.look_every()));
         }
         Puller {
-            next: pull::next_subject(&b.route.stream, &b.route.durable),
+            next: pull::next_subject(
+                &shared.config.jetstream_api(),
+                &b.route.stream,
+                &b.route.durable,
+            ),
             held: Arc::new(Semaphore::new(sizing.places())),
             slots: Arc::new(Slots {
                 calls: Arc::new(Semaphore::new(sizing.concurrency)),

@@ -133,9 +133,10 @@ impl HandBacks {
     }
 }
 
-/// The subject pull requests for `durable` of `stream` go to.
-pub(crate) fn next_subject(stream: &str, durable: &str) -> Subject {
-    Subject::from(names::msg_next(stream, durable))
+/// The subject pull requests for `durable` of `stream` go to, on the
+/// JetStream API `api`.
+pub(crate) fn next_subject(api: &str, stream: &str, durable: &str) -> Subject {
+    Subject::from(names::msg_next(api, stream, durable))
 }
 
 impl Pull {

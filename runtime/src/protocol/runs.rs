@@ -83,13 +83,22 @@ impl std::fmt::Debug for Runs {
 impl Runs {
     /// Binds the bucket of the deployment with subject prefix `prefix`,
     /// making it (if `create`) with `replicas` and `storage` if need be.
+    /// Its records are written to `put_prefix` and the key (the bucket's
+    /// subjects, or the same behind a JetStream domain's API prefix).
     pub(crate) async fn ensure(
         js: &jetstream::Context,
-        prefix: Option<&str>,
+        (prefix, put_prefix): (Option<&str>, String),
         create: bool,
         (replicas, storage): (usize, jetstream::stream::StorageType),
     ) -> Result<Runs, Error> {
         let bucket = names::runs_bucket(prefix);
+        // One subject for every write, async-nats's puts and the loops'
+        // records alike.
+        let writes_to = |mut store: kv::Store| {
+            store.put_prefix = Some(put_prefix.clone());
+            store.use_jetstream_prefix = false;
+            store
+        };
         if !create {
             let store = js.get_key_value(&bucket).await.map_err(|e| Error::Stream {
                 stream: format!("KV_{bucket}"),
@@ -97,7 +106,7 @@ impl Runs {
             })?;
             check_room(&store)?;
             return Ok(Runs {
-                store: Arc::new(store),
+                store: Arc::new(writes_to(store)),
                 js: js.clone(),
                 create,
             });
@@ -126,7 +135,7 @@ impl Runs {
         let store = removal::allow_markers(js, store, true).await;
         let store = make_room(js, store).await?;
         Ok(Runs {
-            store: Arc::new(store),
+            store: Arc::new(writes_to(store)),
             js: js.clone(),
             create,
         })

@@ -98,7 +98,7 @@ impl Publisher {
     }
 
     fn on(client: async_nats::Client, reconnects: Reconnects, config: &Config) -> Publisher {
-        let js = async_nats::jetstream::new(client.clone());
+        let js = config.jetstream(client.clone());
         let prefix = config.prefix().map(str::to_owned);
         Publisher::with_outlet(
             client,

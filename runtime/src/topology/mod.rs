@@ -24,6 +24,7 @@ use crate::config::{Config, Provision};
 use crate::dlq;
 use crate::error::Error;
 use crate::handler::registry::HandlerDef;
+use crate::names;
 use crate::protocol::pull::HandBacks;
 use crate::protocol::runs::Runs;
 use crate::protocol::version;
@@ -88,7 +89,10 @@ pub(crate) async fn ensure_all(
     };
     let runs = Runs::ensure(
         js,
-        config.prefix(),
+        (
+            config.prefix(),
+            config.kv_put_prefix(&names::runs_bucket(config.prefix())),
+        ),
         config.provision == Provision::Create,
         (config.replicas(), config.storage()),
     );

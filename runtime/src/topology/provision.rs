@@ -87,6 +87,7 @@ impl Place {
 /// The permissions of an app whose handlers live at `places`.
 pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
     let prefix = config.prefix();
+    let api = config.jetstream_api();
     let create = config.provision == Provision::Create;
     let dlq = names::dlq_stream(prefix);
     let advisories = names::advisory_stream(prefix);
@@ -94,13 +95,13 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
     let workers = names::workers_bucket(prefix);
     let workers_kv = format!("KV_{workers}");
     let mut publish = vec![
-        "$JS.API.STREAM.NAMES".to_owned(),
+        format!("{api}.STREAM.NAMES"),
         names::dlq_stream_subjects(prefix),
     ];
     let mut subscribe = vec!["_INBOX.>".to_owned()];
     let mut streams: Vec<&str> = vec![&dlq, &workers_kv];
     // The worker directory: writing and removing this instance's record.
-    publish.push(format!("$KV.{workers}.>"));
+    publish.push(format!("{}>", config.kv_put_prefix(&workers)));
     let kept = [
         names::checkpoints_bucket(prefix),
         names::signals_bucket(prefix),
@@ -115,10 +116,10 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
         for (bucket, stream) in kept.iter().zip(&kept_kv) {
             streams.push(stream);
             publish.extend([
-                format!("$KV.{bucket}.>"),
-                format!("$JS.API.DIRECT.GET.{stream}.>"),
-                format!("$JS.API.STREAM.MSG.GET.{stream}"),
-                format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+                format!("{}>", config.kv_put_prefix(bucket)),
+                format!("{api}.DIRECT.GET.{stream}.>"),
+                format!("{api}.STREAM.MSG.GET.{stream}"),
+                format!("{api}.CONSUMER.CREATE.{stream}.>"),
             ]);
         }
     }
@@ -126,9 +127,9 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
     for p in places {
         streams.push(&p.stream);
         durables.push((&p.stream, p.durable.clone()));
-        publish.push(format!("$JS.API.STREAM.MSG.GET.{}", p.stream));
+        publish.push(format!("{api}.STREAM.MSG.GET.{}", p.stream));
         if p.work_queue {
-            publish.push(format!("$JS.API.STREAM.MSG.DELETE.{}", p.stream));
+            publish.push(format!("{api}.STREAM.MSG.DELETE.{}", p.stream));
         }
         for event in ["LEADER_ELECTED", "DELETED"] {
             subscribe.push(names::consumer_advisory(event, &p.stream, &p.durable));
@@ -137,55 +138,55 @@ pub(crate) fn permissions(config: &Config, places: &[Place]) -> Permissions {
         // partition moves; and the stream records the partition count.
         for i in 0..p.partitions.unwrap_or(0) {
             let d = partition::partition_durable(&p.durable, i);
-            publish.push(format!("$JS.API.CONSUMER.UNPIN.{}.{d}", p.stream));
+            publish.push(format!("{api}.CONSUMER.UNPIN.{}.{d}", p.stream));
             for event in ["LEADER_ELECTED", "DELETED"] {
                 subscribe.push(names::consumer_advisory(event, &p.stream, &d));
             }
             durables.push((&p.stream, d));
         }
         if create && p.partitions.is_some() {
-            publish.push(format!("$JS.API.STREAM.UPDATE.{}", p.stream));
+            publish.push(format!("{api}.STREAM.UPDATE.{}", p.stream));
             // The lock held while the count is recorded.
             let locks = names::locks_bucket(prefix);
-            publish.push(format!("$KV.{locks}.>"));
-            publish.push(format!("$JS.API.STREAM.INFO.KV_{locks}"));
-            publish.push(format!("$JS.API.STREAM.CREATE.KV_{locks}"));
+            publish.push(format!("{}>", config.kv_put_prefix(&locks)));
+            publish.push(format!("{api}.STREAM.INFO.KV_{locks}"));
+            publish.push(format!("{api}.STREAM.CREATE.KV_{locks}"));
         }
     }
     if !places.is_empty() {
         durables.push((&advisories, names::advisory_durable(prefix)));
         let bucket = names::runs_bucket(prefix);
         publish.extend([
-            format!("$KV.{bucket}.>"),
-            format!("$JS.API.DIRECT.GET.{kv}.>"),
-            format!("$JS.API.STREAM.MSG.GET.{kv}"),
-            format!("$JS.API.STREAM.PURGE.{kv}"),
+            format!("{}>", config.kv_put_prefix(&bucket)),
+            format!("{api}.DIRECT.GET.{kv}.>"),
+            format!("{api}.STREAM.MSG.GET.{kv}"),
+            format!("{api}.STREAM.PURGE.{kv}"),
         ]);
     }
     streams.sort_unstable();
     streams.dedup();
     for s in &streams {
-        publish.push(format!("$JS.API.STREAM.INFO.{s}"));
+        publish.push(format!("{api}.STREAM.INFO.{s}"));
         if create {
-            publish.push(format!("$JS.API.STREAM.CREATE.{s}"));
+            publish.push(format!("{api}.STREAM.CREATE.{s}"));
         }
     }
     if create && !places.is_empty() {
         // The delivery-record bucket too: an older jetwire's is raised.
-        publish.push(format!("$JS.API.STREAM.UPDATE.{advisories}"));
-        publish.push(format!("$JS.API.STREAM.UPDATE.{kv}"));
+        publish.push(format!("{api}.STREAM.UPDATE.{advisories}"));
+        publish.push(format!("{api}.STREAM.UPDATE.{kv}"));
     }
     for (s, d) in &durables {
         publish.extend([
-            format!("$JS.API.CONSUMER.INFO.{s}.{d}"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{s}.{d}"),
+            format!("{api}.CONSUMER.INFO.{s}.{d}"),
+            format!("{api}.CONSUMER.MSG.NEXT.{s}.{d}"),
             format!("$JS.ACK.{s}.{d}.>"),
         ]);
         if create {
             publish.extend([
-                format!("$JS.API.CONSUMER.CREATE.{s}.{d}"),
-                format!("$JS.API.CONSUMER.CREATE.{s}.{d}.>"),
-                format!("$JS.API.CONSUMER.DURABLE.CREATE.{s}.{d}"),
+                format!("{api}.CONSUMER.CREATE.{s}.{d}"),
+                format!("{api}.CONSUMER.CREATE.{s}.{d}.>"),
+                format!("{api}.CONSUMER.DURABLE.CREATE.{s}.{d}"),
             ]);
         }
     }

@@ -184,6 +184,9 @@ pub(crate) async fn ensure_for_subjects(
     }
     Err(Error::NotProvisioned {
         missing,
-        permissions: "publish to the subjects above, and to $JS.API.STREAM.NAMES and $JS.API.STREAM.INFO.<stream>; subscribe to _INBOX.>".to_owned(),
+        permissions: format!(
+            "publish to the subjects above, and to {api}.STREAM.NAMES and {api}.STREAM.INFO.<stream>; subscribe to _INBOX.>",
+            api = config.jetstream_api()
+        ),
     })
 }
