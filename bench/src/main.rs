@@ -248,6 +248,13 @@ fn main() {
         // Unpartitioned, and in 16 partitions with 64 keys.
         jetwire_against("partitioned", Kind::Queue, Kind::Partitioned, n / 4);
     }
+    if want("span-cost") {
+        // Feature `otel`: one span's cost on its own, no server involved.
+        for (ratio, layered, direct) in observed::span_costs(200_000) {
+            let name = format!("span-cost-sampled-{}pct", ratio * 100.0);
+            line(&name, layered, direct, "ns");
+        }
+    }
     if want("latency") {
         latencies(q);
     }
@@ -310,13 +317,17 @@ fn latencies(quick: bool) {
             || on_own_runtime("jetwire", move || Box::pin(latency("jetwire", rate, dur))),
         );
         let k = rate / 1000;
-        for (i, p) in ["p50", "p99", "p99.9"].iter().enumerate() {
+        for (i, p) in ["p50", "p99", "p99.9", "client-busy", "server-busy"]
+            .iter()
+            .enumerate()
+        {
             let name = format!("latency-{k}k-{p}");
+            let unit = if i < 3 { "us" } else { "%" };
             line(
                 &name,
                 median_of(&r, |x| x[i]),
                 median_of(&j, |x| x[i]),
-                "us",
+                unit,
             );
         }
     }

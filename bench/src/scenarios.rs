@@ -119,8 +119,9 @@ pub(crate) async fn raw_consume(kind: Kind, n: u64, prefix: String) -> Throughpu
 }
 
 /// Publishes at a fixed `rate` for `dur` and returns p50, p99 and p99.9
-/// in µs.
-pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> [f64; 3] {
+/// in µs, and how busy the side's thread and the server were meanwhile
+/// (CPU time over wall time, in %).
+pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> [f64; 5] {
     let prefix = fresh_prefix(side);
     let client = async_nats::connect(server().url()).await.expect("connect");
     let js = jetstream::new(client.clone());
@@ -168,12 +169,19 @@ pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> [f6
     let total = rate * dur.as_secs();
     let subject = format!("{prefix}.bev.data");
     let t0 = tokio::time::Instant::now();
+    let cpu0 = Cpu::now();
     let mut acks = AckWindow::new();
     for id in 0..total {
         publish_paced(&js, &subject, (t0, rate, id), &mut acks).await;
     }
     acks.drain().await;
     wait_handled(total).await;
+    let (cpu1, wall) = (Cpu::now(), t0.elapsed().as_nanos() as f64);
+    let busy = |a: u64, b: u64| b.saturating_sub(a) as f64 / wall * 100.0;
+    let (client_busy, server_busy) = (
+        busy(cpu0.client, cpu1.client),
+        busy(cpu0.server, cpu1.server),
+    );
     RECORD_LATENCY.store(false, Ordering::Relaxed);
     if let Some(app) = app {
         app.shutdown().await.expect("shutdown");
@@ -186,7 +194,7 @@ pub(crate) async fn latency(side: &'static str, rate: u64, dur: Duration) -> [f6
     lat.drain(..(rate as usize).min(lat.len() / 2));
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
-    [pct(0.50), pct(0.99), pct(0.999)]
+    [pct(0.50), pct(0.99), pct(0.999), client_busy, server_busy]
 }
 
 /// Publishes `n` messages with `PUBLISH_WINDOW` acks in flight: msgs/s.
