@@ -11,7 +11,9 @@
 //! `singleton` (prints when each call starts and ends), `partitioned`
 //! (a handler in 16 partitions that prints each job it finished),
 //! `ack-first` (an `ack = "first"` handler that prints `START <id>` and,
-//! 20 ms later, `DONE <id>`; drains on SIGTERM).
+//! 20 ms later, `DONE <id>`; drains on SIGTERM), `last-run` (a
+//! `max_deliver = 1` handler that prints `START <id>` and, 20 ms later,
+//! `DONE <id>`).
 
 use std::io::Write;
 
@@ -126,6 +128,14 @@ async fn once_job(id: u64) {
     say(&format!("DONE {id}"));
 }
 
+/// One run at most: each run is its last, marked begun before it starts.
+#[queue("queue.lastrun", max_deliver = 1, concurrency = 16, ack_wait = "2s")]
+async fn last_run_job(id: u64) {
+    say(&format!("START {id}"));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    say(&format!("DONE {id}"));
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -152,6 +162,7 @@ async fn main() -> Result<(), jetwire::Error> {
         "checkpoint" => Some("ckpt_job"),
         "singleton" => Some("single_job"),
         "partitioned" => Some("part_job"),
+        "last-run" => Some("last_run_job"),
         _ => None,
     };
     if let Some(handler) = single {
