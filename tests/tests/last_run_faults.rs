@@ -3,8 +3,8 @@
 //! SIGKILL, or frozen past `ack_wait`, a quarter of the way through, or
 //! the server restarted. No job runs twice, none is lost (each is done or
 //! dead-lettered), and only a job whose run may have begun is
-//! dead-lettered, once. The frozen and restarted runs do not hold yet
-//! (run with `--ignored`: each prints its figures).
+//! dead-lettered, once. The restarted run does not hold (run it with
+//! `--ignored`: it prints its figures).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -15,6 +15,9 @@ use jetwire_tests::{
 };
 
 const WORKER: &str = env!("CARGO_BIN_EXE_jetwire-test-worker");
+/// One scenario at a time: each measures a fault, not the machine's load
+/// from another's replicas.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const JOBS: u64 = 6_000;
 /// The handler's `concurrency`: runs one replica may have begun at once.
 const CONCURRENCY: usize = 16;
@@ -185,6 +188,7 @@ fn config_on(url: &str, prefix: &str) -> jetwire::Config {
 #[tokio::test]
 #[allow(clippy::print_stdout)]
 async fn no_job_runs_twice_when_a_replica_is_killed() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let prefix = unique_prefix("lastrunkill");
     let mut run = Run::start(&shared_server().url(), &prefix, 3).await;
     run.until_a_quarter().await;
@@ -198,9 +202,9 @@ async fn no_job_runs_twice_when_a_replica_is_killed() {
 }
 
 #[tokio::test]
-#[ignore = "measured: about 80 of 6,000 jobs run twice, the frozen replica's pulled-ahead deliveries run after others ran them"]
 #[allow(clippy::print_stdout)]
 async fn no_job_runs_twice_when_a_replica_is_frozen_past_ack_wait() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let prefix = unique_prefix("lastrunfrozen");
     let mut run = Run::start(&shared_server().url(), &prefix, 3).await;
     run.until_a_quarter().await;
@@ -224,9 +228,10 @@ async fn no_job_runs_twice_when_a_replica_is_frozen_past_ack_wait() {
 }
 
 #[tokio::test]
-#[ignore = "measured: 700-750 of 6,000 jobs run twice, each by the same replica as a first run"]
+#[ignore = "measured: 700-800 of 6,000 jobs run twice: the server delivers again messages whose acks it confirmed just before it stopped"]
 #[allow(clippy::print_stdout)]
 async fn no_job_runs_twice_through_a_server_restart() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let prefix = unique_prefix("lastrunrestart");
     let mut server = Server::start();
     let mut run = Run::start(&server.url(), &prefix, 2).await;

@@ -98,6 +98,12 @@ pub(super) struct Puller {
     waits: Wait,
     /// A singleton's pin, kept across pull subscriptions.
     pin: Option<Arc<PinId>>,
+    /// The clock that tells the loop it was away (paused or starved past
+    /// half `ack_wait`), when what it held may have gone to another
+    /// replica: a pinned loop's pin, or one of its own for a handler
+    /// whose every run is its last (`max_deliver = 1`), which must not run
+    /// a delivery the server may have given to someone else meanwhile.
+    clock: Option<Arc<PinId>>,
     /// How many times the pin's clock had found the process away when
     /// the loop last looked.
     aways: u64,
@@ -125,8 +131,14 @@ impl Puller {
         reconnects.mark_unchanged();
         let b = &shared.binding;
         let pin: Option<Arc<PinId>> = b.pinned().then(|| Arc::new(PinId::new(b.def.ack_wait())));
-        if let Some(pin) = &pin {
-            tokio::spawn(PinId::keep_looking(Arc::downgrade(pin), pin.look_every()));
+        let clock = pin
+            .clone()
+            .or_else(|| (b.def.max_deliver() == 1).then(|| Arc::new(PinId::new(b.def.ack_wait()))));
+        if let Some(clock) = &clock {
+            tokio::spawn(PinId::keep_looking(
+                Arc::downgrade(clock),
+                clock.look_every(),
+            ));
         }
         Puller {
             next: pull::next_subject(
@@ -149,6 +161,7 @@ impl Puller {
             fast_run: FAST_RUN,
             max_bytes: Sizing::max_bytes(shared.client.server_info().max_payload),
             pin,
+            clock,
             aways: 0,
             waits: waits(b.def, b.pinned()),
             sizing,
@@ -171,7 +184,7 @@ impl Puller {
     /// Whether a pinned loop was found away since it last looked: then
     /// what arrived before is dropped, not run.
     fn was_away(&mut self) -> bool {
-        let Some(pin) = &self.pin else { return false };
+        let Some(pin) = &self.clock else { return false };
         let aways = pin.look();
         if std::mem::replace(&mut self.aways, aways) == aways {
             return false;
@@ -470,7 +483,7 @@ impl Puller {
                 call => started = Some(call),
             }
         }
-        let fence = self.pin.as_ref().map(PinId::fence);
+        let fence = self.clock.as_ref().map(PinId::fence);
         let task = settle::settle(
             shared.clone(),
             ctx,

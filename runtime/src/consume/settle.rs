@@ -289,7 +289,7 @@ async fn finish_alive(
             biased;
             called = &mut fenced_call => {
                 if called.is_none() {
-                    tracing::warn!("the process was away past half of ack_wait and the pin may have moved: call stopped; the replica pinned now runs the message");
+                    tracing::warn!("the process was away past half of ack_wait, and the message may be another replica's by now: call stopped");
                 }
                 return called;
             }

@@ -1,6 +1,8 @@
 //! A pinned loop's hold on its durable (a singleton's, a partition's):
 //! the pin id the server gave it, and the fence the deliveries taken
-//! under that pin stop on once it is lost.
+//! under that pin stop on once it is lost. A loop of a `max_deliver = 1`
+//! handler keeps the same clock without a pin: a delivery it held while
+//! away may have been run by another replica since.
 //!
 //! The server moves the pin to a standby replica when the pinned one has
 //! not pulled for `ack_wait`. A process that was paused (SIGSTOP, a
@@ -117,7 +119,7 @@ impl PinId {
         if gap > self.away_after {
             tracing::warn!(
                 away_ms = gap.as_millis(),
-                "this process was away (paused or starved) past half of ack_wait: the pin may have moved; what it held is dropped and it pulls on standby"
+                "this process was away (paused or starved) past half of ack_wait: what it held may be another replica's by now (the pin moved, or the messages were delivered again); it is dropped unanswered"
             );
             held.aways += 1;
             held.id = None;
