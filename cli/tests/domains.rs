@@ -35,6 +35,17 @@ async fn dom_once(n: u64) {
     ONCE.lock().expect("not poisoned").insert(n);
 }
 
+/// Waits until `client`, on the hub, reaches the leaf's JetStream.
+async fn leaf_reachable(client: async_nats::Client) {
+    let js = jetstream::with_domain(client, "leaf");
+    eventually(
+        Duration::from_secs(20),
+        "the leaf's JetStream, from the hub",
+        || async { js.query_account().await.ok() },
+    )
+    .await;
+}
+
 /// A hub with JetStream domain `hub`, and a leaf node with domain `leaf`
 /// connected to it; waits until the hub reaches the leaf's JetStream.
 async fn hub_and_leaf() -> (Server, Server) {
@@ -48,13 +59,7 @@ async fn hub_and_leaf() -> (Server, Server) {
     let client = async_nats::connect(hub.url())
         .await
         .expect("connect to the hub");
-    let js = jetstream::with_domain(client, "leaf");
-    eventually(
-        Duration::from_secs(20),
-        "the leaf's JetStream, from the hub",
-        || async { js.query_account().await.ok() },
-    )
-    .await;
+    leaf_reachable(client).await;
     (hub, leaf)
 }
 
@@ -333,13 +338,7 @@ async fn bind_on_the_domain_runs_on_exactly_the_permissions_it_lists() {
         .connect(hub.url())
         .await
         .expect("connect as the admin");
-    let js = jetstream::with_domain(client, "leaf");
-    eventually(
-        Duration::from_secs(20),
-        "the leaf's JetStream, from the hub",
-        || async { js.query_account().await.ok() },
-    )
-    .await;
+    leaf_reachable(client).await;
     // The admin makes everything, then leaves.
     let made = App::new(admin)
         .only(&["dom_once"])
