@@ -13,7 +13,9 @@ use jetwire::async_nats::{self, jetstream};
 use jetwire::publish::Message;
 use jetwire::registry::Kind;
 use jetwire::{App, Config, Context, HandlerError, PublishOptions, queue};
-use jetwire_tests::{Server, eventually, free_port, letters, stream_messages, unique_prefix};
+use jetwire_tests::{
+    Server, config_list, eventually, free_port, header, letters, stream_messages, unique_prefix,
+};
 
 static WORKED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
 static ONCE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
@@ -145,10 +147,7 @@ async fn advise_on(leaf: &async_nats::Client, prefix: &str) {
     .expect("advise");
     let two = letters(leaf, prefix, 2).await;
     assert_eq!(
-        two[1]
-            .headers
-            .get(jetwire::dlq::SEQUENCE)
-            .map(|v| v.as_str()),
+        header(&two[1], jetwire::dlq::SEQUENCE),
         Some(idle.to_string().as_str()),
         "the advised message is dead-lettered"
     );
@@ -212,13 +211,7 @@ async fn an_app_on_the_hub_runs_on_the_leafs_jetstream() {
 
     // The refused job is a dead letter, in the leaf's JetStream.
     let letter = &letters(&leaf_client, &prefix, 1).await[0];
-    assert_eq!(
-        letter
-            .headers
-            .get(jetwire::dlq::HANDLER)
-            .map(|v| v.as_str()),
-        Some("dom_work")
-    );
+    assert_eq!(header(letter, jetwire::dlq::HANDLER), Some("dom_work"));
 
     advise_on(&leaf_client, &prefix).await;
     let queue = jetwire::topology::queue_stream(Some(&prefix));
@@ -308,18 +301,11 @@ async fn bind_on_the_domain_runs_on_exactly_the_permissions_it_lists() {
             "{s} bypasses the domain: {permissions}"
         );
     }
-    let list = |subjects: &[String]| {
-        subjects
-            .iter()
-            .map(|s| format!("\"{s}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let port = free_port();
     let hub = Server::start_with_config(&format!(
         "server_name: hub\njetstream {{ domain: hub }}\nauthorization {{ users = [\n  {{ user: admin, password: admin }}\n  {{ user: svc, password: svc, permissions: {{ publish: [{}, \"{prefix}.queue.dom-once\"], subscribe: [{}] }} }}\n] }}\nleafnodes {{ listen: \"127.0.0.1:{port}\", authorization {{ user: leaf, password: leaf }} }}\n",
-        list(&permissions.publish),
-        list(&permissions.subscribe),
+        config_list(&permissions.publish),
+        config_list(&permissions.subscribe),
     ));
     let _leaf = Server::start_with_config(&format!(
         "server_name: leaf\njetstream {{ domain: leaf }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://leaf:leaf@127.0.0.1:{port}\" }} ] }}\n"
@@ -452,13 +438,7 @@ async fn an_account_importing_jetstream_under_a_prefix_runs_there() {
         .await
         .expect("connect as account A");
     let letter = &letters(&exporter, &prefix, 1).await[0];
-    assert_eq!(
-        letter
-            .headers
-            .get(jetwire::dlq::HANDLER)
-            .map(|v| v.as_str()),
-        Some("dom_work")
-    );
+    assert_eq!(header(letter, jetwire::dlq::HANDLER), Some("dom_work"));
     let runs = format!(
         "KV_{}",
         jetwire::topology::default_stream(Some(&prefix), "jetwire_runs")

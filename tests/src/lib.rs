@@ -471,6 +471,15 @@ pub fn config(server: &Server, prefix: &str, app: &str) -> jetwire::Config {
         .expect("a valid test config")
 }
 
+/// `subjects` as a list in a nats-server config file: `"a", "b"`.
+pub fn config_list(subjects: &[String]) -> String {
+    subjects
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The dead-letter stream's name under `prefix`.
 pub fn dlq_stream(prefix: &str) -> String {
     jetwire::topology::dlq_stream(Some(prefix))

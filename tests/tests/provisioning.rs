@@ -11,7 +11,9 @@ use jetwire::{
     App, Auth, Config, Error, HandlerError, Provision, Publisher, Storage, StreamSettings, queue,
     subscribe,
 };
-use jetwire_tests::{Server, eventually, shared_server, stream_messages, unique_prefix};
+use jetwire_tests::{
+    Server, config_list, eventually, shared_server, stream_messages, unique_prefix,
+};
 
 #[subscribe("prov.created", max_deliver = 2, backoff = ["50ms"])]
 async fn prov_event(n: u64) -> Result<(), HandlerError> {
@@ -112,17 +114,10 @@ async fn bind_runs_on_exactly_the_permissions_it_lists() {
         .build()
         .expect("valid");
     let permissions = App::new(bound).only(HANDLERS).permissions();
-    let list = |subjects: &[String]| {
-        subjects
-            .iter()
-            .map(|s| format!("\"{s}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let server = Server::start_with_config(&format!(
         "authorization {{ users = [\n  {{ user: admin, password: admin }}\n  {{ user: svc, password: svc, permissions: {{ publish: [{}, \"{prefix}.prov.created\"], subscribe: [{}] }} }}\n] }}\n",
-        list(&permissions.publish),
-        list(&permissions.subscribe),
+        config_list(&permissions.publish),
+        config_list(&permissions.subscribe),
     ));
     drop(probe);
     let as_user = |user: &str, provision| {

@@ -104,7 +104,7 @@ pub(super) struct Puller {
     /// whose every run is its last (`max_deliver = 1`), which must not run
     /// a delivery the server may have given to someone else meanwhile.
     clock: Option<Arc<PinId>>,
-    /// How many times the pin's clock had found the process away when
+    /// How many times the clock had found the process away when
     /// the loop last looked.
     aways: u64,
     /// Places for the messages the process holds ([`Sizing::places`]).
@@ -181,7 +181,7 @@ impl Puller {
         )
     }
 
-    /// Whether a pinned loop was found away since it last looked: then
+    /// Whether a loop with a clock was found away since it last looked: then
     /// what arrived before is dropped, not run.
     fn was_away(&mut self) -> bool {
         let Some(pin) = &self.clock else { return false };

@@ -241,12 +241,12 @@ async fn wait_for_slot(
     }
 }
 
-/// Drops a pinned loop's delivery whose pin was lost before its call
-/// began: recorded as handed back, not answered (the replica pinned now
-/// may hold it already).
+/// Drops a fenced delivery (a pinned loop's, a `max_deliver = 1`
+/// loop's) whose fence fell before its call began: recorded as handed
+/// back, not answered (another replica may hold it already).
 async fn drop_fenced(shared: &Shared, mut tally: Tally) {
     tracing::info!(
-        "the pin was lost before the call began: delivery dropped; the replica pinned now runs it"
+        "the pin was lost, or the process was away, before the call began: delivery dropped; another replica runs it"
     );
     tally.hand_back(shared).await;
     shared.counters.interrupted();
